@@ -1,0 +1,47 @@
+"""Errors the toolkit raises. Each carries enough to print one precise line for an engineer."""
+
+from __future__ import annotations
+
+
+class ForensicsError(Exception):
+    """Base class: the CLI prints ``str(err)`` on one line and exits non-zero."""
+
+
+class SchemaError(ForensicsError):
+    """A DataFrame does not match the canonical schema."""
+
+    def __init__(self, table: str, column: str | None, problem: str) -> None:
+        self.table, self.column, self.problem = table, column, problem
+        where = f"{table}.{column}" if column else table
+        super().__init__(f"schema error in {where}: {problem}")
+
+
+class ProfileError(ForensicsError):
+    """Unknown profile name or a profile file of the wrong shape."""
+
+
+class WindowError(ForensicsError):
+    """An incident window that cannot be parsed, or whose end is not after its start."""
+
+
+class BundleError(ForensicsError):
+    """An evidence bundle that is missing, incomplete, corrupt or tampered with."""
+
+
+class ScenarioError(ForensicsError):
+    """An unknown simulator scenario or invalid simulator parameters."""
+
+
+class SourceError(ForensicsError):
+    """An evidence source failed: unreachable, authentication, timeout, missing data.
+
+    ``source`` names the source (mongodb, kafka, ...), ``hint`` says what to check.
+    """
+
+    def __init__(self, source: str, problem: str, hint: str = "") -> None:
+        self.source, self.problem, self.hint = source, problem, hint
+        super().__init__(f"{source}: {problem}" + (f" (check: {hint})" if hint else ""))
+
+
+class ParameterError(ForensicsError):
+    """A notebook or report parameter of the wrong type or value."""
