@@ -1,0 +1,45 @@
+"""The unit every step passes along: one incident's evidence tables plus what describes them.
+
+Sources fill an :class:`Evidence`; bundles write and read it; analysis and reports
+consume it. Tables are always in the canonical schema (:mod:`forensics.schema`); a table
+that was not collected is absent from ``tables`` and its source is named in ``missing``,
+so a report can say exactly what it could not see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from forensics import schema
+from forensics.timeutil import Window
+
+
+@dataclass
+class Evidence:
+    window: Window
+    profile: str = "runbook"
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per source: masked connection string or file, parameters/query, status (ok, failed), error."""
+    missing: dict[str, str] = field(default_factory=dict)
+    """Source name -> why its evidence is absent (not configured, unreachable, ...)."""
+    scenario: dict[str, Any] | None = None
+    """For simulated incidents: name, seed, messages, root_cause, description."""
+
+    def table(self, name: str) -> pd.DataFrame:
+        """The table ``name``, or an empty one of the right shape when it was not collected."""
+        frame = self.tables.get(name)
+        return frame if frame is not None else schema.empty(name)
+
+    def has(self, name: str) -> bool:
+        return name in self.tables
+
+    def put(self, name: str, frame: pd.DataFrame) -> None:
+        """Store a table after checking it against the schema."""
+        self.tables[name] = schema.validate(name, frame)
+
+    def row_counts(self) -> dict[str, int]:
+        return {name: len(frame) for name, frame in self.tables.items()}
