@@ -32,8 +32,9 @@ INT = "Int64"
 FLOAT = "float64"
 BOOL = "boolean"
 
-STATUSES = ("PENDING", "SENT", "DELIVERED", "READ", "FAILED", "RECEIVED")
-"""Message statuses, in forward order (RECEIVED is inbound-only in the deployed code)."""
+STATUSES = ("PENDING", "SENT", "DELIVERED", "READ", "FAILED", "RECEIVED", "UNKNOWN")
+"""Message statuses in forward order; RECEIVED is inbound-only in the deployed code, UNKNOWN marks a
+value outside this vocabulary (the document itself stays referenced by source_ref)."""
 
 CHANNELS = ("WHATSAPP", "TELEGRAM", "INSTAGRAM", "INTERNAL")
 SEVERITIES = ("info", "warning", "critical")
