@@ -1,0 +1,4 @@
+"""Evidence sources, one module each; every one returns canonical DataFrames only.
+
+The registry of names lives in :mod:`forensics.collect` (``SOURCES``).
+"""
