@@ -105,7 +105,7 @@ def write_bundle(evidence: Evidence, path: str | Path, *, queries: dict[str, Any
                 "query": mask_secrets((queries or {}).get(name)),
             }
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        for name, entry in tables.items():
+        for entry in tables.values():
             entry["sha256"] = files[entry["file"]]
         log = list(custody or []) + [custody_entry("written", {"tables": {n: t["rows"] for n, t in tables.items()}})]
         manifest = {

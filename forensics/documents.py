@@ -166,7 +166,7 @@ def status_events_from_documents(history, messages: pd.DataFrame, profile: Profi
 def with_derived_pending(events: pd.DataFrame, messages: pd.DataFrame) -> pd.DataFrame:
     """Add the initial PENDING for messages that have no PENDING row; fill channel from messages."""
     have_pending = events.loc[events["new_status"] == "PENDING", "message_id"].unique()
-    need = messages[~messages["message_id"].isin(have_pending) & messages["created_at"].notna()]
+    need = messages[~messages["message_id"].isin(have_pending) & messages["created_at"].notna()].reset_index(drop=True)
     derived = schema.conform("status_events", {
         "message_id": need["message_id"],
         "conversation_id": need["conversation_id"],

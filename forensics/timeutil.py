@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -26,10 +26,21 @@ _NS_FROM = 1e17
 
 
 def _epoch_to_ns(x: np.ndarray) -> np.ndarray:
-    """Epoch numbers of any unit (seconds/ms/us/ns by magnitude) to int64 ns; NaN stays NaN."""
+    """Epoch numbers of any unit (seconds/ms/us/ns by magnitude) to int64 ns (NaT where unreadable).
+
+    Sub-nanosecond float noise is avoided by rounding to whole microseconds in float and
+    scaling to nanoseconds in integers (float64 cannot hold 1.7e18 ns exactly).
+    """
+    x = np.asarray(x, dtype="float64")
     a = np.abs(x)
-    scale = np.where(a >= _NS_FROM, 1.0, np.where(a >= _US_FROM, 1e3, np.where(a >= _MS_FROM, 1e6, 1e9)))
-    return x * scale
+    to_us = np.where(a >= _US_FROM, 1e-3, np.where(a >= _MS_FROM, 1e3, 1e6))
+    ok = np.isfinite(x) & (a < 9.2e18)
+    out = np.full(x.shape, np.iinfo("int64").min, dtype="int64")  # NaT
+    is_ns = ok & (a >= _NS_FROM)
+    out[is_ns] = x[is_ns].astype("int64")
+    rest = ok & ~is_ns
+    out[rest] = np.round(x[rest] * to_us[rest]).astype("int64") * 1000
+    return out
 
 
 def coerce_timestamps(values: pd.Series | list | np.ndarray) -> pd.Series:
@@ -81,10 +92,7 @@ def _as_utc_datetime(v):
 
 
 def _from_ns(ns: np.ndarray, index) -> pd.Series:
-    ok = np.isfinite(ns) & (np.abs(ns) < 9.2e18)
-    arr = np.full(ns.shape, np.datetime64("NaT"), dtype="datetime64[ns]")
-    arr[ok] = ns[ok].astype("int64").astype("datetime64[ns]")
-    return pd.Series(arr, index=index).dt.tz_localize("UTC").astype(UTC_TS)
+    return pd.Series(ns.view("datetime64[ns]"), index=index).dt.tz_localize("UTC").astype(UTC_TS)
 
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*(?:ago)?\s*$", re.IGNORECASE)
@@ -150,4 +158,4 @@ def iso(ts: pd.Timestamp | datetime | None) -> str | None:
 
 
 def utcnow() -> pd.Timestamp:
-    return pd.Timestamp(datetime.now(timezone.utc))
+    return pd.Timestamp(datetime.now(UTC))
