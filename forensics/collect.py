@@ -41,9 +41,11 @@ class SourceResult:
 
 
 # name -> "module:function"; imported only when used, so a missing optional driver
-# never breaks the sources that do not need it.
+# never breaks the sources that do not need it. One module per source under
+# forensics/sources/, each with ``collect(request) -> SourceResult``.
 SOURCES: dict[str, str] = {
-    "simulator": "forensics.sources.simulator:collect",
+    name: f"forensics.sources.{name}:collect"
+    for name in ("simulator", "mongo", "postgres", "redis", "logs", "kafka", "jaeger", "prometheus")
 }
 
 

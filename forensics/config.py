@@ -1,0 +1,43 @@
+"""Connection settings and query bounds.
+
+Connection strings come from arguments, else from the environment (what
+``scripts/services env`` prints for the local stack, or what an on-call engineer exports
+for a real deployment). They are never printed unmasked (:mod:`forensics.credentials`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+ENV = {
+    "mongo": "FORENSICS_MONGO_URI",
+    "kafka": "FORENSICS_KAFKA_BOOTSTRAP",
+    "jaeger": "FORENSICS_JAEGER_URL",
+    "postgres": "FORENSICS_POSTGRES_DSN",
+    "redis": "FORENSICS_REDIS_URL",
+    "prometheus": "FORENSICS_PROMETHEUS_URL",
+    "otlp": "FORENSICS_OTLP_ENDPOINT",
+}
+
+
+def connection(source: str, explicit: str | None = None) -> str | None:
+    """The connection string for ``source``: the explicit one, else its FORENSICS_* variable."""
+    if explicit:
+        return explicit
+    var = ENV.get(source)
+    return os.environ.get(var) if var else None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on every query against a production system."""
+
+    max_rows: int = 2_000_000
+    """Result cap per query; a capped result says "truncated at N"."""
+    timeout_s: float = 30.0
+    """Server-side time limit per query (maxTimeMS, statement_timeout, HTTP timeout)."""
+    connect_timeout_s: float = 5.0
+
+
+DEFAULT_LIMITS = Limits()
