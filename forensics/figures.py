@@ -1,0 +1,252 @@
+"""Plotly figures of an incident, aggregated before plotting.
+
+Every builder reduces its table to at most a few hundred points first (time buckets,
+capped categories), so that a million-message incident gives the same small figure as a
+thousand-message one and the report's HTML stays small. Builders take canonical tables
+(:mod:`forensics.schema`) or analysis frames and return a ``go.Figure``; an empty input gives
+a figure that says what is missing rather than an error.
+
+Figures carry no personal data of their own (statuses, channels, consumer groups, error
+groups); the timeline's hover text is whatever the caller passes, so redact it first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+
+TIME_BUCKETS = tuple(pd.Timedelta(s) for s in (
+    "1s", "2s", "5s", "10s", "15s", "30s", "1min", "2min", "5min", "10min", "15min", "30min",
+    "1h", "2h", "3h", "6h", "12h", "1D", "2D", "7D"))
+MAX_BUCKETS = 150
+"""Time series are bucketed to at most this many points."""
+MAX_TIMELINE_POINTS = 1500
+"""Above this many timeline events the swimlane shows counts per lane, severity and bucket."""
+MAX_SERIES = 8
+"""Lines per figure (consumer groups, ...): the largest are kept."""
+MAX_STEPS = 6
+"""Status-flow depth: transitions after the sixth are folded into the sixth step."""
+
+STATUS_COLORS = {"PENDING": "#9e9e9e", "SENT": "#42a5f5", "DELIVERED": "#66bb6a", "READ": "#2e7d32",
+                 "FAILED": "#e53935", "RECEIVED": "#ab47bc", "UNKNOWN": "#795548"}
+SEVERITY_COLORS = {"info": "#90a4ae", "warning": "#fb8c00", "critical": "#d32f2f"}
+THRESHOLD_COLOR = "#d32f2f"
+PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def time_bucket(start: pd.Timestamp, end: pd.Timestamp, max_buckets: int = MAX_BUCKETS) -> pd.Timedelta:
+    """The smallest round bucket (1 s .. 7 days) that cuts [start, end] into at most ``max_buckets``."""
+    span = max(end - start, pd.Timedelta(0))
+    for bucket in TIME_BUCKETS:
+        if span / bucket <= max_buckets:
+            return bucket
+    return TIME_BUCKETS[-1]
+
+
+def _bucket_of(times: pd.Series, bucket: pd.Timedelta | None = None) -> tuple[pd.Series, pd.Timedelta]:
+    t = times.dropna()
+    bucket = bucket or (time_bucket(t.min(), t.max()) if len(t) else TIME_BUCKETS[0])
+    return times.dt.floor(bucket), bucket
+
+
+def _label(bucket: pd.Timedelta) -> str:
+    seconds = int(bucket.total_seconds())
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def _layout(fig: go.Figure, title: str, yaxis: str = "", height: int = 380) -> go.Figure:
+    fig.update_layout(title={"text": title, "x": 0.01}, template="plotly_white", height=height,
+                      margin={"l": 60, "r": 20, "t": 60, "b": 50}, yaxis_title=yaxis,
+                      legend={"orientation": "h", "y": -0.18})
+    return fig
+
+
+def _empty(title: str, why: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=why, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 14})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, title, height=220)
+
+
+def _threshold(fig: go.Figure, value: float, text: str) -> None:
+    fig.add_hline(y=value, line={"color": THRESHOLD_COLOR, "dash": "dash", "width": 1.5},
+                  annotation_text=text, annotation_position="top left", annotation_font_color=THRESHOLD_COLOR)
+
+
+def status_flow(status_events: pd.DataFrame) -> go.Figure:
+    """Sankey of status transitions, step by step (PENDING -> SENT -> DELIVERED -> READ, and
+    the failure and retry branches). Nodes are (step, status) so retries never draw a cycle."""
+    title = "How messages moved between statuses"
+    ev = status_events.dropna(subset=["message_id", "new_status"])
+    if ev.empty:
+        return _empty(title, "no status transitions in the evidence")
+    ev = ev.sort_values(["message_id", "timestamp"], kind="stable")
+    step = ev.groupby("message_id", sort=False).cumcount().clip(upper=MAX_STEPS).to_numpy()
+    status = ev["new_status"].astype(str).to_numpy()
+    same_msg = ev["message_id"].to_numpy()
+    follows = np.r_[False, same_msg[1:] == same_msg[:-1]]
+    links = pd.DataFrame({"src_step": step[:-1][follows[1:]], "src": status[:-1][follows[1:]],
+                          "dst_step": step[1:][follows[1:]], "dst": status[1:][follows[1:]]})
+    links = links[links["src_step"] < links["dst_step"]]  # folded steps past MAX_STEPS
+    if links.empty:
+        return _empty(title, "no message changed status")
+    links = links.groupby(["src_step", "src", "dst_step", "dst"], as_index=False).size()
+    nodes = pd.concat([links[["src_step", "src"]].set_axis(["step", "status"], axis=1),
+                       links[["dst_step", "dst"]].set_axis(["step", "status"], axis=1)]).drop_duplicates()
+    nodes = nodes.sort_values(["step", "status"]).reset_index(drop=True)
+    index = {(s, st): i for i, (s, st) in enumerate(zip(nodes["step"], nodes["status"], strict=True))}
+    last = max(nodes["step"].max(), 1)
+    fig = go.Figure(go.Sankey(
+        arrangement="snap",
+        node={"label": nodes["status"].tolist(), "pad": 14,
+              "color": [STATUS_COLORS.get(s, "#607d8b") for s in nodes["status"]],
+              "x": (0.01 + 0.98 * nodes["step"] / last).tolist()},
+        link={"source": [index[k] for k in zip(links["src_step"], links["src"], strict=True)],
+              "target": [index[k] for k in zip(links["dst_step"], links["dst"], strict=True)],
+              "value": links["size"].tolist(),
+              "hovertemplate": "%{source.label} → %{target.label}: %{value:,} messages<extra></extra>"},
+    ))
+    return _layout(fig, title + " (left to right: successive transitions)", height=420)
+
+
+def failure_rate(messages: pd.DataFrame, threshold: float = 0.05, bucket: pd.Timedelta | None = None) -> go.Figure:
+    """Share of messages created in each time bucket that are FAILED now, overall and per
+    channel, against the alert threshold (runbook: > 5 % FAILED)."""
+    title = "Failure rate by creation time"
+    m = messages.dropna(subset=["created_at"])
+    if m.empty:
+        return _empty(title, "no messages in the evidence")
+    when, bucket = _bucket_of(m["created_at"], bucket)
+    failed = m["status"].eq("FAILED").fillna(False).astype(int)
+    frame = pd.DataFrame({"t": when, "channel": m["channel"].fillna("unknown"), "failed": failed})
+    fig = go.Figure()
+    overall = frame.groupby("t")["failed"].agg(["mean", "size", "sum"]).reset_index()
+    fig.add_trace(go.Scatter(x=overall["t"], y=overall["mean"], name="all channels", mode="lines",
+                             line={"width": 3, "color": "#263238"}, customdata=overall[["sum", "size"]],
+                             hovertemplate="%{y:.1%} (%{customdata[0]:,} of %{customdata[1]:,})<extra>all</extra>"))
+    per = frame.groupby(["channel", "t"])["failed"].agg(["mean", "size", "sum"]).reset_index()
+    for channel, rows in per.groupby("channel"):
+        fig.add_trace(go.Scatter(x=rows["t"], y=rows["mean"], name=str(channel), mode="lines",
+                                 line={"width": 1.5, "dash": "dot"}, customdata=rows[["sum", "size"]],
+                                 hovertemplate="%{y:.1%} (%{customdata[0]:,} of %{customdata[1]:,})"
+                                               f"<extra>{channel}</extra>"))
+    _threshold(fig, threshold, f"alert threshold {threshold:.0%}")
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    return _layout(fig, f"{title} (per {_label(bucket)})", "messages FAILED")
+
+
+def delivery_latency(messages: pd.DataFrame, status_events: pd.DataFrame, sla_s: float = 5.0,
+                     bucket: pd.Timedelta | None = None) -> go.Figure:
+    """P95 of the time from creation (PENDING) to the first DELIVERED, per creation-time bucket,
+    against the delivery SLA (runbook: P95 > 5 s). Messages never delivered are not in it:
+    the failure-rate figure shows them."""
+    title = "Delivery time P95 (created → DELIVERED)"
+    delivered = status_events.loc[status_events["new_status"].eq("DELIVERED").fillna(False), ["message_id", "timestamp"]]
+    if delivered.empty or messages.empty:
+        return _empty(title, "no DELIVERED transitions in the evidence")
+    first = delivered.groupby("message_id", sort=False)["timestamp"].min()
+    m = messages[["message_id", "created_at"]].dropna().set_index("message_id")
+    joined = m.join(first.rename("delivered_at"), how="inner")
+    if joined.empty:
+        return _empty(title, "DELIVERED transitions match no message")
+    latency_s = (joined["delivered_at"] - joined["created_at"]).dt.total_seconds()
+    when, bucket = _bucket_of(joined["created_at"], bucket)
+    p95 = latency_s.groupby(when.to_numpy()).quantile(0.95)
+    fig = go.Figure(go.Scatter(x=p95.index, y=p95.to_numpy(), mode="lines+markers", name="P95",
+                               line={"color": "#1e88e5", "width": 2.5}, marker={"size": 4},
+                               hovertemplate="P95 %{y:.2f} s<extra></extra>"))
+    _threshold(fig, sla_s, f"SLA {sla_s:g} s")
+    fig.update_yaxes(rangemode="tozero")
+    return _layout(fig, f"{title} (per {_label(bucket)})", "seconds")
+
+
+def consumer_lag(lag: pd.DataFrame, threshold: float = 1000, bucket: pd.Timedelta | None = None) -> go.Figure:
+    """Total lag per consumer group and topic (summed over partitions, worst sample per
+    bucket) against the alert threshold (runbook: lag > 1000 messages)."""
+    title = "Kafka consumer lag"
+    rows = lag.dropna(subset=["sampled_at", "lag"])
+    if rows.empty:
+        return _empty(title, "no consumer-lag samples in the evidence")
+    total = rows.groupby(["group", "topic", "sampled_at"], as_index=False)["lag"].sum()
+    total["t"], bucket = _bucket_of(total["sampled_at"], bucket)
+    series = total.groupby(["group", "topic", "t"], as_index=False)["lag"].max()
+    series["name"] = series["group"].astype(str) + " / " + series["topic"].astype(str)
+    worst = series.groupby("name")["lag"].max().sort_values(ascending=False)
+    fig = go.Figure()
+    for name in worst.index[:MAX_SERIES]:
+        s = series[series["name"] == name]
+        fig.add_trace(go.Scatter(x=s["t"], y=s["lag"].astype(float), name=name, mode="lines",
+                                 hovertemplate="%{y:,.0f} messages<extra>" + name + "</extra>"))
+    _threshold(fig, threshold, f"alert threshold {threshold:,.0f}")
+    fig.update_yaxes(rangemode="tozero")
+    shown = f", {MAX_SERIES} largest of {len(worst)}" if len(worst) > MAX_SERIES else ""
+    return _layout(fig, f"{title} (per {_label(bucket)}{shown})", "messages behind")
+
+
+def error_groups(groups: pd.DataFrame, label: str = "group", count: str = "count", color: str | None = None,
+                 top: int = 15) -> go.Figure:
+    """Horizontal bars of the ``top`` largest error groups (``label`` and ``count`` columns);
+    the rest are summed into one "other" bar."""
+    title = "Failures by error group"
+    if groups.empty:
+        return _empty(title, "no errors grouped")
+    g = groups.sort_values(count, ascending=False)
+    head, rest = g.iloc[:top], g.iloc[top:]
+    labels = head[label].astype(str).str.slice(0, 70).tolist()
+    values = head[count].astype(float).tolist()
+    colors = head[color].astype(str).tolist() if color else None
+    if len(rest):
+        labels.append(f"other ({len(rest)} groups)")
+        values.append(float(rest[count].sum()))
+        colors = colors + ["other"] if colors else None
+    frame = pd.DataFrame({"label": labels, "value": values, "color": colors or ["errors"] * len(labels)})
+    fig = go.Figure()
+    for name, rows in frame.groupby("color", sort=False):
+        fig.add_trace(go.Bar(y=rows["label"], x=rows["value"], orientation="h", name=str(name),
+                             hovertemplate="%{y}: %{x:,.0f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=labels)
+    fig.update_layout(barmode="stack", showlegend=bool(color))
+    return _layout(fig, title, height=max(260, 60 + 26 * len(labels)))
+
+
+def timeline_swimlane(timeline: pd.DataFrame) -> go.Figure:
+    """The timeline as swimlanes (one row per lane, colour by severity). Above
+    MAX_TIMELINE_POINTS events, each marker is a bucket of events sized by its count."""
+    title = "Timeline across sources"
+    t = timeline.dropna(subset=["timestamp"])
+    if t.empty:
+        return _empty(title, "no timeline events")
+    if len(t) <= MAX_TIMELINE_POINTS:
+        points = t.assign(n=1, text=t["summary"].astype(str).str.slice(0, 200))
+        suffix = ""
+    else:
+        when, bucket = _bucket_of(t["timestamp"])
+        points = (t.assign(timestamp=when)
+                  .groupby(["lane", "severity", "timestamp"], as_index=False, observed=True)
+                  .agg(n=("summary", "size"), text=("summary", "first")))
+        points["text"] = points["n"].map("{:,} events; first: ".format) + points["text"].astype(str).str.slice(0, 160)
+        suffix = f" (events per {_label(bucket)})"
+    fig = go.Figure()
+    for severity in ("info", "warning", "critical"):
+        rows = points[points["severity"] == severity]
+        if rows.empty:
+            continue
+        fig.add_trace(go.Scatter(
+            x=rows["timestamp"], y=rows["lane"], mode="markers", name=severity, text=rows["text"],
+            marker={"color": SEVERITY_COLORS[severity], "size": (6 + 3 * np.log1p(rows["n"] - 1)).tolist(),
+                    "line": {"width": 0.5, "color": "#37474f"}},
+            hovertemplate="%{x}<br>%{text}<extra>%{y}</extra>"))
+    lanes = sorted(points["lane"].astype(str).unique())
+    return _layout(fig, title + suffix, height=max(260, 120 + 40 * len(lanes)))
+
+
+def show(fig: go.Figure) -> None:
+    """Display ``fig`` as Plotly JSON (application/vnd.plotly.v1+json): JupyterLab and VS Code
+    render it natively, and the report template draws it with the one inlined plotly.js."""
+    pio.show(fig, renderer="plotly_mimetype", config=PLOTLY_CONFIG)
