@@ -37,14 +37,27 @@ def flatten_documents(docs: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
 
 
 def _coalesce(flat: pd.DataFrame, paths: list[str]) -> tuple[pd.Series, pd.Series]:
-    """First non-null value across ``paths``; also which path supplied it (or None)."""
+    """First non-null value across ``paths``; also which path supplied it (or None).
+
+    Columns of one typed dtype (an Arrow load gives str, Int64, datetime64 columns) are
+    coalesced without leaving their dtype, so the conversions below stay vectorised;
+    anything else (dict documents, mixed types) goes through object values.
+    """
     n = len(flat)
+    present = [p for p in paths if p in flat.columns]
+    cols = [flat[p] for p in present]
+    if cols and all(c.dtype != object and c.dtype == cols[0].dtype for c in cols):
+        value = cols[0]
+        origin = np.where(value.notna().to_numpy(), present[0], None).astype(object)
+        for path, col in zip(present[1:], cols[1:], strict=True):
+            take = value.isna() & col.notna()
+            if take.any():
+                value = value.where(~take, col)
+                origin[take.to_numpy()] = path
+        return value, pd.Series(origin, index=flat.index, dtype=object)
     value = pd.Series([None] * n, index=flat.index, dtype=object)
     origin = pd.Series([None] * n, index=flat.index, dtype=object)
-    for path in paths:
-        if path not in flat.columns:
-            continue
-        col = flat[path]
+    for path, col in zip(present, cols, strict=True):
         take = value.isna() & col.notna()
         if take.any():
             value[take] = col[take].astype(object)
@@ -54,6 +67,8 @@ def _coalesce(flat: pd.DataFrame, paths: list[str]) -> tuple[pd.Series, pd.Serie
 
 def _text(values: pd.Series) -> pd.Series:
     """Anything to nullable strings; lists take their first element; dicts/bytes become text."""
+    if isinstance(values.dtype, pd.StringDtype):
+        return values.astype(schema.STR)
 
     def one(v):
         if v is None or (isinstance(v, float) and np.isnan(v)):
@@ -68,6 +83,9 @@ def _text(values: pd.Series) -> pd.Series:
 
 
 def _int(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        as_float = values.astype("float64")
+        return as_float.where(np.isfinite(as_float)).round().astype(schema.INT)
     return pd.to_numeric(values.map(lambda v: v if isinstance(v, int | float | str) else None),
                          errors="coerce").round().astype(schema.INT)
 
@@ -78,7 +96,7 @@ def _status(values: pd.Series) -> pd.Series:
 
 
 def _length(values: pd.Series) -> pd.Series:
-    return values.map(lambda v: len(v) if isinstance(v, list | tuple) else None).astype(schema.INT)
+    return values.map(lambda v: len(v) if isinstance(v, list | tuple | np.ndarray) else None).astype(schema.INT)
 
 
 def messages_from_documents(docs, profile: Profile | str | None = None, *, source_object: str | None = None
@@ -113,7 +131,7 @@ def messages_from_documents(docs, profile: Profile | str | None = None, *, sourc
         "retry_count": _int(get("retry_count")[0]),
         "error_message": _text(error),
         "error_field": error_origin.map(
-            lambda p: None if p is None else ("metadata" if str(p).startswith("metadata.") else "top-level")
+            {p: "metadata" if p.startswith("metadata.") else "top-level" for p in f.get("error_message", ["error_message"])}
         ).astype(schema.STR),
         "platform_message_id": _text(get("platform_message_id")[0]),
         "source": "mongodb",
