@@ -74,7 +74,8 @@ _OTLP_KIND = {0: None, 1: "internal", 2: "server", 3: "client", 4: "producer", 5
 _OTLP_KIND_NAMES = {f"SPAN_KIND_{v.upper()}": v for v in _OTLP_KIND.values() if v} | {"SPAN_KIND_UNSPECIFIED": None}
 _EXCEPTION_KEYS = ("exception.message", "error.message", "message", "error.object")
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+# sorted keys: the same span read from v1 (sorted tags) and api/v3 (attributes as sent) gives the same text
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str).encode
 
 
 class TraceFileError(ForensicsError):
@@ -100,15 +101,17 @@ class _SpanColumns:
         return len(self.span_id)
 
 
-def _iso_ns(ns: int) -> str:
-    return datetime.fromtimestamp(ns // 1_000_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ns % 1_000_000_000:09d}Z"
+def _iso_us(ns: int) -> str:
+    """Log/event time as ISO text at microseconds (v1's precision, so both APIs give the same text)."""
+    return datetime.fromtimestamp(ns // 1_000_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
+        f"{ns % 1_000_000_000 // 1000:06d}Z"
 
 
 def _v1_logs(logs: list) -> tuple[str, str | None]:
     """v1 span logs as a JSON array of {timestamp, field: value...}; plus an exception message found."""
     out, exc = [], None
     for log in logs:
-        entry: dict[str, Any] = {"timestamp": _iso_ns(int(log.get("timestamp") or 0) * 1000)}
+        entry: dict[str, Any] = {"timestamp": _iso_us(int(log.get("timestamp") or 0) * 1000)}
         for f in log.get("fields") or ():
             entry[f.get("key")] = f.get("value")
         if exc is None:
@@ -221,7 +224,7 @@ def _any_value(v: Mapping) -> Any:
 def _otlp_events(events: list) -> tuple[str, str | None]:
     out, exc = [], None
     for ev in events:
-        entry: dict[str, Any] = {"timestamp": _iso_ns(int(ev.get("timeUnixNano") or 0)), "event": ev.get("name")}
+        entry: dict[str, Any] = {"timestamp": _iso_us(int(ev.get("timeUnixNano") or 0)), "event": ev.get("name")}
         for a in ev.get("attributes") or ():
             entry[a.get("key")] = _any_value(a.get("value") or {})
         if exc is None:
@@ -240,8 +243,12 @@ def _add_resource_spans(cols: _SpanColumns, resource_spans: Iterable[Mapping], w
                 service = _any_value(a.get("value") or {})
         scopes = rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or ()
         for s, ss in enumerate(scopes):
+            # Jaeger's v1 view carries the instrumentation scope as tags: keep both views equal
+            scope = ss.get("scope") or ss.get("instrumentationLibrary") or {}
+            scope_tags = {k: scope[f] for k, f in (("otel.scope.name", "name"), ("otel.scope.version", "version"))
+                          if scope.get(f)}
             for i, sp in enumerate(ss.get("spans") or ()):
-                rest: dict[str, Any] = {}
+                rest: dict[str, Any] = dict(scope_tags)
                 method = status = mid = route = None
                 fallback, fallback_at = None, 9
                 for a in sp.get("attributes") or ():
@@ -440,6 +447,36 @@ def read_trace_file(path: str | Path) -> pd.DataFrame:
     else:
         _collect(doc, cols, "")
     return _frame(cols, path.name)
+
+
+_TAG_COLUMN = {"span.kind": "kind", "error": "error", "otel.status_description": "status_message",
+               "http.method": "http_method", "http.request.method": "http_method", "http.route": "http_route",
+               "http.status_code": "http_status_code", "http.response.status_code": "http_status_code",
+               **dict.fromkeys(MESSAGE_ID_TAGS, "message_id")}
+
+
+def tag_values(spans: pd.DataFrame, key: str) -> pd.Series:
+    """The value of tag ``key`` on each span as text (<NA> where absent), wherever the parser put it.
+
+    Known tags live in columns (``http.status_code`` -> http_status_code, ``error`` ->
+    error as "true"/"false"), the others in the JSON ``tags`` map.
+    """
+    column = _TAG_COLUMN.get(key)
+    if column is not None:
+        values = spans[column]
+        if column == "error":
+            return values.map({True: "true", False: "false"}).astype(schema.STR)
+        return values.astype(schema.STR)
+    has = spans["tags"].str.contains(json.dumps(key), regex=False).fillna(False).astype(bool)
+    out = pd.Series(pd.NA, index=spans.index, dtype=schema.STR)
+    if has.any():
+        def one(text: str) -> str | None:
+            value = json.loads(text).get(key)
+            if value is None:
+                return None
+            return ("true" if value else "false") if isinstance(value, bool) else str(value)
+        out[has] = spans.loc[has, "tags"].map(one)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
