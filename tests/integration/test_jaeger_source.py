@@ -3,12 +3,12 @@
 Spans of a small Chat4All-like trace set are sent with the OpenTelemetry SDK over OTLP
 HTTP, then read back through both query APIs. Every run tags its spans with a fresh
 ``test.run`` id and a run-unique operation, so runs and other engineers' spans in the
-same (memory) storage do not disturb each other.
+same (memory) storage do not disturb each other. ``jaeger_url`` and ``otlp_endpoint``
+come from tests/integration/conftest.py (skip, or fail under CI, when Jaeger is down).
 """
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import time
@@ -29,21 +29,6 @@ pytestmark = pytest.mark.integration
 MS = 1_000_000  # ns
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
-@pytest.fixture(scope="module")
-def jaeger_url() -> str:
-    url = _env("FORENSICS_JAEGER_URL", "http://127.0.0.1:16686")
-    host, port = url.split("//")[1].split("/")[0].split(":")
-    with socket.socket() as s:
-        s.settimeout(1)
-        if s.connect_ex((host, int(port))):
-            pytest.skip(f"Jaeger not reachable at {url}: scripts/services up --only jaeger")
-    return url
-
-
 def _short_trace_ids():
     """An id generator giving 64-bit trace ids (high half zero), which v1 prints as 16 hex."""
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -56,7 +41,7 @@ def _short_trace_ids():
 
 
 @pytest.fixture(scope="module")
-def sent(jaeger_url):
+def sent(jaeger_url, otlp_endpoint):
     """Send the trace set; wait until every trace is queryable. Returns ids and names."""
     from opentelemetry import trace as otel
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -65,7 +50,7 @@ def sent(jaeger_url):
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
-    otlp = _env("FORENSICS_OTLP_ENDPOINT", "http://127.0.0.1:4318").rstrip("/")
+    otlp = otlp_endpoint
     run = uuid.uuid4().hex[:12]
     providers: dict[str, TracerProvider] = {}
 
