@@ -340,7 +340,9 @@ def normalise_ids(values: Iterable[str | None], width: int) -> pa.Array:
     return pc.if_else(pc.equal(out, "0" * width), pa.scalar(None, pa.string()), out)
 
 
-def _string(values: list | pa.Array) -> pd.Series:
+def _string(values: list | pa.Array | pa.ChunkedArray) -> pd.Series:
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
     arr = values if isinstance(values, pa.Array) else pa.array(values, type=pa.string(), from_pandas=True)
     return pd.Series(pd.arrays.ArrowStringArray(arr), dtype=schema.STR)
 
