@@ -8,9 +8,13 @@ a figure that says what is missing rather than an error.
 
 Figures carry no personal data of their own (statuses, channels, consumer groups, error
 groups); the timeline's hover text is whatever the caller passes, so redact it first.
+Text from evidence (error groups, timeline summaries) goes through :func:`plain`, because
+Plotly reads a subset of HTML in labels (``<a href>``, ``<b>``, ``<br>``).
 """
 
 from __future__ import annotations
+
+import html
 
 import numpy as np
 import pandas as pd
@@ -34,6 +38,11 @@ STATUS_COLORS = {"PENDING": "#9e9e9e", "SENT": "#42a5f5", "DELIVERED": "#66bb6a"
 SEVERITY_COLORS = {"info": "#90a4ae", "warning": "#fb8c00", "critical": "#d32f2f"}
 THRESHOLD_COLOR = "#d32f2f"
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def plain(values: pd.Series) -> pd.Series:
+    """Untrusted text as Plotly label text: markup characters escaped, so it shows literally."""
+    return values.astype(str).map(lambda v: html.escape(v, quote=False))
 
 
 def time_bucket(start: pd.Timestamp, end: pd.Timestamp, max_buckets: int = MAX_BUCKETS) -> pd.Timedelta:
@@ -124,7 +133,7 @@ def failure_rate(messages: pd.DataFrame, threshold: float = 0.05, bucket: pd.Tim
         return _empty(title, "no messages in the evidence")
     when, bucket = _bucket_of(m["created_at"], bucket)
     failed = m["status"].eq("FAILED").fillna(False).astype(int)
-    frame = pd.DataFrame({"t": when, "channel": m["channel"].fillna("unknown"), "failed": failed})
+    frame = pd.DataFrame({"t": when, "channel": plain(m["channel"].fillna("unknown")), "failed": failed})
     fig = go.Figure()
     overall = frame.groupby("t")["failed"].agg(["mean", "size", "sum"]).reset_index()
     fig.add_trace(go.Scatter(x=overall["t"], y=overall["mean"], name="all channels", mode="lines",
@@ -176,7 +185,7 @@ def consumer_lag(lag: pd.DataFrame, threshold: float = 1000, bucket: pd.Timedelt
     total = rows.groupby(["group", "topic", "sampled_at"], as_index=False)["lag"].sum()
     total["t"], bucket = _bucket_of(total["sampled_at"], bucket)
     series = total.groupby(["group", "topic", "t"], as_index=False)["lag"].max()
-    series["name"] = series["group"].astype(str) + " / " + series["topic"].astype(str)
+    series["name"] = plain(series["group"].astype(str) + " / " + series["topic"].astype(str))
     worst = series.groupby("name")["lag"].max().sort_values(ascending=False)
     fig = go.Figure()
     for name in worst.index[:MAX_SERIES]:
@@ -198,7 +207,7 @@ def error_groups(groups: pd.DataFrame, label: str = "group", count: str = "count
         return _empty(title, "no errors grouped")
     g = groups.sort_values(count, ascending=False)
     head, rest = g.iloc[:top], g.iloc[top:]
-    labels = head[label].astype(str).str.slice(0, 70).tolist()
+    labels = plain(head[label].astype(str).str.slice(0, 70)).tolist()
     values = head[count].astype(float).tolist()
     colors = head[color].astype(str).tolist() if color else None
     if len(rest):
@@ -223,14 +232,14 @@ def timeline_swimlane(timeline: pd.DataFrame) -> go.Figure:
     if t.empty:
         return _empty(title, "no timeline events")
     if len(t) <= MAX_TIMELINE_POINTS:
-        points = t.assign(n=1, text=t["summary"].astype(str).str.slice(0, 200))
+        points = t.assign(n=1, text=plain(t["summary"].astype(str).str.slice(0, 200)))
         suffix = ""
     else:
         when, bucket = _bucket_of(t["timestamp"])
         points = (t.assign(timestamp=when)
                   .groupby(["lane", "severity", "timestamp"], as_index=False, observed=True)
                   .agg(n=("summary", "size"), text=("summary", "first")))
-        points["text"] = points["n"].map("{:,} events; first: ".format) + points["text"].astype(str).str.slice(0, 160)
+        points["text"] = points["n"].map("{:,} events; first: ".format) + plain(points["text"].astype(str).str.slice(0, 160))
         suffix = f" (events per {_label(bucket)})"
     fig = go.Figure()
     for severity in ("info", "warning", "critical"):

@@ -1,0 +1,780 @@
+"""The RCA report: what the report says, and how it is built.
+
+``build_report`` runs ``notebooks/rca_report.ipynb`` with papermill on an evidence bundle
+and writes, into ``out_dir``:
+
+- ``report.html``  the notebook rendered through ``templates/rca`` without code or prompts,
+  self-contained (plotly.js inlined once, no network);
+- ``report.md``    the post-mortem in Markdown (``templates/postmortem.md.j2``);
+- ``summary.json`` the analysis summary, hypotheses ranked most likely first;
+- ``report.ipynb`` the executed notebook, for audit.
+
+The notebook computes the analysis once and publishes what the report says (``RcaReport.
+to_dict()``, already redacted) as an output of its own mimetype; Markdown and JSON are
+rendered from that, so the three formats always agree. ``markdown_report`` renders the same
+Markdown straight from an Analysis, without a notebook.
+
+Exports are redacted by default (:mod:`forensics.redact`); every text that comes from
+evidence is escaped for the format it goes into (HTML entities, Markdown escapes, JSON).
+Everything is written into a temporary sibling directory and moved into place only when all
+formats succeeded, so a half-written report never looks complete.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import default
+
+from forensics import __version__
+from forensics.errors import ForensicsError, ParameterError
+from forensics.evidence import Evidence
+from forensics.params import ReportParams, validate_report_params
+from forensics.redact import Redactor
+from forensics.timeutil import Window, iso, utcnow
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT_NOTEBOOK = "rca_report"
+HTML_TEMPLATE = "rca"
+MARKDOWN_TEMPLATE = "postmortem.md.j2"
+FORMATS = ("html", "md", "json")
+EXPORT_MIMETYPE = "application/vnd.chat4all.rca+json"
+"""Mimetype of the notebook output that carries RcaReport.to_dict() to build_report."""
+PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
+REMOVE_IN_REPORT = ("remove-in-report", "parameters", "injected-parameters")
+"""Cells with these tags are machinery (parameters, loading, publishing): not in the HTML."""
+MAX_TABLE_ROWS = 200
+MAX_TIMELINE_ROWS = 60
+"""Timeline events listed in the report tables (the most severe first; the figure shows all)."""
+
+# What an absent evidence table leaves unknown, in the reader's words.
+UNKNOWN_WITHOUT = {
+    "messages": "message statuses: how many messages failed or are stuck, and since when",
+    "status_events": "status history: when each message moved (PENDING, SENT, DELIVERED, FAILED) "
+                     "and how long delivery took",
+    "dlq_records": "dead-letter queue: which outbound events were given up on, and with which exception",
+    "consumer_lag": "Kafka consumer lag: whether the router or a connector fell behind",
+    "spans": "traces: where in the request path time was lost or errors were raised",
+    "log_events": "service logs: connector errors, HTTP statuses and platform rate-limit headers",
+    "identities": "recipient identities: whether recipients exist and are verified on their platform",
+    "locks": "Redis locks and keys: stuck conversation locks and duplicate-processing guards",
+}
+TABLE_SOURCE = {"messages": "mongodb", "status_events": "mongodb", "dlq_records": "kafka",
+                "consumer_lag": "kafka", "spans": "jaeger", "log_events": "logs", "identities": "postgres",
+                "locks": "redis"}
+SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+
+
+def find_notebook(name: str) -> Path:
+    """``notebooks/<name>.ipynb`` at the repository root (``name`` with or without suffix)."""
+    path = ROOT / "notebooks" / (name if name.endswith(".ipynb") else f"{name}.ipynb")
+    if not path.is_file():
+        raise ForensicsError(f"notebook {name!r} not found at {path}")
+    return path
+
+
+def find_template(name: str) -> Path:
+    """``templates/<name>`` at the repository root (a template directory or file)."""
+    path = ROOT / "templates" / name
+    if not path.exists():
+        raise ForensicsError(f"template {name!r} not found at {path}")
+    return path
+
+
+# --------------------------------------------------------------------------- loading
+
+def scope(evidence: Evidence, window: Window, channel: str | None = None) -> Evidence:
+    """The evidence restricted to ``window`` (rows whose time is unknown are kept) and, when
+    given, to one channel (rows of another known channel are dropped; unknown kept)."""
+    from forensics import schema
+
+    if window == evidence.window and channel is None:
+        return evidence
+    tables = {}
+    for name, frame in evidence.tables.items():
+        keep = pd.Series(True, index=frame.index)
+        tcol = schema.table(name).time_column
+        if tcol and window != evidence.window:
+            t = frame[tcol]
+            keep &= t.isna() | ((t >= window.start) & (t < window.end))
+        if channel is not None and "channel" in frame.columns:
+            keep &= frame["channel"].isna() | frame["channel"].eq(channel)
+        tables[name] = frame[keep.to_numpy()].reset_index(drop=True)
+    return Evidence(window=window, profile=evidence.profile, tables=tables, sources=evidence.sources,
+                    missing=evidence.missing, scenario=evidence.scenario)
+
+
+def load_evidence(params: ReportParams) -> Evidence:
+    """The evidence the report is about: the bundle, verified, scoped to window and channel."""
+    from forensics.bundle import read_bundle
+
+    if params.bundle is None:
+        raise ParameterError("parameter bundle: live collection from the report notebook is not supported yet; "
+                             "collect a bundle (forensics collect) and pass its path")
+    evidence = read_bundle(params.bundle, verify=True)
+    return scope(evidence, params.window(evidence.window), params.channel)
+
+
+# --------------------------------------------------------------------------- what the report says
+
+def _loads(text: Any) -> list:
+    if not isinstance(text, str) or not text.strip():
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return [text]
+    return value if isinstance(value, list) else [value]
+
+
+def _statement(item: Any) -> str:
+    """One evidence item (a finding reference or a statement) as a sentence."""
+    if isinstance(item, dict):
+        for key in ("statement", "title", "text", "detail"):
+            if item.get(key):
+                ref = item.get("finding_id") or item.get("finding")
+                return f"{item[key]} ({ref})" if ref else str(item[key])
+        return json.dumps(item, sort_keys=True, default=str)
+    return str(item)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if pd.isna(f) else f
+
+
+def _fmt_int(value: Any) -> str:
+    f = _number(value)
+    return "unknown" if f is None else f"{int(f):,}"
+
+
+def _fmt_time(ts: Any) -> str:
+    if ts is None or (not isinstance(ts, str) and pd.isna(ts)):
+        return "unknown"
+    t = pd.Timestamp(ts)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    """JSON-ready rows: timestamps as ISO 8601, missing values as None."""
+    out = df.copy()
+    for c in out.columns:
+        if isinstance(out[c].dtype, pd.DatetimeTZDtype):
+            out[c] = out[c].map(iso, na_action="ignore")
+    out = out.astype(object).where(out.notna(), None)
+    return out.to_dict(orient="records")
+
+
+@dataclass
+class RcaReport:
+    """What the RCA report says about one incident, redacted once, rendered three ways
+    (notebook HTML sections, Markdown, JSON)."""
+
+    evidence: Evidence
+    analysis: Any
+    params: ReportParams
+    redactor: Redactor
+
+    @classmethod
+    def build(cls, evidence: Evidence, analysis: Any, params: ReportParams) -> RcaReport:
+        return cls(evidence, analysis, params, Redactor.for_evidence(evidence, enabled=params.redact))
+
+    # -- facts
+    @property
+    def hypotheses(self) -> pd.DataFrame:
+        h = self.analysis.hypotheses
+        return h.sort_values("rank").reset_index(drop=True) if len(h) else h
+
+    @property
+    def top(self) -> dict | None:
+        h = self.hypotheses
+        return None if h.empty else h.iloc[0].to_dict()
+
+    @property
+    def impact(self) -> dict:
+        return dict(self.analysis.impact or {})
+
+    def threshold(self, name: str, fallback: float) -> float:
+        """A threshold as the analysis used it (parameters override the analysis defaults)."""
+        from forensics.params import threshold_names
+
+        return float(self.params.thresholds.get(name, threshold_names().get(name, fallback)))
+
+    @property
+    def title(self) -> str:
+        if self.params.title:
+            return self.redactor.text(self.params.title)
+        top = self.top
+        what = top["title"] if top else "no root cause found"
+        return f"Incident RCA: {what} ({self.evidence.window.start:%Y-%m-%d})"
+
+    def text(self, value: Any) -> str:
+        """Evidence text as it may appear in an export (redacted when redaction is on)."""
+        return self.redactor.text("" if value is None else str(value))
+
+    def frame(self, df: pd.DataFrame) -> pd.DataFrame:
+        return self.redactor.frame(df)
+
+    # -- narrative
+    def summary_text(self) -> str:
+        """What happened, when and how bad, in one paragraph for a non-engineer."""
+        imp, top, w = self.impact, self.top, self.evidence.window
+        total = imp.get("messages_total", len(self.evidence.table("messages")))
+        affected = imp.get("messages_affected", top.get("messages_affected") if top else None)
+        parts = [f"Between {_fmt_time(w.start)} and {_fmt_time(w.end)}"]
+        if _number(affected):
+            share = f" ({_number(affected) / _number(total):.1%})" if _number(total) else ""
+            parts.append(f", {_fmt_int(affected)} of {_fmt_int(total)} messages were not delivered normally{share}")
+            conv = imp.get("conversations_affected", top.get("conversations_affected") if top else None)
+            cust = imp.get("customers_affected", top.get("customers_affected") if top else None)
+            chans = imp.get("channels_affected", top.get("channels_affected") if top else None)
+            if isinstance(chans, list | tuple):
+                chans = ", ".join(map(str, chans))
+            parts.append(f", in {_fmt_int(conv)} conversations reaching {_fmt_int(cust)} customers"
+                         + (f" on {chans}" if chans else "") + ".")
+        else:
+            parts.append(f", {_fmt_int(total)} messages were examined and no delivery problem stood out.")
+        if top:
+            since = f", starting {_fmt_time(top.get('first_seen'))}" if top.get("first_seen") is not None else ""
+            parts.append(f" The most likely cause is {top['title']} (confidence {_number(top['confidence']) or 0:.0%})"
+                         f"{since}.")
+            first_for = [_statement(i) for i in _loads(top.get("evidence_for"))][:1]
+            if first_for:
+                parts.append(f" The strongest evidence: {first_for[0].rstrip('.')}.")
+        breach = self.sla_breach()
+        if breach is not None:
+            parts.append(" The delivery SLA was breached." if breach else " The delivery SLA held.")
+        if top and top.get("recommended_action"):
+            step = f" (runbook {top['runbook_step']})" if top.get("runbook_step") else ""
+            parts.append(f" Recommended next step{step}: {str(top['recommended_action']).rstrip('.')}.")
+        return self.text("".join(parts))
+
+    def sla_breach(self) -> bool | None:
+        value = self.impact.get("sla_breach")
+        return None if value is None else bool(value)
+
+    def impact_rows(self) -> pd.DataFrame:
+        """The impact as label/value rows (numbers formatted, lists joined)."""
+        rows = []
+        for key, value in self.impact.items():
+            if isinstance(value, dict):
+                continue
+            if isinstance(value, list | tuple):
+                value = ", ".join(map(str, value)) or "none"
+            elif isinstance(value, bool):
+                value = "yes" if value else "no"
+            elif isinstance(value, float) and not value.is_integer():
+                value = f"{value:.1%}" if key.endswith(("rate", "share", "ratio")) else f"{value:,.2f}"
+            elif _number(value) is not None and not isinstance(value, str):
+                value = f"{int(value):,}"
+            rows.append({"measure": key.replace("_", " ").capitalize(), "value": self.text(value)})
+        return pd.DataFrame(rows, columns=["measure", "value"])
+
+    def hypothesis_dicts(self) -> list[dict]:
+        out = []
+        for row in self.hypotheses.to_dict(orient="records"):
+            row = {k: (None if not isinstance(v, str | list | dict) and pd.isna(v) else v) for k, v in row.items()}
+            row["evidence_for"] = [self.text(_statement(i)) for i in _loads(row.get("evidence_for"))]
+            row["evidence_against"] = [self.text(_statement(i)) for i in _loads(row.get("evidence_against"))]
+            row["first_seen"] = iso(row["first_seen"]) if row.get("first_seen") is not None else None
+            row["title"], row["recommended_action"] = self.text(row.get("title")), self.text(row.get("recommended_action"))
+            out.append(row)
+        return out
+
+    def findings(self) -> pd.DataFrame:
+        f = self.analysis.findings
+        cols = [c for c in ("severity", "title", "detail", "first_seen", "last_seen", "channel", "count", "metric",
+                            "threshold", "detector") if c in f.columns]
+        f = f.assign(_rank=f["severity"].map(SEVERITY_RANK)).sort_values(["_rank", "first_seen"])
+        return self.frame(f[cols].reset_index(drop=True))
+
+    def timeline_highlights(self, limit: int) -> pd.DataFrame:
+        """The ``limit`` most severe timeline events (earliest first within a severity), in time order."""
+        t = self.analysis.timeline
+        cols = ["timestamp", "lane", "severity", "kind", "summary", "source", "source_object", "source_ref"]
+        if len(t) > limit:
+            t = t.assign(_rank=t["severity"].map(SEVERITY_RANK)).sort_values(["_rank", "timestamp"]).head(limit)
+        return self.frame(t.sort_values("timestamp")[cols].reset_index(drop=True))
+
+    def timeline(self) -> pd.DataFrame:
+        """The whole timeline, redacted (for the swimlane figure, which aggregates it)."""
+        t = self.analysis.timeline
+        return t.assign(summary=t["summary"].map(self.text)) if self.redactor.enabled else t
+
+    def error_groups(self) -> pd.DataFrame:
+        return self.frame(self.analysis.error_groups)
+
+    def sources(self) -> pd.DataFrame:
+        """Which sources were read, how, with what result; which tables and how many rows."""
+        counts = self.evidence.row_counts()
+        rows = []
+        for table, source in TABLE_SOURCE.items():
+            present = table in counts
+            rows.append({"table": table, "source": source, "rows": counts.get(table),
+                         "status": "collected" if present else "missing",
+                         "unknown without it": "" if present else UNKNOWN_WITHOUT[table]})
+        return pd.DataFrame(rows).astype({"rows": "Int64"})
+
+    def gaps(self) -> list[str]:
+        """Data gaps as sentences: missing sources (with the reason) and what stays unknown."""
+        out = []
+        for source, why in sorted(self.evidence.missing.items()):
+            out.append(f"Source {source} was not read: {why}.")
+        for table in TABLE_SOURCE:
+            if not self.evidence.has(table):
+                out.append(f"Without {table} ({TABLE_SOURCE[table]}) the report cannot tell {UNKNOWN_WITHOUT[table]}.")
+        return [self.text(s) for s in out]
+
+    def scenario_truth(self) -> dict | None:
+        """For a simulated incident: the scenario's true root cause against the ranking."""
+        sc = self.evidence.scenario
+        if not sc:
+            return None
+        ranked = [h["cause"] for h in self.hypothesis_dicts()]
+        truth = sc.get("root_cause")
+        rank = ranked.index(truth) + 1 if truth in ranked else None
+        return {"scenario": sc.get("name"), "root_cause": truth, "description": sc.get("description"),
+                "seed": sc.get("seed"), "messages": sc.get("messages"), "rank_of_true_cause": rank,
+                "verdict": ("the analysis ranked the true cause first" if rank == 1 else
+                            f"the analysis ranked the true cause #{rank}" if rank else
+                            "the analysis did not list the true cause")}
+
+    def trigger(self) -> str:
+        """What set the incident off: the earliest critical event on the timeline."""
+        t = self.analysis.timeline
+        crit = t[t["severity"].eq("critical")].sort_values("timestamp")
+        if crit.empty:
+            return "No critical event on the timeline."
+        first = crit.iloc[0]
+        return self.text(f"{_fmt_time(first['timestamp'])}: {first['summary']} ({first['lane']})")
+
+    def detection(self) -> str:
+        """When the first finding fired against when the cause started (detection delay)."""
+        f = self.analysis.findings
+        top = self.top
+        if f.empty:
+            return "No detector fired."
+        first = f["first_seen"].min()
+        text = f"The first detector fired at {_fmt_time(first)}"
+        if top and top.get("first_seen") is not None and not pd.isna(top.get("first_seen")):
+            delay = (first - pd.Timestamp(top["first_seen"])).total_seconds()
+            text += f", {abs(delay):.0f} s {'after' if delay >= 0 else 'before'} the cause first showed"
+        return text + f"; {len(f)} findings in total."
+
+    def action_items(self) -> list[str]:
+        top, items = self.top, []
+        if top and top.get("recommended_action"):
+            step = f" (runbook {top['runbook_step']})" if top.get("runbook_step") else ""
+            items.append(f"{str(top['recommended_action']).rstrip('.')}{step}.")
+        for h in self.hypothesis_dicts()[1:3]:
+            items.append(f"Rule out {h['title']} (confidence {_number(h['confidence']) or 0:.0%}).")
+        if self.evidence.missing or any(not self.evidence.has(t) for t in TABLE_SOURCE):
+            items.append("Collect the missing evidence sources listed under data gaps and rebuild this report.")
+        if self.sla_breach():
+            items.append("Notify affected customers of the SLA breach and share this report's summary.")
+        items.append("Add or tune alerts for the detectors that fired (runbook: Monitoring & Alerting).")
+        return [self.text(i) for i in items]
+
+    def lessons(self) -> list[str]:
+        out = []
+        conflicts = self.catalog_conflicts()
+        if conflicts:
+            out.append(f"The runbook's error-code appendix disagrees with the platform documentation for "
+                       f"{len(conflicts)} code(s) seen here; trust the platform's meaning and correct the runbook.")
+        if self.gaps():
+            out.append("Some evidence was not available; make those sources part of routine collection.")
+        out.append(self.detection())
+        return [self.text(i) for i in out]
+
+    def catalog_conflicts(self) -> list[str]:
+        g = self.analysis.error_groups
+        col = next((c for c in ("conflict", "catalog_conflict", "runbook_conflict") if c in g.columns), None)
+        if col is None:
+            return []
+        return [self.text(v) for v in g[col].dropna().astype(str) if v.strip()]
+
+    # -- exports
+    def meta(self) -> dict:
+        return {"title": self.title, "window": f"{_fmt_time(self.evidence.window.start)} to "
+                                               f"{_fmt_time(self.evidence.window.end)}",
+                "generated_at": _fmt_time(utcnow()), "version": __version__,
+                "bundle": self.text(self.params.bundle.name if self.params.bundle else ""),
+                "redacted": self.redactor.enabled,
+                "channel": self.params.channel or "all channels"}
+
+    def summary_json(self) -> dict:
+        """analysis.summary() (hypotheses ranked most likely first), redacted, with report metadata."""
+        data = self.redactor.value(json.loads(json.dumps(self.analysis.summary(), default=str)))
+        data["report"] = {"generated_at": iso(utcnow()), "toolkit_version": __version__,
+                          "redacted": self.redactor.enabled, "parameters": self.params.to_dict()}
+        return data
+
+    def to_dict(self) -> dict:
+        """Everything report.md and summary.json need, JSON-ready and redacted."""
+        return {
+            "meta": self.meta(),
+            "summary": self.summary_text(),
+            "impact": _records(self.impact_rows()),
+            "sla_breach": self.sla_breach(),
+            "hypotheses": self.hypothesis_dicts(),
+            "trigger": self.trigger(),
+            "detection": self.detection(),
+            "findings": _records(self.findings()),
+            "timeline": _records(self.timeline_highlights(MAX_TIMELINE_ROWS)),
+            "timeline_total": len(self.analysis.timeline),
+            "error_groups": _records(self.error_groups().head(MAX_TABLE_ROWS)),
+            "catalog_conflicts": self.catalog_conflicts(),
+            "sources": _records(self.sources()),
+            "gaps": self.gaps(),
+            "action_items": self.action_items(),
+            "lessons": self.lessons(),
+            "scenario": self.scenario_truth(),
+            "summary_json": self.summary_json(),
+        }
+
+
+# --------------------------------------------------------------------------- notebook display
+
+def html_table(df: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS, caption: str = "") -> Any:
+    """``df`` as an escaped HTML table (IPython HTML object): timestamps in UTC, missing as
+    "—", a severity column coloured, at most ``max_rows`` rows with a note of how many more."""
+    from IPython.display import HTML
+
+    shown = df.head(max_rows).copy()
+    for c in shown.columns:
+        if isinstance(shown[c].dtype, pd.DatetimeTZDtype):
+            shown[c] = shown[c].dt.strftime("%Y-%m-%d %H:%M:%S")
+    if shown.empty:
+        return HTML(f'<p class="report-note">{html.escape(caption or "none")}</p>' if caption else
+                    '<p class="report-note">none</p>')
+    styler = shown.style.format(escape="html", na_rep="—", precision=2, thousands=",").hide(axis="index")
+    if "severity" in shown.columns:
+        classes = pd.DataFrame("", index=shown.index, columns=shown.columns)
+        classes["severity"] = "sev-" + shown["severity"].astype(str)
+        styler = styler.set_td_classes(classes)
+    note = f"{caption} " if caption else ""
+    if len(df) > max_rows:
+        note += f"(showing {max_rows:,} of {len(df):,} rows)"
+    styler = styler.set_caption(html.escape(note.strip())) if note.strip() else styler
+    return HTML(styler.to_html())
+
+
+def html_text(text: str, css: str = "") -> Any:
+    """A paragraph of (untrusted) text, escaped."""
+    from IPython.display import HTML
+
+    return HTML(f'<p class="{css}">{html.escape(text)}</p>' if css else f"<p>{html.escape(text)}</p>")
+
+
+def html_list(items: Iterable[str]) -> Any:
+    from IPython.display import HTML
+
+    items = list(items)
+    if not items:
+        return HTML('<p class="report-note">none</p>')
+    return HTML('<ul class="report-list">' + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
+
+
+def kpis(rca: RcaReport) -> Any:
+    """Impact as a row of big numbers."""
+    from IPython.display import HTML
+
+    top = rca.top or {}
+    imp = rca.impact
+    tiles = []
+    for key, label in (("messages_affected", "messages affected"), ("conversations_affected", "conversations"),
+                       ("customers_affected", "customers"), ("channels_affected", "channels")):
+        value = imp.get(key, top.get(key))
+        if isinstance(value, list | tuple):
+            value = ", ".join(map(str, value)) or "none"
+        shown = _fmt_int(value) if not isinstance(value, str) else value
+        tiles.append(f'<div class="report-kpi bad"><div class="value">{html.escape(shown)}</div>'
+                     f'<div class="label">{html.escape(label)}</div></div>')
+    breach = rca.sla_breach()
+    if breach is not None:
+        tiles.append(f'<div class="report-kpi {"bad" if breach else "good"}"><div class="value">'
+                     f'{"breached" if breach else "met"}</div><div class="label">delivery SLA (P95 ≤ 5 s)</div></div>')
+    return HTML('<div class="report-kpis">' + "".join(tiles) + "</div>")
+
+
+def root_cause_card(rca: RcaReport) -> Any:
+    from IPython.display import HTML
+
+    hs = rca.hypothesis_dicts()
+    if not hs:
+        return HTML('<p class="report-note">No hypothesis fits the evidence.</p>')
+    h = hs[0]
+    e = html.escape
+
+    def items(values: list[str]) -> str:
+        return "<ul class=\"report-list\">" + "".join(f"<li>{e(v)}</li>" for v in values) + "</ul>" if values \
+            else '<p class="report-note">none recorded</p>'
+
+    return HTML(
+        f'<div class="report-callout"><h3>{e(str(h["title"]))} '
+        f'<span class="report-note">({e(str(h["cause"]))}, confidence {_number(h["confidence"]) or 0:.0%})</span></h3>'
+        f"<p>First seen {e(_fmt_time(h.get('first_seen')))}; {e(_fmt_int(h.get('messages_affected')))} messages, "
+        f"{e(_fmt_int(h.get('customers_affected')))} customers affected.</p>"
+        f"<h3>Evidence for</h3>{items(h['evidence_for'])}<h3>Evidence against</h3>{items(h['evidence_against'])}"
+        f"<p><b>Runbook step:</b> {e(str(h.get('runbook_step') or 'none'))}<br>"
+        f"<b>Recommended action:</b> {e(str(h.get('recommended_action') or 'none'))}</p></div>")
+
+
+def other_hypotheses(rca: RcaReport) -> pd.DataFrame:
+    hs = rca.hypothesis_dicts()[1:]
+    rows = [{"rank": h["rank"], "cause": h["title"], "confidence": f"{_number(h['confidence']) or 0:.0%}",
+             "evidence for": "; ".join(h["evidence_for"][:3]), "evidence against": "; ".join(h["evidence_against"][:3]),
+             "runbook step": h.get("runbook_step")} for h in hs]
+    return pd.DataFrame(rows, columns=["rank", "cause", "confidence", "evidence for", "evidence against",
+                                       "runbook step"])
+
+
+def scenario_section(rca: RcaReport) -> Any:
+    """The scenario truth section, only for a simulated bundle (None otherwise: no output)."""
+    from IPython.display import HTML
+
+    truth = rca.scenario_truth()
+    if truth is None:
+        return None
+    rows = pd.DataFrame([{"field": k.replace("_", " "), "value": "" if v is None else str(v)}
+                         for k, v in truth.items()])
+    return HTML("<h2>Scenario truth</h2><p>This incident was simulated; the simulator knows its true cause, "
+                "so the ranking can be checked.</p>" + html_table(rows).data)
+
+
+def publish(rca: RcaReport) -> None:
+    """Hand what the report says to build_report (an output of EXPORT_MIMETYPE)."""
+    from IPython.display import display
+
+    display({EXPORT_MIMETYPE: rca.to_dict(), "text/plain": "RCA report content (for report.md, summary.json)"},
+            raw=True)
+
+
+# --------------------------------------------------------------------------- Markdown
+
+def _md(value: Any) -> str:
+    """Untrusted text for Markdown: one line, HTML-escaped, Markdown punctuation escaped."""
+    text = html.escape("" if value is None else str(value), quote=False)
+    text = " ".join(text.split())
+    for ch in "\\`*_[]|#":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def render_markdown(content: dict) -> str:
+    """report.md from RcaReport.to_dict() (the post-mortem shape)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(find_template(MARKDOWN_TEMPLATE).parent),
+                             undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters["md"] = _md
+    env.filters["pct"] = lambda v: "?" if _number(v) is None else f"{_number(v):.0%}"
+    return env.get_template(MARKDOWN_TEMPLATE).render(**content)
+
+
+def markdown_report(evidence: Evidence, analysis: Any, *, redact: bool = True, title: str = "") -> str:
+    """The post-mortem Markdown straight from an analysis (no notebook)."""
+    params = validate_report_params(bundle="", redact=redact, title=title)
+    return render_markdown(RcaReport.build(evidence, analysis, params).to_dict())
+
+
+# --------------------------------------------------------------------------- running and exporting
+
+class ThisPythonKernelManager(AsyncKernelManager):
+    """Runs notebooks on this interpreter (``sys.executable``), whatever kernelspecs a global
+    Jupyter installation has, over IPC sockets in the working directory (no TCP ports)."""
+
+    @property
+    def kernel_spec(self) -> KernelSpec:
+        return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                          display_name=f"Python {sys.version_info[0]}.{sys.version_info[1]} (chat4all-forensics)",
+                          language="python")
+
+    @default("transport")
+    def _default_transport(self) -> str:
+        return "ipc"
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def run_notebook(notebook: str | Path, output: Path, parameters: dict[str, Any], *, cwd: Path | None = None,
+                 progress: Callable[[str], None] | None = None, timeout_s: float | None = 1800):
+    """Execute a notebook with papermill on this interpreter; return the executed notebook.
+
+    A failing cell raises one line: ParameterError as it was raised, anything else as a
+    ForensicsError naming the notebook, the cell's section and the error.
+    """
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    path = Path(notebook) if Path(notebook).suffix == ".ipynb" else find_notebook(str(notebook))
+    source = nbformat.read(path, as_version=4)
+    sections = _sections(source)
+
+    def on_cell_start(cell=None, cell_index=None, **_):
+        section = sections.get(cell_index) if cell_index is not None else None
+        if progress and section:
+            progress(f"report: {section}")
+
+    work = Path(cwd or output.parent)
+    try:
+        return papermill.execute_notebook(
+            str(path), str(output), parameters=parameters, kernel_name="chat4all-forensics",
+            kernel_manager_class=ThisPythonKernelManager, progress_bar=False, cwd=str(work),
+            execution_timeout=timeout_s, start_timeout=60, on_cell_start=on_cell_start if progress else None)
+    except PapermillExecutionError as exc:
+        if exc.ename == "ParameterError":
+            raise ParameterError(_one_line(exc.evalue)) from None
+        where = sections.get(exc.cell_index) or f"cell {exc.exec_count}"
+        raise ForensicsError(f"{path.stem}: {where} failed: {exc.ename}: {_one_line(exc.evalue)}") from None
+
+
+def _sections(nb) -> dict[int, str]:
+    """Cell index -> the title of the section the cell is in (the last Markdown heading above
+    it); only for the first code cell of each section, which is where progress is reported."""
+    out, current, reported = {}, None, None
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            heading = next((line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")),
+                           None)
+            current = heading or current
+        elif cell.cell_type == "code" and current and current != reported:
+            out[i], reported = current, current
+    return out
+
+
+def export_html(nb, path: Path, meta: dict) -> Path:
+    """The executed notebook as the self-contained report page (templates/rca)."""
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
+    from plotly.offline import get_plotlyjs
+    from traitlets.config import Config
+
+    config = Config()
+    config.HTMLExporter.exclude_input = True
+    config.HTMLExporter.exclude_input_prompt = True
+    config.HTMLExporter.exclude_output_prompt = True
+    config.HTMLExporter.extra_template_basedirs = [str(find_template(HTML_TEMPLATE).parent)]
+    config.HTMLExporter.template_name = HTML_TEMPLATE
+    config.NbConvertBase.display_data_priority = [PLOTLY_MIMETYPE, "text/html", "text/markdown", "image/svg+xml",
+                                                  "image/png", "text/plain"]
+    config.TagRemovePreprocessor.remove_cell_tags = set(REMOVE_IN_REPORT)
+    config.TagRemovePreprocessor.enabled = True
+    exporter = HTMLExporter(config=config)
+    exporter.register_preprocessor(TagRemovePreprocessor(config=config), enabled=True)
+    body, _ = exporter.from_notebook_node(nb, resources={"report": meta, "plotly_js": get_plotlyjs()})
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def _published(nb) -> dict:
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if EXPORT_MIMETYPE in data:
+                return data[EXPORT_MIMETYPE]
+    raise ForensicsError(f"the report notebook published no {EXPORT_MIMETYPE} output (report.publish(rca) missing?)")
+
+
+def build_report(bundle_path: str | Path, out_dir: str | Path, formats: Iterable[str] = FORMATS,
+                 parameters: dict[str, Any] | None = None, redact: bool = True,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Build the RCA report of a bundle into ``out_dir``; return {format: path} of what was written.
+
+    ``formats`` is any of html, md, json (the executed notebook, report.ipynb, is always
+    kept for audit). ``parameters`` are further notebook parameters (since, until, channel,
+    thresholds, profile, title); they are validated before the kernel starts. ``progress``
+    receives one line per step. Files are written into a temporary sibling of ``out_dir``
+    and moved into place only when every format succeeded.
+    """
+    started = time.monotonic()
+    say = progress or (lambda _msg: None)
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ParameterError(f"formats: unknown {', '.join(unknown)}; expected any of {', '.join(FORMATS)}")
+    extra = dict(parameters or {})
+    for reserved in ("bundle", "redact"):
+        if reserved in extra:
+            raise ParameterError(f"parameters: {reserved} is given as its own argument, not in parameters")
+    params = validate_report_params(bundle=str(Path(bundle_path).resolve()), redact=redact, **_known(extra))
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        say(f"running the report notebook on {params.bundle.name}")
+        executed = run_notebook(find_notebook(REPORT_NOTEBOOK), tmp / "report.ipynb", params.to_dict(),
+                                cwd=tmp, progress=say)
+        content = _published(executed)
+        written = {"ipynb": tmp / "report.ipynb"}
+        if "html" in formats:
+            say("rendering report.html")
+            written["html"] = export_html(executed, tmp / "report.html", content["meta"])
+        if "md" in formats:
+            say("rendering report.md")
+            written["md"] = tmp / "report.md"
+            written["md"].write_text(render_markdown(content), encoding="utf-8")
+        if "json" in formats:
+            written["json"] = tmp / "summary.json"
+            written["json"].write_text(json.dumps(content["summary_json"], indent=2, default=str) + "\n",
+                                       encoding="utf-8")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(f"report written in {time.monotonic() - started:.1f} s")
+    return {kind: out / p.name for kind, p in written.items()}
+
+
+def _known(parameters: dict[str, Any]) -> dict[str, Any]:
+    allowed = ("since", "until", "channel", "thresholds", "profile", "title")
+    unknown = sorted(set(parameters) - set(allowed))
+    if unknown:
+        raise ParameterError(f"parameters: unknown {', '.join(unknown)}; expected any of {', '.join(allowed)}")
+    return parameters
+
+
+REPORT_FILES = ("report.ipynb", "report.html", "report.md", "summary.json")
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished ``src`` to ``dst``. A new or earlier report directory is swapped whole
+    (so no stale format survives); a directory holding anything else gets only our files."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    if dst.is_dir() and all(p.name in REPORT_FILES for p in dst.iterdir()):
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    if not dst.is_dir():
+        raise ForensicsError(f"{dst} exists and is not a directory; choose another --out")
+    for name in REPORT_FILES:
+        (dst / name).unlink(missing_ok=True)
+        if (src / name).exists():
+            os.replace(src / name, dst / name)
+    shutil.rmtree(src, ignore_errors=True)
