@@ -186,7 +186,7 @@ def stack_env() -> Stack:
     source = "environment"
     problems: dict[str, str] = {}
     if any(v not in env for v in SERVICE_ENV.values()):
-        source = "scripts/services env"
+        source = "scripts/services env" if not env else "FORENSICS_* environment + scripts/services env"
         try:
             for key, value in services_env().items():
                 env.setdefault(key, value)
@@ -207,6 +207,7 @@ def stack(stack_env: Stack) -> Stack:
 # ---- MongoDB (SecantusDB) -------------------------------------------------
 @pytest.fixture(scope="session")
 def mongo_client(stack_env: Stack):
+    """pymongo client on FORENSICS_MONGO_URI (tz_aware=True: dates come back as UTC-aware)."""
     stack_env.require("mongo")
     import pymongo
 
