@@ -120,8 +120,11 @@ def _v1_logs(logs: list) -> tuple[str, str | None]:
     return _dumps(out), exc
 
 
-def _add_v1_trace(cols: _SpanColumns, trace: Mapping, where: str) -> None:
-    """Append the spans of one v1 trace object (``{"traceID", "spans", "processes"}``)."""
+def _add_v1_trace(cols: _SpanColumns, trace: Mapping, where: str, spans_key: str = "spans") -> None:
+    """Append the spans of one v1 trace object (``{"traceID", "spans", "processes"}``).
+
+    ``where`` prefixes each span's JSON path (``data[0].``); ``spans_key`` names the list in
+    it ("" for a bare array of spans)."""
     processes = trace.get("processes") or {}
     services = {pid: (p or {}).get("serviceName") for pid, p in processes.items()}
     trace_warnings = trace.get("warnings")
@@ -203,7 +206,7 @@ def _add_v1_trace(cols: _SpanColumns, trace: Mapping, where: str) -> None:
         a_tags(_dumps(rest) if rest else None)
         a_logs(logs_json)
         a_warn("; ".join(map(str, warnings)) if warnings else None)
-        a_ref(f"{where}.spans[{i}]")
+        a_ref(f"{where}{spans_key}[{i}]")
 
 
 def _any_value(v: Mapping) -> Any:
@@ -384,7 +387,7 @@ def _frame(cols: _SpanColumns, source_object: str | None) -> pd.DataFrame:
 def _collect(doc: Any, cols: _SpanColumns, where: str) -> None:
     if isinstance(doc, list):
         if doc and all(isinstance(d, Mapping) and "spanID" in d for d in doc):
-            _add_v1_trace(cols, {"spans": doc}, where.rstrip("."))  # a bare array of v1 spans
+            _add_v1_trace(cols, {"spans": doc}, where, "")  # a bare array of v1 spans
             return
         for i, item in enumerate(doc):
             _collect(item, cols, f"{where}[{i}].")
@@ -400,9 +403,9 @@ def _collect(doc: Any, cols: _SpanColumns, where: str) -> None:
         for i, trace in enumerate(data if isinstance(data, list) else [data]):
             if not isinstance(trace, Mapping):
                 raise TraceFileError(f"{where}data[{i}]: expected a trace object, got {type(trace).__name__}")
-            _add_v1_trace(cols, trace, f"{where}data[{i}]")
+            _add_v1_trace(cols, trace, f"{where}data[{i}].")
     elif "spans" in doc:
-        _add_v1_trace(cols, doc, where.rstrip(".") or "trace")
+        _add_v1_trace(cols, doc, where)
     else:
         keys = ", ".join(list(doc)[:6]) or "none"
         raise TraceFileError(f"{where or 'document'}: not a Jaeger or OTLP trace document (keys: {keys}); "
