@@ -288,7 +288,7 @@ def _extract(values: pd.Series, pattern: str) -> pd.DataFrame:
 
 def _objects(values: pd.Series) -> np.ndarray:
     """Arrow strings -> object array with None for missing (the assembly format)."""
-    return pa.array(values).to_numpy(zero_copy_only=False).copy()
+    return _arrow(values).to_numpy(zero_copy_only=False).copy()
 
 
 def _parse(nums: np.ndarray, text: pa.Array, source_object: str, default_service: str | None,
@@ -421,8 +421,15 @@ def _positions(where: np.ndarray, n: int) -> np.ndarray:
 
 def _replace(values: pd.Series, mask: np.ndarray, replacement: pd.Series) -> pd.Series:
     """``values`` with the rows under ``mask`` replaced, in order, by ``replacement``."""
-    replaced = pc.replace_with_mask(pa.array(values), pa.array(mask), pa.array(replacement))
+    if not mask.any():
+        return values
+    replaced = pc.replace_with_mask(_arrow(values), pa.array(mask), _arrow(replacement))
     return pd.Series(replaced, dtype=_A, index=values.index)
+
+
+def _arrow(values: pd.Series) -> pa.Array:
+    array = pa.array(values)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def _text(value: Any) -> str | None:
@@ -512,24 +519,29 @@ def _message_ids(text: pd.Series, conversation: pd.Series) -> pd.Series:
 
 
 def _rate_limits(text: pd.Series) -> pd.Series:
-    """Rate-limit values mentioned in each row as a JSON object (numbers bare, HTTP dates quoted)."""
+    """Rate-limit values mentioned in each row as a JSON object (numbers as numbers, HTTP dates as text)."""
     out = pd.Series(pd.NA, index=text.index, dtype=_A)
     mentions = _mask(text.str.contains(r"(?i)ratelimit|retry"))
     if not mentions.any():
         return out
     subset = text[mentions]
-    parts = []
-    for name, pattern in _RATE_LIMIT.items():
-        value = pa.array(_extract(subset, pattern)["v"])
-        number = pc.match_substring_regex(value, r"^\d+(?:\.\d+)?$")
-        value = pc.if_else(number, pc.replace_substring_regex(value, r"^0+(\d)", r"\1"),
-                           pc.binary_join_element_wise('"', value, '"', ""))
-        parts.append(pc.binary_join_element_wise(f'"{name}": ', value, ""))
-    joined = pc.binary_join_element_wise(*parts, ", ", null_handling="skip")
-    joined = pc.if_else(pc.equal(joined, ""), pa.scalar(None, pa.string()),
-                        pc.binary_join_element_wise("{", joined, "}", ""))
-    out[mentions] = pd.Series(joined, dtype=_A, index=subset.index)
+    found = {name: _arrow(_extract(subset, pattern)["v"]).to_pylist() for name, pattern in _RATE_LIMIT.items()}
+    values = []
+    for row in zip(*found.values(), strict=True):
+        pairs = {name: _number(v) for name, v in zip(found, row, strict=True) if v is not None}
+        values.append(json.dumps(pairs) if pairs else None)
+    out[mentions] = pd.Series(values, dtype=_A, index=subset.index)
     return out
+
+
+def _number(value: str) -> int | float | str:
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
 
 
 def _assemble(rows: np.ndarray, fields: dict[str, np.ndarray], docker_ts: np.ndarray, container: np.ndarray,
