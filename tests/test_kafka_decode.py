@@ -7,6 +7,7 @@ import pytest
 
 from forensics.schema import validate
 from forensics.sources.kafka import (
+    BATCH,
     decode_headers,
     decode_payload,
     dlq_frame,
@@ -111,6 +112,21 @@ def test_garbage_payloads_are_kept_raw_with_a_reason(value, payload, error):
     assert pd.isna(row["message_id"])
     assert row["original_offset"] == 123456  # headers still decoded
     assert (None if pd.isna(row["payload_bytes"]) else row["payload_bytes"]) == (None if value is None else len(value))
+
+
+def test_batch_parser_and_record_parser_agree():
+    good = [record(json.dumps({**(CAMEL if i % 2 else SNAKE), "messageId": f"m-{i}"}).encode(),
+                   spring_headers(bool(i % 3)), offset=i) for i in range(50)]
+    whole = dlq_frame(good)  # every payload well formed: parsed as one block
+    mixed = dlq_frame(good + [record(b"garbage", offset=50)])  # one bad payload: record by record
+    pd.testing.assert_frame_equal(whole, mixed.iloc[:50])
+
+
+def test_batches_decoded_by_different_paths_concatenate():
+    good = [record(json.dumps(CAMEL).encode(), offset=i) for i in range(BATCH)]
+    df = dlq_frame(good + [record(b"\x00", offset=BATCH)])
+    validate("dlq_records", df)
+    assert len(df) == BATCH + 1 and df["decode_error"].notna().sum() == 1
 
 
 def test_oversized_payload_is_kept_truncated_and_not_parsed():

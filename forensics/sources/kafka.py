@@ -45,7 +45,7 @@ from forensics.collect import CollectRequest, SourceResult
 from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.errors import SourceError
 from forensics.profiles import Profile, Topic
-from forensics.schema import conform
+from forensics.schema import DLQ_RECORDS, conform
 from forensics.timeutil import Window, coerce_timestamps, utcnow
 
 SOURCE = "kafka"
@@ -369,7 +369,7 @@ def _dlq_batch(records: Sequence[KafkaRecord], max_bytes: int, channel_of: dict[
     ref = pc.binary_join_element_wise(cols["partition"].cast(pa.string()), cols["offset"].cast(pa.string()), ":")
     cols.update({"source": pa.nulls(len(records), pa.string()).fill_null(SOURCE), "source_object": cols["topic"],
                  "source_ref": ref})
-    return pa.RecordBatch.from_pydict(cols)
+    return pa.RecordBatch.from_pydict({c: cols[c] for c in DLQ_RECORDS.names})
 
 
 def _frame(batches: list[pa.RecordBatch], table: str | None, empty: Callable[[], pd.DataFrame]) -> pd.DataFrame:
