@@ -1,0 +1,187 @@
+"""The analysis of one incident: detectors -> findings -> ranked hypotheses, timeline, error
+groups and impact, in one call (``analyze``) and one result type (:class:`Analysis`).
+
+The report notebook calls ``analyze(evidence, thresholds)`` and reads the frames; automation
+reads ``Analysis.summary()`` (``summary.json``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from forensics import schema
+from forensics.catalog import PLATFORM_NAMES
+from forensics.detectors import NAT, NS, Detection, Thresholds, detect
+from forensics.evidence import Evidence
+from forensics.rank import Hypothesis, coverage, hypotheses, hypotheses_frame
+from forensics.timeline import build_timeline
+from forensics.timeutil import iso
+
+DEFAULT_THRESHOLDS: dict[str, float] = Thresholds().to_dict()
+"""Threshold name -> default (runbook values); ``analyze(thresholds=...)`` overrides them."""
+EXAMPLES = 5
+"""Example message ids kept per error group."""
+
+ERROR_GROUP_COLUMNS = {
+    "group": schema.STR, "signature": schema.STR, "platform": schema.STR, "code": schema.STR,
+    "category": schema.STR, "cause": schema.STR, "title": schema.STR, "count": schema.INT, "share": schema.FLOAT,
+    "channel": schema.STR, "channels": schema.STR, "first_seen": schema.UTC_TS, "last_seen": schema.UTC_TS,
+    "example_message_ids": schema.STR, "conflict": schema.STR, "retryable": schema.BOOL,
+    "runbook_step": schema.STR, "origin": schema.STR,
+}
+"""Columns of ``Analysis.error_groups``: one row per classified error of the FAILED messages."""
+
+
+@dataclass
+class Analysis:
+    """Everything the report shows about one incident."""
+
+    evidence: Evidence
+    thresholds: Thresholds
+    findings: pd.DataFrame
+    hypotheses: pd.DataFrame
+    timeline: pd.DataFrame
+    error_groups: pd.DataFrame
+    impact: dict[str, Any]
+    ranked: list[Hypothesis] = field(default_factory=list)
+    detection: Detection | None = field(default=None, repr=False)
+
+    @property
+    def top(self) -> Hypothesis | None:
+        return self.ranked[0] if self.ranked else None
+
+    def missing_sources(self) -> dict[str, str]:
+        """Source or table -> why it is absent."""
+        out = dict(self.evidence.missing)
+        for t in schema.EVIDENCE_TABLES:
+            if not self.evidence.has(t):
+                out.setdefault(t, "table not collected")
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """``summary.json``: hypotheses most likely first, window, impact, missing sources, scenario."""
+        out: dict[str, Any] = {
+            "hypotheses": [{"cause": h.cause, "confidence": round(h.confidence, 4), "title": h.title,
+                            "runbook_step": h.runbook_step} for h in self.ranked],
+            "window": self.evidence.window.to_dict(),
+            "impact": self.impact,
+            "missing_sources": self.missing_sources(),
+            "findings": {s: int((self.findings["severity"] == s).sum()) for s in schema.SEVERITIES},
+            "profile": self.evidence.profile,
+        }
+        if self.evidence.scenario:
+            out["scenario"] = dict(self.evidence.scenario)
+        return out
+
+
+def _channels_text(channels: np.ndarray) -> tuple[str | None, str]:
+    counts = pd.Series(channels).fillna("UNKNOWN").value_counts()
+    main = str(counts.index[0]) if len(counts) and counts.iloc[0] >= 0.9 * counts.sum() else None
+    return main, ", ".join(f"{k} {v:,}" for k, v in counts.items())
+
+
+def error_groups_frame(detection: Detection) -> pd.DataFrame:
+    """FAILED messages grouped by classified error: counts, channels, first/last seen, example
+    message ids and the catalog's conflict note; unknown errors by normalised signature."""
+    ctx = detection.context
+    errs = ctx.errors
+    if not len(errs):
+        return pd.DataFrame({c: pd.Series(dtype=d) for c, d in ERROR_GROUP_COLUMNS.items()})
+    m = ctx.messages
+    pos = errs["position"].to_numpy()
+    frame = errs.assign(
+        signature=errs["signature"].fillna("none: no error recorded"),
+        _channel=m["channel"].to_numpy()[pos],
+        _when=np.where(ctx.updated_ns[pos] != NAT, ctx.updated_ns[pos], ctx.created_ns[pos]),
+        _id=m["message_id"].to_numpy()[pos])
+    rows = []
+    n = max(ctx.n_messages, 1)
+    for sig, g in frame.groupby("signature", sort=False):
+        first = g.iloc[0]
+        when = g["_when"].to_numpy()
+        when = when[when != NAT]
+        main, breakdown = _channels_text(g["_channel"].to_numpy())
+        platform = first["platform"] if pd.notna(first["platform"]) else None
+        code = first["code"] if pd.notna(first["code"]) else None
+        title = first["title"] if pd.notna(first["title"]) else "no error message recorded"
+        label = " ".join(str(x) for x in (PLATFORM_NAMES.get(platform, platform), code) if x) + (": " if platform or code else "") + str(title)
+        rows.append({
+            "group": label, "signature": sig, "platform": platform, "code": code,
+            "category": first["category"] if pd.notna(first["category"]) else "none",
+            "cause": first["cause"] if pd.notna(first["cause"]) else None, "title": title, "count": len(g),
+            "share": len(g) / n, "channel": main, "channels": breakdown,
+            "first_seen": pd.Timestamp(int(when.min()), tz="UTC") if len(when) else None,
+            "last_seen": pd.Timestamp(int(when.max()), tz="UTC") if len(when) else None,
+            "example_message_ids": ", ".join(map(str, g["_id"].head(EXAMPLES))),
+            "conflict": first["conflict"] if pd.notna(first["conflict"]) else None,
+            "retryable": first["retryable"] if pd.notna(first["retryable"]) else None,
+            "runbook_step": first["runbook_step"] if pd.notna(first["runbook_step"]) else None,
+            "origin": ", ".join(sorted(g["origin"].dropna().unique())),
+        })
+    out = pd.DataFrame(rows, columns=list(ERROR_GROUP_COLUMNS)).sort_values("count", ascending=False)
+    out["first_seen"] = schema.to_utc(out["first_seen"])
+    out["last_seen"] = schema.to_utc(out["last_seen"])
+    return out.astype(ERROR_GROUP_COLUMNS).reset_index(drop=True)
+
+
+def impact(detection: Detection) -> dict[str, Any]:
+    """Messages total / failed / stuck / late, and the conversations, channels and customers
+    (distinct recipient_id) of the affected ones (failed, stuck, or delivered after the SLA);
+    delivery P95 and whether the SLA (P95 <= p95_latency_s) was breached."""
+    ctx = detection.context
+    n = ctx.n_messages
+    if not n:
+        return {"messages_total": 0, "messages_failed": 0, "messages_stuck": 0, "messages_late": 0,
+                "messages_affected": 0, "failed_rate": None, "conversations_affected": 0, "channels_affected": [],
+                "customers_affected": 0, "delivery_p95_s": None, "sla_breach": None}
+    t = ctx.t
+    age = ctx.now_ns - ctx.created_ns
+    stuck = np.zeros(n, dtype=bool)
+    for f in detection.items:
+        if f.detector in ("stuck_pending", "stuck_sent") and f.messages is not None:
+            stuck[f.messages] = True
+    delivered = (ctx.delivered_ns != NAT) & (ctx.created_ns != NAT)
+    latency = np.where(delivered, (ctx.delivered_ns - ctx.created_ns) / NS, np.nan)
+    late = delivered & (latency > t.p95_latency_s)
+    affected = ctx.failed | stuck | late
+    pos = np.flatnonzero(affected)
+    m = ctx.messages
+    p95 = float(np.nanpercentile(latency, 95)) if delivered.any() else None
+    breach = (p95 > t.p95_latency_s) if p95 is not None else None
+    if breach is False and any(f.detector == "delivery_p95" for f in detection.items):
+        breach = True
+    channels = pd.unique(m["channel"].to_numpy()[pos])
+    return {
+        "messages_total": int(n),
+        "messages_failed": int(ctx.failed.sum()),
+        "messages_stuck": int(stuck.sum()),
+        "messages_late": int(late.sum()),
+        "messages_affected": int(len(pos)),
+        "failed_rate": float(ctx.failed.mean()),
+        "conversations_affected": int(pd.Series(m["conversation_id"].to_numpy()[pos]).nunique()),
+        "channels_affected": sorted(str(c) for c in channels if isinstance(c, str)),
+        "customers_affected": int(pd.Series(m["recipient_id"].to_numpy()[pos]).nunique()),
+        "delivery_p95_s": round(p95, 3) if p95 is not None else None,
+        "sla_breach": bool(breach) if breach is not None else None,
+        "oldest_stuck_s": float(age[stuck].max() / NS) if stuck.any() else None,
+        "window_start": iso(ctx.evidence.window.start), "window_end": iso(ctx.now),
+        "evidence_coverage": round(coverage(detection)[0], 3),
+    }
+
+
+def analyze(evidence: Evidence, thresholds: Thresholds | Mapping[str, Any] | None = None) -> Analysis:
+    """Run the detectors over ``evidence``, rank the root causes, build the timeline, group
+    the errors and measure the impact. ``thresholds`` overrides :data:`DEFAULT_THRESHOLDS`."""
+    th = Thresholds.from_dict(thresholds)
+    detection = detect(evidence, th)
+    ranked = hypotheses(detection)
+    return Analysis(evidence=evidence, thresholds=th, findings=detection.findings,
+                    hypotheses=hypotheses_frame(ranked), timeline=build_timeline(detection),
+                    error_groups=error_groups_frame(detection), impact=impact(detection), ranked=ranked,
+                    detection=detection)
+

@@ -1,0 +1,378 @@
+"""Root-cause ranking: hypotheses scored from the findings of every source by declarative rules.
+
+Method
+------
+1. **Signals.** The findings of one run are reduced to named signals, each with a strength
+   in 0..1 and the findings behind it (:func:`signals`):
+
+   - symptom signals: ``stuck_pending``, ``stuck_all_channels``, ``stuck_sent``,
+     ``failed_spike``, ``router_lag``, ``lag_skewed``, ``router_silent``, ``connector_5xx``,
+     ``p95_breach``, ``out_of_order``, ``duplicates``, ``missing_topic``, ``stuck_locks``,
+     ... Strength = the finding's severity (critical 1, warning 0.5, info 0.15), scaled by
+     its size where a size matters.
+   - error signals ``cause:<id>``: FAILED messages (error groups) and error log lines / DLQ
+     records / error spans whose catalog entry names the cause. Strength = dominance x
+     magnitude: dominance = the cause's share among all errors that name a cause;
+     magnitude = its share of the messages / ``FULL_MAGNITUDE`` (1 % of messages is full
+     strength), capped at 1. Sporadic errors of every kind in a healthy window stay weak.
+   - ``runbook_cause:<id>``: the same for the cause the runbook's appendix implies where it
+     disagrees with the platform's documentation (WhatsApp 131047 "rate limit" per the
+     runbook, re-engagement window per WhatsApp). Rules give it a small weight, so the
+     documented meaning wins but the runbook's reading stays visible.
+   - data signals: ``content_data`` (FAILED messages over the platform's limits),
+     ``recipient_data`` (FAILED messages to malformed or unknown identities).
+
+2. **Rules.** Each cause has a :class:`Rule`: supporting signals with weights (summing to
+   about 1), contradicting signals with weights, and the signals of which at least one
+   must be present for the cause to be considered at all. Confidence =
+   clip(sum(w x strength of support) - sum(w x strength of against), 0, 1).
+
+3. **Healthy and unknown.** ``healthy`` = coverage x (1 - strongest symptom signal), where
+   coverage is the share of the key evidence tables that were collected; so it ranks first
+   only when nothing significant fired. ``unknown`` = (1 - coverage) / 2 carries the note
+   about missing sources, and ranks first when (almost) nothing was collected.
+
+Every hypothesis is one :class:`Hypothesis` (cause, confidence, evidence for and against
+as finding ids with statements, first seen, blast radius, runbook step and action from
+the catalog), the one result type all rankings share.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from forensics import schema
+from forensics.catalog import load_catalog
+from forensics.detectors import Detection, Finding
+
+SEVERITY_STRENGTH = {"critical": 1.0, "warning": 0.5, "info": 0.15}
+FULL_MAGNITUDE = 0.01
+"""Share of all messages at which an error cause counts at full strength."""
+KEY_TABLES = ("messages", "status_events", "log_events", "consumer_lag", "spans", "dlq_records")
+"""Tables whose absence leaves a root cause undecidable (coverage)."""
+SYMPTOMS = ("stuck_pending", "stuck_sent", "failed_spike", "router_lag", "connector_lag", "router_silent",
+            "service_silent", "connector_5xx", "p95_breach", "out_of_order", "duplicates", "missing_topic",
+            "stuck_locks")
+"""Signals that mean delivery is impaired; healthy is judged against them."""
+RUNBOOK_READING = 0.3
+"""Weight of the runbook's reading of a conflicting code, relative to the documented one."""
+
+
+@dataclass
+class Signal:
+    name: str
+    strength: float
+    findings: list[Finding] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one cause is scored: supporting and contradicting signals with weights, and the
+    signals of which one must be present (``requires``) for the cause to score at all.
+    ``radius`` names the signals whose findings' messages make the blast radius."""
+
+    support: dict[str, float]
+    against: dict[str, float] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
+    radius: tuple[str, ...] = ()
+
+
+def _error_rule(cause: str, extra: dict[str, float] | None = None, against: dict[str, float] | None = None) -> Rule:
+    """An error-driven cause: mostly its own errors, a little of the generic failure symptoms."""
+    support = {f"cause:{cause}": 0.65, f"runbook_cause:{cause}": 0.65 * RUNBOOK_READING, "failed_spike": 0.15,
+               "p95_breach": 0.05}
+    support.update(extra or {})
+    return Rule(support, {"stuck_pending": 0.1, "missing_topic": 0.3, "router_silent": 0.3, **(against or {})},
+                requires=(f"cause:{cause}", f"runbook_cause:{cause}", *(extra or {})),
+                radius=(f"cause:{cause}", f"runbook_cause:{cause}", *(extra or {})))
+
+
+RULES: dict[str, Rule] = {
+    "router_down": Rule(
+        {"router_silent": 0.4, "stuck_pending": 0.25, "router_lag": 0.2, "stuck_all_channels": 0.1,
+         "p95_breach": 0.05},
+        {"missing_topic": 0.6, "cause:mongodb_write_failure": 0.5, "failed_spike": 0.15, "lag_skewed": 0.2},
+        requires=("router_silent", "stuck_pending", "router_lag"),
+        radius=("stuck_pending", "router_silent")),
+    "missing_topic": Rule(
+        {"missing_topic": 0.65, "cause:missing_topic": 0.2, "stuck_pending": 0.15},
+        {"router_silent": 0.2},
+        requires=("missing_topic", "cause:missing_topic"),
+        radius=("missing_topic", "stuck_pending")),
+    "mongodb_write_failure": Rule(
+        {"cause:mongodb_write_failure": 0.7, "stuck_pending": 0.15, "stuck_sent": 0.05, "p95_breach": 0.05},
+        {"missing_topic": 0.4, "router_silent": 0.3},
+        requires=("cause:mongodb_write_failure",),
+        radius=("stuck_pending", "stuck_sent")),
+    "partition_problem": Rule(
+        {"lag_skewed": 0.5, "cause:partition_problem": 0.4, "stuck_pending": 0.1},
+        {"router_silent": 0.3, "missing_topic": 0.3, "cause:partition_rebalance": 0.3},
+        requires=("lag_skewed", "cause:partition_problem"),
+        radius=("stuck_pending",)),
+    "partition_rebalance": Rule(
+        {"out_of_order": 0.4, "duplicates": 0.2, "cause:partition_rebalance": 0.3, "router_lag": 0.05,
+         "p95_breach": 0.05},
+        {"router_silent": 0.3, "missing_topic": 0.3},
+        requires=("out_of_order", "duplicates", "cause:partition_rebalance"),
+        radius=("out_of_order", "duplicates")),
+    "platform_rate_limit": _error_rule("platform_rate_limit", against={"cause:platform_outage": 0.1}),
+    "credential_expiry": _error_rule("credential_expiry"),
+    "invalid_recipient": _error_rule("invalid_recipient", {"recipient_data": 0.2}),
+    "bot_blocked": _error_rule("bot_blocked"),
+    "content_over_limit": _error_rule("content_over_limit", {"content_data": 0.3}),
+    "platform_outage": _error_rule("platform_outage", {"connector_5xx": 0.25},
+                                   against={"cause:platform_rate_limit": 0.1}),
+    "policy_window": _error_rule("policy_window"),
+    "connector_unreachable": _error_rule("connector_unreachable", {"connector_silent": 0.2}),
+    "webhook_unreachable": Rule(
+        {"stuck_sent": 0.6, "cause:webhook_unreachable": 0.4},
+        {"failed_spike": 0.1},
+        requires=("stuck_sent", "cause:webhook_unreachable"),
+        radius=("stuck_sent", "cause:webhook_unreachable")),
+    "conversation_lock_stuck": Rule(
+        {"stuck_locks": 0.8, "stuck_pending": 0.2},
+        {"router_silent": 0.3, "missing_topic": 0.3},
+        requires=("stuck_locks",),
+        radius=("stuck_locks",)),
+}
+"""Cause -> rule. Add a cause: one entry here and its title/step/action under ``causes`` in
+the catalog."""
+
+
+@dataclass
+class Hypothesis:
+    """One root-cause hypothesis: the result type every ranking returns."""
+
+    cause: str
+    title: str
+    confidence: float
+    evidence_for: list[dict[str, Any]] = field(default_factory=list)
+    evidence_against: list[dict[str, Any]] = field(default_factory=list)
+    first_seen: pd.Timestamp | None = None
+    messages_affected: int = 0
+    conversations_affected: int = 0
+    channels_affected: list[str] = field(default_factory=list)
+    customers_affected: int = 0
+    runbook_step: str | None = None
+    recommended_action: str | None = None
+    rank: int = 0
+
+    def row(self) -> dict[str, Any]:
+        return {"rank": self.rank, "cause": self.cause, "title": self.title, "confidence": round(self.confidence, 4),
+                "evidence_for": json.dumps(self.evidence_for, ensure_ascii=False, default=str),
+                "evidence_against": json.dumps(self.evidence_against, ensure_ascii=False, default=str),
+                "first_seen": self.first_seen, "messages_affected": self.messages_affected,
+                "conversations_affected": self.conversations_affected,
+                "channels_affected": ", ".join(self.channels_affected), "customers_affected": self.customers_affected,
+                "runbook_step": self.runbook_step, "recommended_action": self.recommended_action}
+
+
+# ---- signals --------------------------------------------------------------------------------
+
+def _severity(f: Finding) -> float:
+    return SEVERITY_STRENGTH.get(f.severity, 0.0)
+
+
+def _best(name: str, found: list[Finding], strength=_severity, note: str = "") -> Signal | None:
+    if not found:
+        return None
+    return Signal(name, max(min(1.0, strength(f)) for f in found), found, note)
+
+
+def _error_signals(detection: Detection, key: str) -> dict[str, Signal]:
+    """``cause:<id>`` (key ``cause``) or ``runbook_cause:<id>`` signals from error findings.
+
+    Messages (error_groups) and log-like sources (log_errors) are scored separately, and the
+    stronger of the two counts: the deployed code keeps reasons only in logs, while a
+    runbook deployment stores them on the message.
+    """
+    n = max(detection.context.n_messages, 1)
+    out: dict[str, Signal] = {}
+    for detector in ("error_groups", "log_errors"):
+        groups = [f for f in detection.items if f.detector == detector]
+        by_cause: dict[str, list[Finding]] = {}
+        for f in groups:
+            cause = f.tags.get(key)
+            if cause:
+                by_cause.setdefault(cause, []).append(f)
+        # dominance is measured against all errors that name any (documented) cause
+        named = sum(int(f.count or 0) for f in groups if f.tags.get("cause"))
+        for cause, found in by_cause.items():
+            count = sum(int(f.count or 0) for f in found)
+            if detector == "log_errors":  # per source, so a line logged twice does not count twice
+                per_source: dict[str, int] = {}
+                for f in found:
+                    per_source[f.tags.get("source", "")] = per_source.get(f.tags.get("source", ""), 0) + int(f.count or 0)
+                count = max(per_source.values())
+                named_src = max(sum(int(f.count or 0) for f in groups if f.tags.get("cause") and
+                                    f.tags.get("source") == s) for s in per_source)
+                dominance = count / max(named_src, 1)
+            else:
+                dominance = count / max(named, 1)
+            magnitude = min(1.0, count / n / FULL_MAGNITUDE)
+            strength = min(1.0, dominance * magnitude)
+            name = f"{key}:{cause}"
+            where = "FAILED messages" if detector == "error_groups" else "error log lines / dead letters / spans"
+            note = f"{count:,} {where} ({count / n:.1%} of messages, {dominance:.0%} of the classified errors)"
+            if name not in out or strength > out[name].strength:
+                out[name] = Signal(name, strength, found, note)
+    return out
+
+
+def signals(detection: Detection) -> dict[str, Signal]:
+    """The named signals of one detection run (see the module docstring)."""
+    by: dict[str, list[Finding]] = {}
+    for f in detection.items:
+        by.setdefault(f.detector, []).append(f)
+    ctx = detection.context
+    n = max(ctx.n_messages, 1)
+    out: dict[str, Signal] = {}
+
+    def put(sig: Signal | None) -> None:
+        if sig is not None and sig.strength > 0:
+            out[sig.name] = sig
+
+    stuck = by.get("stuck_pending", [])
+    stuck_share = sum(int(f.count or 0) for f in stuck) / n
+    put(_best("stuck_pending", stuck, lambda f: _severity(f) * min(1.0, stuck_share / 0.02),
+              f"{stuck_share:.1%} of messages stuck PENDING"))
+    real_channels = [f for f in stuck if f.channel and f.channel != "INTERNAL"]
+    if len(real_channels) >= 2:
+        put(_best("stuck_all_channels", real_channels, lambda f: min(1.0, stuck_share / 0.02)))
+    put(_best("stuck_sent", by.get("stuck_sent", []),
+              lambda f: _severity(f) * min(1.0, int(f.count or 0) / n / 0.02)))
+    failed = by.get("failed_rate", [])
+    put(_best("failed_spike", failed, lambda f: min(1.0, float(f.tags.get("windows", 1)) / 2)))
+    lag = by.get("consumer_lag", [])
+    put(_best("router_lag", [f for f in lag if f.tags.get("router")]))
+    put(_best("connector_lag", [f for f in lag if not f.tags.get("router")]))
+    put(_best("lag_skewed", [f for f in lag if f.tags.get("skewed")]))
+    silence = by.get("service_silence", [])
+    put(_best("router_silent", [f for f in silence if f.tags.get("router")]))
+    put(_best("connector_silent", [f for f in silence if f.channel]))
+    put(_best("service_silent", [f for f in silence if not f.tags.get("router") and not f.channel]))
+    put(_best("connector_5xx", by.get("connector_5xx", [])))
+    put(_best("p95_breach", by.get("delivery_p95", [])))
+    ooo = by.get("out_of_order", [])
+    put(_best("out_of_order", ooo, lambda f: _severity(f) * min(1.0, float(f.tags.get("conversations", 0)) / 10)))
+    dup = [f for f in by.get("duplicate_deliveries", []) if f.key == "status_events"]
+    put(_best("duplicates", dup, lambda f: _severity(f) * min(1.0, int(f.count or 0) / 10)))
+    put(_best("missing_topic", by.get("missing_topics", [])))
+    put(_best("stuck_locks", by.get("stuck_locks", []),
+              lambda f: _severity(f) * min(1.0, float(f.tags.get("conversations", 0)) / 5)))
+    n_failed = max(int(ctx.failed.sum()), 1)
+    content = by.get("content_over_limit", [])
+    content_failed = sum(int(f.tags.get("failed", 0)) for f in content)
+    put(_best("content_data", content,
+              lambda f: min(1.0, content_failed / n_failed * 2) * min(1.0, content_failed / n / FULL_MAGNITUDE),
+              f"{content_failed:,} FAILED messages over the platform's limits"))
+    recipients = [f for f in by.get("recipient_identity", []) if f.tags.get("kind") in ("malformed", "no_identity")]
+    bad_recipients = sum(int(f.count or 0) for f in recipients)
+    put(_best("recipient_data", recipients,
+              lambda f: min(1.0, bad_recipients / n_failed * 2) * min(1.0, bad_recipients / n / FULL_MAGNITUDE),
+              f"{bad_recipients:,} FAILED messages to malformed or unknown recipients"))
+    for key in ("cause", "runbook_cause"):
+        for sig in _error_signals(detection, key).values():
+            put(sig)
+    return out
+
+
+# ---- hypotheses -----------------------------------------------------------------------------
+
+def _statement(sig: Signal, weight: float) -> list[dict[str, Any]]:
+    items = []
+    for f in sorted(sig.findings, key=lambda f: -(f.count or 0))[:3]:
+        text = f.title + (f"; {sig.note}" if sig.note and f is sig.findings[0] else "")
+        items.append({"finding_id": f.finding_id, "statement": text, "signal": sig.name,
+                      "strength": round(sig.strength, 3), "weight": weight})
+    return items
+
+
+def _radius(detection: Detection, found: list[Finding]) -> dict[str, Any]:
+    ctx = detection.context
+    arrays = [f.messages for f in found if f.messages is not None and len(f.messages)]
+    if not arrays:
+        return {"messages_affected": 0, "conversations_affected": 0, "channels_affected": [],
+                "customers_affected": 0}
+    pos = np.unique(np.concatenate(arrays))
+    m = ctx.messages
+    channels = pd.unique(m["channel"].to_numpy()[pos])
+    return {"messages_affected": int(len(pos)),
+            "conversations_affected": int(pd.Series(m["conversation_id"].to_numpy()[pos]).nunique()),
+            "channels_affected": sorted(str(c) for c in channels if isinstance(c, str)),
+            "customers_affected": int(pd.Series(m["recipient_id"].to_numpy()[pos]).nunique())}
+
+
+def _first_seen(found: list[Finding]) -> pd.Timestamp | None:
+    times = [f.first_seen for f in found if f.first_seen is not None and not pd.isna(f.first_seen)]
+    return min(times) if times else None
+
+
+def coverage(detection: Detection) -> tuple[float, list[str]]:
+    """Share of KEY_TABLES collected, and notes naming what is missing."""
+    ev = detection.context.evidence
+    absent = [t for t in KEY_TABLES if not ev.has(t)]
+    notes = [f"source {name} missing: {why}" for name, why in sorted(ev.missing.items())]
+    notes += [f"table {t} not collected" for t in absent]
+    return 1.0 - len(absent) / len(KEY_TABLES), notes
+
+
+def hypotheses(detection: Detection, rules: dict[str, Rule] | None = None) -> list[Hypothesis]:
+    """Score every rule's cause plus healthy and unknown; most likely first, ranks set."""
+    rules = RULES if rules is None else rules
+    cat = load_catalog()
+    sig = signals(detection)
+    out: list[Hypothesis] = []
+    for cause, rule in rules.items():
+        if rule.requires and not any(r in sig for r in rule.requires):
+            continue
+        score = sum(w * sig[s].strength for s, w in rule.support.items() if s in sig)
+        penalty = sum(w * sig[s].strength for s, w in rule.against.items() if s in sig)
+        confidence = float(np.clip(score - penalty, 0.0, 1.0))
+        present = sorted(((s, w) for s, w in rule.support.items() if s in sig), key=lambda sw: -sw[1] * sig[sw[0]].strength)
+        ev_for = [i for s, w in present for i in _statement(sig[s], w)]
+        ev_against = [i for s, w in rule.against.items() if s in sig for i in _statement(sig[s], -w)]
+        ev_against += [{"statement": f"expected {s.replace('_', ' ')} not observed"}
+                       for s, w in rule.support.items() if s not in sig and w >= 0.2]
+        supporting = [f for s in rule.support if s in sig for f in sig[s].findings]
+        radius_findings = [f for s in (rule.radius or tuple(rule.support)) if s in sig for f in sig[s].findings]
+        c = cat.cause(cause)
+        out.append(Hypothesis(cause, c.title, confidence, ev_for, ev_against, _first_seen(supporting),
+                              runbook_step=c.runbook_step, recommended_action=c.action,
+                              **_radius(detection, radius_findings)))
+    cover, notes = coverage(detection)
+    symptoms = [sig[s] for s in SYMPTOMS if s in sig]
+    worst = max((s.strength for s in symptoms), default=0.0)
+    healthy = cat.cause("healthy")
+    out.append(Hypothesis(
+        "healthy", healthy.title, float(np.clip(cover * (1.0 - worst), 0.0, 1.0)),
+        [{"statement": "no symptom detector fired"}] if not symptoms else
+        [{"statement": f"symptoms fired (strongest {worst:.2f})"}],
+        [i for s in symptoms for i in _statement(s, -1.0)] + [{"statement": n} for n in notes],
+        runbook_step=healthy.runbook_step, recommended_action=healthy.action))
+    if cover < 1.0:
+        out.append(Hypothesis(
+            "unknown", "Not enough evidence to decide", (1.0 - cover) / 2,
+            [{"statement": n} for n in notes], [],
+            recommended_action="Collect the missing evidence sources and analyse again."))
+    out.sort(key=lambda h: (-h.confidence, h.cause != "healthy", h.cause))
+    for i, h in enumerate(out, 1):
+        h.rank = i
+    return out
+
+
+def hypotheses_frame(items: list[Hypothesis]) -> pd.DataFrame:
+    """Hypotheses as the canonical ``hypotheses`` table."""
+    frame = pd.DataFrame([h.row() for h in items], columns=schema.table("hypotheses").names)
+    return schema.validate("hypotheses", schema.conform("hypotheses", frame))
+
+
+def rank(detection: Detection, rules: dict[str, Rule] | None = None) -> pd.DataFrame:
+    """Ranked hypotheses of one detection run as the ``hypotheses`` table."""
+    return hypotheses_frame(hypotheses(detection, rules))
