@@ -103,6 +103,124 @@ def cmd_verify(args) -> int:
     return 1
 
 
+EXIT_NOT_FOUND = 1
+
+
+def message_story(message, events, files=None, *, as_of=None) -> list[str]:
+    """One message's story as text lines: what it is, its status history with the time
+    between transitions, errors, retries, attached files against the platform limits.
+
+    ``message`` is one ``messages`` row (a Series), ``events`` its ``status_events`` rows,
+    ``files`` the rows of ``MongoSource.file_checks`` (None: judged from the row alone).
+    ``as_of`` is the time a last non-final status is aged against (now, or a bundle's end).
+    """
+    import pandas as pd
+
+    from forensics.sources.mongo import check_platform_limits
+    from forensics.timeutil import iso
+
+    def val(v, fmt="{}"):
+        return "-" if v is None or v is pd.NA or (not isinstance(v, str) and pd.isna(v)) else fmt.format(v)
+
+    def secs(td) -> str:
+        return "-" if pd.isna(td) else f"{td.total_seconds():.3f} s"
+
+    def age(td) -> str:
+        s = int(td.total_seconds())
+        parts = [(s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "min"), (s % 60, "s")]
+        return " ".join(f"{n} {u}" for n, u in parts if n) or secs(td)
+
+    m = message
+    lines = [f"message {m['message_id']}",
+             f"  conversation {val(m['conversation_id'])}   channel {val(m['channel'])}   status {val(m['status'])}",
+             f"  content {val(m['content_type'])}, {val(m['content_length'], '{:,} chars')}   "
+             f"recipients {val(m['recipient_count'])}   created {val(iso(m['created_at']) if pd.notna(m['created_at']) else None)}"
+             f"   updated {val(iso(m['updated_at']) if pd.notna(m['updated_at']) else None)}",
+             f"  retries {val(m['retry_count'])}"
+             + (f"   error ({val(m['error_field'])}): {m['error_message']}" if pd.notna(m["error_message"]) else ""),
+             f"  platform message id {val(m['platform_message_id'])}   "
+             f"source {val(m['source'])} {val(m['source_object'])}/{val(m['source_ref'])}"]
+    checks = files if files is not None and len(files) else check_platform_limits(m.to_frame().T)
+    for _, f in checks.iterrows():
+        if f.get("text_over_limit") is True:
+            lines.append(f"  TEXT OVER LIMIT: {f['content_length']:,} chars > {f['text_limit_chars']:,} on {f['channel']}")
+        if pd.notna(f.get("file_id")) or pd.notna(f.get("file_size")):
+            size = val(f.get("file_size"), "{:,} bytes")
+            line = f"  file {val(f.get('file_id'))} {val(f.get('filename'))} {val(f.get('mime_type'))} {size}"
+            if f.get("file_missing") is True:
+                line += "   NOT IN THE FILES COLLECTION (expired after 24 h, or never stored)"
+            if f.get("file_over_limit") is True:
+                line += f"   OVER the {f['channel']} limit of {f['file_limit_bytes']:,} bytes"
+            lines.append(line)
+    ev = events.sort_values(["timestamp", "derived"], ascending=[True, False], kind="stable")
+    lines.append("")
+    if ev.empty:
+        lines.append("status history: none (no history rows and no creation time)")
+        return lines
+    first, last = ev.iloc[0], ev.iloc[-1]
+    lines.append(f"status history: {len(ev)} transition(s), {first['new_status']} -> {last['new_status']} "
+                 f"in {secs(last['timestamp'] - first['timestamp'])}" if len(ev) > 1 else
+                 f"status history: {first['new_status']} only")
+    lines.append(f"  {'time':24s}  {'status':9s}  {'after prev':>12s}  {'since first':>12s}  {'by':16s}  note")
+    prev = None
+    for _, e in ev.iterrows():
+        notes = []
+        if e["derived"]:
+            notes.append("derived from the creation time (no history row)")
+        if pd.notna(e["old_status"]) and prev is not None and e["old_status"] != prev["new_status"]:
+            notes.append(f"recorded old status {e['old_status']} differs from the previous {prev['new_status']}")
+        if pd.notna(e["error_message"]):
+            notes.append(f"error: {e['error_message']}")
+        after = secs(e["timestamp"] - prev["timestamp"]) if prev is not None else "-"
+        lines.append(f"  {iso(e['timestamp']):24s}  {e['new_status']:9s}  {after:>12s}  "
+                     f"{secs(e['timestamp'] - first['timestamp']):>12s}  {val(e['updated_by']):16s}  {'; '.join(notes)}")
+        prev = e
+    if as_of is not None and last["new_status"] in ("PENDING", "SENT"):
+        lines.append(f"  still {last['new_status']} {age(as_of - last['timestamp'])} after its last transition "
+                     f"(as of {iso(as_of)})")
+    return lines
+
+
+def cmd_message(args) -> int:
+    import pandas as pd
+
+    from forensics.errors import ParameterError
+
+    if not args.message_id.strip():
+        raise ParameterError("message id is empty")
+    files = None
+    if args.bundle:
+        from forensics.bundle import read_bundle
+
+        ev = read_bundle(args.bundle, tables=["messages", "status_events"])
+        messages = ev.table("messages")
+        found = messages[messages["message_id"] == args.message_id]
+        where = f"bundle {args.bundle}"
+        events = ev.table("status_events")
+        events = events[events["message_id"] == args.message_id]
+        as_of = ev.window.end
+    else:
+        from forensics.sources.mongo import MongoSource
+
+        with MongoSource(profile=args.profile, database=args.database) as src:
+            found = src.message(args.message_id)
+            where = f"{src.database_name}.{src.profile.mongo.collections['messages']} on {src.masked_uri}"
+            if len(found):
+                events = src.history_of(found.iloc[:1], purpose="history of a message")
+                files = src.file_checks([args.message_id])
+            as_of = pd.Timestamp.now(tz="UTC")
+    if found.empty:
+        print(f"forensics message: message {args.message_id} not found in {where}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if len(found) > 1:
+        print(f"warning: {len(found)} documents carry message id {args.message_id}; showing the first",
+              file=sys.stderr)
+    print("\n".join(message_story(found.iloc[0], events, files, as_of=as_of)))
+    # Identity (PostgreSQL external_identities) and locks (Redis) join here when their
+    # sources (forensics/sources/postgres.py, redis.py) offer per-message lookups.
+    return 0
+
+
 def cmd_report(args) -> int:
     from forensics.report import build_report
 
@@ -203,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-redact", action="store_true", help="keep phone numbers, handles and content in exports")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("message", help="one message's story: status history with durations, errors, retries, files")
+    p.add_argument("message_id", metavar="ID", help="message id (matched literally)")
+    p.add_argument("--bundle", default=None, help="read from this evidence bundle instead of live MongoDB")
+    p.add_argument("--database", default=None, help="MongoDB database (default: the profile's)")
+    _add_common(p)
+    p.set_defaults(func=cmd_message)
 
     p = sub.add_parser("verify", help="verify a bundle's hashes; non-zero exit naming any bad file")
     p.add_argument("bundle")

@@ -209,3 +209,27 @@ def with_derived_pending(events: pd.DataFrame, messages: pd.DataFrame) -> pd.Dat
     combined = combined.sort_values(["message_id", "timestamp", "derived"], ascending=[True, True, False],
                                     kind="stable").reset_index(drop=True)
     return schema.conform("status_events", combined)
+
+
+def files_from_documents(docs, profile: Profile | str | None = None) -> pd.DataFrame:
+    """File documents (dicts or a flat frame) -> file_id, message_id, filename, file_size (bytes),
+    mime_type, source_ref. Not an evidence table of its own: it fills ``messages.file_size``
+    and the platform-limit checks."""
+    profile = load_profile(profile)
+    flat = flatten_documents(docs)
+    f = profile.mongo.file_fields
+
+    def get(name):
+        return _coalesce(flat, f.get(name, [name]))[0]
+
+    if flat.empty:
+        return pd.DataFrame({c: pd.Series(dtype=schema.INT if c == "file_size" else schema.STR)
+                             for c in ("file_id", "message_id", "filename", "file_size", "mime_type", "source_ref")})
+    return pd.DataFrame({
+        "file_id": _text(get("file_id")),
+        "message_id": _text(get("message_id")),
+        "filename": _text(get("filename")),
+        "file_size": _int(get("file_size")),
+        "mime_type": _text(get("mime_type")),
+        "source_ref": _text(flat["_id"] if "_id" in flat.columns else get("file_id")),
+    }).reset_index(drop=True)

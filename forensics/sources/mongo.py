@@ -1,0 +1,1058 @@
+"""MongoDB, the message store, as an evidence source: read-only, bounded, every name from the profile.
+
+:class:`MongoSource` answers the runbook's MongoDB questions (symptoms 1-3, R3.2, the
+monitoring aggregates) with canonical frames or small aggregate tables:
+
+- messages: one by id, many by ids, a conversation in order, a window;
+- status histories (``message_status_history`` joined to messages, the initial PENDING
+  derived by :mod:`forensics.documents`) of a message, a conversation or a window;
+- stuck messages, FAILED messages grouped by error, retry counts and status counts over
+  time, all computed on the server (filters and aggregation pipelines);
+- file metadata checked against the platforms' limits (runbook R3.2).
+
+Rules every query follows
+- A projection, ``maxTimeMS`` from :class:`~forensics.config.Limits` and a result cap. A
+  capped result is marked, never passed off as whole: ``frame.attrs["truncated"] = True``,
+  ``frame.attrs["truncated_at"] = N`` and a "truncated at N" line in
+  ``frame.attrs["warnings"]`` (and in :attr:`MongoSource.warnings`).
+- Ids and parameters are matched literally. An id must be a ``str``; it only ever appears
+  as the operand of ``$eq``/``$in`` (query language), where a value such as ``"$ne"`` is
+  a plain string, so no caller value can become a query operator.
+- Names (database, collections, field paths) come from the profile; where the profile
+  lists several paths for one field (``timestamp`` or ``created_at``, top-level or
+  ``metadata.error_message``) the server filter accepts any of them and the exact
+  predicate is applied again to the normalised rows.
+- Times may be BSON dates, epoch seconds, epoch milliseconds or ISO strings
+  (:func:`time_range`); the server filter covers all four.
+
+Loading: the fast path reads the server's raw BSON batches straight into Arrow
+(pymongoarrow with an explicit schema, nested ``metadata`` as a struct) and normalises
+the typed columns vectorised; ``arrow=False`` reads per-document dicts. Both produce the
+same canonical frames (tests pin it on odd documents).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pymongo
+from bson import ObjectId, json_util
+from bson import errors as bson_errors
+from pymongo import errors as mongo_errors
+
+from forensics import schema
+from forensics.collect import CollectRequest, SourceResult
+from forensics.config import DEFAULT_LIMITS, Limits, connection
+from forensics.credentials import mask_uri
+from forensics.documents import (
+    files_from_documents,
+    flatten_documents,
+    messages_from_documents,
+    status_events_from_documents,
+    with_derived_pending,
+)
+from forensics.errors import ParameterError, SourceError
+from forensics.profiles import Profile, load_profile
+from forensics.timeutil import Window, iso, parse_time
+
+with warnings.catch_warnings():
+    # pymongoarrow 1.15 wheels are compiled against a pyarrow whose Cython object sizes
+    # differ from 25.0.x (the version it pins): harmless "size changed" notices at import.
+    warnings.filterwarnings("ignore", message=r".*size changed, may indicate binary incompatibility.*")
+    from pymongoarrow.api import Schema, find_arrow_all
+    from pymongoarrow.types import ObjectIdType
+
+SOURCE = "mongodb"
+APPNAME = "chat4all-forensics"
+ID_CHUNK = 10_000
+"""Ids per ``$in``: keeps each query document far below MongoDB's 16 MB limit."""
+UNREADABLE_MIN = 10
+"""Documents that must come back unreadable before a query counts as a profile/type mismatch."""
+SAMPLE_SIZE = 256
+"""Documents read as dicts to pick the Arrow type of every field (see :meth:`MongoSource._read`)."""
+
+# Epoch numbers are told apart by magnitude, exactly as forensics.timeutil does.
+_MS_FROM, _US_FROM, _NS_FROM = 1e11, 1e14, 1e17
+_ISO_MIN, _ISO_MAX = "0000-01-01", "9999-12-31"
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PlatformLimit:
+    text_chars: int
+    file_bytes: int
+    file_kinds: str = "any"
+    """``any`` file, or ``image`` when the platform's stated limit is for images only."""
+
+
+PLATFORM_LIMITS: dict[str, PlatformLimit] = {
+    "WHATSAPP": PlatformLimit(4096, 100 * MB),
+    "TELEGRAM": PlatformLimit(4096, 2048 * MB),
+    "INSTAGRAM": PlatformLimit(1000, 8 * MB, "image"),
+}
+"""Runbook R3.2 platform limits: text in characters, files in bytes (MB = 1024 x 1024)."""
+
+
+# ---- literal parameters -------------------------------------------------------------
+
+def literal_id(value: Any, what: str = "message id") -> str:
+    """``value`` if it is a non-empty ``str``; anything else is refused.
+
+    A dict (``{"$ne": None}``), a list, a number or None could change what a query means
+    or match by accident; such values are never sent to the server.
+    """
+    if not isinstance(value, str):
+        raise ParameterError(f"{what} must be a string, got {type(value).__name__} {value!r:.80}: "
+                             "ids are matched literally, never as query operators")
+    if not value:
+        raise ParameterError(f"{what} is empty")
+    return value
+
+
+def literal_ids(values: Any, what: str = "message id") -> list[str]:
+    """A sequence of ids (list, tuple, Series, array) -> unique ``str`` ids in first-seen order."""
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Sequence | pd.Series | np.ndarray):
+        raise ParameterError(f"{what}s must be a list of strings, got {type(values).__name__}")
+    return list(dict.fromkeys(literal_id(v, what) for v in values))
+
+
+def spellings(value: str) -> list[str]:
+    """The spellings a status or channel is stored with across variants (PENDING, pending, Pending)."""
+    return list(dict.fromkeys([value, value.upper(), value.lower(), value.capitalize()]))
+
+
+def any_path_in(paths: Sequence[str], values: Sequence[str]) -> dict:
+    """Filter: some path of ``paths`` holds one of ``values`` (``$in``: operands are literals)."""
+    clauses = [{p: {"$in": list(values)}} for p in paths]
+    return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+
+def all_of(*filters: dict | None) -> dict:
+    parts = [f for f in filters if f]
+    return {} if not parts else parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+def _ts(value) -> pd.Timestamp | None:
+    return None if value is None else parse_time(value)
+
+
+def time_range(paths: Sequence[str], start=None, end=None) -> dict:
+    """Filter: some path of ``paths`` holds a time in [start, end), whatever its storage.
+
+    MongoDB compares values of one BSON type only, so one clause per representation:
+    BSON dates; epoch seconds (< 1e11), epoch milliseconds (< 1e14); ISO 8601 strings in UTC
+    with ``T`` or a space between date and time (compared as text, so an ISO string with a
+    non-UTC offset or a numeric string is not selected by the server: rows that are
+    returned are checked again after normalisation). An open bound still bounds the type.
+    """
+    s, e = _ts(start), _ts(end)
+    bounds: list[tuple[Any, Any]] = [
+        (s.to_pydatetime() if s is not None else None, e.to_pydatetime() if e is not None else None),
+        (s.timestamp() if s is not None else None, e.timestamp() if e is not None else _MS_FROM),
+        (s.timestamp() * 1000 if s is not None else _MS_FROM, e.timestamp() * 1000 if e is not None else _US_FROM),
+    ]
+    for sep in ("T", " "):
+        lo = iso(s)[:-1].replace("T", sep).removesuffix(".000") if s is not None else _ISO_MIN
+        hi = iso(e)[:-1].replace("T", sep).removesuffix(".000") if e is not None else _ISO_MAX
+        bounds.append((lo, hi))
+    clauses = []
+    for path in paths:
+        for lo, hi in bounds:
+            cond = {}
+            if lo is not None:
+                cond["$gte"] = lo
+            if hi is not None:
+                cond["$lt"] = hi
+            if not cond:  # a date range open at both ends: any date
+                cond = {"$type": "date"}
+            clauses.append({path: cond})
+    return {"$or": clauses}
+
+
+def times_before(paths: Sequence[str], cutoff) -> dict:
+    """Filter: every path of ``paths`` is absent or holds a time before ``cutoff``, and one holds one."""
+    before = [time_range([p], None, cutoff) for p in paths]
+    each = [{"$or": [{p: None}, *b["$or"]]} for p, b in zip(paths, before, strict=True)]
+    return {"$and": [*each, {"$or": [c for b in before for c in b["$or"]]}]}
+
+
+def first_of(paths: Sequence[str]) -> dict:
+    """Aggregation expression: the first of ``paths`` that holds a value (``$ifNull``), else null."""
+    return {"$ifNull": [*(f"${p}" for p in paths), None]}
+
+
+def as_date(path: str) -> dict:
+    """Aggregation expression: the time in ``path`` as a BSON date, whatever its storage, else null.
+
+    Numbers are epoch seconds, milliseconds, microseconds or nanoseconds by magnitude (as
+    :func:`forensics.timeutil.coerce_timestamps`); strings go through ``$dateFromString``.
+    """
+    v, t = f"${path}", {"$type": f"${path}"}
+    number = {"$switch": {"branches": [
+        {"case": {"$lt": [{"$abs": v}, _MS_FROM]}, "then": {"$multiply": [v, 1000]}},
+        {"case": {"$lt": [{"$abs": v}, _US_FROM]}, "then": v},
+        {"case": {"$lt": [{"$abs": v}, _NS_FROM]}, "then": {"$divide": [v, 1000]}},
+    ], "default": {"$divide": [v, 1_000_000]}}}
+    return {"$switch": {"branches": [
+        {"case": {"$eq": [t, "date"]}, "then": v},
+        {"case": {"$in": [t, ["double", "int", "long", "decimal"]]}, "then": {"$toDate": {"$toLong": number}}},
+        {"case": {"$eq": [t, "string"]}, "then": {"$dateFromString": {"dateString": v, "onError": None}}},
+    ], "default": None}}
+
+
+def first_date_of(paths: Sequence[str]) -> dict:
+    """Aggregation expression: the first of ``paths`` readable as a time, as a BSON date."""
+    return {"$ifNull": [*(as_date(p) for p in paths), None]}
+
+
+def path_supplying(paths: Sequence[str]) -> dict:
+    """Aggregation expression: which of ``paths`` supplies the value ``first_of(paths)`` takes."""
+    return {"$switch": {"branches": [{"case": {"$ne": [{"$ifNull": [f"${p}", None]}, None]}, "then": p}
+                                     for p in paths], "default": None}}
+
+
+def date_bucket(bucket: str | pd.Timedelta) -> tuple[str, int]:
+    """A bucket width -> ``$dateTrunc`` (unit, binSize); whole seconds, at most whole days."""
+    try:
+        width = pd.Timedelta(bucket)
+    except (ValueError, TypeError) as exc:
+        raise ParameterError(f"bucket {bucket!r} is not a duration (e.g. 1min, 30s, 1h)") from exc
+    ms = int(width / pd.Timedelta("1ms"))
+    if ms <= 0 or ms % 1000:
+        raise ParameterError(f"bucket {bucket!r} must be a positive whole number of seconds")
+    for unit, size in (("day", 86_400_000), ("hour", 3_600_000), ("minute", 60_000), ("second", 1000)):
+        if ms % size == 0:
+            return unit, ms // size
+    raise AssertionError("unreachable: ms is a multiple of 1000")
+
+
+def check_platform_limits(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add the runbook R3.2 limit columns to rows with ``channel``, ``content_type``,
+    ``content_length`` and optionally ``mime_type`` and ``file_size`` (bytes).
+
+    Adds ``text_limit_chars``, ``text_over_limit``, ``file_limit_bytes``,
+    ``file_over_limit``; limits are null (and the flags NA) where the platform states none
+    (INTERNAL, or a non-image file on Instagram).
+    """
+    out = frame.copy()
+    channel = out["channel"].astype(schema.STR).str.upper()
+    text = channel.map({c: lim.text_chars for c, lim in PLATFORM_LIMITS.items()}).astype(schema.INT)
+    mime = out["mime_type"] if "mime_type" in out else pd.Series(pd.NA, index=out.index, dtype=schema.STR)
+    is_image = (out["content_type"].astype(schema.STR).str.upper().eq("IMAGE").fillna(False)
+                | mime.astype(schema.STR).str.lower().str.startswith("image/").fillna(False))
+    file_limit = pd.Series(pd.NA, index=out.index, dtype=schema.INT)
+    for c, lim in PLATFORM_LIMITS.items():
+        applies = channel.eq(c).fillna(False) & (is_image if lim.file_kinds == "image" else True)
+        file_limit[applies] = lim.file_bytes
+    size = out["file_size"].astype(schema.INT) if "file_size" in out else pd.Series(pd.NA, index=out.index,
+                                                                                        dtype=schema.INT)
+    out["text_limit_chars"] = text
+    out["text_over_limit"] = (out["content_length"].astype(schema.INT) > text).astype(schema.BOOL)
+    out["file_limit_bytes"] = file_limit
+    out["file_over_limit"] = (size > file_limit).astype(schema.BOOL)
+    return out
+
+
+def _json(value: Any) -> Any:
+    """A query (filter, pipeline) as plain JSON (dates as {"$date": ISO}), for bundles and reports."""
+    return json.loads(json_util.dumps(value, json_options=json_util.RELAXED_JSON_OPTIONS))
+
+
+def _mark_truncated(frame: pd.DataFrame, cap: int, what: str) -> str:
+    note = f"{what}: truncated at {cap:,} rows (Limits.max_rows or limit); the rest was not read"
+    frame.attrs.update({"truncated": True, "truncated_at": cap})
+    frame.attrs.setdefault("warnings", []).append(note)
+    return note
+
+
+# ---- Arrow loading --------------------------------------------------------------------
+
+_PY_TO_ARROW = {"date": pa.timestamp("ms"), "string": pa.string(), "int": pa.int64(), "float": pa.float64(),
+                "bool": pa.bool_(), "objectId": ObjectIdType(), "list": pa.list_(pa.string())}
+_DEFAULT_KIND = {"created_at": "date", "updated_at": "date", "timestamp": "date", "uploaded_at": "date",
+                 "retry_count": "int", "file_size": "int", "recipient_ids": "list"}
+
+
+def _kind(value: Any) -> str | None:
+    """The kind of a decoded BSON value, as far as the Arrow schema cares."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, ObjectId):
+        return "objectId"
+    if hasattr(value, "isoformat"):
+        return "date"
+    if isinstance(value, list):
+        return "list" if all(isinstance(v, str) for v in value) else "mixed"
+    return "mixed"  # documents, binary, regex, ...: no Arrow column for them
+
+
+def _get_path(doc: Mapping, path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def arrow_kinds(sample: Sequence[Mapping], paths: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Pick an Arrow kind per path from sampled documents: (kinds, mixed paths).
+
+    ``paths`` maps a field path to its canonical field (for the default kind of a path the
+    sample never shows). Ints with floats read as floats. A path whose sample holds more
+    than one kind cannot be one Arrow column: it is returned in ``mixed``.
+    """
+    kinds: dict[str, str] = {}
+    mixed: list[str] = []
+    for path, canonical in paths.items():
+        seen = {k for k in (_kind(_get_path(d, path)) for d in sample) if k}
+        if seen == {"int", "float"}:
+            seen = {"float"}
+        if len(seen) > 1 or seen == {"mixed"}:
+            mixed.append(path)
+        else:
+            kinds[path] = seen.pop() if seen else _DEFAULT_KIND.get(canonical, "string")
+    return kinds, mixed
+
+
+def arrow_schema(kinds: Mapping[str, str]) -> Schema:
+    """Dotted paths with kinds -> a pymongoarrow Schema with nested structs (``metadata.x``)."""
+    tree: dict[str, Any] = {}
+    for path, kind in kinds.items():
+        node = tree
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # "metadata" itself and "metadata.x": the struct wins
+                break
+        else:
+            node.setdefault(leaf, _PY_TO_ARROW[kind])
+
+    def build(node):
+        if isinstance(node, dict):
+            return pa.struct([(k, build(v)) for k, v in node.items()])
+        return node
+
+    return Schema({k: build(v) for k, v in tree.items()})
+
+
+def _hex_object_ids(column: pa.ChunkedArray) -> pa.Array:
+    """ObjectId (12-byte) column -> 24-character lowercase hex strings, vectorised."""
+    arr = column.combine_chunks()
+    storage = arr.storage if isinstance(arr, pa.ExtensionArray) else arr
+    n = len(storage)
+    raw = np.frombuffer(storage.buffers()[1], dtype=np.uint8, count=12 * (storage.offset + n))[12 * storage.offset:]
+    digits = np.frombuffer(b"0123456789abcdef", dtype="S1")
+    grid = raw.reshape(n, 12)
+    pairs = np.empty((n, 24), dtype="S1")
+    pairs[:, 0::2] = digits[grid >> 4]
+    pairs[:, 1::2] = digits[grid & 15]
+    text = pairs.view("S24").ravel().astype("U24")
+    return pa.array(text, type=pa.string(), mask=storage.is_null().to_numpy(zero_copy_only=False))
+
+
+def arrow_to_flat(table: pa.Table) -> pd.DataFrame:
+    """A pymongoarrow table -> a flat frame of dotted paths: str, Int64, boolean, datetime64 columns."""
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    for i, f in enumerate(table.schema):
+        if isinstance(f.type, ObjectIdType):
+            table = table.set_column(i, f.name, _hex_object_ids(table.column(i)))
+    mapping = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+    return table.to_pandas(types_mapper=mapping.get)
+
+
+# ---- the source -------------------------------------------------------------------------
+
+TableName = Literal["messages", "status_events"]
+
+
+class MongoSource:
+    """Read-only access to a Chat4All MongoDB through the profile's names.
+
+    ``uri`` defaults to FORENSICS_MONGO_URI; options in it (``readPreference=secondary``,
+    ``authSource``, TLS, ...) are honoured as given. ``database`` defaults to the profile's.
+    Every method raises :class:`~forensics.errors.SourceError` naming what to check, with
+    the URI masked, when the server is unreachable, refuses the credentials, lacks a
+    collection or exceeds ``maxTimeMS``.
+    """
+
+    def __init__(self, uri: str | None = None, profile: Profile | str | None = None,
+                 limits: Limits | None = None, *, database: str | None = None, arrow: bool = True) -> None:
+        self.profile = load_profile(profile)
+        self.limits = limits or DEFAULT_LIMITS
+        self.uri = connection("mongo", uri)
+        if not self.uri:
+            raise SourceError(SOURCE, "no connection string",
+                              "set FORENSICS_MONGO_URI (for the local stack: eval \"$(scripts/services env)\") "
+                              "or pass -o mongo_uri=mongodb://...")
+        self.masked_uri = mask_uri(self.uri)
+        self.database_name = database or self.profile.mongo.database
+        self.arrow = arrow
+        self.queries: list[dict[str, Any]] = []
+        """Every query sent, as JSON (filter or pipeline, projection, limits, rows), tagged by purpose."""
+        self.warnings: list[str] = []
+        self._collections: set[str] | None = None
+        try:
+            self.client: pymongo.MongoClient = pymongo.MongoClient(
+                self.uri, appname=APPNAME, tz_aware=False, connect=False,
+                serverSelectionTimeoutMS=int(self.limits.connect_timeout_s * 1000),
+                connectTimeoutMS=int(self.limits.connect_timeout_s * 1000))
+        except (mongo_errors.ConfigurationError, mongo_errors.InvalidURI, ValueError, TypeError) as exc:
+            raise SourceError(SOURCE, f"invalid connection string {self.masked_uri}: {mask_uri(str(exc))}",
+                              "the URI's form: mongodb://user:password@host:port/?authSource=admin") from None
+        self.db = self.client[self.database_name]
+
+    def __enter__(self) -> MongoSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def describe(self) -> dict[str, Any]:
+        """What this source reads from, credentials masked."""
+        return {"kind": SOURCE, "uri": self.masked_uri, "database": self.database_name,
+                "profile": self.profile.name, "appname": APPNAME,
+                "read_preference": self.client.read_preference.name, "load": "arrow" if self.arrow else "documents",
+                "max_time_ms": self._max_time_ms, "max_rows": self.limits.max_rows}
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @property
+    def _max_time_ms(self) -> int:
+        return max(1, int(self.limits.timeout_s * 1000))
+
+    def _cap(self, limit: int | None) -> int:
+        cap = self.limits.max_rows if limit is None else min(int(limit), self.limits.max_rows)
+        if cap < 1:
+            raise ParameterError(f"limit must be at least 1, got {limit}")
+        return cap
+
+    @contextlib.contextmanager
+    def _errors(self, collection: str) -> Iterator[None]:
+        """Driver errors -> one SourceError naming the problem and what to check."""
+        where = f"{self.database_name}.{collection} on {self.masked_uri}"
+        try:
+            yield
+        except mongo_errors.ExecutionTimeout:
+            raise SourceError(SOURCE, f"query on {where} exceeded maxTimeMS={self._max_time_ms}",
+                              "narrow the window or filter, make sure the filtered fields are indexed, "
+                              "or raise Limits.timeout_s (-o timeout_s=...)") from None
+        except mongo_errors.OperationFailure as exc:
+            raise self._operation_failure(exc, where) from None
+        except mongo_errors.ServerSelectionTimeoutError as exc:
+            raise SourceError(SOURCE, f"cannot reach {self.masked_uri} within "
+                              f"{self.limits.connect_timeout_s:g}s: {_first_line(exc)}",
+                              "that the server runs and listens there (scripts/services status), host and port "
+                              "in FORENSICS_MONGO_URI, directConnection/replicaSet options, firewall or VPN") from None
+        except (mongo_errors.ConnectionFailure, mongo_errors.NetworkTimeout) as exc:
+            raise SourceError(SOURCE, f"connection to {self.masked_uri} failed during a query on {collection}: "
+                              f"{_first_line(exc)}", "server health and network; retry") from None
+        except mongo_errors.InvalidOperation as exc:
+            raise SourceError(SOURCE, f"{where}: {mask_uri(str(exc))}", "the source was closed") from None
+        except bson_errors.BSONError as exc:
+            raise SourceError(SOURCE, f"undecodable document in {where}: {mask_uri(str(exc))}",
+                              "the documents' encoding (dates out of range, invalid UTF-8)") from None
+        except mongo_errors.PyMongoError as exc:
+            raise SourceError(SOURCE, f"query on {where} failed: {_first_line(exc)}", "the server log") from None
+
+    def _operation_failure(self, exc: mongo_errors.OperationFailure, where: str) -> SourceError:
+        code, text = exc.code, mask_uri(str(exc.details.get("errmsg") if exc.details else exc))
+        if code == 18 or "authentication failed" in text.lower():
+            return SourceError(SOURCE, f"authentication failed for {self.masked_uri}",
+                               "user, password and authSource in FORENSICS_MONGO_URI "
+                               "(scripts/services env prints the local stack's)")
+        if code == 13 or code == 8000:
+            return SourceError(SOURCE, f"not authorised to read {where}: {text}",
+                               f"the user needs the read role on database {self.database_name}")
+        if code in (14, 241, 16006, 16020, 28651, 34471, 40515, 4848979):
+            return SourceError(SOURCE, f"a field of an unexpected type in {where}: {text}",
+                               "the profile's field paths (mongo.*_fields) and the types the documents store")
+        return SourceError(SOURCE, f"query on {where} failed (code {code}): {text}", "the server log")
+
+    def collection(self, key: str) -> pymongo.collection.Collection:
+        """The profile's collection ``key`` (messages, status_history, conversations, files); it must exist."""
+        name = self.profile.mongo.collections[key]
+        if self._collections is None:
+            with self._errors(name):
+                self._collections = set(self.db.list_collection_names())
+        if name not in self._collections:
+            have = ", ".join(sorted(self._collections)) or "no collections"
+            raise SourceError(SOURCE, f"collection {self.database_name}.{name} not found on {self.masked_uri} "
+                              f"(database has: {have})",
+                              f"the database name and the profile {self.profile.name!r} "
+                              f"(mongo.collections.{key}); another profile: --profile chat4all-v2 or a YAML file")
+        return self.db[name]
+
+    def _record(self, purpose: str, collection: str, operation: str, query: Any, **extra) -> dict[str, Any]:
+        entry = {"purpose": purpose, "database": self.database_name, "collection": collection,
+                 "operation": operation, "pipeline" if operation == "aggregate" else "filter": _json(query),
+                 **{k: _json(v) for k, v in extra.items()}, "maxTimeMS": self._max_time_ms}
+        self.queries.append(entry)
+        return entry
+
+    def _fields(self, kind: str) -> dict[str, list[str]]:
+        return {"messages": self.profile.mongo.message_fields, "status_history": self.profile.mongo.history_fields,
+                "files": self.profile.mongo.file_fields}[kind]
+
+    def _paths(self, kind: str, field: str) -> list[str]:
+        return self._fields(kind).get(field, [field])
+
+    def _projection(self, kind: str) -> dict[str, int]:
+        paths = sorted({p for ps in self._fields(kind).values() for p in ps})
+        # MongoDB refuses a projection naming both "metadata" and "metadata.x".
+        keep = [p for p in paths if not any(p.startswith(q + ".") for q in paths)]
+        return {"_id": 1, **dict.fromkeys(keep, 1)}
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _read(self, kind: str, purpose: str, flt: dict, *, cap: int, sort: list | None = None
+              ) -> tuple[list[pd.DataFrame], bool]:
+        """Documents of collection ``kind`` matching ``flt`` as flat frames (dotted paths), and truncated.
+
+        Fast path: pymongoarrow with a schema whose kinds come from a sample of the same query.
+        pymongoarrow cannot express a field holding several BSON types in one column, so:
+        a path the sample shows with several kinds is read for all rows as documents in a
+        second query (_id + that path) and joined by _id; a row whose key field (id, time,
+        status) came back null, e.g. a string date beyond the sample, is re-read as a
+        document by _id. Other fields of a kind unseen in the sample read as null.
+        """
+        coll = self.collection(kind)
+        projection = self._projection(kind)
+        entry = self._record(purpose, coll.name, "find", flt, projection=projection, sort=sort, limit=cap + 1)
+        with self._errors(coll.name):
+            if not self.arrow:
+                docs = list(coll.find(flt, projection, sort=sort, limit=cap + 1, max_time_ms=self._max_time_ms))
+                truncated = len(docs) > cap
+                parts = [flatten_documents(docs[:cap])]
+            else:
+                parts, truncated = self._read_arrow(kind, coll, flt, projection, cap, sort)
+        entry["rows"] = min(sum(len(p) for p in parts), cap)
+        entry["truncated"] = truncated
+        return parts, truncated
+
+    def _read_arrow(self, kind, coll, flt, projection, cap, sort) -> tuple[list[pd.DataFrame], bool]:
+        fields = self._fields(kind)
+        paths = {p: canonical for canonical, ps in fields.items() for p in ps}
+        sample = list(coll.find(flt, projection, sort=sort, limit=min(SAMPLE_SIZE, cap + 1),
+                                max_time_ms=self._max_time_ms))
+        if not sample:
+            return [pd.DataFrame()], False
+        id_kinds = {_kind(d.get("_id")) for d in sample}
+        if len(id_kinds) != 1 or id_kinds & {"mixed", "list", None}:
+            # Rows could not be re-read by _id: the document path for this query.
+            self.warnings.append(f"{coll.name}: _id of several types; read as documents")
+            docs = list(coll.find(flt, projection, sort=sort, limit=cap + 1, max_time_ms=self._max_time_ms))
+            return [flatten_documents(docs[:cap])], len(docs) > cap
+        kinds, mixed = arrow_kinds(sample, paths)
+        id_kind = kinds["_id"] = id_kinds.pop()
+        table = find_arrow_all(coll, flt, schema=arrow_schema(kinds), allow_invalid=True, projection=projection,
+                               sort=sort, limit=cap + 1, max_time_ms=self._max_time_ms)
+        truncated = table.num_rows > cap
+        flat = arrow_to_flat(table.slice(0, cap))
+        if mixed:
+            extra = list(coll.find(flt, {"_id": 1, **dict.fromkeys(mixed, 1)}, sort=sort, limit=cap + 1,
+                                   max_time_ms=self._max_time_ms))[:cap]
+            by_id = {str(d["_id"]): d for d in extra}
+            for path in mixed:
+                flat[path] = pd.Series([_get_path(by_id.get(i, {}), path) for i in flat["_id"]],
+                                       index=flat.index, dtype=object)
+        key_fields = {"messages": ["message_id", "created_at"], "status_history": ["message_id", "new_status",
+                                                                                  "timestamp"]}.get(kind, [])
+        unread = pd.Series(False, index=flat.index)
+        for canonical in key_fields:
+            cols = [flat[p] for p in fields.get(canonical, [canonical]) if p in flat.columns]
+            unread |= pd.concat(cols, axis=1).isna().all(axis=1) if cols else True
+        if not unread.any():
+            return [flat], truncated
+        oids = [ObjectId(i) if id_kind == "objectId" else i for i in flat.loc[unread, "_id"]]
+        docs = []
+        for chunk in range(0, len(oids), ID_CHUNK):
+            docs += coll.find({"_id": {"$in": oids[chunk:chunk + ID_CHUNK]}}, projection,
+                              max_time_ms=self._max_time_ms)
+        return [flat[~unread].reset_index(drop=True), flatten_documents(docs)], truncated
+
+    def _messages(self, purpose: str, flt: dict, *, cap: int, sort: list | None = None) -> pd.DataFrame:
+        parts, truncated = self._read("messages", purpose, flt, cap=cap, sort=sort)
+        frame = _concat("messages", [messages_from_documents(p, self.profile) for p in parts if len(p)])
+        self._check_readable("messages", frame, sum(len(p) for p in parts))
+        if truncated:
+            self.warnings.append(_mark_truncated(frame, cap, purpose))
+        return frame
+
+    def _history(self, purpose: str, flt: dict, messages: pd.DataFrame, *, cap: int) -> pd.DataFrame:
+        parts, truncated = self._read("status_history", purpose, flt, cap=cap)
+        empty = schema.empty("messages")
+        read = _concat("status_events", [status_events_from_documents(p, empty, self.profile)
+                                         for p in parts if len(p)])
+        self._check_readable("status_history", read, sum(len(p) for p in parts))
+        frame = with_derived_pending(read, messages)
+        if truncated:
+            self.warnings.append(_mark_truncated(frame, cap, purpose))
+        return frame
+
+    def _check_readable(self, kind: str, frame: pd.DataFrame, documents: int) -> None:
+        """Documents came back but none gave a row: the profile's paths or the stored types are wrong.
+
+        From UNREADABLE_MIN documents on that is an error (a wrong profile shows on any real
+        query); below it, a warning (a few odd documents must not hide a message's story).
+        """
+        if not documents or not frame.empty:
+            return
+        need = ("message_id", "new_status", "timestamp") if kind == "status_history" else ("message_id",)
+        paths = "; ".join(f"{f} at {' or '.join(self._paths(kind, f))}" for f in need)
+        problem = (f"{documents} documents of {self.database_name}.{self.profile.mongo.collections[kind]} "
+                   f"gave no readable row ({paths})")
+        if documents < UNREADABLE_MIN:
+            self.warnings.append(problem)
+            return
+        raise SourceError(SOURCE, problem, f"the field paths of profile {self.profile.name!r} and the types "
+                          "the documents store (strings for ids, dates or epoch numbers for times)")
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def _id_filter(self, kind: str, ids: list[str]) -> dict:
+        return any_path_in(self._paths(kind, "message_id"), ids)
+
+    def messages(self, message_ids: Sequence[str], *, limit: int | None = None) -> pd.DataFrame:
+        """The ``messages`` rows of ``message_ids`` (each a str, matched literally)."""
+        ids = literal_ids(message_ids)
+        cap = self._cap(limit)
+        frames = [self._messages("messages by id", self._id_filter("messages", ids[i:i + ID_CHUNK]), cap=cap)
+                  for i in range(0, len(ids), ID_CHUNK)]
+        return _capped(_concat("messages", frames), cap, "messages by id", self.warnings)
+
+    def message(self, message_id: str) -> pd.DataFrame:
+        """The ``messages`` row of one message (empty when unknown; several if the id is duplicated)."""
+        return self.messages([literal_id(message_id)])
+
+    def conversation(self, conversation_id: str, *, limit: int | None = None) -> pd.DataFrame:
+        """A conversation's messages in order of creation (runbook 4.1), oldest first."""
+        cid = literal_id(conversation_id, "conversation id")
+        created = self._paths("messages", "created_at")
+        flt = any_path_in(self._paths("messages", "conversation_id"), [cid])
+        frame = self._messages("conversation", flt, cap=self._cap(limit), sort=[(created[0], 1)])
+        return _sorted(frame, ["created_at", "message_id"])
+
+    def window_messages(self, window: Window, *, channel: str | None = None, status: str | None = None,
+                        limit: int | None = None) -> pd.DataFrame:
+        """Messages created or updated within ``window``, optionally of one channel and current status."""
+        f = self._paths
+        flt = all_of({"$or": time_range(f("messages", "created_at"), window.start, window.end)["$or"]
+                      + time_range(f("messages", "updated_at"), window.start, window.end)["$or"]},
+                     self._channel_filter(channel), self._status_filter(status))
+        frame = self._messages("messages in window", flt, cap=self._cap(limit))
+        keep = (_within(frame["created_at"], window) | _within(frame["updated_at"], window))
+        if channel is not None:
+            keep &= frame["channel"].eq(channel.upper()).fillna(False)
+        if status is not None:
+            keep &= frame["status"].eq(status.upper()).fillna(False)
+        return _keep(frame, keep)
+
+    def _channel_filter(self, channel: str | None) -> dict | None:
+        if channel is None:
+            return None
+        return any_path_in(self._paths("messages", "channel"), spellings(literal_id(channel, "channel")))
+
+    def _status_filter(self, status: str | Sequence[str] | None, kind: str = "messages", field: str = "status"
+                       ) -> dict | None:
+        if status is None:
+            return None
+        wanted = [status] if isinstance(status, str) else list(status)
+        for s in wanted:
+            if not isinstance(s, str) or s.upper() not in schema.STATUSES:
+                raise ParameterError(f"status must be one of {', '.join(schema.STATUSES)}, got {s!r}")
+        return any_path_in(self._paths(kind, field), [v for s in wanted for v in spellings(s.upper())])
+
+    # -- status histories -------------------------------------------------------------------
+
+    def history_of(self, messages: pd.DataFrame, *, limit: int | None = None,
+                   purpose: str = "history of messages") -> pd.DataFrame:
+        """Status events of the messages in a ``messages`` frame (history read by message id)."""
+        cap = self._cap(limit)
+        ids = messages["message_id"].dropna().unique().tolist()
+        frames = []
+        for i in range(0, len(ids), ID_CHUNK):
+            frames.append(self._history(purpose, self._id_filter("status_history", ids[i:i + ID_CHUNK]),
+                                        messages[messages["message_id"].isin(ids[i:i + ID_CHUNK])], cap=cap))
+        frame = _concat("status_events", frames) if frames else with_derived_pending(schema.empty("status_events"),
+                                                                                    messages)
+        return _capped(frame, cap, purpose, self.warnings)
+
+    def message_history(self, message_id: str) -> pd.DataFrame:
+        """One message's status events, the initial PENDING derived when history lacks it."""
+        return self.history_of(self.message(message_id), purpose="history of a message")
+
+    def conversation_history(self, conversation_id: str, *, limit: int | None = None) -> pd.DataFrame:
+        """Status events of every message of a conversation."""
+        cap = self._cap(limit)
+        return self.history_of(self.conversation(conversation_id, limit=cap), limit=cap,
+                               purpose="history of a conversation")
+
+    def window_history(self, window: Window, *, channel: str | None = None, status: str | None = None,
+                       limit: int | None = None) -> pd.DataFrame:
+        """Status events of the messages created or updated in ``window`` (of ``channel``, now in ``status``)."""
+        cap = self._cap(limit)
+        messages = self.window_messages(window, channel=channel, status=status, limit=cap)
+        return self.history_of(messages, limit=cap, purpose="history of messages in window")
+
+    def window_evidence(self, window: Window, *, limit: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The window's ``messages`` and ``status_events`` tables, as ``collect`` stores them.
+
+        messages: created or updated in the window, plus the messages of history rows timed
+        in it (read by id, so every event has its message). status_events: history rows timed
+        in the window, and the derived initial PENDING of every message.
+        """
+        cap = self._cap(limit)
+        messages = self.window_messages(window, limit=cap)
+        flt = time_range(self._paths("status_history", "timestamp"), window.start, window.end)
+        read = self._history("status events in window", flt, schema.empty("messages"), cap=cap)
+        read = _keep(read, _within(read["timestamp"], window))
+        others = read.loc[~read["message_id"].isin(messages["message_id"]), "message_id"].dropna().unique()
+        if len(others):
+            messages = _concat("messages", [messages, self.messages(list(others))])
+        return messages, _with_attrs(with_derived_pending(read, messages), read)
+
+    # -- server-side questions ----------------------------------------------------------------
+
+    def _aggregate(self, kind: str, purpose: str, pipeline: list[dict], cap: int) -> pd.DataFrame:
+        coll = self.collection(kind)
+        pipeline = [*pipeline, {"$limit": cap + 1}]
+        entry = self._record(purpose, coll.name, "aggregate", pipeline)
+        with self._errors(coll.name):
+            rows = list(coll.aggregate(pipeline, maxTimeMS=self._max_time_ms))
+        entry["rows"], entry["truncated"] = min(len(rows), cap), len(rows) > cap
+        frame = pd.DataFrame(rows[:cap])
+        if len(rows) > cap:
+            self.warnings.append(_mark_truncated(frame, cap, purpose))
+        return frame
+
+    def stuck_messages(self, status: str | Sequence[str] = "PENDING", older_than: str | pd.Timedelta = "30s",
+                       reference=None, *, window: Window | None = None, channel: str | None = None,
+                       limit: int | None = None) -> pd.DataFrame:
+        """Messages still in ``status`` whose last activity is more than ``older_than`` before ``reference``.
+
+        Symptom 1 (PENDING > 30 s) and symptom 2 (SENT, or DELIVERED, that never
+        progressed). Last activity = the latest of the update and creation times, so a
+        message is stuck when all of them are older than ``reference - older_than``
+        (``reference`` defaults to now; for an incident use the window's end). Filtered on
+        the server; ``attrs`` carry ``reference`` and ``cutoff``.
+        """
+        ref = parse_time(reference) if reference is not None else pd.Timestamp.now(tz="UTC")
+        age = pd.Timedelta(older_than)
+        if age < pd.Timedelta(0):
+            raise ParameterError(f"older_than must not be negative, got {older_than!r}")
+        cutoff = ref - age
+        times = self._paths("messages", "updated_at") + self._paths("messages", "created_at")
+        created = self._paths("messages", "created_at")
+        flt = all_of(self._status_filter(status), times_before(times, cutoff), self._channel_filter(channel),
+                     time_range(created, window.start, window.end) if window else None)
+        frame = self._messages("stuck messages", flt, cap=self._cap(limit))
+        wanted = [status.upper()] if isinstance(status, str) else [s.upper() for s in status]
+        last = frame[["created_at", "updated_at"]].max(axis=1)
+        keep = frame["status"].isin(wanted).fillna(False) & (last < cutoff).fillna(False)
+        if window is not None:
+            keep &= _within(frame["created_at"], window)
+        if channel is not None:
+            keep &= frame["channel"].eq(channel.upper()).fillna(False)
+        frame = _sorted(_keep(frame, keep), ["created_at", "message_id"])
+        frame.attrs.update({"reference": iso(ref), "cutoff": iso(cutoff)})
+        return frame
+
+    def failed_by_error(self, window: Window | None = None, *, channel: str | None = None,
+                        limit: int | None = None) -> pd.DataFrame:
+        """FAILED messages grouped by error (runbook 3.3), on the server, most frequent first.
+
+        The error is the first of the profile's error paths that holds one (top-level
+        ``error_message`` or ``metadata.error_message``: both layouts). Columns:
+        ``error_message``, ``count``, ``channels`` (comma-separated), ``error_fields`` (which
+        paths held it), ``first_seen``, ``last_seen`` (creation times, UTC).
+        """
+        f = self._paths
+        err, created = f("messages", "error_message"), f("messages", "created_at")
+        match = all_of(self._status_filter("FAILED"), self._channel_filter(channel),
+                       time_range(created, window.start, window.end) if window else None)
+        pipeline = [
+            {"$match": match},
+            {"$project": {"_id": 0, "error": first_of(err), "field": path_supplying(err),
+                          "channel": first_of(f("messages", "channel")), "created": first_date_of(created)}},
+            {"$group": {"_id": "$error", "count": {"$sum": 1}, "channels": {"$addToSet": "$channel"},
+                        "fields": {"$addToSet": "$field"}, "first_seen": {"$min": "$created"},
+                        "last_seen": {"$max": "$created"}}},
+            {"$sort": {"count": -1, "_id": 1}},
+        ]
+        rows = self._aggregate("messages", "failed messages by error", pipeline, self._cap(limit))
+        columns = ["error_message", "count", "channels", "error_fields", "first_seen", "last_seen"]
+        if rows.empty:
+            return _with_attrs(pd.DataFrame({c: pd.Series(dtype=d) for c, d in zip(
+                columns, [schema.STR, schema.INT, schema.STR, schema.STR, schema.UTC_TS, schema.UTC_TS],
+                strict=True)}), rows)
+        out = pd.DataFrame({
+            "error_message": rows["_id"].map(lambda v: None if v is None else str(v)).astype(schema.STR),
+            "count": rows["count"].astype(schema.INT),
+            "channels": rows["channels"].map(lambda v: ",".join(sorted({str(c).upper() for c in v if c}))
+                                             ).astype(schema.STR),
+            "error_fields": rows["fields"].map(lambda v: ",".join(sorted(p for p in v if p))).astype(schema.STR),
+            "first_seen": schema.to_utc(rows["first_seen"]),
+            "last_seen": schema.to_utc(rows["last_seen"]),
+        })
+        return _with_attrs(out, rows)
+
+    def retry_counts(self, window: Window | None = None, *, channel: str | None = None,
+                     status: str | None = None, limit: int | None = None) -> pd.DataFrame:
+        """How many messages have each retry count, per channel (runbook 2.4), counted on the server.
+
+        Columns ``channel``, ``retry_count`` (null: none recorded), ``messages``.
+        """
+        f = self._paths
+        created = f("messages", "created_at")
+        match = all_of(self._status_filter(status), self._channel_filter(channel),
+                       time_range(created, window.start, window.end) if window else None)
+        pipeline = [
+            {"$match": match},
+            {"$group": {"_id": {"channel": first_of(f("messages", "channel")),
+                                "retries": first_of(f("messages", "retry_count"))}, "messages": {"$sum": 1}}},
+        ]
+        rows = self._aggregate("messages", "retry counts", pipeline, self._cap(limit))
+        if rows.empty:
+            out = pd.DataFrame({"channel": pd.Series(dtype=schema.STR), "retry_count": pd.Series(dtype=schema.INT),
+                                "messages": pd.Series(dtype=schema.INT)})
+            return _with_attrs(out, rows)
+        keys = pd.json_normalize(rows["_id"].tolist())
+        out = pd.DataFrame({
+            "channel": keys.get("channel", pd.Series(index=keys.index, dtype=object)).map(
+                lambda v: None if v is None or v != v else str(v).upper()).astype(schema.STR),
+            "retry_count": pd.to_numeric(keys.get("retries", pd.Series(index=keys.index, dtype=object)).map(
+                lambda v: v if isinstance(v, int | float | str) and not isinstance(v, bool) else None),
+                errors="coerce").round().astype(schema.INT),
+            "messages": rows["messages"].astype(schema.INT),
+        })
+        # "2" and 2 are one retry count: merge what the server kept apart by type.
+        out = (out.groupby(["channel", "retry_count"], dropna=False, sort=True)["messages"].sum()
+               .reset_index().astype({"channel": schema.STR, "retry_count": schema.INT, "messages": schema.INT}))
+        return _with_attrs(out, rows)
+
+    def status_counts(self, window: Window, *, bucket: str = "1min", of: Literal["messages", "transitions"] =
+                      "messages", channel: str | None = None, limit: int | None = None) -> pd.DataFrame:
+        """Counts per status per time bucket, bucketed on the server (``$dateTrunc``).
+
+        ``of="messages"``: messages created in the window by current status, per creation
+        bucket (the runbook's status distribution). ``of="transitions"``: history rows by
+        new status per transition bucket (derived PENDINGs are not rows: not counted).
+        Buckets are whole seconds up to days, aligned as ``$dateTrunc`` aligns them
+        (from 2000-01-01T00:00Z). Columns ``bucket_start`` (UTC), ``status``, ``count``.
+        """
+        unit, size = date_bucket(bucket)
+        if of == "messages":
+            kind, times, statuses = "messages", self._paths("messages", "created_at"), self._paths("messages",
+                                                                                                  "status")
+            extra = self._channel_filter(channel)
+        elif of == "transitions":
+            if channel is not None:
+                raise ParameterError("channel filters status counts of messages; history rows carry no channel")
+            kind, times, statuses = "status_history", self._paths("status_history", "timestamp"), self._paths(
+                "status_history", "new_status")
+            extra = None
+        else:
+            raise ParameterError(f"of must be messages or transitions, got {of!r}")
+        pipeline = [
+            {"$match": all_of(time_range(times, window.start, window.end), extra)},
+            {"$project": {"_id": 0, "status": first_of(statuses), "t": first_date_of(times)}},
+            {"$match": {"t": {"$gte": window.start.to_pydatetime(), "$lt": window.end.to_pydatetime()}}},
+            {"$group": {"_id": {"bucket": {"$dateTrunc": {"date": "$t", "unit": unit, "binSize": size}},
+                                "status": "$status"}, "count": {"$sum": 1}}},
+        ]
+        rows = self._aggregate(kind, f"status counts of {of}", pipeline, self._cap(limit))
+        if rows.empty:
+            out = pd.DataFrame({"bucket_start": pd.Series(dtype=schema.UTC_TS), "status": pd.Series(dtype=schema.STR),
+                                "count": pd.Series(dtype=schema.INT)})
+            return _with_attrs(out, rows)
+        keys = pd.json_normalize(rows["_id"].tolist())
+        status = keys["status"].map(lambda v: None if v is None or v != v else str(v).strip().upper())
+        out = pd.DataFrame({"bucket_start": schema.to_utc(keys["bucket"]),
+                            "status": status.where(status.isin(schema.STATUSES) | status.isna(), "UNKNOWN"),
+                            "count": rows["count"]})
+        out = (out.groupby(["bucket_start", "status"], dropna=False, sort=True)["count"].sum().reset_index()
+               .astype({"status": schema.STR, "count": schema.INT}))
+        return _with_attrs(out, rows)
+
+    def files(self, message_ids: Sequence[str] | None = None, file_ids: Sequence[str] | None = None,
+              *, limit: int | None = None) -> pd.DataFrame:
+        """Files-collection rows of these messages or file ids: file_id, message_id, filename,
+        file_size (bytes), mime_type, source_ref. Files vanish 24 h after upload (TTL)."""
+        mids, fids = literal_ids(message_ids or []), literal_ids(file_ids or [], "file id")
+        cap = self._cap(limit)
+        frames = []
+        for key, ids in (("message_id", mids), ("file_id", fids)):
+            for i in range(0, len(ids), ID_CHUNK):
+                flt = any_path_in(self._paths("files", key), ids[i:i + ID_CHUNK])
+                parts, truncated = self._read("files", "files", flt, cap=cap)
+                frames += [files_from_documents(p, self.profile) for p in parts if len(p)]
+        frame = (pd.concat(frames, ignore_index=True).drop_duplicates("source_ref").reset_index(drop=True)
+                 if frames else files_from_documents([], self.profile))
+        return _capped(frame, cap, "files", self.warnings)
+
+    def file_checks(self, message_ids: Sequence[str]) -> pd.DataFrame:
+        """Messages' text and attached files against the platform limits (runbook R3.2).
+
+        One row per message and attached file (a message without a file: one row with a
+        null file). A file belongs to a message when its document names the message or the
+        message names the file. ``file_missing`` is True when the message names a file the
+        files collection no longer has (TTL expiry after 24 h, or never uploaded). Limit
+        columns as :func:`check_platform_limits`.
+        """
+        messages = self.messages(message_ids)
+        named = messages.dropna(subset=["file_id"])
+        found = self.files(message_ids=messages["message_id"].tolist(), file_ids=named["file_id"].tolist())
+        owner = named.drop_duplicates("file_id").set_index("file_id")["message_id"]
+        found["message_id"] = found["message_id"].fillna(found["file_id"].map(owner))
+        pairs = pd.concat([found[["message_id", "file_id", "source_ref"]],
+                           named[["message_id", "file_id"]].assign(source_ref=pd.NA)], ignore_index=True)
+        pairs = pairs.sort_values("source_ref", na_position="last").drop_duplicates(["message_id", "file_id"])
+        info = found.drop(columns=["message_id"]).drop_duplicates("source_ref")
+        pairs = pairs.merge(info, on=["file_id", "source_ref"], how="left")
+        base = messages[["message_id", "channel", "content_type", "content_length"]]
+        out = base.merge(pairs[pairs["message_id"].isin(base["message_id"])], on="message_id", how="left")
+        out = out.astype({"file_id": schema.STR, "filename": schema.STR, "mime_type": schema.STR,
+                          "file_size": schema.INT})
+        out["file_missing"] = (out["file_id"].notna() & out["source_ref"].isna()).astype(schema.BOOL)
+        out = check_platform_limits(out)
+        cols = ["message_id", "channel", "content_type", "content_length", "text_limit_chars", "text_over_limit",
+                "file_id", "filename", "mime_type", "file_size", "file_limit_bytes", "file_over_limit",
+                "file_missing"]
+        return out[cols].sort_values(["message_id", "file_id"], kind="stable").reset_index(drop=True)
+
+    def with_file_sizes(self, messages: pd.DataFrame) -> pd.DataFrame:
+        """``messages`` with ``file_size`` filled from the files collection (when it exists)."""
+        ids = messages["file_id"].dropna().unique().tolist()
+        if not ids:
+            return messages
+        files_ = self.files(file_ids=ids).dropna(subset=["file_id"]).drop_duplicates("file_id")
+        out = messages.copy()
+        out["file_size"] = out["file_size"].fillna(out["file_id"].map(files_.set_index("file_id")["file_size"])
+                                                   ).astype(schema.INT)
+        return out
+
+    def queries_by_purpose(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for q in self.queries:
+            out.setdefault(q["purpose"], []).append(q)
+        return out
+
+
+# ---- frame helpers ------------------------------------------------------------------------
+
+def _first_line(exc: Exception) -> str:
+    return mask_uri(str(exc).split(", Timeout:")[0].splitlines()[0])[:300]
+
+
+def _concat(table: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return schema.empty(table)
+    out = frames[0] if len(frames) == 1 else schema.conform(table, pd.concat(frames, ignore_index=True))
+    out.attrs = {}
+    for f in frames:
+        if f.attrs.get("truncated"):
+            out.attrs.update({k: v for k, v in f.attrs.items() if k != "warnings"})
+            out.attrs.setdefault("warnings", []).extend(f.attrs.get("warnings", []))
+    return out
+
+
+def _capped(frame: pd.DataFrame, cap: int, what: str, warnings_: list[str]) -> pd.DataFrame:
+    """Chunked reads: cut the combined frame at ``cap`` and mark it."""
+    if len(frame) <= cap:
+        return frame
+    attrs = frame.attrs
+    frame = frame.iloc[:cap].reset_index(drop=True)
+    frame.attrs = {k: v for k, v in attrs.items() if k != "warnings"}
+    warnings_.append(_mark_truncated(frame, cap, what))
+    return frame
+
+
+def _keep(frame: pd.DataFrame, mask: pd.Series) -> pd.DataFrame:
+    attrs = frame.attrs
+    out = frame[mask.fillna(False).astype(bool)].reset_index(drop=True)
+    out.attrs = attrs
+    return out
+
+
+def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    attrs = frame.attrs
+    out = frame.sort_values(by, kind="stable", na_position="last").reset_index(drop=True)
+    out.attrs = attrs
+    return out
+
+
+def _within(times: pd.Series, window: Window) -> pd.Series:
+    return ((times >= window.start) & (times < window.end)).fillna(False).astype(bool)
+
+
+def _with_attrs(out: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    out.attrs = dict(rows.attrs)
+    return out
+
+
+# ---- the registry entry ---------------------------------------------------------------------
+
+def source_from_options(options: Mapping[str, Any], profile: Profile | str | None) -> MongoSource:
+    """A MongoSource from collect options: ``mongo_uri``, ``mongo_database``, ``max_rows``,
+    ``timeout_s``, ``connect_timeout_s``, ``mongo_load`` (arrow or documents)."""
+    base = options.get("limits") if isinstance(options.get("limits"), Limits) else DEFAULT_LIMITS
+    try:
+        limits = Limits(max_rows=int(options.get("max_rows") or base.max_rows),
+                        timeout_s=float(options.get("timeout_s") or base.timeout_s),
+                        connect_timeout_s=float(options.get("connect_timeout_s") or base.connect_timeout_s))
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"mongo limits: {exc}") from None
+    load = str(options.get("mongo_load") or "arrow")
+    if load not in ("arrow", "documents"):
+        raise ParameterError(f"mongo_load must be arrow or documents, got {load!r}")
+    return MongoSource(options.get("mongo_uri"), profile, limits, database=options.get("mongo_database"),
+                       arrow=load == "arrow")
+
+
+def collect(request: CollectRequest) -> SourceResult:
+    """``messages`` and ``status_events`` of the request window (:meth:`MongoSource.window_evidence`),
+    file sizes filled from the files collection where it still has them."""
+    progress = request.progress or (lambda _m: None)
+    with source_from_options(request.options, request.profile) as src:
+        progress(f"mongodb: messages and status history of {request.window} from {src.masked_uri}")
+        messages, events = src.window_evidence(request.window)
+        notes: list[str] = []
+        try:
+            messages = src.with_file_sizes(messages)
+        except SourceError as exc:  # files expire after 24 h; their absence must not cost the messages
+            notes.append(f"file sizes not read: {exc}")
+        progress(f"mongodb: {len(messages):,} messages, {len(events):,} status events")
+        by_purpose = src.queries_by_purpose()
+        queries = {
+            "messages": [q for p in ("messages in window", "messages by id", "files") for q in by_purpose.get(p, [])],
+            "status_events": by_purpose.get("status events in window", []),
+        }
+        description = {**src.describe(), "window": request.window.to_dict(), "notes": notes + src.warnings,
+                       "method": "messages: created or updated in the window, and those of its status events; "
+                                 "status_events: history rows timed in the window, the initial PENDING derived "
+                                 "from the message's creation time"}
+    return SourceResult(tables={"messages": messages, "status_events": events}, description=description,
+                        queries=queries)
