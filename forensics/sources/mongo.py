@@ -433,7 +433,7 @@ class MongoSource:
         """What this source reads from, credentials masked."""
         return {"kind": SOURCE, "uri": self.masked_uri, "database": self.database_name,
                 "profile": self.profile.name, "appname": APPNAME,
-                "read_preference": self.client.read_preference.name, "load": "arrow" if self.arrow else "documents",
+                "read_preference": self.client.read_preference.mongos_mode, "load": "arrow" if self.arrow else "documents",
                 "max_time_ms": self._max_time_ms, "max_rows": self.limits.max_rows}
 
     # -- plumbing --------------------------------------------------------------------------
