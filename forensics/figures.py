@@ -15,11 +15,11 @@ Plotly reads a subset of HTML in labels (``<a href>``, ``<b>``, ``<br>``).
 from __future__ import annotations
 
 import html
+import json
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import plotly.io as pio
 
 TIME_BUCKETS = tuple(pd.Timedelta(s) for s in (
     "1s", "2s", "5s", "10s", "15s", "30s", "1min", "2min", "5min", "10min", "15min", "30min",
@@ -38,6 +38,7 @@ STATUS_COLORS = {"PENDING": "#9e9e9e", "SENT": "#42a5f5", "DELIVERED": "#66bb6a"
 SEVERITY_COLORS = {"info": "#90a4ae", "warning": "#fb8c00", "critical": "#d32f2f"}
 THRESHOLD_COLOR = "#d32f2f"
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
+PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 
 
 def plain(values: pd.Series) -> pd.Series:
@@ -266,5 +267,12 @@ def timeline_swimlane(timeline: pd.DataFrame) -> go.Figure:
 
 def show(fig: go.Figure) -> None:
     """Display ``fig`` as Plotly JSON (application/vnd.plotly.v1+json): JupyterLab and VS Code
-    render it natively, and the report template draws it with the one inlined plotly.js."""
-    pio.show(fig, renderer="plotly_mimetype", config=PLOTLY_CONFIG)
+    render it natively, and the report template draws it with the one inlined plotly.js.
+
+    Built by hand rather than through plotly.io's renderers, whose import pulls in nbformat
+    and its JSON-schema stack (seconds of kernel time per report)."""
+    from IPython.display import display
+
+    spec = json.loads(fig.to_json(validate=False))
+    spec["config"] = PLOTLY_CONFIG
+    display({PLOTLY_MIMETYPE: spec, "text/plain": f"<figure: {fig.layout.title.text or 'untitled'}>"}, raw=True)

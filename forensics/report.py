@@ -42,6 +42,7 @@ from traitlets import default
 from forensics import __version__
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
+from forensics.figures import PLOTLY_MIMETYPE
 from forensics.params import ReportParams, validate_report_params
 from forensics.redact import Redactor
 from forensics.timeutil import Window, iso, utcnow
@@ -53,7 +54,6 @@ MARKDOWN_TEMPLATE = "postmortem.md.j2"
 FORMATS = ("html", "md", "json")
 EXPORT_MIMETYPE = "application/vnd.chat4all.rca+json"
 """Mimetype of the notebook output that carries RcaReport.to_dict() to build_report."""
-PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 REMOVE_IN_REPORT = ("remove-in-report", "parameters", "injected-parameters")
 """Cells with these tags are machinery (parameters, loading, publishing): not in the HTML."""
 MAX_TABLE_ROWS = 200
@@ -76,6 +76,25 @@ TABLE_SOURCE = {"messages": "mongodb", "status_events": "mongodb", "dlq_records"
                 "consumer_lag": "kafka", "spans": "jaeger", "log_events": "logs", "identities": "postgres",
                 "locks": "redis"}
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+IMPACT_LABELS = {
+    "messages_total": "Messages in the window",
+    "messages_affected": "Messages affected (failed, stuck or late)",
+    "messages_failed": "Messages FAILED",
+    "messages_stuck": "Messages stuck (PENDING or SENT)",
+    "messages_late": "Messages delivered after the SLA",
+    "failed_rate": "Share of messages FAILED",
+    "conversations_affected": "Conversations affected",
+    "channels_affected": "Channels affected",
+    "customers_affected": "Customers affected (distinct recipients)",
+    "delivery_p95_s": "Delivery time P95 (created to DELIVERED)",
+    "sla_breach": "Delivery SLA breached",
+    "oldest_stuck_s": "Oldest stuck message, age",
+    "evidence_coverage": "Evidence coverage",
+}
+IMPACT_HIDDEN = ("window_start", "window_end")
+"""Impact entries the report header already shows."""
+ERROR_GROUP_VIEW = ("group", "category", "count", "share", "channels", "first_seen", "last_seen", "retryable",
+                    "runbook_step", "example_message_ids")
 
 
 def find_notebook(name: str) -> Path:
@@ -122,7 +141,7 @@ def load_evidence(params: ReportParams) -> Evidence:
     from forensics.bundle import read_bundle
 
     if params.bundle is None:
-        raise ParameterError("parameter bundle: live collection from the report notebook is not supported yet; "
+        raise ParameterError("bundle: live collection from the report notebook is not supported yet; "
                              "collect a bundle (forensics collect) and pass its path")
     evidence = read_bundle(params.bundle, verify=True)
     return scope(evidence, params.window(evidence.window), params.channel)
@@ -211,11 +230,9 @@ class RcaReport:
     def impact(self) -> dict:
         return dict(self.analysis.impact or {})
 
-    def threshold(self, name: str, fallback: float) -> float:
-        """A threshold as the analysis used it (parameters override the analysis defaults)."""
-        from forensics.params import threshold_names
-
-        return float(self.params.thresholds.get(name, threshold_names().get(name, fallback)))
+    def threshold(self, name: str) -> float:
+        """A detector threshold as the analysis used it (defaults overridden by parameters)."""
+        return float(getattr(self.analysis.thresholds, name))
 
     @property
     def title(self) -> str:
@@ -271,20 +288,29 @@ class RcaReport:
         return None if value is None else bool(value)
 
     def impact_rows(self) -> pd.DataFrame:
-        """The impact as label/value rows (numbers formatted, lists joined)."""
+        """The impact as measure/value rows in words (IMPACT_LABELS order; others after)."""
+        imp = self.impact
         rows = []
-        for key, value in self.impact.items():
-            if isinstance(value, dict):
+        for key in [*IMPACT_LABELS, *(k for k in imp if k not in IMPACT_LABELS and k not in IMPACT_HIDDEN)]:
+            if key not in imp:
                 continue
-            if isinstance(value, list | tuple):
-                value = ", ".join(map(str, value)) or "none"
+            value = imp[key]
+            if value is None:
+                shown = "unknown"
+            elif isinstance(value, list | tuple):
+                shown = ", ".join(map(str, value)) or "none"
             elif isinstance(value, bool):
-                value = "yes" if value else "no"
-            elif isinstance(value, float) and not value.is_integer():
-                value = f"{value:.1%}" if key.endswith(("rate", "share", "ratio")) else f"{value:,.2f}"
-            elif _number(value) is not None and not isinstance(value, str):
-                value = f"{int(value):,}"
-            rows.append({"measure": key.replace("_", " ").capitalize(), "value": self.text(value)})
+                shown = "yes" if value else "no"
+            elif key.endswith(("_rate", "_coverage")):
+                shown = f"{value:.1%}"
+            elif key.endswith("_s"):
+                shown = f"{value:,.1f} s"
+            elif isinstance(value, int | float):
+                shown = f"{value:,}"
+            else:
+                shown = str(value)
+            rows.append({"measure": IMPACT_LABELS.get(key, key.replace("_", " ").capitalize()),
+                         "value": self.text(shown)})
         return pd.DataFrame(rows, columns=["measure", "value"])
 
     def hypothesis_dicts(self) -> list[dict]:
@@ -319,7 +345,12 @@ class RcaReport:
         return t.assign(summary=t["summary"].map(self.text)) if self.redactor.enabled else t
 
     def error_groups(self) -> pd.DataFrame:
-        return self.frame(self.analysis.error_groups)
+        """Error groups for reading: the columns of ERROR_GROUP_VIEW, share as a percentage."""
+        g = self.analysis.error_groups
+        view = g[[c for c in ERROR_GROUP_VIEW if c in g.columns]]
+        if "share" in view.columns:
+            view = view.assign(share=view["share"].map(lambda v: f"{v:.1%}", na_action="ignore"))
+        return self.frame(view.reset_index(drop=True))
 
     def sources(self) -> pd.DataFrame:
         """Which sources were read, how, with what result; which tables and how many rows."""
@@ -404,11 +435,9 @@ class RcaReport:
         return [self.text(i) for i in out]
 
     def catalog_conflicts(self) -> list[str]:
-        g = self.analysis.error_groups
-        col = next((c for c in ("conflict", "catalog_conflict", "runbook_conflict") if c in g.columns), None)
-        if col is None:
-            return []
-        return [self.text(v) for v in g[col].dropna().astype(str) if v.strip()]
+        """Where the runbook's error-code appendix disagrees with the platform, per error group seen."""
+        g = self.analysis.error_groups.dropna(subset=["conflict"])
+        return [self.text(f"{row.group}: {row.conflict}") for row in g.itertuples() if str(row.conflict).strip()]
 
     # -- exports
     def meta(self) -> dict:

@@ -1,0 +1,251 @@
+"""The RCA report as a reader and an attacker meet it: sections present, untrusted text
+escaped in every format, personal data redacted by default, nothing half-written."""
+
+import json
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from plotly.offline import get_plotlyjs
+
+from forensics import report, schema
+from forensics.bundle import write_bundle
+from forensics.errors import ForensicsError, ParameterError
+from forensics.evidence import Evidence
+from forensics.params import validate_report_params
+from forensics.redact import Redactor, redact_frame, redact_text
+from forensics.timeutil import Window
+
+SCRIPT = "<script>alert(1)</script>"
+NOSQL = '{"$gt": ""}'
+NOT_UTF8 = b"caf\xe9 \xff\xfe order".decode("utf-8", errors="replace")
+PHONE = "+5511987654321"
+HANDLE = "@jane_doe"
+PERSONAL_TEXT = f"call me at {PHONE} or {HANDLE}"
+CONTENTS = [SCRIPT, NOSQL, NOT_UTF8, PERSONAL_TEXT]
+T0 = pd.Timestamp("2025-12-03T14:00:00Z")
+
+
+def hostile_evidence(n: int = 600) -> Evidence:
+    """WhatsApp messages that start failing after 20 minutes; contents and error strings are hostile."""
+    rng = np.random.default_rng(5)
+    created = T0 + pd.to_timedelta(np.sort(rng.uniform(0, 3500, n)), unit="s")
+    ids = [f"{i:08x}-0000-4000-8000-{i:012x}" for i in range(n)]
+    failing = (created > T0 + pd.Timedelta("20min")) & (rng.random(n) < 0.7)
+    status = np.where(failing, "FAILED", "DELIVERED")
+    # no platform code in it: the catalog cannot classify it, so the text itself reaches the report
+    error = np.where(failing, f"Delivery error {SCRIPT} {NOSQL} {NOT_UTF8} to {PHONE}", None)
+    messages = schema.conform("messages", {
+        "message_id": ids, "conversation_id": [f"conv-{i % 40}" for i in range(n)], "sender_id": "user-1",
+        "recipient_id": [f"+55119876{i % 40:05d}" for i in range(n)], "recipient_count": 1, "channel": "WHATSAPP",
+        "content_type": "TEXT", "content": [CONTENTS[i % len(CONTENTS)] for i in range(n)], "status": status,
+        "created_at": created, "updated_at": created + pd.Timedelta("2s"), "retry_count": 0,
+        "error_message": error, "source": "mongodb", "source_object": "messages", "source_ref": ids})
+    sent = created + pd.to_timedelta(0.3 + rng.exponential(0.2, n), unit="s")
+    done = sent + pd.to_timedelta(rng.exponential(1.0, n), unit="s")
+    events = pd.concat([
+        pd.DataFrame({"message_id": ids, "old_status": None, "new_status": "PENDING", "timestamp": created,
+                      "derived": True}),
+        pd.DataFrame({"message_id": ids, "old_status": "PENDING", "new_status": "SENT", "timestamp": sent,
+                      "derived": False}),
+        pd.DataFrame({"message_id": ids, "old_status": "SENT", "new_status": status, "timestamp": done,
+                      "error_message": error, "derived": False}),
+    ], ignore_index=True).assign(channel="WHATSAPP", source="mongodb", source_object="message_status_history")
+    logs = schema.conform("log_events", {
+        "timestamp": created[failing], "service": "whatsapp-connector", "level": "ERROR",
+        "message": [f"Connector returned error: status=429, body={SCRIPT} for {HANDLE}"] * int(failing.sum()),
+        "http_status": 429, "source": "logs", "source_object": "whatsapp-connector.log"})
+    ev = Evidence(window=Window(T0, T0 + pd.Timedelta("1h")), missing={"jaeger": "not configured"},
+                  sources={"mongodb": {"status": "ok"}, "logs": {"status": "ok"}})
+    ev.put("messages", messages)
+    ev.put("status_events", schema.conform("status_events", events))
+    ev.put("log_events", logs)
+    return ev
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return write_bundle(hostile_evidence(), tmp_path_factory.mktemp("hostile") / "bundle")
+
+
+@pytest.fixture(scope="module")
+def unredacted(bundle, tmp_path_factory):
+    return report.build_report(bundle, tmp_path_factory.mktemp("plain") / "report", redact=False)
+
+
+@pytest.fixture(scope="module")
+def redacted(bundle, tmp_path_factory):
+    return report.build_report(bundle, tmp_path_factory.mktemp("redacted") / "report")
+
+
+def _page(path) -> str:
+    """report.html without the inlined plotly.js (minified code is not evidence)."""
+    text = path.read_text(encoding="utf-8")
+    assert text.count(get_plotlyjs()) == 1
+    return text.replace(get_plotlyjs(), "")
+
+
+def test_build_report_writes_every_format_and_the_audit_notebook(unredacted):
+    assert set(unredacted) == {"html", "md", "json", "ipynb"}
+    assert all(p.is_file() and p.stat().st_size for p in unredacted.values())
+    assert not list(unredacted["html"].parent.parent.glob(".*partial*"))
+
+
+def test_html_is_self_contained_and_has_no_code(unredacted):
+    page = _page(unredacted["html"])
+    for section in ("Summary", "Impact", "Root cause", "Detection", "Timeline", "Figures", "Error groups",
+                    "Evidence and data gaps"):
+        assert f">{section}<" in page, section
+    assert "validate_report_params" not in page and "import " not in page  # no code cells
+    assert "In&nbsp;[" not in page and "jp-InputPrompt" not in page
+    assert "cdn" not in page.lower() and 'src="http' not in page  # offline: no CDN, no remote script
+    assert page.count("Plotly.newPlot") >= 5
+    assert "chat4all-forensics" in page and "2025-12-03 14:00:00 UTC" in page
+
+
+def test_untrusted_text_is_escaped_in_html(unredacted):
+    page = _page(unredacted["html"])
+    # the analysis normalises numbers in error signatures (alert(1) -> alert(<n>)): check the tag itself
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(" in page
+    assert '{"$gt":' in page  # shown literally (quotes need no escaping in text)
+    assert "\ufffd" in page  # undecodable bytes arrive as replacement characters, the export survives
+    raw = unredacted["html"].read_bytes()
+    raw.decode("utf-8")
+
+
+def test_untrusted_text_is_escaped_in_markdown_and_json(unredacted):
+    md = unredacted["md"].read_text(encoding="utf-8")
+    assert "<script>alert" not in md and "&lt;script&gt;alert(" in md
+    for heading in ("## Summary", "## Impact", "## Root cause", "## Trigger", "## Detection", "## Resolution",
+                    "## Timeline", "## Action items", "## Lessons learned"):
+        assert heading in md
+    summary = json.loads(unredacted["json"].read_text(encoding="utf-8"))
+    assert summary["hypotheses"] and summary["report"]["redacted"] is False
+    confidences = [h["confidence"] for h in summary["hypotheses"]]
+    assert confidences == sorted(confidences, reverse=True)
+
+
+def test_redacted_exports_hold_no_phone_handle_or_content(redacted):
+    texts = {kind: (_page(p) if kind == "html" else p.read_text(encoding="utf-8")) for kind, p in redacted.items()}
+    for kind, text in texts.items():
+        for secret in (PHONE, PHONE[1:], HANDLE, "jane_doe", "call me at", "+55119876"):
+            assert secret not in text, f"{secret!r} in {kind}"
+    assert "Personal data</dt><dd>redacted" in texts["html"]
+    assert json.loads(texts["json"])["report"]["redacted"] is True
+
+
+def test_failing_notebook_gives_one_line_and_writes_nothing(bundle, tmp_path):
+    tampered = tmp_path / "tampered"
+    write_bundle(hostile_evidence(50), tampered)
+    (tampered / "messages.parquet").write_bytes(b"not parquet")
+    out = tmp_path / "report"
+    with pytest.raises(ForensicsError) as err:
+        report.build_report(tampered, out)
+    assert "\n" not in str(err.value)
+    assert "BundleError" in str(err.value) and "messages.parquet" in str(err.value)
+    assert not out.exists() and not list(tmp_path.glob(".report*"))
+
+
+@pytest.mark.parametrize("parameters, name", [
+    ({"thresholds": "abc"}, "thresholds"),
+    ({"channel": 3}, "channel"),
+    ({"since": "last tuesday"}, "since"),
+    ({"colour": "red"}, "colour"),
+])
+def test_bad_parameters_fail_before_the_kernel_starts(bundle, tmp_path, parameters, name):
+    with pytest.raises(ParameterError) as err:
+        report.build_report(bundle, tmp_path / "r", parameters=parameters)
+    assert name in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "r").exists()
+
+
+def test_markdown_report_straight_from_an_analysis():
+    from forensics.analysis import analyze
+
+    evidence = hostile_evidence(300)
+    md = report.markdown_report(evidence, analyze(evidence))
+    assert md.startswith("# ") and "## Root cause" in md and PHONE not in md and SCRIPT not in md
+
+
+def test_window_and_channel_scope_the_evidence():
+    evidence = hostile_evidence(300)
+    late = Window(T0 + pd.Timedelta("30min"), T0 + pd.Timedelta("1h"))
+    scoped = report.scope(evidence, late, None)
+    assert scoped.window == late
+    assert (scoped.table("messages")["created_at"] >= late.start).all()
+    assert len(report.scope(evidence, evidence.window, "TELEGRAM").table("messages")) == 0
+    assert report.scope(evidence, evidence.window, None) is evidence
+
+
+# ---- redaction -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("call +55 11 98765-4321 now", "call [phone] now"),
+    (PHONE, "[phone]"),
+    ("tel (11) 3456-7890", "tel [phone]"),
+    ("chat 123456789 blocked", "chat [phone] blocked"),
+    ("mail jane.doe@example.com", "mail [email]"),
+    ("ping @jane_doe.", "ping [handle]."),
+    ("at 2025-12-03T14:00:00.000Z", "at 2025-12-03T14:00:00.000Z"),
+    ("on 2025-12-03 only", "on 2025-12-03 only"),
+    ("id 12345678-1234-4abc-8def-123456789012", "id 12345678-1234-4abc-8def-123456789012"),
+    ("offset 3:12345678", "offset 3:12345678"),
+    ("(#131047) code", "(#131047) code"),
+    ("took 1234.5678 s", "took 1234.5678 s"),
+])
+def test_redact_text(text, expected):
+    assert redact_text(text) == expected
+
+
+def test_known_content_is_masked_where_quoted():
+    r = Redactor(["meet me at the station", "ok"])
+    assert r.text("error: 'meet me at the station' too long") == "error: '[content]' too long"
+    assert r.text("ok") == "[content]" and r.text("token ok") == "token ok"
+    assert Redactor(["x"], enabled=False).text(PHONE) == PHONE
+
+
+def test_redact_frame_masks_personal_columns_and_keeps_nulls():
+    df = pd.DataFrame({"content": pd.array(["hello", None], dtype="string"),
+                       "error_message": pd.array([f"to {PHONE}", None], dtype="string"), "n": [1, 2]})
+    out = redact_frame(df)
+    assert out["content"].tolist()[0] == "[content]" and pd.isna(out["content"].iloc[1])
+    assert out["error_message"].iloc[0] == "to [phone]" and out["error_message"].dtype == df["error_message"].dtype
+    assert out["n"].tolist() == [1, 2] and df["content"].iloc[0] == "hello"
+
+
+# ---- parameters ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"bundle": 5}, "bundle"),
+    ({"since": 1733234400}, "since"),
+    ({"until": "garbage"}, "until"),
+    ({"channel": "SMS"}, "channel"),
+    ({"thresholds": "abc"}, "thresholds"),
+    ({"thresholds": {"failed_rate": "high"}}, "failed_rate"),
+    ({"profile": "nope"}, "profile"),
+    ({"redact": "yes"}, "redact"),
+    ({"title": None}, "title"),
+    ({"bundle": "/no/such/bundle"}, "bundle"),
+])
+def test_each_bad_parameter_is_named_on_one_line(kwargs, name):
+    with pytest.raises(ParameterError) as err:
+        validate_report_params(**kwargs)
+    assert name in str(err.value) and "\n" not in str(err.value)
+
+
+def test_parameters_round_trip_through_papermill_values(bundle):
+    params = validate_report_params(bundle=str(bundle), since="2025-12-03T14:10:00Z", channel="whatsapp",
+                                    thresholds={"failed_rate": 0.1}, redact=False)
+    assert params.channel == "WHATSAPP" and params.thresholds == {"failed_rate": 0.1}
+    assert validate_report_params(**params.to_dict()) == params
+    assert params.window(Window(T0, T0 + pd.Timedelta("1h"))).start == T0 + pd.Timedelta("10min")
+
+
+def test_committed_notebook_has_no_outputs_and_parameters_first():
+    nb = nbformat.read(report.find_notebook(report.REPORT_NOTEBOOK), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert "validate_report_params" in code[1].source
+    assert all(not c.outputs and c.execution_count is None for c in code)
