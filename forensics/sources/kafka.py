@@ -64,6 +64,27 @@ BATCH = 10_000
 KafkaRecord = tuple[str, int, int, "int | None", "bytes | None", "bytes | None", "list[tuple[str, bytes | None]] | None"]
 """(topic, partition, offset, timestamp_ms, key, value, headers): one record as read."""
 
+
+@dataclass
+class RawBatch:
+    """Records as read, column by column (one ``consume()`` batch); timestamp -1 = none."""
+
+    topic: list[str]
+    partition: list[int]
+    offset: list[int]
+    timestamp_ms: list[int]
+    key: list[bytes | None]
+    value: list[bytes | None]
+    headers: list[list[tuple[str, bytes | None]] | None]
+
+    @classmethod
+    def from_records(cls, records: Sequence[KafkaRecord]) -> RawBatch:
+        topic, part, off, ts, key, value, headers = (list(c) for c in zip(*records, strict=True))
+        return cls(topic, part, off, [-1 if t is None else t for t in ts], key, value, headers)
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
 # Spring Kafka's DeadLetterPublishingRecoverer headers -> dlq_records columns.
 _DLT_TEXT = {
     "kafka_dlt-original-topic": "original_topic",
@@ -347,27 +368,27 @@ def _headers(headers: Sequence[list[tuple[str, bytes | None]] | None]) -> dict[s
     }
 
 
-def _record_columns(records: Sequence[KafkaRecord]) -> tuple[dict[str, pa.Array], tuple, tuple]:
-    """Columns every record has (topic, partition, offset, timestamp, key), plus values and headers."""
-    topic, part, off, ts, key, value, headers = zip(*records, strict=True)
-    cols = {"topic": pa.array(topic, pa.string()), "partition": pa.array(part, pa.int64()),
-            "offset": pa.array(off, pa.int64()), "timestamp": _ms_times(ts), "key": _texts(key)}
-    return cols, value, headers
+def _record_columns(raw: RawBatch) -> dict[str, pa.Array]:
+    """Columns every record has: topic, partition, offset, timestamp, key."""
+    ts = np.asarray(raw.timestamp_ms, dtype="int64")
+    return {"topic": pa.array(raw.topic, pa.string()), "partition": pa.array(raw.partition, pa.int64()),
+            "offset": pa.array(raw.offset, pa.int64()),
+            "timestamp": pa.array(ts, pa.timestamp("ms", tz="UTC"), mask=ts < 0), "key": _texts(raw.key)}
 
 
-def _dlq_batch(records: Sequence[KafkaRecord], max_bytes: int, channel_of: dict[str, str]) -> pa.RecordBatch:
+def _dlq_batch(raw: RawBatch, max_bytes: int, channel_of: dict[str, str]) -> pa.RecordBatch:
     """One batch of raw records -> the dlq_records columns as Arrow arrays."""
     import pyarrow.compute as pc
 
-    cols, values, headers = _record_columns(records)
-    cols.update(_headers(headers))
-    cols.update(_payloads(values, max_bytes))
+    cols = _record_columns(raw)
+    cols.update(_headers(raw.headers))
+    cols.update(_payloads(raw.value, max_bytes))
     if channel_of and cols["channel"].null_count:
         topic_channel = pc.index_in(cols["topic"], pa.array(list(channel_of), pa.string()))
         cols["channel"] = pc.coalesce(cols["channel"], pc.take(pa.array(list(channel_of.values()), pa.string()),
                                                                topic_channel))
     ref = pc.binary_join_element_wise(cols["partition"].cast(pa.string()), cols["offset"].cast(pa.string()), ":")
-    cols.update({"source": pa.nulls(len(records), pa.string()).fill_null(SOURCE), "source_object": cols["topic"],
+    cols.update({"source": pa.nulls(len(raw), pa.string()).fill_null(SOURCE), "source_object": cols["topic"],
                  "source_ref": ref})
     return pa.RecordBatch.from_pydict({c: cols[c] for c in DLQ_RECORDS.names})
 
@@ -390,7 +411,7 @@ def dlq_frame(records: Iterable[KafkaRecord], *, max_payload_bytes: int = MAX_PA
     not name one.
     """
     records = list(records)
-    batches = [_dlq_batch(records[i:i + BATCH], max_payload_bytes, channel_of or {})
+    batches = [_dlq_batch(RawBatch.from_records(records[i:i + BATCH]), max_payload_bytes, channel_of or {})
                for i in range(0, len(records), BATCH)]
     return _frame(batches, "dlq_records", lambda: conform("dlq_records"))
 
@@ -399,9 +420,9 @@ EVENT_COLUMNS = ("topic", "partition", "offset", "timestamp", "key", "message_id
                  "event_type", "event_time", "decode_error")
 
 
-def _event_batch(records: Sequence[KafkaRecord], max_bytes: int) -> pa.RecordBatch:
-    cols, values, _headers_unused = _record_columns(records)
-    cols.update(_payloads(values, max_bytes))
+def _event_batch(raw: RawBatch, max_bytes: int) -> pa.RecordBatch:
+    cols = _record_columns(raw)
+    cols.update(_payloads(raw.value, max_bytes))
     return pa.RecordBatch.from_pydict({c: cols[c] for c in EVENT_COLUMNS})
 
 
@@ -414,7 +435,8 @@ def _empty_events() -> pd.DataFrame:
 def event_frame(records: Iterable[KafkaRecord], *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> pd.DataFrame:
     """Records of the message events topic -> one row per event (columns ``EVENT_COLUMNS``)."""
     records = list(records)
-    batches = [_event_batch(records[i:i + BATCH], max_payload_bytes) for i in range(0, len(records), BATCH)]
+    batches = [_event_batch(RawBatch.from_records(records[i:i + BATCH]), max_payload_bytes)
+               for i in range(0, len(records), BATCH)]
     return _normalise_events(_frame(batches, None, _empty_events))
 
 
@@ -450,6 +472,9 @@ def consumer_config(bootstrap: str, limits: Limits = DEFAULT_LIMITS, **extra: An
         "auto.offset.reset": "earliest",
         "socket.connection.setup.timeout.ms": int(limits.connect_timeout_s * 1000),
         "queued.min.messages": 200_000,
+        # Larger fetches per partition: on a local broker this halves the time spent waiting
+        # in consume() for small records (1 MiB default -> 8 MiB).
+        "max.partition.fetch.bytes": 8 << 20,
         **extra,
     }
 
@@ -530,9 +555,8 @@ def window_offsets(consumer, topics: dict[str, int], window: Window, limits: Lim
     return ranges
 
 
-def _scan(consumer, ranges: list[dict[str, Any]], limits: Limits,
-          decode: Callable[[list[KafkaRecord]], pa.RecordBatch], progress=None
-          ) -> tuple[list[pa.RecordBatch], str | None]:
+def _scan(consumer, ranges: list[dict[str, Any]], limits: Limits, decode: Callable[[RawBatch], pa.RecordBatch],
+          headers: bool, progress=None) -> tuple[list[pa.RecordBatch], str | None]:
     """Read every range with assign() (no group join, no commit); decode one consume() batch at a time."""
     from confluent_kafka import KafkaError, TopicPartition
 
@@ -560,32 +584,20 @@ def _scan(consumer, ranges: list[dict[str, Any]], limits: Limits,
             break
         want = max(1, min(BATCH, limits.max_rows - total, due - total))
         msgs = consumer.consume(num_messages=want, timeout=min(0.5, left))
-        rows: list[KafkaRecord] = []
-        append = rows.append
-        for m in msgs:
-            err = m.error()
-            tp = (m.topic(), m.partition())
-            end = ends.get(tp)
-            if err is not None:
-                if err.code() == eof:
-                    if end is not None:
-                        del ends[tp]
-                    continue
-                raise SourceError(SOURCE, f"reading {tp[0]}[{tp[1]}] failed: {err}")
-            if end is None:
-                continue
-            o = m.offset()
-            if o >= end - 1:  # the window's last offset (or past it, after a gap): partition done
-                del ends[tp]
-                consumer.pause([TopicPartition(*tp)])
-                if o >= end:
-                    continue
-            ts_type, ts = m.timestamp()
-            append((tp[0], tp[1], o, ts if ts_type else None, m.key(), m.value(), m.headers()))
-        if rows:
-            rows = rows[: limits.max_rows - total]
-            total += len(rows)
-            batches.append(decode(rows))
+        good = [m for m in msgs if m.error() is None]
+        raw = _take(good, ends, consumer, headers) if good else None
+        if len(good) < len(msgs):  # partition ends (after their messages) or failures
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() != eof:
+                        raise SourceError(SOURCE, f"reading {m.topic()}[{m.partition()}] failed: {err}")
+                    ends.pop((m.topic(), m.partition()), None)
+        if raw:
+            if len(raw) > limits.max_rows - total:
+                raw = RawBatch(*(col[: limits.max_rows - total] for col in vars(raw).values()))
+            total += len(raw)
+            batches.append(decode(raw))
             if progress:
                 progress(f"kafka: {total} records read")
     consumer.unassign()
@@ -598,8 +610,38 @@ def _scan(consumer, ranges: list[dict[str, Any]], limits: Limits,
     return batches, truncated
 
 
+def _take(msgs: list, ends: dict[tuple[str, int], int], consumer, headers: bool) -> RawBatch | None:
+    """The messages of one batch that lie inside their partition's range, as columns.
+
+    Messages of a partition arrive in offset order; a partition whose range end is reached
+    is dropped from ``ends`` and paused. Field access is done per column (a comprehension
+    per field): it is the per-message cost that bounds the read rate.
+    """
+    from confluent_kafka import TopicPartition
+
+    topic = [m.topic() for m in msgs]
+    part = [m.partition() for m in msgs]
+    off = np.fromiter((m.offset() for m in msgs), dtype=np.int64, count=len(msgs))
+    end = np.fromiter((ends.get(tp, -1) for tp in zip(topic, part, strict=True)), dtype=np.int64, count=len(msgs))
+    for i in np.flatnonzero(off >= end - 1):  # the last offset of a range, or past it (or a done partition)
+        tp = (topic[i], part[i])
+        if ends.pop(tp, None) is not None:
+            consumer.pause([TopicPartition(*tp)])
+    keep = off < end
+    if not keep.all():
+        idx = np.flatnonzero(keep)
+        msgs = [msgs[i] for i in idx]
+        topic = [topic[i] for i in idx]
+        part = [part[i] for i in idx]
+        off = off[idx]
+        if not msgs:
+            return None
+    return RawBatch(topic, part, off.tolist(), [m.timestamp()[1] for m in msgs], [m.key() for m in msgs],
+                    [m.value() for m in msgs], [m.headers() for m in msgs] if headers else [None] * len(msgs))
+
+
 def _read_window(bootstrap: str, topics: Sequence[str], window: Window, limits: Limits,
-                 decode: Callable[[list[KafkaRecord]], pa.RecordBatch], progress=None) -> tuple[
+                 decode: Callable[[RawBatch], pa.RecordBatch], headers: bool, progress=None) -> tuple[
                      list[pa.RecordBatch], WindowRead]:
     started = time.monotonic()
     consumer = open_consumer(bootstrap, limits)
@@ -607,7 +649,7 @@ def _read_window(bootstrap: str, topics: Sequence[str], window: Window, limits: 
         present = _cluster_topics(consumer, bootstrap, limits)
         wanted = {t: present[t] for t in topics if t in present}
         ranges = window_offsets(consumer, wanted, window, limits)
-        batches, truncated = _scan(consumer, ranges, limits, decode, progress)
+        batches, truncated = _scan(consumer, ranges, limits, decode, headers, progress)
     finally:
         consumer.close()
     info = WindowRead(pd.DataFrame(), ranges, truncated, time.monotonic() - started,
@@ -625,7 +667,7 @@ def read_dlq(profile: Profile, window: Window, *, bootstrap: str | None = None, 
     servers = bootstrap_servers(bootstrap)
     channel_of = {t.name: t.channel for t in profile.kafka.dlq if t.channel}
     batches, info = _read_window(servers, [t.name for t in profile.kafka.dlq], window, limits,
-                                 lambda rows: _dlq_batch(rows, max_payload_bytes, channel_of), progress)
+                                 lambda rows: _dlq_batch(rows, max_payload_bytes, channel_of), True, progress)
     info.frame = _frame(batches, "dlq_records", lambda: conform("dlq_records"))
     return info
 
@@ -643,7 +685,7 @@ def read_message_events(profile: Profile, window: Window, *, conversation_ids: I
     """
     servers = bootstrap_servers(bootstrap)
     batches, info = _read_window(servers, [profile.kafka.message_events.name], window, limits,
-                                 lambda rows: _event_batch(rows, max_payload_bytes), progress)
+                                 lambda rows: _event_batch(rows, max_payload_bytes), False, progress)
     frame = _normalise_events(_frame(batches, None, _empty_events))
     convs = set(conversation_ids or ())
     msgs = set(message_ids or ())

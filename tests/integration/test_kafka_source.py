@@ -9,6 +9,7 @@ profile used is the runbook's with those prefixed names, loaded from a YAML file
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from importlib import resources
 
@@ -56,6 +57,13 @@ def create_topics(admin, topics: dict[str, int], config: dict[str, str] | None =
                                   operation_timeout=30)
     for f in futures.values():
         f.result(timeout=30)
+    # the broker's metadata follows the controller shortly after: wait until it lists them
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        listed = admin.list_topics(timeout=10).topics
+        if all(t in listed and len(listed[t].partitions) == n for t, n in topics.items()):
+            return
+        time.sleep(0.1)
 
 
 def producer(bootstrap: str):
