@@ -13,8 +13,8 @@ What is masked
   incident (message contents, display names; ``[content]``) wherever they are quoted, e.g.
   inside an error message or a log line.
 
-What is kept, although it is digits: ISO dates and times, UUIDs and hex ids (a digit run
-touching a letter, ``:`` or ``-`` is part of an id, e.g. ``partition:offset``), decimals
+What is kept, although it is digits: ISO dates and times, UUIDs (also all-digit ones) and hex
+ids (a digit run touching a letter, ``:`` or ``-`` is part of an id, e.g. ``partition:offset``), decimals
 (``1234.5678``) and numbers shorter than 8 digits (error codes like ``131047``).
 """
 
@@ -41,6 +41,7 @@ _HANDLE = re.compile(r"(?<![\w@.])@[A-Za-z0-9_](?:[A-Za-z0-9_.]*[A-Za-z0-9_])?")
 # not touching a word character, ':' or '-' (which would make it part of an id or a time).
 _PHONE = re.compile(r"(?<![\w:.+-])\+?\(?\d(?:[ ().-]{0,2}\d)+\)?(?![\w:-])")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_UUID = re.compile(r"\d{8}-\d{4}-\d{4}-\d{4}-\d{12}")
 _DECIMAL = re.compile(r"\d+\.\d+")
 _MIN_PHONE_DIGITS = 8
 _MIN_E164_DIGITS = 7
@@ -55,7 +56,7 @@ _MAX_KNOWN = 20_000
 def _phone(match: re.Match) -> str:
     text = match.group(0)
     digits = sum(ch.isdigit() for ch in text)
-    if _DATE.fullmatch(text) or _DECIMAL.fullmatch(text):
+    if _DATE.fullmatch(text) or _DECIMAL.fullmatch(text) or _UUID.fullmatch(text):
         return text
     if digits >= _MIN_PHONE_DIGITS or (text.startswith("+") and digits >= _MIN_E164_DIGITS):
         return "[phone]"

@@ -512,12 +512,13 @@ def html_text(text: str, css: str = "") -> Any:
     return HTML(f'<p class="{css}">{html.escape(text)}</p>' if css else f"<p>{html.escape(text)}</p>")
 
 
-def html_list(items: Iterable[str]) -> Any:
+def html_list(items: Iterable[str], empty: str = "none") -> Any:
+    """Items of (untrusted) text as an escaped bullet list; ``empty`` when there are none."""
     from IPython.display import HTML
 
     items = list(items)
     if not items:
-        return HTML('<p class="report-note">none</p>')
+        return HTML(f'<p class="report-note">{html.escape(empty)}</p>')
     return HTML('<ul class="report-list">' + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
 
 
@@ -559,11 +560,18 @@ def root_cause_card(rca: RcaReport) -> Any:
     return HTML(
         f'<div class="report-callout"><h3>{e(str(h["title"]))} '
         f'<span class="report-note">({e(str(h["cause"]))}, confidence {_number(h["confidence"]) or 0:.0%})</span></h3>'
-        f"<p>First seen {e(_fmt_time(h.get('first_seen')))}; {e(_fmt_int(h.get('messages_affected')))} messages, "
-        f"{e(_fmt_int(h.get('customers_affected')))} customers affected.</p>"
+        f"<p>First seen {e(_fmt_time(h.get('first_seen')))}{e(_radius(h))}.</p>"
         f"<h3>Evidence for</h3>{items(h['evidence_for'])}<h3>Evidence against</h3>{items(h['evidence_against'])}"
         f"<p><b>Runbook step:</b> {e(str(h.get('runbook_step') or 'none'))}<br>"
         f"<b>Recommended action:</b> {e(str(h.get('recommended_action') or 'none'))}</p></div>")
+
+
+def _radius(h: dict) -> str:
+    """The hypothesis' own blast radius, when the ranking could attribute messages to it."""
+    if not _number(h.get("messages_affected")):
+        return ""
+    return (f"; {_fmt_int(h['messages_affected'])} messages in {_fmt_int(h.get('conversations_affected'))} "
+            f"conversations, {_fmt_int(h.get('customers_affected'))} customers")
 
 
 def other_hypotheses(rca: RcaReport) -> pd.DataFrame:
