@@ -125,6 +125,9 @@ def message_story(message, events, files=None, *, as_of=None) -> list[str]:
     def secs(td) -> str:
         return "-" if pd.isna(td) else f"{td.total_seconds():.3f} s"
 
+    def yes(v) -> bool:
+        return v is not None and v is not pd.NA and bool(v)
+
     def age(td) -> str:
         s = int(td.total_seconds())
         parts = [(s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "min"), (s % 60, "s")]
@@ -142,14 +145,14 @@ def message_story(message, events, files=None, *, as_of=None) -> list[str]:
              f"source {val(m['source'])} {val(m['source_object'])}/{val(m['source_ref'])}"]
     checks = files if files is not None and len(files) else check_platform_limits(m.to_frame().T)
     for _, f in checks.iterrows():
-        if f.get("text_over_limit") is True:
+        if yes(f.get("text_over_limit")):
             lines.append(f"  TEXT OVER LIMIT: {f['content_length']:,} chars > {f['text_limit_chars']:,} on {f['channel']}")
         if pd.notna(f.get("file_id")) or pd.notna(f.get("file_size")):
             size = val(f.get("file_size"), "{:,} bytes")
             line = f"  file {val(f.get('file_id'))} {val(f.get('filename'))} {val(f.get('mime_type'))} {size}"
-            if f.get("file_missing") is True:
+            if yes(f.get("file_missing")):
                 line += "   NOT IN THE FILES COLLECTION (expired after 24 h, or never stored)"
-            if f.get("file_over_limit") is True:
+            if yes(f.get("file_over_limit")):
                 line += f"   OVER the {f['channel']} limit of {f['file_limit_bytes']:,} bytes"
             lines.append(line)
     ev = events.sort_values(["timestamp", "derived"], ascending=[True, False], kind="stable")

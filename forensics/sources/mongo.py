@@ -575,7 +575,9 @@ class MongoSource:
                                    max_time_ms=self._max_time_ms))[:cap]
             by_id = {str(d["_id"]): d for d in extra}
             for path in mixed:
-                flat[path] = pd.Series([_get_path(by_id.get(i, {}), path) for i in flat["_id"]],
+                # As json_normalize in the document path: a sub-document is not a value of ``path``.
+                values = (_get_path(by_id.get(i, {}), path) for i in flat["_id"])
+                flat[path] = pd.Series([None if isinstance(v, Mapping) else v for v in values],
                                        index=flat.index, dtype=object)
         key_fields = {"messages": ["message_id", "created_at"], "status_history": ["message_id", "new_status",
                                                                                   "timestamp"]}.get(kind, [])
