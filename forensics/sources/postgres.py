@@ -31,7 +31,7 @@ from forensics import schema
 from forensics.collect import CollectRequest, SourceResult
 from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import mask_uri
-from forensics.errors import SourceError
+from forensics.errors import ParameterError, SourceError
 from forensics.identity import format_valid
 from forensics.profiles import Profile, load_profile
 
@@ -246,6 +246,17 @@ def _list_option(value: Any) -> list[str] | None:
     return [str(v) for v in value]
 
 
+def _limits(options: dict[str, Any]) -> Limits:
+    """Query bounds from collect options: a ``limits`` object, or ``timeout_s`` / ``connect_timeout_s``."""
+    base = options.get("limits") if isinstance(options.get("limits"), Limits) else DEFAULT_LIMITS
+    try:
+        return Limits(max_rows=int(options.get("max_rows") or base.max_rows),
+                      timeout_s=float(options.get("timeout_s") or base.timeout_s),
+                      connect_timeout_s=float(options.get("connect_timeout_s") or base.connect_timeout_s))
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"{SOURCE} limits: {exc}") from None
+
+
 def collect(request: CollectRequest) -> SourceResult:
     """Identities for ``options["platform_ids"]`` (list or comma-separated), else all identities
     up to ``options["identity_limit"]``; connection from ``options["postgres_dsn"]`` or
@@ -253,8 +264,11 @@ def collect(request: CollectRequest) -> SourceResult:
     opts = request.options
     dsn = connection(SOURCE, opts.get("postgres_dsn"))
     ids = _list_option(opts.get("platform_ids"))
-    limit = int(opts.get("identity_limit") or DEFAULT_IDENTITY_LIMIT)
-    limits = opts.get("limits") or DEFAULT_LIMITS
+    try:
+        limit = int(opts.get("identity_limit") or DEFAULT_IDENTITY_LIMIT)
+    except ValueError:
+        raise ParameterError(f"identity_limit must be a whole number, got {opts.get('identity_limit')!r}") from None
+    limits = _limits(opts)
     if request.progress:
         request.progress(f"postgres: identities from {mask_uri(dsn) if dsn else '(no DSN)'}")
     frame = read_identities(dsn, profile=request.profile, platform_ids=ids, limit=limit, limits=limits)
