@@ -144,10 +144,11 @@ def test_twice_serialised_json_is_unwrapped():
 
 
 def test_non_utf8_key_is_hex_and_channel_falls_back_to_the_topic():
-    df = dlq_frame([record(json.dumps(SNAKE).encode(), key=b"\x80\x81", topic="whatsapp-outbound-dlq")],
+    df = dlq_frame([record(json.dumps(SNAKE).encode(), key=b"\x80\x81", topic="whatsapp-outbound-dlq", ts=None)],
                    channel_of={"whatsapp-outbound-dlq": "WHATSAPP"})
     assert df["key"][0] == "8081"
     assert df["channel"][0] == "WHATSAPP"
+    assert pd.isna(df["timestamp"][0])  # the record carried no timestamp
 
 
 def test_empty_input_gives_the_empty_canonical_table():
