@@ -65,6 +65,8 @@ class Thresholds:
     """5xx answers per minute per service (recommended alert 4)."""
     p95_latency_s: float = 5.0
     """P95 of created -> DELIVERED (recommended alert 5, SLA SC-002)."""
+    out_of_order_tolerance_s: float = 1.0
+    """Inversions up to this much are jitter of messages sent almost at once (reported as info)."""
     lock_ttl_s: float = 30.0
     """Conversation lock TTL (CONVERSATION_LOCK_TTL_SECONDS, R4.2)."""
     error_burst_per_min: float = 10
@@ -156,6 +158,11 @@ def to_ns(series: pd.Series) -> np.ndarray:
 def _str(series: pd.Series) -> np.ndarray:
     """A string column as an object array with None for nulls."""
     return series.astype(object).where(series.notna(), None).to_numpy()
+
+
+def _value(v: Any) -> Any:
+    """A scalar from a frame, with NA as None."""
+    return None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
 
 
 def _fmt_s(seconds: float) -> str:
@@ -692,8 +699,18 @@ def delivery_p95(ctx: Context) -> Iterable[Finding]:
 @detector("out_of_order")
 def out_of_order(ctx: Context) -> Iterable[Finding]:
     """Messages delivered before an earlier-created message of the same conversation
-    (SC-004: zero out-of-order within a conversation). Compares each delivered message with
-    the latest delivery of the messages created before it in its conversation."""
+    (SC-004: zero out-of-order within a conversation).
+
+    Method: sort each conversation's delivered messages by creation; a message is late when
+    its first DELIVERED precedes the latest delivery among the messages created before it
+    (a running max per conversation). The message holding that max is the *holder*. Each
+    inversion is one of three kinds, one finding per channel and kind:
+
+    - ``reordered``: the holder was not retried and arrived more than
+      ``out_of_order_tolerance_s`` late (what a rebalance or concurrent consumers do);
+    - ``after_retry``: the holder had retries (retry_count > 0): its own failures delayed it;
+    - ``jitter``: within the tolerance, messages sent almost at once (info).
+    """
     if not ctx.n_messages:
         return []
     ok = (ctx.delivered_ns != NAT) & (ctx.created_ns != NAT) & ctx.messages["conversation_id"].notna().to_numpy()
@@ -701,35 +718,48 @@ def out_of_order(ctx: Context) -> Iterable[Finding]:
     if len(pos) < 2:
         return []
     conv = pd.factorize(ctx.messages["conversation_id"].to_numpy()[pos])[0]
-    created, delivered = ctx.created_ns[pos], ctx.delivered_ns[pos]
-    order = np.lexsort((created, conv))
-    conv, delivered, pos = conv[order], delivered[order], pos[order]
-    # running max of delivery times within each conversation, via an offset per conversation
-    # block so that a plain cumulative max never crosses conversations
+    order = np.lexsort((ctx.created_ns[pos], conv))
+    conv, pos = conv[order], pos[order]
+    delivered = ctx.delivered_ns[pos]
+    n = len(pos)
     starts = np.r_[True, conv[1:] != conv[:-1]]
     block = np.cumsum(starts) - 1
-    span = int(delivered.max() - delivered.min()) + 1
-    shifted = (delivered - delivered.min()).astype(np.float64) + block.astype(np.float64) * span
-    running = np.maximum.accumulate(shifted)
-    prev_max = np.r_[-1.0, running[:-1]]
-    late = (~starts) & (shifted < prev_max)
-    bad = pos[late]
-    if not len(bad):
+    running = pd.Series(delivered).groupby(block).cummax().to_numpy()
+    setter = pd.Series(np.where(delivered == running, np.arange(n), -1)).groupby(block).cummax().to_numpy()
+    prev_max = np.r_[NAT, running[:-1]]
+    prev_holder = np.r_[-1, setter[:-1]]
+    late = (~starts) & (prev_max > delivered)
+    if not late.any():
         return []
+    idx = np.flatnonzero(late)
+    late_pos, holder_pos = pos[idx], pos[prev_holder[idx]]
+    inversion_s = (prev_max[idx] - delivered[idx]) / NS
+    retries = ctx.messages["retry_count"].to_numpy(dtype=float, na_value=0.0)
+    retried = retries[holder_pos] > 0
+    kinds = {"reordered": ~retried & (inversion_s > ctx.t.out_of_order_tolerance_s),
+             "after_retry": retried,
+             "jitter": ~retried & (inversion_s <= ctx.t.out_of_order_tolerance_s)}
+    texts = {"reordered": "Runbook Symptom 4: partition rebalancing or concurrent connector processing (4.2, 4.3).",
+             "after_retry": "The earlier message was retried after platform errors and overtaken by the next one.",
+             "jitter": f"Inversions within {ctx.t.out_of_order_tolerance_s:g} s: messages sent almost at once."}
     out = []
-    for channel, p in _by_channel(ctx, bad).items():
-        convs = ctx.messages["conversation_id"].to_numpy()[p]
-        n_conv = len(pd.unique(convs))
-        out.append(Finding(
-            "out_of_order", channel, "critical" if n_conv >= 10 else "warning",
-            f"{len(p):,} {channel} messages delivered out of order in {n_conv:,} conversations",
-            f"{len(p):,} messages were delivered before a message created earlier in the same conversation "
-            "(SC-004 allows none). Runbook Symptom 4: partition rebalancing, concurrent connector processing "
-            "(4.2, 4.3).",
-            _ts(int(ctx.delivered_ns[p].min())), _ts(int(ctx.delivered_ns[p].max())), _channel_or_none(channel),
-            len(p), float(n_conv), 0.0,
-            _message_refs(ctx, p) + [ref("messages", "conversation_id", convs, total=n_conv)], p,
-            {"conversations": n_conv}))
+    convs_all = ctx.messages["conversation_id"].to_numpy()
+    for kind, mask in kinds.items():
+        for channel, p in _by_channel(ctx, late_pos[mask]).items():
+            convs = convs_all[p]
+            n_conv = len(pd.unique(convs))
+            worst = float(inversion_s[mask].max())
+            severity = ("critical" if n_conv >= 10 else "warning") if kind == "reordered" else "info"
+            out.append(Finding(
+                "out_of_order", f"{channel}:{kind}", severity,
+                f"{len(p):,} {channel} messages delivered out of order in {n_conv:,} conversations"
+                + {"reordered": "", "after_retry": " after retries", "jitter": " (within jitter)"}[kind],
+                f"{len(p):,} messages were delivered before a message created earlier in the same conversation, up "
+                f"to {_fmt_s(worst)} ahead (SC-004 allows none). {texts[kind]}",
+                _ts(int(ctx.delivered_ns[p].min())), _ts(int(ctx.delivered_ns[p].max())), _channel_or_none(channel),
+                len(p), float(n_conv), ctx.t.out_of_order_tolerance_s if kind != "after_retry" else 0.0,
+                _message_refs(ctx, p) + [ref("messages", "conversation_id", convs, total=n_conv)], p,
+                {"conversations": n_conv, "kind": kind, "max_inversion_s": worst}))
     return out
 
 
@@ -904,7 +934,7 @@ def replay_blockers(ctx: Context) -> Iterable[Finding]:
         return []
     p = np.unique(pos[hit])
     return [Finding(
-        "replay_blockers", "", "warning",
+        "replay_blockers", "", "warning" if len(p) >= 10 else "info",
         f"{len(p):,} FAILED messages have a router processed key: a replay would be dropped",
         f"{len(p):,} FAILED messages still have their processed key in Redis (TTL up to 7 days): republishing "
         "them (R2.4 / R3.3) is silently ignored by the router until the keys are deleted.",
@@ -1016,7 +1046,7 @@ def log_errors(ctx: Context) -> Iterable[Finding]:
             ctx.service_channels.get(str(service)), n, n / volume, None,
             [ref(source, "source_ref", rows["ref"], total=n),
              {"table": "catalog", "column": "id", "values": [str(sig)], "total": 1}],
-            None, {"signature": sig, "category": first["category"], "cause": first["cause"], "source": source,
+            None, {"signature": sig, "category": _value(first["category"]), "cause": _value(first["cause"]), "source": source,
                    "service": service, "share": n / volume}))
     return out
 

@@ -259,7 +259,7 @@ def signals(detection: Detection) -> dict[str, Signal]:
     put(_best("service_silent", [f for f in silence if not f.tags.get("router") and not f.channel]))
     put(_best("connector_5xx", by.get("connector_5xx", [])))
     put(_best("p95_breach", by.get("delivery_p95", [])))
-    ooo = by.get("out_of_order", [])
+    ooo = [f for f in by.get("out_of_order", []) if f.tags.get("kind") == "reordered"]
     put(_best("out_of_order", ooo, lambda f: _severity(f) * min(1.0, float(f.tags.get("conversations", 0)) / 10)))
     dup = [f for f in by.get("duplicate_deliveries", []) if f.key == "status_events"]
     put(_best("duplicates", dup, lambda f: _severity(f) * min(1.0, int(f.count or 0) / 10)))

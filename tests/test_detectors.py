@@ -302,11 +302,11 @@ def test_delivery_p95_measures_from_created_to_first_delivered():
 
 # ---- out of order ---------------------------------------------------------------------------------
 
-def _ordered(swap: bool):
-    m = messages(3, conv=["c1", "c1", "c1"], age_s=[100, 90, 80])
+def _ordered(swap: bool, ahead_s=1.5, retries=0):
+    m = messages(3, conv=["c1", "c1", "c1"], age_s=[100, 90, 80], retry_count=[retries, 0, 0])
     delivered = [ago(99), ago(89), ago(79)]
     if swap:
-        delivered[1] = ago(100.5)  # the second message arrives before the first
+        delivered[1] = ago(99 + ahead_s)  # the second message arrives before the first
     ev = {"message_id": m["message_id"], "new_status": ["DELIVERED"] * 3, "timestamp": delivered,
           "derived": [False] * 3}
     return evidence(messages=m, status_events=ev)
@@ -318,8 +318,19 @@ def test_out_of_order_just_below_threshold():
 
 def test_out_of_order_just_above_threshold():
     (f,) = run("out_of_order", _ordered(True))
+    assert f.key == "WHATSAPP:reordered" and f.severity == "warning"
     assert f.count == 1 and f.metric == 1
     assert f.evidence[0]["values"] == ["m1"]
+
+
+def test_out_of_order_within_the_tolerance_is_jitter():
+    (f,) = run("out_of_order", _ordered(True, ahead_s=0.9))
+    assert f.key == "WHATSAPP:jitter" and f.severity == "info"
+
+
+def test_out_of_order_behind_a_retried_message_is_attributed_to_the_retry():
+    (f,) = run("out_of_order", _ordered(True, ahead_s=30, retries=2))
+    assert f.key == "WHATSAPP:after_retry" and f.severity == "info"
 
 
 def test_out_of_order_never_compares_across_conversations():
