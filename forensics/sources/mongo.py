@@ -43,6 +43,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pymongo
 from bson import ObjectId, json_util
 from bson import errors as bson_errors
@@ -354,18 +355,21 @@ def arrow_schema(kinds: Mapping[str, str]) -> Schema:
 
 
 def _hex_object_ids(column: pa.ChunkedArray) -> pa.Array:
-    """ObjectId (12-byte) column -> 24-character lowercase hex strings, vectorised."""
+    """ObjectId (12-byte) column -> 24-character lowercase hex strings, vectorised, built in place."""
     arr = column.combine_chunks()
     storage = arr.storage if isinstance(arr, pa.ExtensionArray) else arr
     n = len(storage)
     raw = np.frombuffer(storage.buffers()[1], dtype=np.uint8, count=12 * (storage.offset + n))[12 * storage.offset:]
-    digits = np.frombuffer(b"0123456789abcdef", dtype="S1")
     grid = raw.reshape(n, 12)
-    pairs = np.empty((n, 24), dtype="S1")
-    pairs[:, 0::2] = digits[grid >> 4]
-    pairs[:, 1::2] = digits[grid & 15]
-    text = pairs.view("S24").ravel().astype("U24")
-    return pa.array(text, type=pa.string(), mask=storage.is_null().to_numpy(zero_copy_only=False))
+    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    text = np.empty((n, 24), dtype=np.uint8)
+    text[:, 0::2] = digits[grid >> 4]
+    text[:, 1::2] = digits[grid & 15]
+    offsets = np.arange(0, 24 * (n + 1), 24, dtype=np.int64)
+    hexed = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text)).cast(pa.string())
+    if storage.null_count:
+        hexed = pc.if_else(storage.is_null(), pa.scalar(None, pa.string()), hexed)
+    return hexed
 
 
 def arrow_to_flat(table: pa.Table) -> pd.DataFrame:
@@ -718,6 +722,13 @@ class MongoSource:
         messages = self.window_messages(window, channel=channel, status=status, limit=cap)
         return self.history_of(messages, limit=cap, purpose="history of messages in window")
 
+    def status_rows(self, window: Window, *, limit: int | None = None) -> pd.DataFrame:
+        """History rows timed within ``window`` as ``status_events`` rows, as read: no derived
+        PENDING, channel null (history documents carry none; :meth:`window_evidence` joins them)."""
+        flt = time_range(self._paths("status_history", "timestamp"), window.start, window.end)
+        read = self._history("status events in window", flt, schema.empty("messages"), cap=self._cap(limit))
+        return _keep(read, _within(read["timestamp"], window))
+
     def window_evidence(self, window: Window, *, limit: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The window's ``messages`` and ``status_events`` tables, as ``collect`` stores them.
 
@@ -727,9 +738,7 @@ class MongoSource:
         """
         cap = self._cap(limit)
         messages = self.window_messages(window, limit=cap)
-        flt = time_range(self._paths("status_history", "timestamp"), window.start, window.end)
-        read = self._history("status events in window", flt, schema.empty("messages"), cap=cap)
-        read = _keep(read, _within(read["timestamp"], window))
+        read = self.status_rows(window, limit=cap)
         others = read.loc[~read["message_id"].isin(messages["message_id"]), "message_id"].dropna().unique()
         if len(others):
             messages = _concat("messages", [messages, self.messages(list(others))])
