@@ -1,0 +1,471 @@
+"""The incident scenarios: each rewrites healthy traffic the way one root cause would.
+
+A :class:`Scenario` names the incident, its ``root_cause`` identifier (the vocabulary the
+analysis uses for hypotheses) and a ``shape`` function that rewrites a
+:class:`~forensics.simulate.traffic.Traffic` in place and fills an :class:`Incident` with
+what is not tied to one message (the trigger, incident log lines, Redis keys, missing
+topics). ``SCENARIOS`` is the registry; adding a scenario is one function and one entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from forensics.simulate import population as pop
+from forensics.simulate.columns import MS, NAT, NS, concat, int_text
+from forensics.simulate.failures import KIND
+from forensics.simulate.telemetry import LISTENER_THREAD, LogBlock, log_block
+from forensics.simulate.traffic import Surge, Traffic
+from forensics.timeutil import iso
+
+MINUTE = 60 * NS
+
+
+@dataclass
+class Incident:
+    """What a scenario did that is not in the traffic arrays."""
+
+    start_ns: int
+    end_ns: int
+    trigger_ns: int | None
+    rng: np.random.Generator
+    channel: str | None = None
+    trigger: str | None = None
+    """What set the incident off, in words."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Extra keys for ``Evidence.scenario`` (missing_topics, affected_recipients, ...)."""
+    logs: list[LogBlock] = field(default_factory=list)
+    locks: list[dict] = field(default_factory=list)
+    missing_topics: dict[str, int] = field(default_factory=dict)
+    """Topic name -> time (ns) from which it does not exist."""
+    router_down_from: int | None = None
+    mongo_trouble: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    root_cause: str
+    description: str
+    shape: Callable[[Traffic, Incident], None]
+    surge: Callable[[Incident], Surge | None] | None = None
+    """Traffic plan drawn before the messages (e.g. a broadcast campaign)."""
+    duration_s: int = 3600
+    has_trigger: bool = True
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+def _times(rng: np.random.Generator, start: int, stop: int, mean_gap_s: float) -> np.ndarray:
+    """Irregular instants between start and stop (exponential gaps)."""
+    count = max(1, int((stop - start) / (mean_gap_s * NS) * 1.5) + 2)
+    t = start + np.cumsum(rng.exponential(mean_gap_s * NS, count)).astype(np.int64)
+    return np.concatenate([[start], t[t < stop]])
+
+
+def _routable(t: Traffic) -> np.ndarray:
+    return t.routed != NAT
+
+
+def _untouched(t: Traffic) -> np.ndarray:
+    return (t.fail_kind < 0) & (t.transient_kind < 0)
+
+
+def _pool(t: Traffic, channel: int) -> np.ndarray:
+    return np.flatnonzero(t.recipients.channel == channel)
+
+
+def _platform_ids(t: Traffic, idx: np.ndarray, cap: int = 200) -> list[str]:
+    return sorted(str(v) for v in t.recipients.platform_id[idx])[:cap]
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+def baseline(t: Traffic, inc: Incident) -> None:
+    """Nothing beyond the sporadic failures every window has."""
+
+
+def router_outage(t: Traffic, inc: Incident) -> None:
+    T = inc.trigger_ns
+    prof = t.profile
+    t.never_routed(np.flatnonzero(t.routed >= T))
+    # Whatever the router still had in hand dies with it: no SENT/DELIVERED/FAILED after T.
+    late_ack = (t.ack != NAT) & (t.ack >= T)
+    for arr in (t.ack, t.delivered, t.read):
+        arr[late_ack] = NAT
+    late = (t.delivered != NAT) & (t.delivered >= T)
+    t.delivered[late] = NAT
+    t.read[late] = NAT
+    late = (t.failed != NAT) & (t.failed >= T)
+    t.failed[late] = NAT
+    t.fail_kind[late] = -1
+    inc.router_down_from = T
+    topic, group = prof.kafka.message_events.name, prof.kafka.router_group
+    inc.trigger = f"{prof.services.router} stopped consuming from {topic}"
+    rng = inc.rng
+    errors = _times(rng, T, T + int(rng.uniform(90, 240) * NS), 6.0)
+    client = f"consumer-{group}-1"
+    inc.logs.append(log_block(
+        errors, prof.services.router, "ERROR", "org.springframework.kafka.listener.KafkaMessageListenerContainer",
+        LISTENER_THREAD, "Failed to consume from Kafka: Connection refused",
+        stack_trace="org.apache.kafka.common.KafkaException: Failed to consume from Kafka\n\tat org.apache.kafka."
+                    "clients.consumer.internals.Fetcher.collectFetch(Fetcher.java:145)\nCaused by: "
+                    "java.net.ConnectException: Connection refused\n\tat java.base/sun.nio.ch.Net.pollConnect"
+                    "(Native Method)"))
+    inc.logs.append(log_block(
+        errors + 300 * MS, prof.services.router, "WARN", "org.apache.kafka.clients.NetworkClient", LISTENER_THREAD,
+        f"[Consumer clientId={client}, groupId={group}] Connection to node 1 (kafka/172.18.0.5:9092) could not be "
+        "established. Node may not be available."))
+    last = int(errors[-1]) + NS
+    inc.logs.append(log_block(
+        [last, last + 50 * MS], prof.services.router, "ERROR",
+        ["org.springframework.kafka.listener.KafkaMessageListenerContainer", "org.springframework.boot.SpringApplication"],
+        [LISTENER_THREAD, "main"], ["Stopping container due to an Error", "Application run failed"]))
+
+
+def rate_limit_surge(inc: Incident) -> Surge:
+    return Surge(pop.WA, inc.trigger_ns - 2 * MINUTE, 20 * MINUTE, 0.12)
+
+
+def whatsapp_rate_limit(t: Traffic, inc: Incident) -> None:
+    T = inc.trigger_ns
+    stop = min(T + 25 * MINUTE, t.end_ns)
+
+    def p_fail(times):
+        ramp = np.clip((times - T) / (3 * MINUTE), 0, 1) * np.clip((stop - times) / (5 * MINUTE), 0, 1)
+        return 0.75 * ramp
+
+    sel = np.flatnonzero((t.channel == pop.WA) & _routable(t) & _untouched(t) & (t.first_attempt >= T)
+                         & (t.first_attempt < stop))
+    t.retry(sel, KIND["wa_rate_limit"], p_fail)
+    inc.channel = "WHATSAPP"
+    inc.trigger = "broadcast campaign on WhatsApp exceeded the Cloud API throughput limit"
+    inc.details["rate_limit_window"] = [iso(_ts(T)), iso(_ts(stop))]
+
+
+def token_expired(t: Traffic, inc: Incident) -> None:
+    T = inc.trigger_ns
+    c = int(inc.rng.choice([pop.WA, pop.IG]))
+    kind = KIND["wa_token_expired" if c == pop.WA else "ig_token_expired"]
+    sel = np.flatnonzero((t.channel == c) & _routable(t) & (t.first_attempt >= T))
+    t.fail_now(sel, kind)
+    connector = t.profile.services.connector(pop.CHANNELS[c])
+    inc.channel = pop.CHANNELS[c]
+    inc.trigger = f"{connector} access token expired"
+    inc.details["connector"] = connector
+
+
+def recipient_not_on_whatsapp(t: Traffic, inc: Incident) -> None:
+    T, rng, r = inc.trigger_ns, inc.rng, t.recipients
+    pool = _pool(t, pop.WA)
+    bad = rng.choice(pool, int(np.clip(len(pool) * 0.03, 3, 300)), replace=False)
+    broken = bad[rng.random(len(bad)) < 0.6]
+    r.platform_id[broken] = pop.malformed_e164(r.platform_id[broken], rng)
+    r.malformed[broken] = True
+    r.verified[bad[rng.random(len(bad)) < 0.5]] = False
+    others = np.setdiff1d(pool, bad)
+    wa = t.conv_channel == pop.WA
+    before = wa & (t.conv_start < T) & np.isin(t.conv_recipient, bad)
+    t.conv_recipient[before] = rng.choice(others, before.sum())
+    # The campaign after T addresses an imported list: a few bad numbers get many messages.
+    after = wa & (t.conv_start >= T) & (rng.random(len(wa)) < 0.3)
+    t.conv_recipient[after] = rng.choice(bad, after.sum())
+    sel = np.flatnonzero((t.channel == pop.WA) & _routable(t) & np.isin(t.recipient, bad))
+    t.fail_now(sel, KIND["wa_undeliverable"])
+    inc.channel = "WHATSAPP"
+    inc.trigger = "broadcast to an imported contact list with numbers that are not on WhatsApp"
+    inc.details["affected_recipients"] = _platform_ids(t, bad)
+
+
+def content_too_long(t: Traffic, inc: Incident) -> None:
+    T, rng = inc.trigger_ns, inc.rng
+    ch, n = t.channel, t.n
+    text = (t.content_type == pop.TEXT) & (ch != pop.INTERNAL)
+    for c in pop.EXTERNAL:
+        limit = pop.TEXT_LIMITS[c]
+        lo = 300 if c == pop.IG else 1000
+        within = [t.add_text(pop.long_text(int(v))) for v in rng.integers(lo, limit + 1, 16)]
+        over = [t.add_text(pop.long_text(int(v))) for v in rng.integers(limit + 1, int(limit * 1.8), 16)]
+        mine = text & (ch == c)
+        w = mine & (rng.random(n) < 0.02)
+        t.content_code[w] = rng.choice(within, w.sum())
+        o = mine & (t.created >= T) & (rng.random(n) < 0.04)
+        t.content_code[o] = rng.choice(over, o.sum())
+    # Files: Instagram images over 8 MB and WhatsApp videos over 100 MB after the release.
+    for c, ct in ((pop.IG, pop.IMAGE), (pop.WA, pop.VIDEO)):
+        limit = pop.FILE_LIMITS[c]
+        mine = (ch == c) & (t.content_type == ct)
+        big = mine & (rng.random(n) < 0.05)
+        t.file_size[big] = (limit * rng.uniform(0.4, 0.99, big.sum())).astype(np.int64)
+        over = mine & (t.created >= T) & (rng.random(n) < 0.25)
+        t.file_size[over] = (limit * rng.uniform(1.05, 3.0, over.sum())).astype(np.int64)
+    limits = np.array([pop.TEXT_LIMITS[pop.WA], pop.TEXT_LIMITS[pop.TG], pop.TEXT_LIMITS[pop.IG], 10**9])
+    file_limits = np.array([pop.FILE_LIMITS[pop.WA], pop.FILE_LIMITS[pop.TG], pop.FILE_LIMITS[pop.IG], 10**15])
+    too_long = (t.content_length > limits[ch]) & _routable(t)
+    too_big = (t.content_type != pop.TEXT) & (t.file_size > file_limits[ch]) & _routable(t) & ~too_long
+    text_kind = np.array([KIND["wa_text_too_long"], KIND["tg_text_too_long"], KIND["ig_text_too_long"], -1])
+    file_kind = np.array([KIND["wa_media_too_large"], -1, KIND["ig_image_too_large"], -1])
+    t.fail_now(np.flatnonzero(too_long), text_kind[ch[too_long]])
+    t.fail_now(np.flatnonzero(too_big), file_kind[ch[too_big]])
+    inc.trigger = "client release stopped truncating long texts and large media"
+    inc.details["text_limits"] = {pop.CHANNELS[c]: pop.TEXT_LIMITS[c] for c in pop.EXTERNAL}
+    inc.details["file_limits"] = {pop.CHANNELS[c]: pop.FILE_LIMITS[c] for c in pop.EXTERNAL}
+
+
+def partition_rebalance(t: Traffic, inc: Incident) -> None:
+    T, rng, prof = inc.trigger_ns, inc.rng, t.profile
+    topic, group = prof.kafka.message_events.name, prof.kafka.router_group
+    parts = prof.kafka.message_events.partitions
+    resume = T + int(rng.uniform(150, 300) * NS)
+    moved = np.sort(rng.choice(parts, max(1, parts // 2), replace=False))
+    zombie = np.zeros(t.n, bool)
+    for candidate in (moved, np.arange(parts)):
+        on_moved = np.isin(t.event_partition, candidate) & _routable(t)
+        batch = np.flatnonzero(on_moved & (t.created >= T - 5 * NS) & (t.created < resume))
+        convs, first, counts = np.unique(t.conv[batch], return_index=True, return_counts=True)
+        multi = np.isin(t.conv[batch], convs[counts >= 2])
+        zombie[:] = False
+        zombie[batch[multi]] = True
+        zombie[batch[first[counts >= 2]]] = False
+        if zombie.any():
+            moved = candidate
+            break
+    # The revoked partitions' events wait for the new assignment, then drain FIFO at three
+    # times the arrival rate (at most 50 ms each). The zombie member still delivers later
+    # messages of a conversation it had fetched, while the first one waits: out of order.
+    queue = np.flatnonzero(on_moved & (t.created >= T - 5 * NS) & (t.created < resume + 10 * MINUTE))
+    rate = max(on_moved.sum(), 1) / (t.end_ns - t.start_ns)
+    svc = min(1.0 / (3.0 * rate), 50.0 * MS)
+    arrival = np.maximum(t.routed[queue], resume).astype(np.float64)
+    j = np.arange(len(queue), dtype=np.float64)
+    depart = ((j + 1) * svc + np.maximum.accumulate(arrival - j * svc)).astype(np.int64)
+    shift = depart - t.routed[queue]
+    z = zombie[queue]
+    moving = queue[~z]
+    for arr in (t.routed, t.first_attempt, t.ack, t.delivered, t.read, t.failed):
+        arr[moving] = np.where(arr[moving] == NAT, NAT, arr[moving] + shift[~z])
+    zq = queue[z]
+    t.duplicate_at[zq] = np.where(t.delivered[zq] == NAT, NAT, depart[z] + (t.delivered[zq] - t.routed[zq]))
+    # One conversation lock was left behind by the revoked member, without a TTL.
+    later = np.flatnonzero(on_moved & (t.created >= resume) & (t.created < resume + 10 * MINUTE))
+    if len(later):
+        conv = t.conv[later[0]]
+        stuck = np.flatnonzero((t.conv == conv) & (t.created >= resume) & _routable(t))
+        t.stall(stuck)
+        key = prof.redis.conversation_lock.format(conversation_id=t.conv_ids[conv].decode())
+        holder = f"{prof.services.router}-1:{LISTENER_THREAD}"
+        inc.locks.append({"key": [key], "kind": "conversation_lock", "conversation_id": [t.conv_ids[conv].decode()],
+                          "message_id": [None], "ttl_s": [np.nan], "value": [holder],
+                          "pattern": prof.redis.conversation_lock})
+        inc.logs.append(log_block(
+            t.routed[stuck], prof.services.router, "WARN", "com.chat4all.router.service.ConversationLockService",
+            LISTENER_THREAD,
+            concat("Conversation lock busy, message not processed: messageId=", t.msg_ids[stuck], f", lock={key}, "
+                   f"holder={holder}"), message_id=t.msg_ids[stuck].astype("U").astype(object)))
+        inc.details["stuck_lock"] = key
+    _rebalance_logs(t, inc, T, resume, moved)
+    inc.trigger = f"{prof.services.router} consumer group {group} rebalanced (a new replica joined)"
+    inc.details["rebalance"] = {"start": iso(_ts(T)), "end": iso(_ts(resume)), "topic": topic,
+                                "moved_partitions": [int(p) for p in moved]}
+
+
+def _rebalance_logs(t: Traffic, inc: Incident, T: int, resume: int, moved: np.ndarray) -> None:
+    prof = t.profile
+    topic, group, router = prof.kafka.message_events.name, prof.kafka.router_group, prof.services.router
+    parts = prof.kafka.message_events.partitions
+    coord = "org.apache.kafka.clients.consumer.internals.ConsumerCoordinator"
+    container = "org.springframework.kafka.listener.KafkaMessageListenerContainer"
+    every = ", ".join(f"{topic}-{p}" for p in range(parts))
+    kept = ", ".join(f"{topic}-{p}" for p in range(parts) if p not in set(moved))
+    gone = ", ".join(f"{topic}-{p}" for p in moved)
+    c1, c2 = f"consumer-{group}-1", f"consumer-{group}-2"
+    gen = int(inc.rng.integers(5, 40))
+    member = f"{c2}-{inc.rng.integers(0, 2**32):08x}"
+    lines = [
+        (T, "INFO", coord, f"[Consumer clientId={c1}, groupId={group}] Request joining group due to: group is "
+                           "already rebalancing"),
+        (T + 80 * MS, "INFO", coord, f"[Consumer clientId={c1}, groupId={group}] Revoking previously assigned "
+                                     f"partitions [{every}]"),
+        (T + 120 * MS, "INFO", container, f"{group}: partitions revoked: [{every}]"),
+        (T + 150 * MS, "INFO", coord, f"[Consumer clientId={c1}, groupId={group}] (Re-)joining group"),
+        (T + 4 * NS, "WARN", coord, f"[Consumer clientId={c1}, groupId={group}] Offset commit failed on partition "
+                                    f"{topic}-{moved[0]} at offset {int(t.event_offset[t.event_partition == moved[0]][:1].sum())}: "
+                                    "The coordinator is not aware of this member."),
+        (resume, "INFO", coord, f"[Consumer clientId={c2}, groupId={group}] Successfully joined group with "
+                                f"generation Generation{{generationId={gen}, memberId='{member}', protocol='range'}}"),
+        (resume + 40 * MS, "INFO", coord, f"[Consumer clientId={c1}, groupId={group}] Successfully joined group with "
+                                          f"generation Generation{{generationId={gen}, memberId='{c1}-"
+                                          f"{inc.rng.integers(0, 2**32):08x}', protocol='range'}}"),
+        (resume + 90 * MS, "INFO", coord, f"[Consumer clientId={c1}, groupId={group}] Adding newly assigned "
+                                          f"partitions: {kept}"),
+        (resume + 95 * MS, "INFO", coord, f"[Consumer clientId={c2}, groupId={group}] Adding newly assigned "
+                                          f"partitions: {gone}"),
+        (resume + 130 * MS, "INFO", container, f"{group}: partitions assigned: [{kept}]"),
+        (resume + 135 * MS, "INFO", container, f"{group}: partitions assigned: [{gone}]"),
+    ]
+    ts, level, logger, message = zip(*lines, strict=True)
+    inc.logs.append(log_block(list(ts), router, list(level), list(logger), LISTENER_THREAD, list(message)))
+    inc.logs.append(log_block(
+        T + 5 * NS, router, "ERROR", container, LISTENER_THREAD, "Consumer exception",
+        stack_trace="org.apache.kafka.clients.consumer.CommitFailedException: Offset commit cannot be completed "
+                    "since the consumer is not part of an active group for auto partition assignment; it is likely "
+                    "that the consumer was kicked out of the group.\n\tat org.apache.kafka.clients.consumer.internals."
+                    "ConsumerCoordinator.sendOffsetCommitRequest(ConsumerCoordinator.java:1351)"))
+
+
+def telegram_bot_blocked(t: Traffic, inc: Incident) -> None:
+    T, rng = inc.trigger_ns, inc.rng
+    pool = _pool(t, pop.TG)
+    blocked = rng.choice(pool, int(np.clip(len(pool) * 0.03, 3, 200)), replace=False)
+    since = np.full(len(t.recipients), np.iinfo(np.int64).max, dtype=np.int64)
+    since[blocked] = T + (rng.random(len(blocked)) * 15 * MINUTE).astype(np.int64)
+    since[blocked[0]] = T
+    tg = t.conv_channel == pop.TG
+    again = tg & (rng.random(len(tg)) < 0.12)
+    t.conv_recipient[again] = rng.choice(blocked, again.sum())
+    sel = np.flatnonzero((t.channel == pop.TG) & _routable(t) & (t.first_attempt >= since[t.recipient]))
+    t.fail_now(sel, KIND["tg_bot_blocked"])
+    inc.channel = "TELEGRAM"
+    inc.trigger = "recipients blocked the Telegram bot"
+    inc.details["affected_recipients"] = _platform_ids(t, blocked)
+
+
+def mongo_write_timeouts(t: Traffic, inc: Incident) -> None:
+    T, rng = inc.trigger_ns, inc.rng
+    stop = min(T + int(rng.uniform(8, 15) * MINUTE), t.end_ns)
+    writes = [t.delivered, t.failed] if t.deployed_flow else [t.ack, t.delivered, t.read, t.failed]
+    for arr in writes:  # in the order a message's writes happen
+        hit = (arr != NAT) & (arr >= T) & (arr < stop) & (rng.random(t.n) < 0.35) & (t.lost_from == NAT)
+        t.lost_from[hit] = arr[hit]
+        t.mongo_timeout |= hit
+    t.history_gap = (t.delivered >= T) & (t.delivered < stop) & (t.lost_from == NAT) & (rng.random(t.n) < 0.12)
+    inc.mongo_trouble = (T, stop)
+    sv = t.profile.services
+    monitor = _times(rng, T, stop, 10.0)
+    for service in (sv.message_service, sv.router):
+        inc.logs.append(log_block(
+            monitor + int(rng.integers(0, 900)) * MS, service, "INFO", "org.mongodb.driver.cluster",
+            "cluster-ClusterId{value='6930a1f2c3d4e5f6a7b8c9d0', description='null'}-mongodb:27017",
+            "Exception in monitor thread while connecting to server mongodb:27017",
+            stack_trace="com.mongodb.MongoSocketReadTimeoutException: Timeout while receiving message\n\tat "
+                        "com.mongodb.internal.connection.InternalStreamConnection.translateReadException"
+                        "(InternalStreamConnection.java:760)"))
+    inc.logs.append(log_block(
+        stop, sv.message_service, "INFO", "org.mongodb.driver.cluster",
+        "cluster-ClusterId{value='6930a1f2c3d4e5f6a7b8c9d0', description='null'}-mongodb:27017",
+        "Monitor thread successfully connected to server with description ServerDescription{address=mongodb:27017, "
+        "type=REPLICA_SET_PRIMARY, state=CONNECTED, ok=true}"))
+    inc.trigger = "MongoDB primary stalled: writes time out"
+    inc.details["trouble_window"] = [iso(_ts(T)), iso(_ts(stop))]
+
+
+def missing_topic(t: Traffic, inc: Incident) -> None:
+    T, rng, prof = inc.trigger_ns, inc.rng, t.profile
+    if prof.kafka.status_updates is not None:
+        # Deployed flow: the router's status publish fails for every channel; the platforms
+        # did deliver, but MongoDB never hears of it.
+        topic = prof.kafka.status_updates.name
+        final = np.where(t.delivered != NAT, t.delivered, t.failed)
+        sel = np.flatnonzero((final != NAT) & (final >= T))
+        t.publish_failed[sel] = True
+        t.publish_at[sel] = final[sel] - 2 * MS
+        t.lost_from[sel] = np.where(t.delivered[sel] != NAT, t.delivered[sel], t.failed[sel])
+    else:
+        # Runbook flow: one channel's outbound topic is gone; that channel's messages stay PENDING.
+        channels = [c for c in pop.EXTERNAL if prof.kafka.outbound_for(pop.CHANNELS[c])]
+        c = int(rng.choice(channels))
+        topic = prof.kafka.outbound_for(pop.CHANNELS[c]).name
+        sel = np.flatnonzero((t.channel == c) & _routable(t) & (t.routed >= T))
+        t.stall(sel)
+        t.publish_failed[sel] = True
+        t.publish_at[sel] = t.routed[sel] + 2 * MS
+        inc.channel = pop.CHANNELS[c]
+    inc.missing_topics[topic] = T
+    inc.details["missing_topics"] = [topic]
+    warn = _times(rng, T, t.end_ns, 7.0)
+    inc.logs.append(log_block(
+        warn, prof.services.router, "WARN", "org.apache.kafka.clients.NetworkClient",
+        "kafka-producer-network-thread | producer-1",
+        concat("[Producer clientId=producer-1] Error while fetching metadata with correlation id ",
+               int_text(1000 + np.arange(len(warn)) * 3), f" : {{{topic}=UNKNOWN_TOPIC_OR_PARTITION}}")))
+    inc.trigger = f"topic {topic} deleted (auto-creation disabled)"
+
+
+def whatsapp_outage(t: Traffic, inc: Incident) -> None:
+    T, rng = inc.trigger_ns, inc.rng
+    starts = np.array([T, T + int(rng.uniform(8, 14) * MINUTE), T + int(rng.uniform(20, 28) * MINUTE)])
+    stops = np.minimum(starts + (rng.uniform(2, 6, 3) * MINUTE).astype(np.int64), t.end_ns)
+    starts, stops = starts[starts < t.end_ns], stops[starts < t.end_ns]
+
+    def p_fail(times):
+        inside = np.zeros(times.shape, bool)
+        for a, b in zip(starts, stops, strict=True):
+            inside |= (times >= a) & (times < b)
+        return np.where(inside, 0.8, 0.0)
+
+    sel = np.flatnonzero((t.channel == pop.WA) & _routable(t) & _untouched(t) & (t.first_attempt >= T - 30 * NS)
+                         & (t.first_attempt < stops.max()))
+    gateway = rng.random(len(sel)) < 0.25
+    t.retry(sel[~gateway], KIND["wa_service_unavailable"], p_fail)
+    t.retry(sel[gateway], KIND["wa_bad_gateway"], p_fail)
+    inc.channel = "WHATSAPP"
+    inc.trigger = "WhatsApp Cloud API outage (131016 service unavailable, HTTP 503/502)"
+    inc.details["outage_bursts"] = [[iso(_ts(a)), iso(_ts(b))] for a, b in zip(starts, stops, strict=True)]
+
+
+def _ts(ns: int):
+    import pandas as pd
+
+    return pd.Timestamp(int(ns), unit="ns", tz="UTC")
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("baseline", "healthy",
+             "Normal traffic: ~99.5% DELIVERED/READ, a handful of sporadic failures of mixed kinds, "
+             "delivery P95 ~1-2 s, consumer lag < 100.", baseline, has_trigger=False),
+    Scenario("router-outage", "router_down",
+             "The router stops consuming: new messages stay PENDING, no SENT/DELIVERED after the trigger, the "
+             "router group's lag on the message events topic grows into the thousands, router logs end with "
+             "'Failed to consume from Kafka: Connection refused' and then stop.", router_outage),
+    Scenario("whatsapp-rate-limit", "platform_rate_limit",
+             "A WhatsApp broadcast hits the Cloud API throughput limit: code 130429 / HTTP 429 with "
+             "X-RateLimit/Retry-After in the connector logs, retries, FAILED WhatsApp messages in the DLQ; "
+             "other channels fine.", whatsapp_rate_limit, surge=rate_limit_surge),
+    Scenario("token-expired", "credential_expiry",
+             "One connector's access token expires: OAuthException code 190 / HTTP 401 on every call from "
+             "the trigger on; every message of that channel fails.", token_expired),
+    Scenario("recipient-not-on-whatsapp", "invalid_recipient",
+             "A broadcast to an imported list: code 131026 (message undeliverable) concentrated on a set of "
+             "recipients, many with malformed E.164 numbers or unverified identities.", recipient_not_on_whatsapp),
+    Scenario("content-too-long", "content_over_limit",
+             "A client release stops truncating: texts over the platform limits (Instagram 1000, WhatsApp/"
+             "Telegram 4096 characters) and media over the file limits fail; failure follows content_length.",
+             content_too_long),
+    Scenario("partition-rebalance", "partition_rebalance",
+             "The router group rebalances: partitions revoked and reassigned, lag spikes then drains, later "
+             "messages of a conversation delivered before earlier ones, some delivered twice, a conversation "
+             "lock left without TTL.", partition_rebalance),
+    Scenario("telegram-bot-blocked", "bot_blocked",
+             "Some Telegram users blocked the bot: 403 'Forbidden: bot was blocked by the user' for those "
+             "recipients only; other Telegram messages succeed (not a credential problem).", telegram_bot_blocked),
+    Scenario("mongo-write-timeouts", "mongodb_write_failure",
+             "MongoDB writes time out for a while: 'MongoDB write failed: timeout' / MongoTimeoutException, "
+             "status updates lost (messages stuck in SENT/PENDING), history rows missing, slow and failed "
+             "MongoDB spans.", mongo_write_timeouts),
+    Scenario("missing-topic", "missing_topic",
+             "A topic the router publishes to does not exist (an outbound topic in the runbook layout, "
+             "status-updates in the deployed one): UNKNOWN_TOPIC_OR_PARTITION and 'not present in metadata "
+             "after 60000 ms' in the router logs, messages stuck PENDING.", missing_topic),
+    Scenario("whatsapp-outage", "platform_outage",
+             "WhatsApp Cloud API outage bursts: code 131016 / HTTP 503 and 502, retried; connector 5xx rate "
+             "high, FAILED messages and DLQ growth during the bursts.", whatsapp_outage),
+)}
+
+
+def scenario_names() -> list[str]:
+    """Names of the registered scenarios, in registry order."""
+    return list(SCENARIOS)
