@@ -265,6 +265,38 @@ LOCKS = _evidence(
     time_column="sampled_at",
 )
 
+TOPICS = _evidence(
+    "topics",
+    "Kafka topic inventory: the profile's expected topics, present or missing, with partitions and retention.",
+    [
+        _c("sampled_at", UTC_TS, "when the inventory was taken", "UTC", nullable=False),
+        _c("topic", STR, "topic name", nullable=False),
+        _c("role", STR, "message_events, outbound, status_updates, dlq, or unexpected"),
+        _c("channel", STR, "channel the topic serves, if any"),
+        _c("present", BOOL, "topic exists on the cluster", nullable=False),
+        _c("expected_partitions", INT, "partitions the profile expects"),
+        _c("partitions", INT, "partitions on the cluster"),
+        _c("partitions_match", BOOL, "partitions == expected_partitions"),
+        _c("retention_ms", INT, "retention.ms (-1 = unlimited)", "milliseconds"),
+        _c("cleanup_policy", STR, "cleanup.policy"),
+    ],
+    key=("sampled_at", "topic"),
+    time_column="sampled_at",
+)
+
+METRICS = _evidence(
+    "metrics",
+    "Time series samples (Prometheus range queries, actuator snapshots, simulator).",
+    [
+        _c("metric", STR, "metric name, e.g. messages_routed_failure_total", nullable=False),
+        _c("labels", STR, "series labels as a JSON object (sorted keys), without __name__"),
+        _c("timestamp", UTC_TS, "sample time", "UTC", nullable=False),
+        _c("value", FLOAT, "sample value (unit per metric; seconds for *_seconds)"),
+    ],
+    key=("metric", "labels", "timestamp"),
+    time_column="timestamp",
+)
+
 FINDINGS = _derived(
     "findings",
     "What a detector saw: one row per finding, with references to its evidence rows.",
@@ -334,6 +366,8 @@ TABLES: dict[str, Table] = {
         CONSUMER_LAG,
         IDENTITIES,
         LOCKS,
+        TOPICS,
+        METRICS,
         FINDINGS,
         HYPOTHESES,
         TIMELINE,
