@@ -229,7 +229,7 @@ def error_groups(groups: pd.DataFrame, label: str = "group", count: str = "count
     for name, rows in frame.groupby("color", sort=False):
         fig.add_trace(go.Bar(y=rows["label"], x=rows["value"], orientation="h", name=str(name),
                              hovertemplate="%{y}: %{x:,.0f}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=labels)
+    fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=labels, automargin=True)
     fig.update_layout(barmode="stack", showlegend=bool(color))
     return _layout(fig, title, height=max(260, 60 + 26 * len(labels)))
 

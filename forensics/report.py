@@ -332,12 +332,16 @@ class RcaReport:
         return self.frame(f[cols].reset_index(drop=True))
 
     def timeline_highlights(self, limit: int) -> pd.DataFrame:
-        """The ``limit`` most severe timeline events (earliest first within a severity), in time order."""
+        """The ``limit`` most severe timeline events (earliest first within a severity), in time
+        order, each with the evidence row it comes from (source/object: reference)."""
         t = self.analysis.timeline
-        cols = ["timestamp", "lane", "severity", "kind", "summary", "source", "source_object", "source_ref"]
         if len(t) > limit:
             t = t.assign(_rank=t["severity"].map(SEVERITY_RANK)).sort_values(["_rank", "timestamp"]).head(limit)
-        return self.frame(t.sort_values("timestamp")[cols].reset_index(drop=True))
+        t = t.sort_values("timestamp")
+        where = (t["source"].fillna("?") + "/" + t["source_object"].fillna("?") + ": " + t["source_ref"].fillna("?"))
+        view = pd.DataFrame({"timestamp": t["timestamp"], "lane": t["lane"], "severity": t["severity"],
+                             "summary": t["summary"], "evidence": where})
+        return self.frame(view.reset_index(drop=True))
 
     def timeline(self) -> pd.DataFrame:
         """The whole timeline, redacted (for the swimlane figure, which aggregates it)."""
@@ -397,17 +401,20 @@ class RcaReport:
         return self.text(f"{_fmt_time(first['timestamp'])}: {first['summary']} ({first['lane']})")
 
     def detection(self) -> str:
-        """When the first finding fired against when the cause started (detection delay)."""
-        f = self.analysis.findings
-        top = self.top
+        """How many findings, the first of them, and when the evidence for the top cause starts."""
+        f = self.analysis.findings.dropna(subset=["first_seen"]).sort_values("first_seen")
         if f.empty:
             return "No detector fired."
-        first = f["first_seen"].min()
-        text = f"The first detector fired at {_fmt_time(first)}"
-        if top and top.get("first_seen") is not None and not pd.isna(top.get("first_seen")):
-            delay = (first - pd.Timestamp(top["first_seen"])).total_seconds()
-            text += f", {abs(delay):.0f} s {'after' if delay >= 0 else 'before'} the cause first showed"
-        return text + f"; {len(f)} findings in total."
+        alarming = f[f["severity"].ne("info")]
+        first = (alarming if len(alarming) else f).iloc[0]
+        text = (f"{len(f)} findings, {len(alarming)} of them warning or critical; the first of those at "
+                f"{_fmt_time(first['first_seen'])}: {first['title']}." if len(alarming) else
+                f"{len(f)} findings, all informational; the first at {_fmt_time(first['first_seen'])}: "
+                f"{first['title']}.")
+        top = self.top
+        if top and top.get("first_seen") is not None and not pd.isna(top["first_seen"]):
+            text += f" The evidence for the most likely cause starts at {_fmt_time(top['first_seen'])}."
+        return self.text(text)
 
     def action_items(self) -> list[str]:
         top, items = self.top, []
@@ -487,17 +494,18 @@ def html_table(df: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS, caption: str = 
     from IPython.display import HTML
 
     shown = df.head(max_rows).copy()
-    for c in shown.columns:
-        if isinstance(shown[c].dtype, pd.DatetimeTZDtype):
-            shown[c] = shown[c].dt.strftime("%Y-%m-%d %H:%M:%S")
     if shown.empty:
         return HTML(f'<p class="report-note">{html.escape(caption or "none")}</p>' if caption else
                     '<p class="report-note">none</p>')
+    times = [c for c in shown.columns if isinstance(shown[c].dtype, pd.DatetimeTZDtype)]
+    for c in times:
+        shown[c] = shown[c].dt.strftime("%Y-%m-%d %H:%M:%S")
     styler = shown.style.format(escape="html", na_rep="—", precision=2, thousands=",").hide(axis="index")
+    classes = pd.DataFrame("", index=shown.index, columns=shown.columns)
+    classes[times] = "ts"
     if "severity" in shown.columns:
-        classes = pd.DataFrame("", index=shown.index, columns=shown.columns)
         classes["severity"] = "sev-" + shown["severity"].astype(str)
-        styler = styler.set_td_classes(classes)
+    styler = styler.set_td_classes(classes)
     note = f"{caption} " if caption else ""
     if len(df) > max_rows:
         note += f"(showing {max_rows:,} of {len(df):,} rows)"
