@@ -28,15 +28,27 @@ class Progress:
         self.quiet = quiet
         self.t0 = time.monotonic()
 
-    def __call__(self, message: str) -> None:
+    def __call__(self, message: str, fraction: float | None = None) -> None:
         if not self.quiet:
-            print(f"[{time.monotonic() - self.t0:6.1f}s] {message}", file=sys.stderr, flush=True)
+            done = f" ({fraction:.0%})" if fraction is not None else ""
+            print(f"[{time.monotonic() - self.t0:6.1f}s] {message}{done}", file=sys.stderr, flush=True)
 
 
 def _window(args) -> object:
     from forensics.timeutil import Window
 
     return Window.parse(args.since, args.until)
+
+
+def _check_scenario_and_profile(scenario: str, profile: str) -> None:
+    """Refuse bad names before any work starts, so the error is the only line printed."""
+    from forensics.errors import ScenarioError
+    from forensics.profiles import load_profile
+    from forensics.simulate import scenario_names
+
+    if scenario not in scenario_names():
+        raise ScenarioError(f"unknown scenario {scenario!r}; known: {', '.join(scenario_names())}")
+    load_profile(profile)
 
 
 def cmd_scenarios(args) -> int:
@@ -55,6 +67,7 @@ def cmd_simulate(args) -> int:
     from forensics.simulate import simulate
     from forensics.timeutil import parse_time
 
+    _check_scenario_and_profile(args.scenario, args.profile)
     progress = Progress(args.quiet)
     end = parse_time(args.end) if args.end else None
     progress(f"simulating {args.scenario} with {args.messages:,} messages (seed {args.seed})")
@@ -244,6 +257,7 @@ def cmd_demo(args) -> int:
     from forensics.report import build_report
     from forensics.simulate import simulate
 
+    _check_scenario_and_profile(args.scenario, args.profile)
     progress = Progress(args.quiet)
     out = Path(args.out)
     bundle = out / "bundle"
