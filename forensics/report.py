@@ -60,7 +60,7 @@ MAX_TABLE_ROWS = 200
 MAX_TIMELINE_ROWS = 60
 """Timeline events listed in the report tables (the most severe first; the figure shows all)."""
 
-# What an absent evidence table leaves unknown, in the reader's words.
+# What an absent evidence table leaves unknown, in the reader's words, and where it comes from.
 UNKNOWN_WITHOUT = {
     "messages": "message statuses: how many messages failed or are stuck, and since when",
     "status_events": "status history: when each message moved (PENDING, SENT, DELIVERED, FAILED) "
@@ -71,10 +71,12 @@ UNKNOWN_WITHOUT = {
     "log_events": "service logs: connector errors, HTTP statuses and platform rate-limit headers",
     "identities": "recipient identities: whether recipients exist and are verified on their platform",
     "locks": "Redis locks and keys: stuck conversation locks and duplicate-processing guards",
+    "topics": "topic inventory: whether the Kafka topics the platform needs exist (runbook R1.2)",
+    "metrics": "metrics: the platform's own counters and latencies over time",
 }
 TABLE_SOURCE = {"messages": "mongodb", "status_events": "mongodb", "dlq_records": "kafka",
                 "consumer_lag": "kafka", "spans": "jaeger", "log_events": "logs", "identities": "postgres",
-                "locks": "redis"}
+                "locks": "redis", "topics": "kafka", "metrics": "prometheus"}
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 IMPACT_LABELS = {
     "messages_total": "Messages in the window",
@@ -357,24 +359,34 @@ class RcaReport:
         return self.frame(view.reset_index(drop=True))
 
     def sources(self) -> pd.DataFrame:
-        """Which sources were read, how, with what result; which tables and how many rows."""
+        """Per evidence table: where it comes from, whether it was collected, how many rows, and
+        what stays unknown without it."""
+        from forensics import schema
+
         counts = self.evidence.row_counts()
-        rows = []
-        for table, source in TABLE_SOURCE.items():
-            present = table in counts
-            rows.append({"table": table, "source": source, "rows": counts.get(table),
-                         "status": "collected" if present else "missing",
-                         "unknown without it": "" if present else UNKNOWN_WITHOUT[table]})
-        return pd.DataFrame(rows).astype({"rows": "Int64"})
+        rows = [{"table": table, "source": TABLE_SOURCE.get(table, "?"), "rows": counts.get(table),
+                 "status": "collected" if table in counts else "missing",
+                 "unknown without it": "" if table in counts else UNKNOWN_WITHOUT.get(table, "its evidence")}
+                for table in schema.EVIDENCE_TABLES]
+        return self.frame(pd.DataFrame(rows).astype({"rows": "Int64"}))
+
+    def source_runs(self) -> pd.DataFrame:
+        """Per source asked: its status and, when it failed or was skipped, why."""
+        rows = [{"source": name, "status": str(info.get("status", "ok")),
+                 "note": str(info.get("error") or info.get("kind") or "")}
+                for name, info in sorted(self.evidence.sources.items()) if isinstance(info, dict)]
+        rows += [{"source": name, "status": "missing", "note": str(why)}
+                 for name, why in sorted(self.evidence.missing.items()) if name not in self.evidence.sources]
+        return self.frame(pd.DataFrame(rows, columns=["source", "status", "note"]))
 
     def gaps(self) -> list[str]:
         """Data gaps as sentences: missing sources (with the reason) and what stays unknown."""
-        out = []
-        for source, why in sorted(self.evidence.missing.items()):
-            out.append(f"Source {source} was not read: {why}.")
-        for table in TABLE_SOURCE:
-            if not self.evidence.has(table):
-                out.append(f"Without {table} ({TABLE_SOURCE[table]}) the report cannot tell {UNKNOWN_WITHOUT[table]}.")
+        from forensics import schema
+
+        out = [f"Source {source} was not read: {why}." for source, why in sorted(self.evidence.missing.items())]
+        out += [f"Without {table} ({TABLE_SOURCE.get(table, '?')}) the report cannot tell "
+                f"{UNKNOWN_WITHOUT.get(table, 'what it holds')}."
+                for table in schema.EVIDENCE_TABLES if not self.evidence.has(table)]
         return [self.text(s) for s in out]
 
     def scenario_truth(self) -> dict | None:
@@ -423,7 +435,7 @@ class RcaReport:
             items.append(f"{str(top['recommended_action']).rstrip('.')}{step}.")
         for h in self.hypothesis_dicts()[1:3]:
             items.append(f"Rule out {h['title']} (confidence {_number(h['confidence']) or 0:.0%}).")
-        if self.evidence.missing or any(not self.evidence.has(t) for t in TABLE_SOURCE):
+        if self.gaps():
             items.append("Collect the missing evidence sources listed under data gaps and rebuild this report.")
         if self.sla_breach():
             items.append("Notify affected customers of the SLA breach and share this report's summary.")
@@ -478,6 +490,7 @@ class RcaReport:
             "error_groups": _records(self.error_groups().head(MAX_TABLE_ROWS)),
             "catalog_conflicts": self.catalog_conflicts(),
             "sources": _records(self.sources()),
+            "source_runs": _records(self.source_runs()),
             "gaps": self.gaps(),
             "action_items": self.action_items(),
             "lessons": self.lessons(),
