@@ -30,7 +30,10 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import functools
+import itertools
 import json
+import operator
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -54,22 +57,23 @@ NAT_NS = np.iinfo("int64").min
 MESSAGE_ID_TAGS = ("message_id", "messageId", "message.id", "chat4all.message_id", "app.message_id")
 """Span attributes that carry a Chat4All message id (messaging.message.id is Kafka's own id, not ours)."""
 
-# Known tags -> a small code; everything else goes to the JSON ``tags`` map. Route fallbacks
-# (url.path, http.target, http.url) stay in the map too: they carry more than the route.
-_KIND, _ERROR, _OTEL_STATUS, _STATUS_DESC, _METHOD, _HTTP_STATUS, _ROUTE, _MESSAGE_ID = range(8)
-_ROUTE_FALLBACK = {"url.path": 1, "http.target": 2, "url.full": 3, "http.url": 3}
-_TAG_CODE = {
-    "span.kind": _KIND,
-    "error": _ERROR,
-    "otel.status_code": _OTEL_STATUS,
-    "otel.status_description": _STATUS_DESC,
-    "http.method": _METHOD,
-    "http.request.method": _METHOD,
-    "http.status_code": _HTTP_STATUS,
-    "http.response.status_code": _HTTP_STATUS,
-    "http.route": _ROUTE,
-    **dict.fromkeys(MESSAGE_ID_TAGS, _MESSAGE_ID),
+# Known tags -> the column they fill; everything else goes to the JSON ``tags`` map.
+# Route fallbacks (url.path, http.target, http.url) also stay in the map: they carry more
+# than the route. Several keys may feed one column (http.method / http.request.method).
+_TAG_COLUMN = {
+    "span.kind": "kind",
+    "error": "error",
+    "otel.status_code": "error",
+    "otel.status_description": "status_message",
+    "http.method": "http_method",
+    "http.request.method": "http_method",
+    "http.status_code": "http_status_code",
+    "http.response.status_code": "http_status_code",
+    "http.route": "http_route",
+    **dict.fromkeys(MESSAGE_ID_TAGS, "message_id"),
 }
+_ROUTE_FALLBACKS = ("http.url", "url.full", "http.target", "url.path")
+"""Fill http_route when http.route is absent; later ones win (url.path is the closest to a route)."""
 _OTLP_KIND = {0: None, 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 _OTLP_KIND_NAMES = {f"SPAN_KIND_{v.upper()}": v for v in _OTLP_KIND.values() if v} | {"SPAN_KIND_UNSPECIFIED": None}
 _EXCEPTION_KEYS = ("exception.message", "error.message", "message", "error.object")
@@ -85,128 +89,194 @@ class TraceFileError(ForensicsError):
 # ---------------------------------------------------------------------------------------------
 # parsing
 # ---------------------------------------------------------------------------------------------
+#
+# One pass over the spans appends a row tuple per span (fields that need no tag) and the
+# span's tags, as {"key", "value"} dicts, to one flat list. Everything after that pass is
+# vectorised: tags become columns or JSON text with numpy/pyarrow, ids are normalised
+# with pyarrow kernels, times are int64 nanoseconds until the end.
 
-class _SpanColumns:
-    """Column lists filled in one pass over the spans; turned into one DataFrame at the end."""
+class _Block:
+    """Spans of one document part, column-wise, before ids, tags and times are finished.
 
-    NAMES = ("trace_id", "span_id", "parent_span_id", "service", "operation", "kind", "start_ns",
-             "duration_ns", "error", "status_message", "http_method", "http_route", "http_status_code",
-             "message_id", "tags", "logs", "warnings", "source_ref")
+    String columns are pyarrow arrays, the others numpy arrays (times int64 ns, NaT as
+    :data:`NAT_NS`); tags stay flat: ``tag_keys[j]``/``tag_values[j]`` belong to span ``tag_span[j]``.
+    """
 
-    def __init__(self) -> None:
-        for name in self.NAMES:
-            setattr(self, name, [])
+    STRINGS = ("trace_id", "span_id", "parent_span_id", "service", "operation", "kind", "status_message",
+               "exception", "logs", "warnings")
+
+    def __init__(self, columns: dict[str, Any], tag_keys: pa.Array, tag_values: np.ndarray, tag_span: np.ndarray,
+                 paths: list[tuple[str, int]]) -> None:
+        self.columns, self.paths = columns, paths
+        self.tag_keys, self.tag_values, self.tag_span = tag_keys, tag_values, tag_span
 
     def __len__(self) -> int:
-        return len(self.span_id)
+        return len(self.columns["start"])
+
+
+class _Parsed:
+    """Blocks collected from a document (one per v1 envelope or trace, one per OTLP document)."""
+
+    def __init__(self) -> None:
+        self.blocks: list[_Block] = []
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_text(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def _iso_us(ns: int) -> str:
     """Log/event time as ISO text at microseconds (v1's precision, so both APIs give the same text)."""
-    return datetime.fromtimestamp(ns // 1_000_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
-        f"{ns % 1_000_000_000 // 1000:06d}Z"
+    return f"{_second_text(ns // 1_000_000_000)}{ns % 1_000_000_000 // 1000:06d}Z"
+
+
+def _exception(entry: Mapping) -> str | None:
+    return next((str(entry[k]) for k in _EXCEPTION_KEYS if entry.get(k) not in (None, "")), None)
 
 
 def _v1_logs(logs: list) -> tuple[str, str | None]:
     """v1 span logs as a JSON array of {timestamp, field: value...}; plus an exception message found."""
     out, exc = [], None
     for log in logs:
+        log = log or {}
         entry: dict[str, Any] = {"timestamp": _iso_us(int(log.get("timestamp") or 0) * 1000)}
         for f in log.get("fields") or ():
             entry[f.get("key")] = f.get("value")
-        if exc is None:
-            exc = next((str(entry[k]) for k in _EXCEPTION_KEYS if entry.get(k) not in (None, "")), None)
+        exc = exc or _exception(entry)
         out.append(entry)
     return _dumps(out), exc
 
 
-def _add_v1_trace(cols: _SpanColumns, trace: Mapping, where: str, spans_key: str = "spans") -> None:
-    """Append the spans of one v1 trace object (``{"traceID", "spans", "processes"}``).
+_V1_SPAN = pa.struct([
+    ("traceID", pa.string()), ("spanID", pa.string()), ("operationName", pa.string()),
+    ("references", pa.list_(pa.struct([("refType", pa.string()), ("spanID", pa.string())]))),
+    ("startTime", pa.int64()), ("duration", pa.int64()),
+    ("tags", pa.list_(pa.struct([("key", pa.string())]))),
+    ("logs", pa.list_(pa.struct([("timestamp", pa.int64())]))),
+    ("processID", pa.string()), ("process", pa.struct([("serviceName", pa.string())])),
+    ("warnings", pa.list_(pa.string())),
+])
+"""What is read of a v1 span in C++ (pyarrow converts the dicts); tag values, whose types
+vary, and log fields are read in Python."""
 
-    ``where`` prefixes each span's JSON path (``data[0].``); ``spans_key`` names the list in
-    it ("" for a bare array of spans)."""
-    processes = trace.get("processes") or {}
-    services = {pid: (p or {}).get("serviceName") for pid, p in processes.items()}
-    trace_warnings = trace.get("warnings")
-    a_trace, a_span, a_parent = cols.trace_id.append, cols.span_id.append, cols.parent_span_id.append
-    a_service, a_op, a_kind = cols.service.append, cols.operation.append, cols.kind.append
-    a_start, a_dur, a_err, a_msg = cols.start_ns.append, cols.duration_ns.append, cols.error.append, cols.status_message.append
-    a_method, a_route, a_status = cols.http_method.append, cols.http_route.append, cols.http_status_code.append
-    a_mid, a_tags, a_logs, a_warn, a_ref = (cols.message_id.append, cols.tags.append, cols.logs.append,
-                                            cols.warnings.append, cols.source_ref.append)
-    tag_code, fallback_rank = _TAG_CODE.get, _ROUTE_FALLBACK.get
-    for i, sp in enumerate(trace.get("spans") or ()):
-        parent = None
-        follows = None
-        for ref in sp.get("references") or ():
-            rtype = ref.get("refType")
-            if rtype == "CHILD_OF" or rtype == "child_of":
-                if parent is None:
-                    parent = ref.get("spanID")
-            elif follows is None:
-                follows = [ref.get("spanID")]
-            else:
-                follows.append(ref.get("spanID"))
-        rest: dict[str, Any] = {}
-        kind = error = message = method = status = mid = route = None
-        fallback, fallback_at = None, 9
-        for t in sp.get("tags") or ():
-            key = t.get("key")
-            value = t.get("value")
-            code = tag_code(key)
-            if code is None:
-                rest[key] = value
-                rank = fallback_rank(key)
-                if rank is not None and rank < fallback_at:
-                    fallback, fallback_at = value, rank
-            elif code == _KIND:
-                kind = value
-            elif code == _ERROR:
-                error = error or value is True or value == "true"
-            elif code == _OTEL_STATUS:
-                error = error or value == "ERROR"
-            elif code == _STATUS_DESC:
-                message = value
-            elif code == _METHOD:
-                method = value
-            elif code == _HTTP_STATUS:
-                status = value
-            elif code == _ROUTE:
-                route = value
-            else:
-                mid = str(value)
-        if follows:
-            rest["follows_from"] = follows
-        logs = sp.get("logs")
-        if logs:
-            logs_json, exc = _v1_logs(logs)
-            if message is None and error:
-                message = exc
-        else:
-            logs_json = None
-        warnings = sp.get("warnings")
-        if trace_warnings and not warnings:
-            warnings = trace_warnings
-        process = sp.get("process")
-        a_trace(sp.get("traceID") or trace.get("traceID"))
-        a_span(sp.get("spanID"))
-        a_parent(parent)
-        a_service(process.get("serviceName") if process else services.get(sp.get("processID")))
-        a_op(sp.get("operationName"))
-        a_kind(kind)
-        start = sp.get("startTime")
-        a_start(NAT_NS if start is None else int(start) * 1000)
-        a_dur(int(sp.get("duration") or 0) * 1000)
-        a_err(bool(error))
-        a_msg(message)
-        a_method(method)
-        a_route(route if route is not None else fallback)
-        a_status(status)
-        a_mid(mid)
-        a_tags(_dumps(rest) if rest else None)
-        a_logs(logs_json)
-        a_warn("; ".join(map(str, warnings)) if warnings else None)
-        a_ref(f"{where}{spans_key}[{i}]")
+
+_TAGS, _VALUE = operator.itemgetter("tags"), operator.itemgetter("value")
+
+
+def _v1_sanitised(sp: Any) -> dict | None:
+    """A v1 span of odd types (times as strings, numeric ids, ...) in the types of :data:`_V1_SPAN`."""
+    if not isinstance(sp, Mapping):
+        return None
+
+    def text(v: Any) -> str | None:
+        return None if v is None else str(v)
+
+    def integer(v: Any) -> int | None:
+        try:
+            return None if v in (None, "") else int(float(v)) if not isinstance(v, int) else v
+        except (TypeError, ValueError):
+            return None
+
+    def dicts(v: Any) -> list:
+        return [d for d in v if isinstance(d, Mapping)] if isinstance(v, list) else []
+
+    process = sp.get("process")
+    return {
+        "traceID": text(sp.get("traceID")), "spanID": text(sp.get("spanID")),
+        "operationName": text(sp.get("operationName")),
+        "references": [{"refType": text(r.get("refType")), "spanID": text(r.get("spanID"))}
+                       for r in dicts(sp.get("references"))],
+        "startTime": integer(sp.get("startTime")), "duration": integer(sp.get("duration")),
+        "tags": [{"key": text(t.get("key")), "value": t.get("value")} for t in dicts(sp.get("tags"))],
+        "logs": [{"timestamp": integer(lg.get("timestamp")), "fields": lg.get("fields")} for lg in dicts(sp.get("logs"))],
+        "processID": text(sp.get("processID")),
+        "process": {"serviceName": text(process.get("serviceName"))} if isinstance(process, Mapping) else None,
+        "warnings": [str(w) for w in sp.get("warnings") or () if w is not None]
+        if isinstance(sp.get("warnings"), list) else None,
+    }
+
+
+def _v1_block(traces: list[Mapping], prefixes: list[str]) -> _Block:
+    """v1 trace objects (``{"traceID", "spans", "processes"}``) -> one block, vectorised.
+
+    ``prefixes[i]`` is the JSON path of trace i's span list, for ``source_ref``.
+    """
+    spans: list = []
+    counts = []
+    for trace in traces:
+        s = trace.get("spans") or []
+        spans.extend(s)
+        counts.append(len(s))
+    try:
+        arr = pa.array(spans, type=_V1_SPAN)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        spans = [_v1_sanitised(sp) for sp in spans]
+        arr = pa.array(spans, type=_V1_SPAN)
+    n = len(arr)
+    f = dict(zip(_V1_SPAN.names, arr.flatten(), strict=True))
+    trace_of = np.repeat(np.arange(len(traces)), counts)
+    trace_ids = pa.array([None if t.get("traceID") is None else str(t.get("traceID")) for t in traces], pa.string())
+    # service: an embedded process, else the trace's processes[processID] (ids are per trace)
+    proc_keys, proc_names = [], []
+    for t, trace in enumerate(traces):
+        for pid, p in (trace.get("processes") or {}).items():
+            proc_keys.append(f"{t}/{pid}")
+            proc_names.append((p or {}).get("serviceName") if isinstance(p, Mapping) else None)
+    span_proc = pc.binary_join_element_wise(pc.cast(pa.array(trace_of, pa.int64()), pa.string()),
+                                            f["processID"], "/")
+    service = pc.take(pa.array(proc_names, pa.string()), pc.index_in(span_proc, pa.array(proc_keys, pa.string())))
+    service = pc.coalesce(f["process"].flatten()[0], service)
+    # parent: the first CHILD_OF reference; FOLLOWS_FROM references become a follows_from tag
+    refs = f["references"]
+    ref_owner = pc.list_parent_indices(refs).to_numpy()
+    ref_type, ref_span = refs.flatten().flatten()
+    is_child = pc.fill_null(pc.is_in(ref_type, pa.array(["CHILD_OF", "child_of"])), False).to_numpy(
+        zero_copy_only=False)
+    child = np.flatnonzero(is_child)
+    owners, first = np.unique(ref_owner[child], return_index=True)
+    pick = np.full(n, -1, dtype="int64")
+    pick[owners] = child[first]
+    parent = pc.take(ref_span, pa.array(pick, mask=pick < 0))
+    # tags: keys from C++, values (any JSON type) from the dicts
+    tag_span = pc.list_parent_indices(f["tags"]).to_numpy()
+    tag_keys = f["tags"].flatten().flatten()[0]
+    try:
+        tag_values = np.fromiter(map(_VALUE, itertools.chain.from_iterable(map(_TAGS, spans))), dtype=object,
+                                 count=len(tag_span))
+    except (KeyError, TypeError, ValueError):  # spans without tags, tags without values
+        tag_values = np.fromiter(
+            (t.get("value") if isinstance(t, Mapping) else None
+             for t in itertools.chain.from_iterable(sp.get("tags") or () if sp else () for sp in spans)),
+            dtype=object, count=len(tag_span))
+    follows = np.flatnonzero(~is_child)
+    if len(follows):
+        links: dict[int, list] = defaultdict(list)
+        for owner, span_id in zip(ref_owner[follows], pc.take(ref_span, pa.array(follows)).to_pylist(), strict=True):
+            links[int(owner)].append(span_id)
+        tag_keys = pa.concat_arrays([tag_keys, pa.array(["follows_from"] * len(links), pa.string())])
+        tag_values = np.concatenate([tag_values, np.fromiter(links.values(), dtype=object, count=len(links))])
+        tag_span = np.concatenate([tag_span, np.fromiter(links, dtype="int64", count=len(links))])
+    # logs and warnings: few spans have them; read those in Python
+    logs = np.full(n, None, dtype=object)
+    exception = np.full(n, None, dtype=object)
+    for i in np.flatnonzero(pc.fill_null(pc.list_value_length(f["logs"]), 0).to_numpy() > 0):
+        logs[i], exception[i] = _v1_logs(spans[i].get("logs"))
+    warnings = pc.binary_join(f["warnings"], "; ")
+    trace_warnings = [("; ".join(map(str, t["warnings"])) if t.get("warnings") else None) for t in traces]
+    if any(trace_warnings):
+        warnings = pc.coalesce(warnings, pc.take(pa.array(trace_warnings, pa.string()), pa.array(trace_of)))
+    start = pc.fill_null(f["startTime"], NAT_NS).to_numpy()
+    start = np.where(start == NAT_NS, NAT_NS, start * 1000)
+    columns = {
+        "trace_id": pc.coalesce(f["traceID"], pc.take(trace_ids, pa.array(trace_of, pa.int64()))),
+        "span_id": f["spanID"], "parent_span_id": parent, "service": service, "operation": f["operationName"],
+        "kind": pa.nulls(n, pa.string()), "start": start,
+        "duration": pc.fill_null(f["duration"], 0).to_numpy() * 1000,
+        "error": np.zeros(n, dtype=bool), "status_message": pa.nulls(n, pa.string()),
+        "exception": pa.array(exception, pa.string()), "logs": pa.array(logs, pa.string()), "warnings": warnings,
+    }
+    return _Block(columns, tag_keys, tag_values, tag_span, list(zip(prefixes, counts, strict=True)))
 
 
 def _any_value(v: Mapping) -> Any:
@@ -230,15 +300,25 @@ def _otlp_events(events: list) -> tuple[str, str | None]:
         entry: dict[str, Any] = {"timestamp": _iso_us(int(ev.get("timeUnixNano") or 0)), "event": ev.get("name")}
         for a in ev.get("attributes") or ():
             entry[a.get("key")] = _any_value(a.get("value") or {})
-        if exc is None:
-            exc = next((str(entry[k]) for k in _EXCEPTION_KEYS if entry.get(k) not in (None, "")), None)
+        exc = exc or _exception(entry)
         out.append(entry)
     return _dumps(out), exc
 
 
-def _add_resource_spans(cols: _SpanColumns, resource_spans: Iterable[Mapping], where: str) -> None:
-    """Append the spans of OTLP JSON ``resourceSpans`` (api/v3 answers, OTLP exports)."""
-    tag_code, fallback_rank = _TAG_CODE.get, _ROUTE_FALLBACK.get
+_OTLP_ROW = ("trace_id", "span_id", "parent_span_id", "service", "operation", "kind", "start", "duration", "error",
+             "status_message", "exception", "logs")
+
+
+def _otlp_block(resource_spans: Iterable[Mapping], where: str) -> _Block:
+    """OTLP JSON ``resourceSpans`` (api/v3 answers, OTLP exports) -> one block.
+
+    Read in Python, span by span: api/v3 answers are small, and attribute values nest.
+    """
+    rows: list[tuple] = []
+    keys: list = []
+    values: list = []
+    tag_counts: list[int] = []
+    paths: list[tuple[str, int]] = []
     for r, rs in enumerate(resource_spans or ()):
         service = None
         for a in (rs.get("resource") or {}).get("attributes") or ():
@@ -248,65 +328,38 @@ def _add_resource_spans(cols: _SpanColumns, resource_spans: Iterable[Mapping], w
         for s, ss in enumerate(scopes):
             # Jaeger's v1 view carries the instrumentation scope as tags: keep both views equal
             scope = ss.get("scope") or ss.get("instrumentationLibrary") or {}
-            scope_tags = {k: scope[f] for k, f in (("otel.scope.name", "name"), ("otel.scope.version", "version"))
-                          if scope.get(f)}
-            for i, sp in enumerate(ss.get("spans") or ()):
-                rest: dict[str, Any] = dict(scope_tags)
-                method = status = mid = route = None
-                fallback, fallback_at = None, 9
-                for a in sp.get("attributes") or ():
-                    key = a.get("key")
-                    value = _any_value(a.get("value") or {})
-                    code = tag_code(key)
-                    if code is None or code in (_KIND, _ERROR, _OTEL_STATUS, _STATUS_DESC):
-                        rest[key] = value
-                        rank = fallback_rank(key)
-                        if rank is not None and rank < fallback_at:
-                            fallback, fallback_at = value, rank
-                    elif code == _METHOD:
-                        method = value
-                    elif code == _HTTP_STATUS:
-                        status = value
-                    elif code == _ROUTE:
-                        route = value
-                    else:
-                        mid = str(value)
-                st = sp.get("status") or {}
-                code = st.get("code")
-                error = code == 2 or code == "STATUS_CODE_ERROR"
-                message = st.get("message") or None
+            scope_tags = [(k, scope[f]) for k, f in (("otel.scope.name", "name"), ("otel.scope.version", "version"))
+                          if scope.get(f)]
+            spans = ss.get("spans") or ()
+            paths.append((f"{where}resourceSpans[{r}].scopeSpans[{s}].spans", len(spans)))
+            for sp in spans:
+                tags = scope_tags + [(a.get("key"), _any_value(a.get("value") or {})) for a in sp.get("attributes") or ()]
                 links = sp.get("links")
                 if links:
-                    rest["follows_from"] = [ln.get("spanId") for ln in links]
+                    tags.append(("follows_from", [ln.get("spanId") for ln in links]))
+                keys.extend(k for k, _ in tags)
+                values.extend(v for _, v in tags)
+                tag_counts.append(len(tags))
+                st = sp.get("status") or {}
+                code = st.get("code")
                 events = sp.get("events")
-                if events:
-                    logs_json, exc = _otlp_events(events)
-                    if message is None and error:
-                        message = exc
-                else:
-                    logs_json = None
+                logs_json, exc = _otlp_events(events) if events else (None, None)
                 kind = sp.get("kind")
-                start = sp.get("startTimeUnixNano")
-                end = sp.get("endTimeUnixNano")
+                start, end = sp.get("startTimeUnixNano"), sp.get("endTimeUnixNano")
                 start_ns = NAT_NS if start in (None, "", "0", 0) else int(start)
-                cols.trace_id.append(sp.get("traceId"))
-                cols.span_id.append(sp.get("spanId"))
-                cols.parent_span_id.append(sp.get("parentSpanId") or None)
-                cols.service.append(service)
-                cols.operation.append(sp.get("name"))
-                cols.kind.append(_OTLP_KIND.get(kind) if isinstance(kind, int) else _OTLP_KIND_NAMES.get(kind, kind))
-                cols.start_ns.append(start_ns)
-                cols.duration_ns.append(int(end) - start_ns if end not in (None, "") and start_ns != NAT_NS else 0)
-                cols.error.append(error)
-                cols.status_message.append(message)
-                cols.http_method.append(method)
-                cols.http_route.append(route if route is not None else fallback)
-                cols.http_status_code.append(status)
-                cols.message_id.append(mid)
-                cols.tags.append(_dumps(rest) if rest else None)
-                cols.logs.append(logs_json)
-                cols.warnings.append(None)
-                cols.source_ref.append(f"{where}resourceSpans[{r}].scopeSpans[{s}].spans[{i}]")
+                rows.append((
+                    sp.get("traceId"), sp.get("spanId"), sp.get("parentSpanId") or None, service, sp.get("name"),
+                    _OTLP_KIND.get(kind) if isinstance(kind, int) else _OTLP_KIND_NAMES.get(kind, kind),
+                    start_ns, int(end) - start_ns if end not in (None, "") and start_ns != NAT_NS else 0,
+                    code == 2 or code == "STATUS_CODE_ERROR", st.get("message") or None, exc, logs_json,
+                ))
+    n = len(rows)
+    c = dict(zip(_OTLP_ROW, zip(*rows, strict=True), strict=True)) if n else {k: () for k in _OTLP_ROW}
+    columns = {k: _text(np.array(c[k], dtype=object)) for k in _Block.STRINGS if k in c}
+    columns.update(start=np.array(c["start"], dtype="int64"), duration=np.array(c["duration"], dtype="int64"),
+                   error=np.array(c["error"], dtype=bool), warnings=pa.nulls(n, pa.string()))
+    return _Block(columns, _text(np.array(keys, dtype=object)),
+                  np.fromiter(values, dtype=object, count=len(values)), np.repeat(np.arange(n), tag_counts), paths)
 
 
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -324,12 +377,12 @@ def _hex_id(value: str, width: int) -> str | None:
     return raw.hex().rjust(width, "0") if raw else None
 
 
-def normalise_ids(values: Iterable[str | None], width: int) -> pa.Array:
+def normalise_ids(values: Iterable[str | None], width: int, zero_is_null: bool = False) -> pa.Array:
     """Span or trace ids as lowercase hex of ``width`` characters (32 for traces, 16 for spans).
 
     Hex ids are lower-cased and left-padded with zeros (Jaeger prints a 64-bit trace id as
-    16 characters); base64 ids (some OTLP JSON exports) are decoded; empty and all-zero
-    ids (OTLP's "no parent") become null.
+    16 characters); base64 ids (some OTLP JSON exports) are decoded; with ``zero_is_null``
+    (parent ids) an all-zero id, OTLP's "no parent", becomes null.
     """
     arr = values if isinstance(values, pa.Array) else pa.array(values, type=pa.string())
     lower = pc.utf8_lower(arr)
@@ -340,74 +393,207 @@ def normalise_ids(values: Iterable[str | None], width: int) -> pa.Array:
         odd_values = pc.filter(arr, odd).to_pylist()
         fixed = {v: _hex_id(v, width) for v in set(odd_values)}
         out = pc.replace_with_mask(out, odd, pa.array([fixed[v] for v in odd_values], type=pa.string()))
-    return pc.if_else(pc.equal(out, "0" * width), pa.scalar(None, pa.string()), out)
+    if zero_is_null:
+        out = pc.if_else(pc.equal(out, "0" * width), pa.scalar(None, pa.string()), out)
+    return out
 
 
-def _string(values: list | pa.Array | pa.ChunkedArray) -> pd.Series:
+def _string(values: list | tuple | np.ndarray | pa.Array | pa.ChunkedArray) -> pd.Series:
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    arr = values if isinstance(values, pa.Array) else pa.array(values, type=pa.string(), from_pandas=True)
-    return pd.Series(pd.arrays.ArrowStringArray(arr), dtype=schema.STR)
+    if not isinstance(values, pa.Array):
+        values = pa.array(values, type=pa.string(), from_pandas=True)
+    return pd.Series(pd.arrays.ArrowStringArray(values), dtype=schema.STR)
 
 
-def _frame(cols: _SpanColumns, source_object: str | None) -> pd.DataFrame:
-    """The collected lists as a spans table, vectorised (ids, times, numbers)."""
-    n = len(cols)
-    start_ns = np.array(cols.start_ns, dtype="int64")
-    dur_ns = np.array(cols.duration_ns, dtype="int64")
-    start = pd.Series(start_ns.view("datetime64[ns]")).dt.tz_localize("UTC")
+_NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
+
+
+def _json_values(values: np.ndarray) -> pa.Array:
+    """Each value as JSON text: strings quoted in pyarrow (json.dumps only for the few that need
+    escaping), integers via str, the rest (floats, bools, lists, maps) via json.dumps."""
+    types = np.fromiter(map(type, values), dtype=object, count=len(values))
+    is_str = np.equal(types, str)
+    out = np.empty(len(values), dtype=object)
+    others = np.flatnonzero(~is_str)
+    if len(others):
+        is_int = np.equal(types[others], int)  # exactly int: bool is a subclass
+        ints = others[is_int]
+        out[ints] = list(map(str, values[ints]))
+        rest = others[~is_int]
+        out[rest] = [_dumps(v) for v in values[rest]]
+    text = pa.array(out, type=pa.string(), from_pandas=True)
+    strs = np.flatnonzero(is_str)
+    if len(strs):
+        raw = pa.array(values[strs], type=pa.string())
+        quoted = pc.binary_join_element_wise('"', raw, '"', "")
+        escape = pc.match_substring_regex(raw, _NEEDS_ESCAPE)
+        if pc.any(escape).as_py():
+            idx = np.flatnonzero(escape.to_numpy(zero_copy_only=False))
+            quoted = pc.replace_with_mask(quoted, escape, pa.array([_dumps(v) for v in values[strs[idx]]],
+                                                                   type=pa.string()))
+        mask = pa.array(is_str)
+        text = pc.replace_with_mask(text, mask, quoted)
+    return text
+
+
+def _tag_columns(keys: pa.Array, values: np.ndarray, span_of: np.ndarray, n: int) -> dict[str, Any]:
+    """All spans' tags (flat; tag j belongs to span ``span_of[j]``) -> known columns and the JSON
+    map of the rest.
+
+    Known columns come back as object arrays with None where the span lacks the tag
+    ("error" as a bool array). When a span repeats a key, the last value wins, as in a dict.
+    """
+    out: dict[str, Any] = {c: np.full(n, None, dtype=object) for c in set(_TAG_COLUMN.values()) - {"error"}}
+    out["error"] = np.zeros(n, dtype=bool)
+    out["tags"] = pa.nulls(n, pa.string())
+    if not len(keys):
+        return out
+    encoded = keys.dictionary_encode()
+    key_names = encoded.dictionary.to_pylist()
+    key_idx = pc.fill_null(encoded.indices, len(key_names)).to_numpy()
+    key_names.append(None)
+    columns = [""] + sorted(out)
+    column_of = np.array([columns.index(_TAG_COLUMN.get(k, "")) if k is not None else -1 for k in key_names],
+                         dtype="int64")[key_idx]
+    for key in _ROUTE_FALLBACKS:  # fallbacks first, so that http.route (below) overwrites them
+        if key in key_names:
+            at = np.flatnonzero(key_idx == key_names.index(key))
+            out["http_route"][span_of[at]] = values[at]
+    for code, column in enumerate(columns[1:], start=1):
+        at = np.flatnonzero(column_of == code)
+        if not len(at):
+            continue
+        if column == "error":
+            hit = np.fromiter((v is True or v == "true" or v == "ERROR" for v in values[at]), dtype=bool,
+                              count=len(at))
+            np.logical_or.at(out["error"], span_of[at], hit)
+        elif column == "message_id":
+            out[column][span_of[at]] = [None if v is None else str(v) for v in values[at]]
+        else:
+            out[column][span_of[at]] = values[at]
+    # the rest: '"key":value' fragments, sorted by key within each span, joined per span
+    rest = np.flatnonzero(column_of == 0)
+    if not len(rest):
+        return out
+    key_rank = np.argsort(np.argsort(np.array(key_names[:-1], dtype=object), kind="stable"), kind="stable")
+    rk, rs = key_rank[key_idx[rest]], span_of[rest]
+    if not np.all((rs[1:] > rs[:-1]) | ((rs[1:] == rs[:-1]) & (rk[1:] >= rk[:-1]))):
+        order = np.lexsort((np.arange(len(rest)), rk, rs))
+        rest, rk, rs = rest[order], rk[order], rs[order]
+    last = np.r_[(rs[1:] != rs[:-1]) | (rk[1:] != rk[:-1]), True]  # a repeated key: the last one stays
+    rest, rs = rest[last], rs[last]
+    key_json = pa.array([_dumps(k) + ":" for k in key_names[:-1]], type=pa.string())
+    fragments = pc.binary_join_element_wise(pc.take(key_json, pa.array(key_idx[rest])), _json_values(values[rest]),
+                                            "")
+    per_span = np.bincount(rs, minlength=n)
+    offsets = np.concatenate([[0], np.cumsum(per_span)]).astype("int32")
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), fragments), ",")
+    out["tags"] = pc.if_else(pa.array(per_span > 0), pc.binary_join_element_wise("{", joined, "}", ""),
+                             pa.scalar(None, pa.string()))
+    return out
+
+
+def _json_paths(paths: list[tuple[str, int]]) -> pa.Array:
+    """``prefix[i]`` for every span: its JSON path within the document (``data[0].spans[3]``)."""
+    counts = np.array([n for _, n in paths], dtype="int64")
+    total = int(counts.sum())
+    if not total:
+        return pa.array([], type=pa.string())
+    block = np.repeat(np.arange(len(paths)), counts)
+    index = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    prefix = pc.take(pa.array([p for p, _ in paths], type=pa.string()), pa.array(block))
+    return pc.binary_join_element_wise(prefix, "[", pc.cast(pa.array(index), pa.string()), "]", "")
+
+
+def _text(values: np.ndarray) -> pa.Array:
+    """Values as text: a route or method that came as a number or list is shown, not lost."""
+    try:
+        return pa.array(values, type=pa.string(), from_pandas=True)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return pa.array([v if v is None or isinstance(v, str) else str(v) for v in values], type=pa.string())
+
+
+def _frame(parsed: _Parsed, source_object: str | None) -> pd.DataFrame:
+    """The collected blocks as one spans table: tags, ids, times and numbers finished vectorised."""
+    blocks = [b for b in parsed.blocks if len(b)]
+    if not blocks:
+        return schema.empty("spans")
+    n = sum(len(b) for b in blocks)
+    first = np.cumsum([0] + [len(b) for b in blocks[:-1]])
+
+    def cat(name: str) -> Any:
+        parts = [b.columns[name] for b in blocks]
+        return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else pa.concat_arrays(parts)
+
+    t = _tag_columns(pa.concat_arrays([b.tag_keys for b in blocks]),
+                     np.concatenate([b.tag_values for b in blocks]),
+                     np.concatenate([b.tag_span + o for b, o in zip(blocks, first, strict=True)]), n)
+    start_ns, dur_ns = cat("start"), cat("duration")
     end_ns = np.where(start_ns == NAT_NS, NAT_NS, start_ns + dur_ns)
-    status = pd.to_numeric(pd.Series(cols.http_status_code, dtype=object), errors="coerce").astype(schema.INT)
+    error = cat("error") | t["error"]
+    # status message: OTLP status, else otel.status_description, else an error span's exception
+    message = pc.coalesce(cat("status_message"), _text(t["status_message"]))
+    message = pc.if_else(pa.array(error), pc.coalesce(message, cat("exception")), message)
+    status = pd.to_numeric(pd.Series(t["http_status_code"], dtype=object), errors="coerce").astype(schema.INT)
     frame = pd.DataFrame({
-        "trace_id": _string(normalise_ids(cols.trace_id, 32)),
-        "span_id": _string(normalise_ids(cols.span_id, 16)),
-        "parent_span_id": _string(normalise_ids(cols.parent_span_id, 16)),
-        "service": _string(cols.service),
-        "operation": _string(cols.operation),
-        "kind": _string(pc.utf8_lower(pa.array(cols.kind, type=pa.string()))),
-        "start": start,
+        "trace_id": _string(normalise_ids(cat("trace_id"), 32)),
+        "span_id": _string(normalise_ids(cat("span_id"), 16)),
+        "parent_span_id": _string(normalise_ids(cat("parent_span_id"), 16, zero_is_null=True)),
+        "service": _string(cat("service")),
+        "operation": _string(cat("operation")),
+        "kind": _string(pc.utf8_lower(pc.coalesce(cat("kind"), _text(t["kind"])))),
+        "start": pd.Series(start_ns.view("datetime64[ns]")).dt.tz_localize("UTC"),
         "duration_ms": dur_ns / 1e6,
         "end": pd.Series(end_ns.view("datetime64[ns]")).dt.tz_localize("UTC"),
-        "error": pd.array(cols.error, dtype=schema.BOOL),
-        "status_message": _string([None if v is None else str(v) for v in cols.status_message]),
-        "http_method": _string(cols.http_method),
-        "http_route": _string(cols.http_route),
+        "error": pd.array(error, dtype=schema.BOOL),
+        "status_message": _string(message),
+        "http_method": _string(_text(t["http_method"])),
+        "http_route": _string(_text(t["http_route"])),
         "http_status_code": status,
-        "message_id": _string(cols.message_id),
-        "tags": _string(cols.tags),
-        "logs": _string(cols.logs),
-        "warnings": _string(cols.warnings),
+        "message_id": _string(_text(t["message_id"])),
+        "tags": _string(t["tags"]),
+        "logs": _string(cat("logs")),
+        "warnings": _string(cat("warnings")),
         "source": _string(["jaeger"] * n),
         "source_object": _string([source_object] * n),
-        "source_ref": _string(cols.source_ref),
+        "source_ref": _string(_json_paths([p for b in blocks for p in b.paths])),
     })
     return schema.conform("spans", frame)
 
 
-def _collect(doc: Any, cols: _SpanColumns, where: str) -> None:
+def _is_v1_trace(doc: Any) -> bool:
+    return isinstance(doc, Mapping) and "spans" in doc and "resourceSpans" not in doc
+
+
+def _collect(doc: Any, parsed: _Parsed, where: str) -> None:
+    """Find the spans in ``doc`` (any accepted shape) and add them to ``parsed`` as blocks."""
     if isinstance(doc, list):
         if doc and all(isinstance(d, Mapping) and "spanID" in d for d in doc):
-            _add_v1_trace(cols, {"spans": doc}, where, "")  # a bare array of v1 spans
-            return
-        for i, item in enumerate(doc):
-            _collect(item, cols, f"{where}[{i}].")
+            parsed.blocks.append(_v1_block([{"spans": doc}], [where.rstrip(".")]))  # a bare array of v1 spans
+        elif doc and all(_is_v1_trace(d) for d in doc):
+            parsed.blocks.append(_v1_block(doc, [f"{where}[{i}].spans" for i in range(len(doc))]))
+        else:
+            for i, item in enumerate(doc):
+                _collect(item, parsed, f"{where}[{i}].")
         return
     if not isinstance(doc, Mapping):
         raise TraceFileError(f"{where or 'document'}: expected a JSON object or array, got {type(doc).__name__}")
     if "resourceSpans" in doc:
-        _add_resource_spans(cols, doc.get("resourceSpans") or (), where)
+        parsed.blocks.append(_otlp_block(doc.get("resourceSpans") or (), where))
     elif isinstance(doc.get("result"), Mapping) and "resourceSpans" in doc["result"]:
-        _add_resource_spans(cols, doc["result"].get("resourceSpans") or (), f"{where}result.")
+        parsed.blocks.append(_otlp_block(doc["result"].get("resourceSpans") or (), f"{where}result."))
     elif "data" in doc and (doc["data"] is None or isinstance(doc["data"], list | Mapping)):
         data = doc["data"] or []
-        for i, trace in enumerate(data if isinstance(data, list) else [data]):
+        data = data if isinstance(data, list) else [data]
+        for i, trace in enumerate(data):
             if not isinstance(trace, Mapping):
                 raise TraceFileError(f"{where}data[{i}]: expected a trace object, got {type(trace).__name__}")
-            _add_v1_trace(cols, trace, f"{where}data[{i}].")
+        parsed.blocks.append(_v1_block(data, [f"{where}data[{i}].spans" for i in range(len(data))]))
     elif "spans" in doc:
-        _add_v1_trace(cols, doc, where)
+        parsed.blocks.append(_v1_block([doc], [f"{where}spans"]))
     else:
-        keys = ", ".join(list(doc)[:6]) or "none"
+        keys = ", ".join(map(str, list(doc)[:6])) or "none"
         raise TraceFileError(f"{where or 'document'}: not a Jaeger or OTLP trace document (keys: {keys}); "
                              "expected data, spans, resourceSpans or result.resourceSpans")
 
@@ -422,9 +608,9 @@ def parse_traces(doc: Any, source_object: str | None = None) -> pd.DataFrame:
     the JSON path of the span within it (``data[0].spans[3]``), so duplicates can be told apart.
     Times are nanoseconds internally; v1 microseconds and OTLP nanoseconds are both exact.
     """
-    cols = _SpanColumns()
-    _collect(doc, cols, "")
-    return _frame(cols, source_object)
+    parsed = _Parsed()
+    _collect(doc, parsed, "")
+    return _frame(parsed, source_object)
 
 
 def read_trace_file(path: str | Path) -> pd.DataFrame:
@@ -434,7 +620,7 @@ def read_trace_file(path: str | Path) -> pd.DataFrame:
         text = path.read_bytes()
     except OSError as exc:
         raise TraceFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    cols = _SpanColumns()
+    parsed = _Parsed()
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as whole:
@@ -448,16 +634,10 @@ def read_trace_file(path: str | Path) -> pd.DataFrame:
                 item = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise TraceFileError(f"{path}: line {n} of JSON Lines is not JSON ({exc.msg})") from exc
-            _collect(item, cols, f"line {n}: ")
+            _collect(item, parsed, f"line {n}: ")
     else:
-        _collect(doc, cols, "")
-    return _frame(cols, path.name)
-
-
-_TAG_COLUMN = {"span.kind": "kind", "error": "error", "otel.status_description": "status_message",
-               "http.method": "http_method", "http.request.method": "http_method", "http.route": "http_route",
-               "http.status_code": "http_status_code", "http.response.status_code": "http_status_code",
-               **dict.fromkeys(MESSAGE_ID_TAGS, "message_id")}
+        _collect(doc, parsed, "")
+    return _frame(parsed, path.name)
 
 
 def tag_values(spans: pd.DataFrame, key: str) -> pd.Series:

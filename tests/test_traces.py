@@ -336,3 +336,23 @@ def test_correlation_by_tag_then_time_window_then_untraced():
 def test_correlation_of_nothing():
     corr = traces.correlate_messages(schema.empty("spans"), _messages(("m", "WHATSAPP", "PENDING", 0, 0)))
     assert corr.matches.empty and list(corr.untraced["message_id"]) == ["m"]
+
+
+def test_odd_value_types_are_coerced_not_fatal():
+    odd = v1_trace()
+    odd["spans"][0] = {**odd["spans"][0], "startTime": str(T0), "duration": 120_000.0}
+    odd["spans"][2] = {**odd["spans"][2], "logs": None, "references": [{"refType": "CHILD_OF", "spanID": CHILD}, "x"]}
+    got = parse_traces(odd)
+    pd.testing.assert_frame_equal(got, parse_traces(v1_trace()))
+
+
+def test_tags_json_escapes_and_keeps_the_last_of_a_repeated_key():
+    trace = v1_trace()
+    trace["spans"][0]["tags"] += [{"key": "note", "type": "string", "value": 'say "hi"\nbye'},
+                                  {"key": "k", "value": 1}, {"key": "k", "value": 2},
+                                  {"key": "flag", "value": False}, {"key": "ratio", "value": 0.5},
+                                  {"key": "ünï", "value": "çödé"}]
+    tags = json.loads(parse_traces(trace).loc[0, "tags"])
+    assert tags == {"http.url": "http://gw/api/v1/messages?x=1", "note": 'say "hi"\nbye', "k": 2, "flag": False,
+                    "ratio": 0.5, "ünï": "çödé"}
+    assert list(tags) == sorted(tags)

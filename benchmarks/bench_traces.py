@@ -1,0 +1,141 @@
+"""Trace parsing and critical-path speed.
+
+    .venv/bin/python benchmarks/bench_traces.py [--spans 100000] [--cp-spans 10000]
+
+1. Parse a v1 trace set of ``--spans`` spans (1000-span traces of Chat4All-like spans:
+   8 tags, a log on one span in ten) into the canonical spans table with
+   :func:`forensics.traces.parse_traces`; target >= 300k spans/s. The same set is also
+   written to a file and read back with :func:`read_trace_file` (json.loads included).
+2. The naive way for comparison: ``pd.json_normalize`` per span, then one concat; run on
+   a sample (it is two orders of magnitude slower) and reported as spans/s.
+3. Critical path of one ``--cp-spans``-span trace (random tree, overlapping siblings,
+   some children outliving their parent); target < 1 s. Flags and tree of the 100k set too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from forensics.traces import critical_path, parse_traces, read_trace_file, span_flags, span_tree
+
+SERVICES = ["api-gateway", "message-service", "router-service", "user-service", "file-service",
+            "whatsapp-connector", "telegram-connector", "instagram-connector"]
+T0 = 1_765_000_000_000_000
+
+
+def _trace(rng: random.Random, n: int, trace_no: int) -> dict:
+    """One v1 trace of n spans: a random tree whose children mostly sit inside their parent."""
+    tid = f"{trace_no + 1:032x}"
+    spans = []
+    start = [T0 + trace_no * 10_000_000]
+    dur = [5_000_000]
+    for i in range(n):
+        if i:
+            p = rng.randrange(max(0, i - 50), i)
+            s = start[p] + rng.randrange(0, max(1, dur[p] // 2))
+            d = max(1, int(dur[p] * rng.uniform(0.05, 0.6)))
+            if rng.random() < 0.01:
+                d = dur[p]  # runs past its parent's end: clock skew / async child
+            start.append(s)
+            dur.append(d)
+        svc = i % len(SERVICES)
+        span = {
+            "traceID": tid, "spanID": f"{trace_no * n + i + 1:016x}", "operationName": f"op-{i % 17}",
+            "references": [{"refType": "CHILD_OF", "traceID": tid, "spanID": f"{trace_no * n + p + 1:016x}"}]
+            if i else [],
+            "startTime": start[i], "duration": dur[i], "processID": f"p{svc}", "warnings": None,
+            "tags": [
+                {"key": "span.kind", "type": "string", "value": "server" if i % 2 else "client"},
+                {"key": "http.method", "type": "string", "value": "POST"},
+                {"key": "http.route", "type": "string", "value": "/api/v1/messages"},
+                {"key": "http.status_code", "type": "int64", "value": 200 if i % 13 else 503},
+                {"key": "otel.scope.name", "type": "string", "value": "io.opentelemetry.spring-webmvc-6.0"},
+                {"key": "thread.name", "type": "string", "value": f"http-nio-8080-exec-{i % 10}"},
+                {"key": "net.peer.port", "type": "int64", "value": 40000 + i % 1000},
+                {"key": "error", "type": "bool", "value": i % 13 == 0},
+            ],
+            "logs": [{"timestamp": start[i] + 10, "fields": [
+                {"key": "event", "type": "string", "value": "exception"},
+                {"key": "exception.message", "type": "string", "value": "Connector returned error: status=503"}]}]
+            if i % 10 == 0 else [],
+        }
+        spans.append(span)
+    processes = {f"p{k}": {"serviceName": s, "tags": []} for k, s in enumerate(SERVICES)}
+    return {"traceID": tid, "spans": spans, "processes": processes, "warnings": None}
+
+
+def trace_set(n_spans: int, per_trace: int = 1000, seed: int = 7) -> dict:
+    rng = random.Random(seed)
+    return {"data": [_trace(rng, per_trace, t) for t in range(max(1, n_spans // per_trace))]}
+
+
+def naive_parse(doc: dict) -> pd.DataFrame:
+    """What one would write first: json_normalize per span, then concat."""
+    frames = []
+    for trace in doc["data"]:
+        for span in trace["spans"]:
+            row = pd.json_normalize(span)
+            for tag in span["tags"]:
+                row[f"tag.{tag['key']}"] = tag["value"]
+            row["service"] = trace["processes"][span["processID"]]["serviceName"]
+            frames.append(row)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _time(fn, *args, repeat: int = 3):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn(*args)
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spans", type=int, default=100_000)
+    ap.add_argument("--cp-spans", type=int, default=10_000)
+    ap.add_argument("--naive-sample", type=int, default=2_000)
+    args = ap.parse_args()
+
+    doc = trace_set(args.spans)
+    n = sum(len(t["spans"]) for t in doc["data"])
+    secs, spans = _time(parse_traces, doc)
+    print(f"parse_traces        {n:>8} spans  {secs:7.3f} s  {n / secs:>10,.0f} spans/s  (target >= 300,000)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "traces.json"
+        path.write_text(json.dumps(doc))
+        size_mb = path.stat().st_size / 1e6
+        fsecs, _ = _time(read_trace_file, path, repeat=1)
+    print(f"read_trace_file     {n:>8} spans  {fsecs:7.3f} s  {n / fsecs:>10,.0f} spans/s  "
+          f"({size_mb:.0f} MB file, json.loads included)")
+
+    sample = {"data": [dict(doc["data"][0], spans=doc["data"][0]["spans"][:args.naive_sample])]}
+    m = len(sample["data"][0]["spans"])
+    nsecs, _ = _time(naive_parse, sample, repeat=1)
+    print(f"naive json_normalize {m:>7} spans  {nsecs:7.3f} s  {m / nsecs:>10,.0f} spans/s  "
+          f"(x{(n / secs) / (m / nsecs):,.0f} slower; {n / (m / nsecs):,.0f} s for {n} spans)")
+
+    fl_secs, _ = _time(span_flags, spans, repeat=1)
+    tr_secs, _ = _time(span_tree, spans, repeat=1)
+    cp_all, cp = _time(critical_path, spans, repeat=1)
+    print(f"span_flags          {n:>8} spans  {fl_secs:7.3f} s")
+    print(f"span_tree           {n:>8} spans  {tr_secs:7.3f} s")
+    print(f"critical_path       {n:>8} spans  {cp_all:7.3f} s  ({spans['trace_id'].nunique()} traces, "
+          f"{len(cp)} sections)")
+
+    big = parse_traces({"data": [_trace(random.Random(11), args.cp_spans, 1)]})
+    one, sections = _time(critical_path, big)
+    print(f"critical_path 1 trace {len(big):>6} spans  {one:7.3f} s  ({len(sections)} sections; target < 1 s)")
+
+
+if __name__ == "__main__":
+    main()
