@@ -22,8 +22,9 @@ Method, per chunk of about ``chunk_bytes`` (a file is never read whole into memo
    vectorised regular expressions (pyarrow's RE2 through ``Series.str``).
 
 A record whose stack trace crosses a chunk boundary is carried into the next chunk, so chunks
-never split a record. Lines without a timestamp pass the window filter: a forensic read does
-not drop what it cannot place in time.
+never split a record. Times without an offset (Spring Boot 2's ``2025-12-03 14:00:00.123``) are
+taken as UTC, as containers run. Lines without a timestamp pass the window filter: a forensic
+read does not drop what it cannot place in time.
 
 Provenance: ``source="logs"``, ``source_object`` = file path (or ``stdin``), ``source_ref`` =
 number of the record's first line.
