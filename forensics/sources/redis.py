@@ -108,7 +108,8 @@ def read_locks(url: str | None = None, *, profile: Profile | str | None = None,
     With ``message_ids`` and/or ``conversation_ids``: direct lookups of the keys of those ids
     (patterns with a ``{message_id}`` / ``{conversation_id}`` field). Without: SCAN every
     pattern of ``kinds``, at most ``max_keys`` keys in all. ``frame.attrs`` holds
-    ``truncated`` (the cap or the time limit stopped the SCAN) and ``keys_matched``.
+    ``truncated`` (the cap or the time limit stopped the SCAN) and ``keys_matched`` (keys SCAN
+    matched, or keys looked up).
     """
     patterns = key_patterns(profile, key_prefix, kinds)
     direct = message_ids is not None or conversation_ids is not None
