@@ -1108,9 +1108,11 @@ def default_rules(profile: str | Profile | None = None) -> list[TimeWindowRule]:
     the connector hop (the channel's connector around the last update)."""
     p = load_profile(profile)
     return [
-        TimeWindowRule("api", (p.services.api_gateway, p.services.message_service), r"(?i)messages",
-                       "created_at", 1.0, 2.0),
-        TimeWindowRule("connector", None, r"(?i)send|messages|webhook", "updated_at", 30.0, 1.0),
+        # the request reaches the gateway a few ms before message-service stamps created_at
+        TimeWindowRule("api", (p.services.api_gateway, p.services.message_service), r"^/api(?:/v\d+)?/messages/?$",
+                       "created_at", 1.0, 0.1),
+        # the last connector call ends shortly before the final status is written
+        TimeWindowRule("connector", None, r"(?i)/messages|send|webhook", "updated_at", 5.0, 0.5),
     ]
 
 
@@ -1131,14 +1133,15 @@ class Correlation:
 
 
 def correlate_messages(spans: pd.DataFrame, messages: pd.DataFrame, profile: str | Profile | None = None,
-                       rules: list[TimeWindowRule] | None = None) -> Correlation:
+                       rules: list[TimeWindowRule] | None = None, max_candidates: int = 5) -> Correlation:
     """Join spans to messages: by message-id tag where one exists, else by service, time and route.
 
     - ``tag``: the span carries the message id (:data:`MESSAGE_ID_TAGS`); confidence 1.0.
     - ``time_window``: for a message with no tagged span, each :class:`TimeWindowRule`
       collects the traces with a fitting span; each is a match with confidence
       ``TIME_WINDOW_CONFIDENCE / candidates`` (two candidate traces: 0.4 each), the span
-      nearest the anchor standing for its trace.
+      nearest the anchor standing for its trace. Only the ``max_candidates`` nearest
+      traces are listed; ``candidates`` still counts them all.
     """
     rules = default_rules(profile) if rules is None else rules
     prof = load_profile(profile)
@@ -1151,7 +1154,7 @@ def correlate_messages(spans: pd.DataFrame, messages: pd.DataFrame, profile: str
     parts = [tag_matches[cols]]
     rest = messages[~messages["message_id"].isin(tagged["message_id"])]
     for rule in rules:
-        parts.append(_time_window_matches(spans, rest, rule, prof)[cols])
+        parts.append(_time_window_matches(spans, rest, rule, prof, max_candidates)[cols])
     matches = pd.concat([p for p in parts if len(p)] or [parts[0]], ignore_index=True)
     matches = matches.astype({"message_id": schema.STR, "trace_id": schema.STR, "span_id": schema.STR,
                               "service": schema.STR, "operation": schema.STR, "method": schema.STR,
@@ -1163,7 +1166,7 @@ def correlate_messages(spans: pd.DataFrame, messages: pd.DataFrame, profile: str
 
 
 def _time_window_matches(spans: pd.DataFrame, messages: pd.DataFrame, rule: TimeWindowRule,
-                         profile: Profile) -> pd.DataFrame:
+                         profile: Profile, max_candidates: int) -> pd.DataFrame:
     """Candidate traces per message for one rule, vectorised per service with searchsorted."""
     route_text = spans["http_route"].fillna(spans["operation"]).fillna("")
     eligible = spans[route_text.str.contains(rule.route, regex=True)]
@@ -1204,4 +1207,5 @@ def _time_window_matches(spans: pd.DataFrame, messages: pd.DataFrame, rule: Time
     cand["confidence"] = TIME_WINDOW_CONFIDENCE / cand["candidates"]
     cand["method"] = "time_window"
     cand["rule"] = rule.name
+    cand = cand[cand.groupby("message_id").cumcount() < max_candidates]
     return cand.drop(columns="abs_delta")

@@ -311,7 +311,7 @@ def test_correlation_by_tag_then_time_window_then_untraced():
     spans = _trace_set(
         _api_span("a1", "1" * 32, 0, message_id="m-tagged"),
         _api_span("b1", "2" * 32, 10_000),                       # alone near m-one
-        _api_span("c1", "3" * 32, 20_000), _api_span("c2", "4" * 32, 20_500),  # two near m-two
+        _api_span("c1", "3" * 32, 20_000), _api_span("c2", "4" * 32, 19_800),  # two near m-two
         _api_span("d1", "5" * 32, 10_000, route="/api/v1/users", service="user-service"),
         {**_api_span("e1", "6" * 32, 44_000, route="/whatsapp/send"), "processID": "whatsapp-connector"},
     )
@@ -356,3 +356,45 @@ def test_tags_json_escapes_and_keeps_the_last_of_a_repeated_key():
     assert tags == {"http.url": "http://gw/api/v1/messages?x=1", "note": 'say "hi"\nbye', "k": 2, "flag": False,
                     "ratio": 0.5, "ünï": "çödé"}
     assert list(tags) == sorted(tags)
+
+
+# ---- on simulated traffic ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def simulated():
+    from forensics.simulate import simulate
+
+    return simulate("whatsapp-rate-limit", messages=2000, seed=5, profile="chat4all-v2", message_id_tag_fraction=1.0)
+
+
+def test_time_window_matches_agree_with_the_message_id_tags(simulated):
+    spans, messages = simulated.tables["spans"], simulated.tables["messages"]
+    truth = spans.dropna(subset=["message_id"]).drop_duplicates(["message_id", "trace_id"])
+    assert set(traces.correlate_messages(spans, messages, "chat4all-v2").matches["method"]) == {"tag"}
+    blind = spans.assign(message_id=pd.Series(pd.NA, index=spans.index, dtype="string"))
+    matches = traces.correlate_messages(blind, messages, "chat4all-v2").matches
+    assert set(matches["method"]) == {"time_window"}
+    nearest = matches.assign(gap=matches["delta_ms"].abs()).sort_values("gap").drop_duplicates(["message_id", "rule"])
+    hits = nearest.merge(truth[["message_id", "trace_id"]], how="left", indicator=True)
+    accuracy = (hits["_merge"] == "both").groupby(hits["rule"]).mean()
+    assert accuracy["api"] > 0.95 and accuracy["connector"] > 0.6
+    assert matches["confidence"].between(0, traces.TIME_WINDOW_CONFIDENCE).all()
+
+
+def test_messages_outside_the_trace_sample_are_listed_untraced():
+    from forensics.simulate import simulate
+
+    ev = simulate("baseline", messages=400, seed=2, profile="runbook", detail_sample=100)
+    corr = traces.correlate_messages(ev.tables["spans"], ev.tables["messages"], "runbook")
+    assert 200 <= len(corr.untraced) < 400
+    assert not set(corr.untraced["message_id"]) & set(corr.matches["message_id"])
+
+
+def test_critical_path_covers_each_simulated_root_exactly(simulated):
+    spans = simulated.tables["spans"]
+    flags = traces.span_flags(spans)
+    assert not flags[["duplicate_span_id", "cycle"]].any().any()
+    cp = traces.critical_path(spans)
+    roots = spans[spans["parent_span_id"].isna()].set_index("span_id")["duration_ms"]
+    per_root = cp.groupby("root_span_id")["section_ms"].sum()
+    assert per_root.round(3).equals(roots.loc[per_root.index].round(3).rename("section_ms"))
