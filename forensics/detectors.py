@@ -335,14 +335,19 @@ class Context:
 
     @cached_property
     def log_errors(self) -> pd.DataFrame:
-        """ERROR/WARN log lines with their classification (same index as the log table)."""
+        """ERROR/WARN log lines and lines with a stack trace, classified (same index as the log
+        table); the stack trace's first line is classified with the message."""
         logs = self.table("log_events")
         if not len(logs):
             return logs.assign(**{c: pd.Series(dtype=d) for c, d in (("signature", schema.STR),)})
-        sel = logs[logs["level"].isin(ERROR_LEVELS)]
+        sel = logs[logs["level"].isin(ERROR_LEVELS) | logs["stack_trace"].notna()]
         if not len(sel):
             return sel.assign(signature=pd.Series(dtype=schema.STR))
         text = sel["message"].fillna(sel["raw"])
+        trace = sel["stack_trace"].notna()
+        if trace.any():  # the exception's own line names it (MongoSocketReadTimeoutException, ...)
+            first_line = sel.loc[trace, "stack_trace"].str.split("\n", n=1).str[0]
+            text = text.where(~trace, text.fillna("") + " | " + first_line)
         chan = sel["service"].map(self.service_channels)
         cls = classify_series(text, chan.astype(schema.STR))
         return pd.concat([sel, cls.drop(columns=[c for c in cls.columns if c in sel.columns])], axis=1)
@@ -997,36 +1002,36 @@ def error_groups(ctx: Context) -> Iterable[Finding]:
 
 @detector("log_errors")
 def log_errors(ctx: Context) -> Iterable[Finding]:
-    """ERROR/WARN log lines, DLQ exception messages and error spans grouped by service and
-    classified error: the infrastructure errors that never reach a message document
-    (MongoDB timeouts, missing topics, connection refused) show here."""
+    """ERROR/WARN log lines (and lines with a stack trace), DLQ exception messages and error
+    spans grouped by source, service and classified error: the infrastructure errors that
+    never reach a message document (MongoDB timeouts, missing topics, connection refused)
+    show here. ``tags["messages"]`` counts the distinct messages the lines name, where most
+    lines name one (a retried message logs several lines)."""
     parts = []
+
+    def part(source, service, cls, ts, refs, message_ids):
+        parts.append(pd.DataFrame({
+            "source": source, "service": service, "signature": cls["signature"].to_numpy(), "ts": ts, "ref": refs,
+            "title": cls["title"].to_numpy(), "category": cls["category"].to_numpy(), "cause": cls["cause"].to_numpy(),
+            "message_id": message_ids}))
+
     logs = ctx.log_errors
     if len(logs):
-        parts.append(pd.DataFrame({"source": "log_events", "service": logs["service"].fillna("unknown").to_numpy(),
-                                   "signature": logs["signature"].to_numpy(), "ts": to_ns(logs["timestamp"]),
-                                   "ref": logs["source_ref"].to_numpy(), "title": logs["title"].to_numpy(),
-                                   "category": logs["category"].to_numpy(), "cause": logs["cause"].to_numpy()}))
+        part("log_events", logs["service"].fillna("unknown").to_numpy(), logs, to_ns(logs["timestamp"]),
+             logs["source_ref"].to_numpy(), logs["message_id"].to_numpy())
     dlq = ctx.table("dlq_records")
     if len(dlq):
-        text = dlq["exception_message"].fillna(dlq["decode_error"])
-        cls = classify_series(text, dlq["channel"])
-        parts.append(pd.DataFrame({"source": "dlq_records", "service": dlq["topic"].to_numpy(),
-                                   "signature": cls["signature"].to_numpy(), "ts": to_ns(dlq["timestamp"]),
-                                   "ref": (dlq["topic"].astype(str) + ":" + dlq["partition"].astype(str) + ":"
-                                           + dlq["offset"].astype(str)).to_numpy(),
-                                   "title": cls["title"].to_numpy(), "category": cls["category"].to_numpy(),
-                                   "cause": cls["cause"].to_numpy()}))
+        cls = classify_series(dlq["exception_message"].fillna(dlq["decode_error"]), dlq["channel"])
+        part("dlq_records", dlq["topic"].to_numpy(), cls, to_ns(dlq["timestamp"]),
+             (dlq["topic"].astype(str) + ":" + dlq["partition"].astype(str) + ":" + dlq["offset"].astype(str)).to_numpy(),
+             dlq["message_id"].to_numpy())
     spans = ctx.table("spans")
     if len(spans):
         s = spans[spans["error"].fillna(False).astype(bool) & spans["status_message"].notna()]
         if len(s):
             cls = classify_series(s["status_message"], s["service"].map(ctx.service_channels).astype(schema.STR))
-            parts.append(pd.DataFrame({"source": "spans", "service": s["service"].fillna("unknown").to_numpy(),
-                                       "signature": cls["signature"].to_numpy(), "ts": to_ns(s["start"]),
-                                       "ref": (s["trace_id"] + ":" + s["span_id"]).to_numpy(),
-                                       "title": cls["title"].to_numpy(), "category": cls["category"].to_numpy(),
-                                       "cause": cls["cause"].to_numpy()}))
+            part("spans", s["service"].fillna("unknown").to_numpy(), cls, to_ns(s["start"]),
+                 (s["trace_id"] + ":" + s["span_id"]).to_numpy(), s["message_id"].to_numpy())
     parts = [p for p in parts if len(p)]
     if not parts:
         return []
@@ -1038,16 +1043,19 @@ def log_errors(ctx: Context) -> Iterable[Finding]:
         n = len(rows)
         first = rows.iloc[0]
         ts = rows["ts"][rows["ts"] != NAT]
+        ids = rows["message_id"].dropna()
+        messages = int(ids.nunique()) if len(ids) >= 0.5 * n else None
         out.append(Finding(
-            "log_errors", f"{source}:{service}:{sig}", _group_severity(n, volume),
+            "log_errors", f"{source}:{service}:{sig}", _group_severity(messages or n, volume),
             f"{n:,} {source.replace('_', ' ')} errors in {service}: {first['title']}",
-            f"category {first['category']}; signature {sig}.",
+            f"category {first['category']}; signature {sig}"
+            + (f"; {messages:,} distinct messages named." if messages is not None else "."),
             _ts(ts.min()) if len(ts) else None, _ts(ts.max()) if len(ts) else None,
-            ctx.service_channels.get(str(service)), n, n / volume, None,
+            ctx.service_channels.get(str(service)), n, (messages or n) / volume, None,
             [ref(source, "source_ref", rows["ref"], total=n),
              {"table": "catalog", "column": "id", "values": [str(sig)], "total": 1}],
-            None, {"signature": sig, "category": _value(first["category"]), "cause": _value(first["cause"]), "source": source,
-                   "service": service, "share": n / volume}))
+            None, {"signature": sig, "category": _value(first["category"]), "cause": _value(first["cause"]),
+                   "source": source, "service": service, "messages": messages, "share": (messages or n) / volume}))
     return out
 
 

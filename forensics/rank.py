@@ -27,7 +27,7 @@ Method
    must be present for the cause to be considered at all. Confidence =
    clip(sum(w x strength of support) - sum(w x strength of against), 0, 1).
 
-3. **Healthy and unknown.** ``healthy`` = coverage x (1 - strongest symptom signal), where
+3. **Healthy and unknown.** ``healthy`` = coverage x (1 - strongest symptom or error signal), where
    coverage is the share of the key evidence tables that were collected; so it ranks first
    only when nothing significant fired. ``unknown`` = (1 - coverage) / 2 carries the note
    about missing sources, and ranks first when (almost) nothing was collected.
@@ -75,22 +75,26 @@ class Signal:
 class Rule:
     """How one cause is scored: supporting and contradicting signals with weights, and the
     signals of which one must be present (``requires``) for the cause to score at all.
-    ``radius`` names the signals whose findings' messages make the blast radius."""
+    ``context`` signals are generic symptoms (a FAILED spike, a P95 breach) that support the
+    cause only as far as its own evidence explains them: their weight is scaled by the
+    strongest of the ``requires`` signals. ``radius`` names the signals whose findings'
+    messages make the blast radius."""
 
     support: dict[str, float]
     against: dict[str, float] = field(default_factory=dict)
     requires: tuple[str, ...] = ()
     radius: tuple[str, ...] = ()
+    context: dict[str, float] = field(default_factory=dict)
 
 
-def _error_rule(cause: str, extra: dict[str, float] | None = None, against: dict[str, float] | None = None) -> Rule:
+def _error_rule(cause: str, extra: dict[str, float] | None = None, against: dict[str, float] | None = None,
+                context: dict[str, float] | None = None) -> Rule:
     """An error-driven cause: mostly its own errors, a little of the generic failure symptoms."""
-    support = {f"cause:{cause}": 0.65, f"runbook_cause:{cause}": 0.65 * RUNBOOK_READING, "failed_spike": 0.15,
-               "p95_breach": 0.05}
-    support.update(extra or {})
+    support = {f"cause:{cause}": 0.65, f"runbook_cause:{cause}": 0.65 * RUNBOOK_READING, **(extra or {})}
     return Rule(support, {"stuck_pending": 0.1, "missing_topic": 0.3, "router_silent": 0.3, **(against or {})},
                 requires=(f"cause:{cause}", f"runbook_cause:{cause}", *(extra or {})),
-                radius=(f"cause:{cause}", f"runbook_cause:{cause}", *(extra or {})))
+                radius=(f"cause:{cause}", f"runbook_cause:{cause}", *(extra or {})),
+                context={"failed_spike": 0.15, "p95_breach": 0.05, **(context or {})})
 
 
 RULES: dict[str, Rule] = {
@@ -126,8 +130,8 @@ RULES: dict[str, Rule] = {
     "invalid_recipient": _error_rule("invalid_recipient", {"recipient_data": 0.2}),
     "bot_blocked": _error_rule("bot_blocked"),
     "content_over_limit": _error_rule("content_over_limit", {"content_data": 0.3}),
-    "platform_outage": _error_rule("platform_outage", {"connector_5xx": 0.25},
-                                   against={"cause:platform_rate_limit": 0.1}),
+    "platform_outage": _error_rule("platform_outage", against={"cause:platform_rate_limit": 0.1},
+                                   context={"connector_5xx": 0.25}),
     "policy_window": _error_rule("policy_window"),
     "connector_unreachable": _error_rule("connector_unreachable", {"connector_silent": 0.2}),
     "webhook_unreachable": Rule(
@@ -185,43 +189,53 @@ def _best(name: str, found: list[Finding], strength=_severity, note: str = "") -
     return Signal(name, max(min(1.0, strength(f)) for f in found), found, note)
 
 
+def _size(f: Finding) -> int:
+    """Messages a finding concerns: distinct messages where the lines name them, else its count."""
+    messages = f.tags.get("messages")
+    return int(messages) if messages is not None else int(f.count or 0)
+
+
 def _error_signals(detection: Detection, key: str) -> dict[str, Signal]:
     """``cause:<id>`` (key ``cause``) or ``runbook_cause:<id>`` signals from error findings.
 
-    Messages (error_groups) and log-like sources (log_errors) are scored separately, and the
-    stronger of the two counts: the deployed code keeps reasons only in logs, while a
-    runbook deployment stores them on the message.
+    FAILED messages (error_groups) and each log-like source (log lines, dead letters, error
+    spans) are scored separately and the strongest counts: the deployed code keeps reasons
+    only in logs, a runbook deployment stores them on the message. Within one log-like
+    source the same call shows in several services (router and connector), so a cause's
+    size there is its largest service, not their sum.
     """
     n = max(detection.context.n_messages, 1)
+    sizes: dict[tuple[str, str], dict[str, int]] = {}
+    found: dict[tuple[str, str], dict[str, list[Finding]]] = {}
+    for f in detection.items:
+        if f.detector not in ("error_groups", "log_errors") or not f.tags.get("cause"):
+            continue
+        source = "messages" if f.detector == "error_groups" else str(f.tags.get("source"))
+        service = "" if f.detector == "error_groups" else str(f.tags.get("service"))
+        for k in {"cause", key}:
+            cause = f.tags.get(k)
+            if not cause:
+                continue
+            slot = (source, f"{k}:{cause}")
+            per_service = sizes.setdefault(slot, {})
+            per_service[service] = per_service.get(service, 0) + _size(f)
+            found.setdefault(slot, {}).setdefault(service, []).append(f)
+    totals: dict[str, int] = {}
+    for (source, name), per_service in sizes.items():
+        if name.startswith("cause:"):
+            totals[source] = totals.get(source, 0) + max(per_service.values())
     out: dict[str, Signal] = {}
-    for detector in ("error_groups", "log_errors"):
-        groups = [f for f in detection.items if f.detector == detector]
-        by_cause: dict[str, list[Finding]] = {}
-        for f in groups:
-            cause = f.tags.get(key)
-            if cause:
-                by_cause.setdefault(cause, []).append(f)
-        # dominance is measured against all errors that name any (documented) cause
-        named = sum(int(f.count or 0) for f in groups if f.tags.get("cause"))
-        for cause, found in by_cause.items():
-            count = sum(int(f.count or 0) for f in found)
-            if detector == "log_errors":  # per source, so a line logged twice does not count twice
-                per_source: dict[str, int] = {}
-                for f in found:
-                    per_source[f.tags.get("source", "")] = per_source.get(f.tags.get("source", ""), 0) + int(f.count or 0)
-                count = max(per_source.values())
-                named_src = max(sum(int(f.count or 0) for f in groups if f.tags.get("cause") and
-                                    f.tags.get("source") == s) for s in per_source)
-                dominance = count / max(named_src, 1)
-            else:
-                dominance = count / max(named, 1)
-            magnitude = min(1.0, count / n / FULL_MAGNITUDE)
-            strength = min(1.0, dominance * magnitude)
-            name = f"{key}:{cause}"
-            where = "FAILED messages" if detector == "error_groups" else "error log lines / dead letters / spans"
-            note = f"{count:,} {where} ({count / n:.1%} of messages, {dominance:.0%} of the classified errors)"
-            if name not in out or strength > out[name].strength:
-                out[name] = Signal(name, strength, found, note)
+    for (source, name), per_service in sizes.items():
+        if not name.startswith(f"{key}:"):
+            continue
+        count = max(per_service.values())
+        dominance = min(1.0, count / max(totals.get(source, 0), 1))
+        strength = min(1.0, dominance * min(1.0, count / n / FULL_MAGNITUDE))
+        where = "FAILED messages" if source == "messages" else f"messages in {source.replace('_', ' ')}"
+        note = f"{count:,} {where} ({count / n:.1%} of messages, {dominance:.0%} of the classified errors there)"
+        if name not in out or strength > out[name].strength:
+            items = [f for fs in found[(source, name)].values() for f in fs]
+            out[name] = Signal(name, strength, items, note)
     return out
 
 
@@ -260,7 +274,9 @@ def signals(detection: Detection) -> dict[str, Signal]:
     put(_best("connector_5xx", by.get("connector_5xx", [])))
     put(_best("p95_breach", by.get("delivery_p95", [])))
     ooo = [f for f in by.get("out_of_order", []) if f.tags.get("kind") == "reordered"]
-    put(_best("out_of_order", ooo, lambda f: _severity(f) * min(1.0, float(f.tags.get("conversations", 0)) / 10)))
+    reordered = sum(int(f.tags.get("conversations", 0)) for f in ooo)
+    put(_best("out_of_order", ooo, lambda f: min(1.0, reordered / 10),
+              f"{reordered:,} conversations with messages reordered beyond the tolerance"))
     dup = [f for f in by.get("duplicate_deliveries", []) if f.key == "status_events"]
     put(_best("duplicates", dup, lambda f: _severity(f) * min(1.0, int(f.count or 0) / 10)))
     put(_best("missing_topic", by.get("missing_topics", [])))
@@ -332,22 +348,24 @@ def hypotheses(detection: Detection, rules: dict[str, Rule] | None = None) -> li
     for cause, rule in rules.items():
         if rule.requires and not any(r in sig for r in rule.requires):
             continue
-        score = sum(w * sig[s].strength for s, w in rule.support.items() if s in sig)
+        own = max((sig[r].strength for r in rule.requires if r in sig), default=1.0)
+        weights = {**rule.support, **{s: w * own for s, w in rule.context.items()}}
+        score = sum(w * sig[s].strength for s, w in weights.items() if s in sig)
         penalty = sum(w * sig[s].strength for s, w in rule.against.items() if s in sig)
         confidence = float(np.clip(score - penalty, 0.0, 1.0))
-        present = sorted(((s, w) for s, w in rule.support.items() if s in sig), key=lambda sw: -sw[1] * sig[sw[0]].strength)
+        present = sorted(((s, w) for s, w in weights.items() if s in sig), key=lambda sw: -sw[1] * sig[sw[0]].strength)
         ev_for = [i for s, w in present for i in _statement(sig[s], w)]
         ev_against = [i for s, w in rule.against.items() if s in sig for i in _statement(sig[s], -w)]
         ev_against += [{"statement": f"expected {s.replace('_', ' ')} not observed"}
                        for s, w in rule.support.items() if s not in sig and w >= 0.2]
-        supporting = [f for s in rule.support if s in sig for f in sig[s].findings]
+        supporting = [f for s in weights if s in sig for f in sig[s].findings]
         radius_findings = [f for s in (rule.radius or tuple(rule.support)) if s in sig for f in sig[s].findings]
         c = cat.cause(cause)
         out.append(Hypothesis(cause, c.title, confidence, ev_for, ev_against, _first_seen(supporting),
                               runbook_step=c.runbook_step, recommended_action=c.action,
                               **_radius(detection, radius_findings)))
     cover, notes = coverage(detection)
-    symptoms = [sig[s] for s in SYMPTOMS if s in sig]
+    symptoms = [sig[s] for s in SYMPTOMS if s in sig] + [v for k, v in sig.items() if k.startswith("cause:")]
     worst = max((s.strength for s in symptoms), default=0.0)
     healthy = cat.cause("healthy")
     out.append(Hypothesis(
