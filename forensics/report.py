@@ -710,13 +710,12 @@ def run_notebook(notebook: str | Path, output: Path, parameters: dict[str, Any],
 
 
 def _sections(nb) -> dict[int, str]:
-    """Cell index -> the title of the section the cell is in (the last Markdown heading above
-    it); only for the first code cell of each section, which is where progress is reported."""
+    """Cell index -> the title of the section the cell is in (the last ``##`` heading above it);
+    only for the first code cell of each section, which is where progress is reported."""
     out, current, reported = {}, None, None
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "markdown":
-            heading = next((line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")),
-                           None)
+            heading = next((line[3:].strip() for line in cell.source.splitlines() if line.startswith("## ")), None)
             current = heading or current
         elif cell.cell_type == "code" and current and current != reported:
             out[i], reported = current, current
