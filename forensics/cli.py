@@ -119,13 +119,15 @@ def cmd_verify(args) -> int:
 EXIT_NOT_FOUND = 1
 
 
-def message_story(message, events, files=None, *, as_of=None) -> list[str]:
+def message_story(message, events, files=None, *, as_of=None, identities=None, locks=None) -> list[str]:
     """One message's story as text lines: what it is, its status history with the time
-    between transitions, errors, retries, attached files against the platform limits.
+    between transitions, errors, retries, attached files against the platform limits, and
+    the recipient's identity and the Redis keys steering its delivery when known.
 
     ``message`` is one ``messages`` row (a Series), ``events`` its ``status_events`` rows,
     ``files`` the rows of ``MongoSource.file_checks`` (None: judged from the row alone).
     ``as_of`` is the time a last non-final status is aged against (now, or a bundle's end).
+    ``identities`` / ``locks``: rows of those tables, or a string saying why they are absent.
     """
     import pandas as pd
 
@@ -168,6 +170,25 @@ def message_story(message, events, files=None, *, as_of=None) -> list[str]:
             if yes(f.get("file_over_limit")):
                 line += f"   OVER the {f['channel']} limit of {f['file_limit_bytes']:,} bytes"
             lines.append(line)
+    if identities is not None:
+        if isinstance(identities, str):
+            lines.append(f"  recipient identity: {identities}")
+        else:
+            mine = identities[identities["platform_user_id"] == m["recipient_id"]]
+            if mine.empty:
+                lines.append(f"  recipient {val(m['recipient_id'])}: NO external identity (runbook R3.1)")
+            for _, i in mine.iterrows():
+                lines.append(f"  recipient {i['platform_user_id']} on {i['platform']}: user {val(i['user_id'])}, "
+                             f"verified {val(i['verified'])}, format valid {val(i['format_valid'])}")
+    if locks is not None:
+        if isinstance(locks, str):
+            lines.append(f"  redis keys: {locks}")
+        elif locks.empty:
+            lines.append("  redis keys: none for this message or its conversation")
+        for _, k in (locks.iterrows() if not isinstance(locks, str) else ()):
+            ttl = "no expiry" if pd.isna(k["ttl_s"]) else f"ttl {k['ttl_s']:,.0f} s"
+            note = "  (a manual replay is dropped while it exists)" if k["kind"] == "processed" else ""
+            lines.append(f"  redis {k['kind']}: {k['key']} {ttl}{note}")
     ev = events.sort_values(["timestamp", "derived"], ascending=[True, False], kind="stable")
     lines.append("")
     if ev.empty:
@@ -204,17 +225,23 @@ def cmd_message(args) -> int:
 
     if not args.message_id.strip():
         raise ParameterError("message id is empty")
-    files = None
+    files = identities = locks = None
     if args.bundle:
         from forensics.bundle import read_bundle
 
-        ev = read_bundle(args.bundle, tables=["messages", "status_events"])
+        ev = read_bundle(args.bundle)
         messages = ev.table("messages")
         found = messages[messages["message_id"] == args.message_id]
         where = f"bundle {args.bundle}"
         events = ev.table("status_events")
         events = events[events["message_id"] == args.message_id]
         as_of = ev.window.end
+        if ev.has("identities"):
+            identities = ev.table("identities")
+        if ev.has("locks") and len(found):
+            all_locks = ev.table("locks")
+            locks = all_locks[(all_locks["message_id"] == args.message_id).fillna(False)
+                              | (all_locks["conversation_id"] == found.iloc[0]["conversation_id"]).fillna(False)]
     else:
         from forensics.sources.mongo import MongoSource
 
@@ -225,16 +252,45 @@ def cmd_message(args) -> int:
                 events = src.history_of(found.iloc[:1], purpose="history of a message")
                 files = src.file_checks([args.message_id])
             as_of = pd.Timestamp.now(tz="UTC")
+        if len(found):
+            identities, locks = _identity_and_locks(found.iloc[0], args.profile)
     if found.empty:
         print(f"forensics message: message {args.message_id} not found in {where}", file=sys.stderr)
         return EXIT_NOT_FOUND
     if len(found) > 1:
         print(f"warning: {len(found)} documents carry message id {args.message_id}; showing the first",
               file=sys.stderr)
-    print("\n".join(message_story(found.iloc[0], events, files, as_of=as_of)))
-    # Identity (PostgreSQL external_identities) and locks (Redis) join here when their
-    # sources (forensics/sources/postgres.py, redis.py) offer per-message lookups.
+    print("\n".join(message_story(found.iloc[0], events, files, as_of=as_of, identities=identities, locks=locks)))
     return 0
+
+
+def _identity_and_locks(message, profile) -> tuple[object, object]:
+    """The recipient's identity (PostgreSQL) and the message's Redis keys, each when its
+    connection is configured; a source that fails gives a line saying why, not an error."""
+    import pandas as pd
+
+    from forensics.config import connection
+
+    out: list[object] = []
+    for source, variable in (("postgres", "FORENSICS_POSTGRES_DSN"), ("redis", "FORENSICS_REDIS_URL")):
+        if not connection(source):
+            out.append(f"not checked ({variable} unset)")
+            continue
+        try:
+            if source == "postgres":
+                from forensics.sources.postgres import read_identities
+
+                rid = message["recipient_id"]
+                out.append(read_identities(profile=profile, platform_ids=[] if pd.isna(rid) else [rid]))
+            else:
+                from forensics.sources.redis import read_locks
+
+                cid = message["conversation_id"]
+                out.append(read_locks(profile=profile, message_ids=[message["message_id"]],
+                                      conversation_ids=[] if pd.isna(cid) else [cid]))
+        except ForensicsError as exc:
+            out.append(f"unavailable ({exc})")
+    return out[0], out[1]
 
 
 def cmd_report(args) -> int:

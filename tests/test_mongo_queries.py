@@ -281,3 +281,29 @@ def test_queries_are_recorded_as_json():
     assert {"$gte": {"$date": "2025-12-03T14:00:00Z"}, "$lt": {"$date": "2025-12-03T15:00:00Z"}} in [
         c["timestamp"] for c in entry["filter"]["$or"]]
     assert entry["maxTimeMS"] == 30_000 and src.queries == [entry]
+
+
+# ---- forensics message: the story of one message ------------------------------------------------
+
+def test_message_story_shows_durations_errors_limits_identity_and_locks():
+    from forensics.cli import message_story
+    from forensics.documents import messages_from_documents, status_events_from_documents
+
+    msg = messages_from_documents([{
+        "_id": "o1", "message_id": "m1", "conversation_id": "c1", "recipient_ids": ["+5511999999999"],
+        "channel": "INSTAGRAM", "content": "x" * 1200, "content_type": "TEXT", "status": "SENT",
+        "timestamp": T0.to_pydatetime(), "retry_count": 2, "error_message": "Connector returned error: status=429"}])
+    events = status_events_from_documents([
+        {"message_id": "m1", "old_status": "PENDING", "new_status": "SENT", "timestamp": T0 + pd.Timedelta("1.25s"),
+         "updated_by": "router-service", "error_message": "retrying"}], msg)
+    identities = schema.conform("identities", {"user_id": ["u1"], "platform": ["INSTAGRAM"],
+                                               "platform_user_id": ["+5511999999999"], "verified": [True],
+                                               "format_valid": [False], "source": ["postgres"]})
+    text = "\n".join(message_story(msg.iloc[0], events, as_of=T0 + pd.Timedelta("2h"), identities=identities,
+                                   locks="not checked (FORENSICS_REDIS_URL unset)"))
+    assert "status SENT" in text and "retries 2   error (top-level): Connector returned error: status=429" in text
+    assert "TEXT OVER LIMIT: 1,200 chars > 1,000 on INSTAGRAM" in text
+    assert "2 transition(s), PENDING -> SENT in 1.250 s" in text
+    assert "derived from the creation time" in text and "error: retrying" in text
+    assert "still SENT 1 h 59 min 58 s after its last transition" in text
+    assert "user u1, verified True, format valid False" in text and "redis keys: not checked" in text

@@ -429,8 +429,16 @@ def test_message_command_live_and_from_a_bundle(stack_env, mongo_db, layout, tmp
 
     ev, queries, custody = collect(["mongo"], WINDOW, layout.profile,
                                    {"mongo_uri": stack_env.mongo_uri, "mongo_database": mongo_db.name})
+    ev.put("identities", schema.conform("identities", {
+        "user_id": ["u1"], "platform": ["WHATSAPP"], "platform_user_id": ["+5511999999999"], "verified": [False],
+        "format_valid": [True], "source": ["postgres"]}))
+    ev.put("locks", schema.conform("locks", {
+        "key": ["router:processed:s1"], "kind": ["processed"], "message_id": ["s1"], "ttl_s": [600.0],
+        "sampled_at": [pd.Timestamp(REF)], "source": ["redis"]}))
     bundle = write_bundle(ev, tmp_path / "b", queries=queries, custody=custody)
     r = _cli("message", "s1", "--bundle", str(bundle))
     assert r.returncode == 0, r.stderr
     assert "PENDING -> SENT in 1.000 s" in r.stdout and "still SENT" in r.stdout
+    assert "recipient +5511999999999 on WHATSAPP: user u1, verified False" in r.stdout
+    assert "redis processed: router:processed:s1 ttl 600 s  (a manual replay is dropped while it exists)" in r.stdout
     assert _cli("message", "nope", "--bundle", str(bundle)).returncode == 1
