@@ -398,3 +398,23 @@ def test_critical_path_covers_each_simulated_root_exactly(simulated):
     roots = spans[spans["parent_span_id"].isna()].set_index("span_id")["duration_ms"]
     per_root = cp.groupby("root_span_id")["section_ms"].sum()
     assert per_root.round(3).equals(roots.loc[per_root.index].round(3).rename("section_ms"))
+
+
+# ---- the message investigation notebook ----------------------------------------------------
+
+@pytest.mark.slow
+def test_message_investigation_notebook_runs_on_a_simulated_bundle(tmp_path):
+    from forensics.bundle import write_bundle
+    from forensics.errors import ParameterError
+    from forensics.report import ROOT, run_notebook
+    from forensics.simulate import simulate
+
+    bundle = write_bundle(simulate("whatsapp-rate-limit", messages=1500, seed=11), tmp_path / "bundle")
+    notebook = ROOT / "notebooks" / "message_investigation.ipynb"
+    executed = run_notebook(notebook, tmp_path / "out.ipynb", {"bundle": str(bundle), "message_id": ""}, cwd=tmp_path)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert any(o.get("data", {}).get("application/vnd.plotly.v1+json") for o in outputs)  # a waterfall
+    assert any("runbook: R" in o.get("text", "") for o in outputs)
+    with pytest.raises(ParameterError, match="message_id: 'nope' is not among"):
+        run_notebook(notebook, tmp_path / "bad.ipynb", {"bundle": str(bundle), "message_id": "nope"}, cwd=tmp_path)
