@@ -229,7 +229,7 @@ def cmd_message(args) -> int:
     if args.bundle:
         from forensics.bundle import read_bundle
 
-        ev = read_bundle(args.bundle)
+        ev = read_bundle(args.bundle, tables=["messages", "status_events", "identities", "locks"])
         messages = ev.table("messages")
         found = messages[messages["message_id"] == args.message_id]
         where = f"bundle {args.bundle}"
