@@ -6,9 +6,10 @@ Parsing
     envelopes (UI downloads, ``/api/traces`` answers), single v1 traces, bare arrays of
     traces, OTLP JSON ``{"resourceSpans": [...]}`` and api/v3's
     ``{"result": {"resourceSpans": [...]}}``. :func:`read_trace_file` adds JSON Lines.
-    Parsing is one pass over the spans into plain lists and one DataFrame at the end; ids
-    are normalised afterwards with pyarrow kernels (trace ids 32 lowercase hex, left
-    padded; OTLP base64 ids decoded).
+    v1 spans are read by pyarrow straight from the decoded dicts (fixed fields in C++),
+    tag values in one Python pass; tags then become columns and JSON text column-wise,
+    and ids are normalised with pyarrow kernels (trace ids 32 lowercase hex, left padded;
+    OTLP base64 ids decoded). No per-span DataFrame or json_normalize anywhere.
 
 Flags
     :func:`span_flags` marks orphans, clock skew, duplicated span ids and reference cycles,
@@ -90,10 +91,9 @@ class TraceFileError(ForensicsError):
 # parsing
 # ---------------------------------------------------------------------------------------------
 #
-# One pass over the spans appends a row tuple per span (fields that need no tag) and the
-# span's tags, as {"key", "value"} dicts, to one flat list. Everything after that pass is
-# vectorised: tags become columns or JSON text with numpy/pyarrow, ids are normalised
-# with pyarrow kernels, times are int64 nanoseconds until the end.
+# Each part of a document (a v1 envelope, a v1 trace, an OTLP document) becomes a _Block:
+# its spans column-wise, with all tags in flat arrays. _frame then finishes every block at
+# once: tags into columns and JSON text, ids normalised, times from int64 nanoseconds.
 
 class _Block:
     """Spans of one document part, column-wise, before ids, tags and times are finished.
@@ -112,13 +112,6 @@ class _Block:
 
     def __len__(self) -> int:
         return len(self.columns["start"])
-
-
-class _Parsed:
-    """Blocks collected from a document (one per v1 envelope or trace, one per OTLP document)."""
-
-    def __init__(self) -> None:
-        self.blocks: list[_Block] = []
 
 
 @functools.lru_cache(maxsize=4096)
@@ -514,9 +507,9 @@ def _text(values: np.ndarray) -> pa.Array:
         return pa.array([v if v is None or isinstance(v, str) else str(v) for v in values], type=pa.string())
 
 
-def _frame(parsed: _Parsed, source_object: str | None) -> pd.DataFrame:
+def _frame(blocks: list[_Block], source_object: str | None) -> pd.DataFrame:
     """The collected blocks as one spans table: tags, ids, times and numbers finished vectorised."""
-    blocks = [b for b in parsed.blocks if len(b)]
+    blocks = [b for b in blocks if len(b)]
     if not blocks:
         return schema.empty("spans")
     n = sum(len(b) for b in blocks)
@@ -566,32 +559,32 @@ def _is_v1_trace(doc: Any) -> bool:
     return isinstance(doc, Mapping) and "spans" in doc and "resourceSpans" not in doc
 
 
-def _collect(doc: Any, parsed: _Parsed, where: str) -> None:
-    """Find the spans in ``doc`` (any accepted shape) and add them to ``parsed`` as blocks."""
+def _collect(doc: Any, blocks: list[_Block], where: str) -> None:
+    """Find the spans in ``doc`` (any accepted shape) and add them to ``blocks``."""
     if isinstance(doc, list):
         if doc and all(isinstance(d, Mapping) and "spanID" in d for d in doc):
-            parsed.blocks.append(_v1_block([{"spans": doc}], [where.rstrip(".")]))  # a bare array of v1 spans
+            blocks.append(_v1_block([{"spans": doc}], [where.rstrip(".")]))  # a bare array of v1 spans
         elif doc and all(_is_v1_trace(d) for d in doc):
-            parsed.blocks.append(_v1_block(doc, [f"{where}[{i}].spans" for i in range(len(doc))]))
+            blocks.append(_v1_block(doc, [f"{where}[{i}].spans" for i in range(len(doc))]))
         else:
             for i, item in enumerate(doc):
-                _collect(item, parsed, f"{where}[{i}].")
+                _collect(item, blocks, f"{where}[{i}].")
         return
     if not isinstance(doc, Mapping):
         raise TraceFileError(f"{where or 'document'}: expected a JSON object or array, got {type(doc).__name__}")
     if "resourceSpans" in doc:
-        parsed.blocks.append(_otlp_block(doc.get("resourceSpans") or (), where))
+        blocks.append(_otlp_block(doc.get("resourceSpans") or (), where))
     elif isinstance(doc.get("result"), Mapping) and "resourceSpans" in doc["result"]:
-        parsed.blocks.append(_otlp_block(doc["result"].get("resourceSpans") or (), f"{where}result."))
+        blocks.append(_otlp_block(doc["result"].get("resourceSpans") or (), f"{where}result."))
     elif "data" in doc and (doc["data"] is None or isinstance(doc["data"], list | Mapping)):
         data = doc["data"] or []
         data = data if isinstance(data, list) else [data]
         for i, trace in enumerate(data):
             if not isinstance(trace, Mapping):
                 raise TraceFileError(f"{where}data[{i}]: expected a trace object, got {type(trace).__name__}")
-        parsed.blocks.append(_v1_block(data, [f"{where}data[{i}].spans" for i in range(len(data))]))
+        blocks.append(_v1_block(data, [f"{where}data[{i}].spans" for i in range(len(data))]))
     elif "spans" in doc:
-        parsed.blocks.append(_v1_block([doc], [f"{where}spans"]))
+        blocks.append(_v1_block([doc], [f"{where}spans"]))
     else:
         keys = ", ".join(map(str, list(doc)[:6])) or "none"
         raise TraceFileError(f"{where or 'document'}: not a Jaeger or OTLP trace document (keys: {keys}); "
@@ -608,9 +601,9 @@ def parse_traces(doc: Any, source_object: str | None = None) -> pd.DataFrame:
     the JSON path of the span within it (``data[0].spans[3]``), so duplicates can be told apart.
     Times are nanoseconds internally; v1 microseconds and OTLP nanoseconds are both exact.
     """
-    parsed = _Parsed()
-    _collect(doc, parsed, "")
-    return _frame(parsed, source_object)
+    blocks: list[_Block] = []
+    _collect(doc, blocks, "")
+    return _frame(blocks, source_object)
 
 
 def read_trace_file(path: str | Path) -> pd.DataFrame:
@@ -620,7 +613,7 @@ def read_trace_file(path: str | Path) -> pd.DataFrame:
         text = path.read_bytes()
     except OSError as exc:
         raise TraceFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    parsed = _Parsed()
+    blocks: list[_Block] = []
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as whole:
@@ -634,10 +627,10 @@ def read_trace_file(path: str | Path) -> pd.DataFrame:
                 item = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise TraceFileError(f"{path}: line {n} of JSON Lines is not JSON ({exc.msg})") from exc
-            _collect(item, parsed, f"line {n}: ")
+            _collect(item, blocks, f"line {n}: ")
     else:
-        _collect(doc, parsed, "")
-    return _frame(parsed, path.name)
+        _collect(doc, blocks, "")
+    return _frame(blocks, path.name)
 
 
 def tag_values(spans: pd.DataFrame, key: str) -> pd.Series:
