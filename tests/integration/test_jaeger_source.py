@@ -282,3 +282,69 @@ def test_derived_views_on_a_stored_trace(client, sent):
     edges = traces.dependency_edges(spans)
     assert edges[["parent", "child", "call_count", "error_count"]].values.tolist() == [
         ["router-service", "whatsapp-connector", 1, 1]]
+
+
+class _ResettingProxy:
+    """A TCP proxy in front of the real Jaeger that resets the first ``resets`` connections
+    (RST, as a restarting load balancer does) and forwards the later ones unchanged."""
+
+    def __init__(self, target_url: str, resets: int) -> None:
+        import threading
+
+        host, port = target_url.split("//")[1].split("/")[0].split(":")
+        self.target, self.resets = (host, int(port)), resets
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import select
+        import struct
+        import threading
+
+        def pipe(a: socket.socket, b: socket.socket) -> None:
+            with a, b:
+                while True:
+                    ready, _, _ = select.select([a, b], [], [], 5)
+                    if not ready:
+                        return
+                    for s in ready:
+                        data = s.recv(65536)
+                        if not data:
+                            return
+                        (b if s is a else a).sendall(data)
+
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            if self.resets > 0:
+                self.resets -= 1
+                conn.recv(65536)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+                continue
+            threading.Thread(target=pipe, args=(conn, socket.create_connection(self.target)), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_connection_resets_are_retried_with_backoff(jaeger_url, sent):
+    proxy = _ResettingProxy(jaeger_url, resets=2)
+    try:
+        client = JaegerClient(proxy.url, api="v1", retries=2, backoff_s=0.05)
+        assert "api-gateway" in client.services()
+        assert [h["status"] for h in client.history] == [None, None, 200]
+    finally:
+        proxy.close()
+
+
+def test_retries_are_bounded(jaeger_url):
+    proxy = _ResettingProxy(jaeger_url, resets=10)
+    try:
+        with pytest.raises(JaegerUnavailable, match="failed after 2 attempts"):
+            JaegerClient(proxy.url, api="v1", retries=1, backoff_s=0.05).services()
+    finally:
+        proxy.close()
