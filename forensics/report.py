@@ -32,20 +32,23 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
-from forensics import __version__
+from forensics import __version__, schema
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
 from forensics.figures import PLOTLY_MIMETYPE
 from forensics.params import ReportParams, validate_report_params
 from forensics.redact import Redactor
 from forensics.timeutil import Window, iso, utcnow
+
+if TYPE_CHECKING:
+    from forensics.analysis import Analysis
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT_NOTEBOOK = "rca_report"
@@ -120,8 +123,6 @@ def find_template(name: str) -> Path:
 def scope(evidence: Evidence, window: Window, channel: str | None = None) -> Evidence:
     """The evidence restricted to ``window`` (rows whose time is unknown are kept) and, when
     given, to one channel (rows of another known channel are dropped; unknown kept)."""
-    from forensics import schema
-
     if window == evidence.window and channel is None:
         return evidence
     tables = {}
@@ -209,12 +210,12 @@ class RcaReport:
     (notebook HTML sections, Markdown, JSON)."""
 
     evidence: Evidence
-    analysis: Any
+    analysis: Analysis
     params: ReportParams
     redactor: Redactor
 
     @classmethod
-    def build(cls, evidence: Evidence, analysis: Any, params: ReportParams) -> RcaReport:
+    def build(cls, evidence: Evidence, analysis: Analysis, params: ReportParams) -> RcaReport:
         return cls(evidence, analysis, params, Redactor.for_evidence(evidence, enabled=params.redact))
 
     # -- facts
@@ -361,8 +362,6 @@ class RcaReport:
     def sources(self) -> pd.DataFrame:
         """Per evidence table: where it comes from, whether it was collected, how many rows, and
         what stays unknown without it."""
-        from forensics import schema
-
         counts = self.evidence.row_counts()
         rows = [{"table": table, "source": TABLE_SOURCE.get(table, "?"), "rows": counts.get(table),
                  "status": "collected" if table in counts else "missing",
@@ -381,8 +380,6 @@ class RcaReport:
 
     def gaps(self) -> list[str]:
         """Data gaps as sentences: missing sources (with the reason) and what stays unknown."""
-        from forensics import schema
-
         out = [f"Source {source} was not read: {why}." for source, why in sorted(self.evidence.missing.items())]
         out += [f"Without {table} ({TABLE_SOURCE.get(table, '?')}) the report cannot tell "
                 f"{UNKNOWN_WITHOUT.get(table, 'what it holds')}."
@@ -481,6 +478,7 @@ class RcaReport:
             "summary": self.summary_text(),
             "impact": _records(self.impact_rows()),
             "sla_breach": self.sla_breach(),
+            "sla_s": self.threshold("p95_latency_s"),
             "hypotheses": self.hypothesis_dicts(),
             "trigger": self.trigger(),
             "detection": self.detection(),
@@ -508,12 +506,12 @@ def html_table(df: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS, caption: str = 
 
     shown = df.head(max_rows).copy()
     if shown.empty:
-        return HTML(f'<p class="report-note">{html.escape(caption or "none")}</p>' if caption else
-                    '<p class="report-note">none</p>')
+        return HTML(f'<p class="report-note">{html.escape(f"{caption}: none" if caption else "none")}</p>')
     times = [c for c in shown.columns if isinstance(shown[c].dtype, pd.DatetimeTZDtype)]
     for c in times:
         shown[c] = shown[c].dt.strftime("%Y-%m-%d %H:%M:%S")
-    styler = shown.style.format(escape="html", na_rep="—", precision=2, thousands=",").hide(axis="index")
+    styler = (shown.style.format(escape="html", na_rep="—", precision=2, thousands=",")
+              .format_index(escape="html", axis=1).hide(axis="index"))
     classes = pd.DataFrame("", index=shown.index, columns=shown.columns)
     classes[times] = "ts"
     if "severity" in shown.columns:
@@ -556,12 +554,14 @@ def kpis(rca: RcaReport) -> Any:
         if isinstance(value, list | tuple):
             value = ", ".join(map(str, value)) or "none"
         shown = _fmt_int(value) if not isinstance(value, str) else value
-        tiles.append(f'<div class="report-kpi bad"><div class="value">{html.escape(shown)}</div>'
+        state = "good" if shown in ("0", "none") else "bad"
+        tiles.append(f'<div class="report-kpi {state}"><div class="value">{html.escape(shown)}</div>'
                      f'<div class="label">{html.escape(label)}</div></div>')
     breach = rca.sla_breach()
     if breach is not None:
         tiles.append(f'<div class="report-kpi {"bad" if breach else "good"}"><div class="value">'
-                     f'{"breached" if breach else "met"}</div><div class="label">delivery SLA (P95 ≤ 5 s)</div></div>')
+                     f'{"breached" if breach else "met"}</div><div class="label">delivery SLA '
+                     f'(P95 ≤ {rca.threshold("p95_latency_s"):g} s)</div></div>')
     return HTML('<div class="report-kpis">' + "".join(tiles) + "</div>")
 
 
@@ -648,7 +648,7 @@ def render_markdown(content: dict) -> str:
     return env.get_template(MARKDOWN_TEMPLATE).render(**content)
 
 
-def markdown_report(evidence: Evidence, analysis: Any, *, redact: bool = True, title: str = "") -> str:
+def markdown_report(evidence: Evidence, analysis: Analysis, *, redact: bool = True, title: str = "") -> str:
     """The post-mortem Markdown straight from an analysis (no notebook)."""
     params = validate_report_params(bundle="", redact=redact, title=title)
     return render_markdown(RcaReport.build(evidence, analysis, params).to_dict())

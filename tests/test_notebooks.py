@@ -18,6 +18,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # A new notebook needs an entry here; small values keep the suite fast.
 NOTEBOOK_PARAMETERS: dict[str, dict] = {
     "rca_report": {"bundle": "{bundle}", "channel": "", "thresholds": {"failed_rate": 0.05}, "redact": True},
+    "message_investigation": {"bundle": "{bundle}", "message_id": ""},
 }
 
 
