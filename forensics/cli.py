@@ -335,6 +335,24 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_seed(args) -> int:
+    from forensics.seed import TARGETS, Placement, seed
+    from forensics.timeutil import iso
+
+    _check_scenario_and_profile(args.scenario, args.profile)
+    progress = Progress(args.quiet)
+    targets = [t.strip() for t in (args.targets or ",".join(TARGETS)).split(",") if t.strip()]
+    result = seed(args.scenario, profile=args.profile, messages=args.messages, seed=args.seed, end=args.end,
+                  force=args.force, targets=targets, placement=Placement.from_prefix(args.target_prefix, args.profile),
+                  progress=progress)
+    print(f"window: {iso(result.window.start)} {iso(result.window.end)}")
+    for target, counts in result.written.items():
+        print(f"{target}: " + ", ".join(f"{name} {count:,}" for name, count in counts.items()))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
 def _add_window(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--since", required=required, help="window start: ISO 8601 (2025-12-03T14:00:00Z) or relative (2h)")
     p.add_argument("--until", default=None, help="window end: ISO 8601 or relative; default now")
@@ -401,6 +419,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database", default=None, help="MongoDB database (default: the profile's)")
     _add_common(p)
     p.set_defaults(func=cmd_message)
+
+    p = sub.add_parser("seed", help="load a simulated incident into the live stack (MongoDB, Kafka, Jaeger, "
+                                    "PostgreSQL, Redis); prints its window")
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--messages", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--end", default=None, help="window end: ISO 8601 or relative (2h); default now")
+    p.add_argument("--force", action="store_true", help="drop and recreate what an earlier seed left")
+    p.add_argument("--target-prefix", default="", help="prefix of the Mongo database, topics, groups, PostgreSQL "
+                                                        "schema, Redis keys and services (isolation)")
+    p.add_argument("--targets", default=None, help="comma-separated subset of: mongo,kafka,jaeger,postgres,redis")
+    _add_common(p)
+    p.set_defaults(func=cmd_seed)
 
     p = sub.add_parser("verify", help="verify a bundle's hashes; non-zero exit naming any bad file")
     p.add_argument("bundle")
