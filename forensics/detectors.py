@@ -1043,8 +1043,9 @@ def log_errors(ctx: Context) -> Iterable[Finding]:
         n = len(rows)
         first = rows.iloc[0]
         ts = rows["ts"][rows["ts"] != NAT]
-        ids = rows["message_id"].dropna()
-        messages = int(ids.nunique()) if len(ids) >= 0.5 * n else None
+        ids = rows["message_id"].dropna().unique()
+        messages = len(ids) if len(ids) and rows["message_id"].notna().mean() >= 0.5 else None
+        pos = ctx.positions(pd.Series(ids, dtype=schema.STR)) if len(ids) else np.empty(0, dtype=np.int64)
         out.append(Finding(
             "log_errors", f"{source}:{service}:{sig}", _group_severity(messages or n, volume),
             f"{n:,} {source.replace('_', ' ')} errors in {service}: {first['title']}",
@@ -1054,7 +1055,7 @@ def log_errors(ctx: Context) -> Iterable[Finding]:
             ctx.service_channels.get(str(service)), n, (messages or n) / volume, None,
             [ref(source, "source_ref", rows["ref"], total=n),
              {"table": "catalog", "column": "id", "values": [str(sig)], "total": 1}],
-            None, {"signature": sig, "category": _value(first["category"]), "cause": _value(first["cause"]),
+            pos[pos >= 0], {"signature": sig, "category": _value(first["category"]), "cause": _value(first["cause"]),
                    "source": source, "service": service, "messages": messages, "share": (messages or n) / volume}))
     return out
 

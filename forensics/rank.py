@@ -234,8 +234,10 @@ def _error_signals(detection: Detection, key: str) -> dict[str, Signal]:
         where = "FAILED messages" if source == "messages" else f"messages in {source.replace('_', ' ')}"
         note = f"{count:,} {where} ({count / n:.1%} of messages, {dominance:.0%} of the classified errors there)"
         if name not in out or strength > out[name].strength:
-            items = [f for fs in found[(source, name)].values() for f in fs]
-            out[name] = Signal(name, strength, items, note)
+            out[name] = Signal(name, strength, [], note)
+    for name, sig in out.items():  # every finding of the cause, FAILED messages first, backs the signal
+        for source in ["messages"] + sorted({s for s, _ in found} - {"messages"}):
+            sig.findings.extend(f for fs in found.get((source, name), {}).values() for f in fs)
     return out
 
 
