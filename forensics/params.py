@@ -14,9 +14,11 @@ from typing import Any
 
 import pandas as pd
 
+from forensics.detectors import Thresholds
 from forensics.errors import ForensicsError, ParameterError
+from forensics.profiles import load_profile
 from forensics.schema import CHANNELS
-from forensics.timeutil import Window, parse_time
+from forensics.timeutil import Window, iso, parse_time
 
 
 def _given(value: Any) -> str:
@@ -35,8 +37,6 @@ def expect(name: str, value: Any, kind: type | tuple[type, ...], expected: str) 
 def validate_thresholds(thresholds: Any) -> dict[str, float]:
     """The threshold overrides as floats; the detectors' own check names a bad one (unknown
     name, not a number) in one ParameterError line."""
-    from forensics.detectors import Thresholds
-
     if thresholds is None:
         return {}
     Thresholds.from_dict(thresholds)
@@ -55,6 +55,7 @@ class ReportParams:
     """One of schema.CHANNELS, or None for all channels."""
     thresholds: dict[str, float] = field(default_factory=dict)
     profile: str = "runbook"
+    """Naming profile for live sources; a bundle keeps the profile it was collected with."""
     redact: bool = True
     title: str = ""
 
@@ -70,8 +71,6 @@ class ReportParams:
 
     def to_dict(self) -> dict[str, Any]:
         """The parameters as papermill passes them (strings, dict, bool)."""
-        from forensics.timeutil import iso
-
         return {"bundle": str(self.bundle) if self.bundle else "", "since": iso(self.since) or "",
                 "until": iso(self.until) or "", "channel": self.channel or "", "thresholds": dict(self.thresholds),
                 "profile": self.profile, "redact": self.redact, "title": self.title}
@@ -102,8 +101,6 @@ def validate_report_params(*, bundle: Any = "", since: Any = "", until: Any = ""
                              f"got {_given(channel)}")
     limits = validate_thresholds(thresholds)
     expect("profile", profile, str, "a profile name (runbook, chat4all-v2) or a YAML path")
-    from forensics.profiles import load_profile
-
     try:
         load_profile(profile)
     except ForensicsError as exc:
