@@ -85,30 +85,36 @@ def simulate(scenario: str, messages: int = 5000, seed: int = 7, end: pd.Timesta
     sc.shape(t, incident)
     t.floor_ms()
     tables.failure_texts(t)
+    t.platform_ids = tables.platform_message_ids(t)
 
-    report("mongodb", 0.3)
-    tr = tables.transitions(t)
-    msg_frame = tables.messages(t, tr)
-    ev_tables = {"messages": msg_frame, "status_events": tables.status_events(t, tr, msg_frame)}
-    report("kafka", 0.55)
-    ev_tables["dlq_records"] = tables.dlq_records(t)
-    ev_tables["consumer_lag"] = tables.consumer_lag(t, incident.missing_topics)
-    report("postgres/redis", 0.65)
-    ev_tables["identities"] = tables.identities(t)
-    ev_tables["locks"] = tables.locks(t, incident.locks)
-    report("traces/logs", 0.75)
+    # Bounded tables first, the complete MongoDB tables last, so that the traffic arrays they
+    # no longer need can be released before the biggest table is built.
+    report("traces/logs", 0.3)
     tag_fraction = message_id_tag_fraction if message_id_tag_fraction is not None else (
         0.0 if t.deployed_flow else 0.5)
     samples = telemetry.choose_samples(t, detail_rng, detail_sample, failure_sample, tag_fraction)
-    ev_tables["spans"] = telemetry.build_spans(t, samples, detail_rng, incident.router_down_from,
-                                               incident.mongo_trouble, incident.missing_topics)
-    logs = telemetry.message_logs(t, samples, detail_rng, incident.router_down_from) + incident.logs
-    ev_tables["log_events"] = telemetry.log_frame(logs)
+    ev_tables = {"spans": telemetry.build_spans(t, samples, detail_rng, incident.router_down_from,
+                                                incident.mongo_trouble, incident.missing_topics)}
+    ev_tables["log_events"] = telemetry.log_frame(
+        telemetry.message_logs(t, samples, detail_rng, incident.router_down_from) + incident.logs)
+    report("kafka", 0.5)
+    ev_tables["dlq_records"] = tables.dlq_records(t)
+    ev_tables["consumer_lag"] = tables.consumer_lag(t, incident.missing_topics)
+    report("postgres/redis", 0.6)
+    ev_tables["identities"] = tables.identities(t)
+    ev_tables["locks"] = tables.locks(t, incident.locks)
+    report("mongodb", 0.7)
+    tr = tables.transitions(t)
+    ev_tables["messages"] = tables.messages(t, tr)
+    t.release()
+    ev_tables["status_events"] = tables.status_events(t, tr, ev_tables["messages"])
+    del tr
     report("done", 1.0)
 
     ev = Evidence(window=Window(start_ts, end_ts), profile=prof.name)
-    for name, frame in ev_tables.items():
-        ev.put(name, frame)
+    for name in ("messages", "status_events", "dlq_records", "spans", "log_events", "consumer_lag", "identities",
+                 "locks"):
+        ev.put(name, ev_tables[name])
     started = None if trigger_ns is None else pd.Timestamp(trigger_ns, unit="ns", tz="UTC")
     ev.scenario = {
         "name": sc.name, "description": sc.description, "root_cause": sc.root_cause, "seed": seed,

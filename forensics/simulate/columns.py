@@ -27,6 +27,7 @@ _UUID_POS = np.array([0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19,
                       24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35])
 _B64URL = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", dtype=np.uint8)
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+_CHUNK = 1 << 16
 
 
 def hex_ids(rng: np.random.Generator, n: int, nbytes: int) -> np.ndarray:
@@ -52,24 +53,59 @@ def token_ids(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     return np.ascontiguousarray(_B64URL[raw]).view(f"S{length}").ravel()
 
 
-def to_arrow(values) -> pa.Array:
-    """S / U / object numpy array, list or Arrow array -> an Arrow string array (None = null)."""
-    if isinstance(values, pa.ChunkedArray):
-        return values.combine_chunks()
-    if isinstance(values, pa.Array):
-        return values
-    arr = np.asarray(values)
-    if arr.dtype.kind == "S":
-        return pa.array(arr, type=pa.binary()).cast(pa.string())
-    if arr.dtype.kind in "iu":
-        return pa.array(arr.astype(np.int64)).cast(pa.string())
-    return pa.array(arr, type=pa.string(), from_pandas=True)
+def to_arrow(values) -> pa.Array | pa.ChunkedArray:
+    """S / U / object / int numpy array, list or Arrow array -> Arrow large_string (None = null).
+
+    pandas stores ``large_string``: building that type here lets a Series wrap the buffers
+    without a copy. Chunked arrays stay chunked (their chunks may be shared, see ``const``).
+    """
+    if isinstance(values, pd.Series):
+        values = arrow(values)
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        out = values
+    else:
+        arr = np.asarray(values)
+        if arr.dtype.kind == "S":
+            out = _fixed_width(arr)
+        elif arr.dtype.kind in "iu":
+            out = pa.array(arr.astype(np.int64))
+        else:
+            out = pa.array(arr, type=pa.large_string(), from_pandas=True)
+    return out if out.type == pa.large_string() else out.cast(pa.large_string())
+
+
+def _fixed_width(arr: np.ndarray) -> pa.Array:
+    """An ``S`` array as Arrow strings. Ids fill their width exactly, so the bytes can be used
+    as they are, with offsets every ``itemsize`` bytes; padded values take the slow path."""
+    width = arr.dtype.itemsize
+    raw = np.ascontiguousarray(arr).view(np.uint8)
+    if width == 0 or not raw.all():
+        return pa.array(arr, type=pa.binary())
+    offsets = np.arange(0, (len(arr) + 1) * width, width, dtype=np.int64)
+    return pa.LargeStringArray.from_buffers(len(arr), pa.py_buffer(offsets), pa.py_buffer(raw))
+
+
+def const(value: str | None, n: int) -> pa.ChunkedArray:
+    """``n`` copies of one value as chunks that all share one small buffer (no n-sized copy)."""
+    size = min(n, _CHUNK)
+    chunk = pa.array([value] * size, type=pa.large_string())
+    full, rest = divmod(n, size) if size else (0, 0)
+    return pa.chunked_array([chunk] * full + ([chunk.slice(0, rest)] if rest else []), type=pa.large_string())
+
+
+def chunked(*parts) -> pa.ChunkedArray:
+    """Parts (arrays, chunked arrays, Series) one after the other, without copying them."""
+    chunks = []
+    for p in parts:
+        a = to_arrow(p)
+        chunks.extend(a.chunks if isinstance(a, pa.ChunkedArray) else [a])
+    return pa.chunked_array(chunks, type=pa.large_string())
 
 
 def text(values) -> np.ndarray:
     """Any of S / U / object array, list or Arrow array -> object array of Python str (None kept)."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
-        return to_arrow(values).to_numpy(zero_copy_only=False)
+        return _single(to_arrow(values)).to_numpy(zero_copy_only=False)
     arr = np.asarray(values)
     if arr.dtype.kind == "S":
         out = np.empty(len(arr), dtype=object)
@@ -83,8 +119,12 @@ def concat(*parts) -> pa.Array:
 
     A null in any array part makes the result null. At least one part must be an array.
     """
-    args = [pa.scalar(p, pa.string()) if isinstance(p, str) else to_arrow(p) for p in parts]
-    return pc.binary_join_element_wise(*args, pa.scalar("", pa.string()))
+    args = [pa.scalar(p, pa.large_string()) if isinstance(p, str) else _single(to_arrow(p)) for p in parts]
+    return pc.binary_join_element_wise(*args, pa.scalar("", pa.large_string()))
+
+
+def _single(a: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
 
 
 def fill(template: str, n: int | None = None, **values) -> pa.Array:
@@ -103,7 +143,7 @@ def fill(template: str, n: int | None = None, **values) -> pa.Array:
         pos = m.end()
     parts.append(template[pos:])
     if all(isinstance(p, str) for p in parts):
-        return pa.array(["".join(parts)] * (n or 1), type=pa.string())
+        return pa.array(["".join(parts)] * (n or 1), type=pa.large_string())
     return concat(*[p for p in parts if not isinstance(p, str) or p])
 
 
@@ -115,13 +155,13 @@ def json_str(values) -> np.ndarray:
 
 def int_text(values: np.ndarray) -> pa.Array:
     """Integers as decimal text."""
-    return pa.array(np.asarray(values).astype(np.int64)).cast(pa.string())
+    return to_arrow(np.asarray(values).astype(np.int64))
 
 
 def where(mask: np.ndarray, a, b=None) -> pa.Array:
     """Element-wise ``a if mask else b`` for string arrays/scalars (b None = null)."""
-    a = pa.scalar(a, pa.string()) if isinstance(a, str) else to_arrow(a)
-    b = pa.scalar(b, pa.string()) if b is None or isinstance(b, str) else to_arrow(b)
+    a = pa.scalar(a, pa.large_string()) if isinstance(a, str) else _single(to_arrow(a))
+    b = pa.scalar(b, pa.large_string()) if b is None or isinstance(b, str) else _single(to_arrow(b))
     return pc.if_else(pa.array(np.asarray(mask, dtype=bool)), a, b)
 
 
@@ -129,29 +169,31 @@ def str_series(values, mask: np.ndarray | None = None) -> pd.Series:
     """A canonical ``string`` Series from an S/U/object array, pyarrow array or list; ``mask`` True = null."""
     arr = to_arrow(values)
     if mask is not None and mask.any():
-        arr = pc.if_else(pa.array(mask), pa.nulls(len(arr), pa.string()), arr)
-    if arr.type != pa.string():
-        arr = arr.cast(pa.string())
+        arr = pc.if_else(pa.array(mask), pa.scalar(None, pa.large_string()), _single(arr))
     return pd.Series(pd.arrays.ArrowStringArray(arr))
 
 
 def vocab_series(vocab, codes: np.ndarray) -> pd.Series:
     """Decode integer ``codes`` into ``vocab`` strings (code -1 = null) as a ``string`` Series."""
     codes = np.asarray(codes)
-    dictionary = pa.array(list(vocab), type=pa.string())
+    dictionary = pa.array(list(vocab), type=pa.large_string())
     idx = pa.array(codes.astype(np.int32), mask=codes < 0)
     return str_series(dictionary.take(idx))
 
 
-def arrow(series: pd.Series) -> pa.Array:
-    """The Arrow array behind a ``string`` Series (one chunk)."""
-    arr = pa.array(series.array)
-    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+def arrow(series: pd.Series) -> pa.ChunkedArray:
+    """The Arrow data behind a ``string`` Series, as stored (no copy)."""
+    return series.array.__arrow_array__()
+
+
+def take(values, idx: np.ndarray) -> pa.Array:
+    """Rows ``idx`` (Arrow take, no Python objects)."""
+    return _single(to_arrow(values)).take(pa.array(np.asarray(idx, dtype=np.int64)))
 
 
 def take_series(series: pd.Series, idx: np.ndarray) -> pd.Series:
-    """Rows ``idx`` of a ``string`` Series (Arrow take, no Python objects)."""
-    return str_series(arrow(series).take(pa.array(np.asarray(idx, dtype=np.int64))))
+    """Rows ``idx`` of a ``string`` Series."""
+    return str_series(take(series, idx))
 
 
 def ts_series(ns: np.ndarray) -> pd.Series:

@@ -29,9 +29,10 @@ from forensics.simulate.columns import (
     MS,
     NAT,
     NS,
-    arrow,
     bool_series,
+    chunked,
     concat,
+    const,
     fill,
     int_series,
     int_text,
@@ -39,8 +40,9 @@ from forensics.simulate.columns import (
     object_ids,
     rank_within,
     str_series,
-    take_series,
+    take,
     text,
+    to_arrow,
     token_ids,
     ts_series,
     vocab_series,
@@ -127,7 +129,6 @@ def transitions(t: Traffic) -> dict[str, np.ndarray]:
 def messages(t: Traffic, tr: dict[str, np.ndarray]) -> pd.DataFrame:
     """The ``messages`` table: one row per message document as it stood at capture time."""
     n = t.n
-    t.platform_ids = platform_message_ids(t)
     status = np.full(n, PENDING, dtype=np.int8)
     updated = t.created.copy()
     last = tr["last"]
@@ -137,13 +138,12 @@ def messages(t: Traffic, tr: dict[str, np.ndarray]) -> pd.DataFrame:
     has_file = t.content_type != pop.TEXT
     failed = status == FAILED
     accepted = (t.ack != NAT) & (t.ack < t.end_ns) & (ch != pop.INTERNAL) & np.isin(status, (SENT, DELIVERED, READ))
-    conv_ids = take_series(str_series(t.conv_ids), t.conv)
-    field = error_field(t.profile)
+    message_id = str_series(t.msg_ids)
     frame = {
-        "message_id": str_series(t.msg_ids),
-        "conversation_id": conv_ids,
+        "message_id": message_id,
+        "conversation_id": str_series(t.conv_ids[t.conv]),
         "sender_id": str_series(t.sender_ids[t.conv_sender[t.conv]]),
-        "recipient_id": str_series(pa.array(t.recipients.platform_id, type=pa.string()).take(pa.array(t.recipient))),
+        "recipient_id": str_series(take(t.recipients.platform_id, t.recipient)),
         "recipient_count": int_series(t.conv_recipient_count[t.conv]),
         "channel": vocab_series(pop.CHANNELS, ch),
         "content_type": vocab_series(pop.CONTENT_TYPES, t.content_type),
@@ -156,12 +156,12 @@ def messages(t: Traffic, tr: dict[str, np.ndarray]) -> pd.DataFrame:
         "updated_at": ts_series(updated),
         "retry_count": int_series(t.retries),
         "error_message": str_series(np.where(failed, t.error_text, None)),
-        "error_field": vocab_series([field], np.where(failed, 0, -1)),
+        "error_field": vocab_series([error_field(t.profile)], np.where(failed, 0, -1)),
         "platform_message_id": str_series(t.platform_ids, mask=~accepted),
-        "source": "mongodb",
-        "source_object": t.profile.mongo.collections["messages"],
+        "source": str_series(const("mongodb", n)),
+        "source_object": str_series(const(t.profile.mongo.collections["messages"], n)),
+        "source_ref": message_id,
     }
-    frame["source_ref"] = frame["message_id"]
     t.status = status
     return _conform("messages", frame)
 
@@ -172,14 +172,14 @@ def platform_message_ids(t: Traffic) -> pa.Array:
     ch = t.channel
     rng = np.random.default_rng(t.rng.integers(2**63))
     parts, order = [], []
-    for c, make in ((pop.WA, lambda k: concat("wamid.HBgM", token_ids(rng, k, 38), "==")),
+    for c, make in ((pop.WA, lambda k: concat("wamid.HBgM", token_ids(rng, k, 30), "==")),
                     (pop.TG, lambda k: int_text(rng.integers(100, 999_999, k))),
-                    (pop.IG, lambda k: concat("m_", token_ids(rng, k, 44)))):
+                    (pop.IG, lambda k: concat("m_", token_ids(rng, k, 32)))):
         idx = np.flatnonzero(ch == c)
         parts.append(make(len(idx)))
         order.append(idx)
     rest = np.flatnonzero(ch == pop.INTERNAL)
-    parts.append(pa.nulls(len(rest), pa.string()))
+    parts.append(pa.nulls(len(rest), pa.large_string()))
     order.append(rest)
     position = np.empty(t.n, dtype=np.int64)
     position[np.concatenate(order)] = np.arange(t.n)
@@ -187,45 +187,44 @@ def platform_message_ids(t: Traffic) -> pa.Array:
 
 
 def status_events(t: Traffic, tr: dict[str, np.ndarray], messages_frame: pd.DataFrame) -> pd.DataFrame:
-    """Derived initial PENDING rows plus the history rows MongoDB holds, in time order."""
+    """The derived initial PENDING of every message, then the history rows MongoDB holds.
+
+    Rows: first one derived PENDING per message (``derived=True``, in creation order, sharing
+    the messages table's buffers), then the history rows in time order, as the
+    collection returns them in insertion order.
+    """
     prof = t.profile
     keep = tr["in_history"]
     msg, time, new, old = tr["msg"][keep], tr["time"][keep], tr["new"][keep], tr["old"][keep]
+    order = np.lexsort((msg, time))
+    msg, time, new, old = msg[order], time[order], new[order], old[order]
     n, h = t.n, len(msg)
-    ch = t.channel
+    ch = t.channel[msg]
     services = [prof.services.router] + [prof.services.connector(c) for c in pop.CHANNELS[:3]]
-    conn_code = np.where(ch[msg] == pop.INTERNAL, 0, ch[msg] + 1)
+    conn_code = np.where(ch == pop.INTERNAL, 0, ch + 1)
     fk = t.fail_kind[msg]
     transport = (fk >= 0) & IS_TRANSPORT[np.maximum(fk, 0)]
     if t.deployed_flow:
         callback_fail = (new == FAILED) & (fk >= 0) & IS_CALLBACK[np.maximum(fk, 0)]
         writer = np.where(callback_fail, conn_code, 0)
-        err = np.full(h, None, dtype=object)
+        err = const(None, h)
     else:
         writer = np.where(transport & (new == FAILED), 0, conn_code)
-        err = np.where(new == FAILED, t.error_text[msg], None)
-    all_msg = np.concatenate([np.arange(n), msg])
-    all_time = np.concatenate([t.created, time])
-    seq = np.concatenate([np.zeros(n, np.int8), np.ones(h, np.int8)])
-    order = np.lexsort((seq, all_msg, all_time))
-    derived = np.concatenate([np.ones(n, bool), np.zeros(h, bool)])[order]
-    mid = messages_frame["message_id"]
-    hist_ids = str_series(object_ids(t.rng, time))
+        err = to_arrow(np.where(new == FAILED, t.error_text[msg], None))
+    m = messages_frame
     frame = {
-        "message_id": take_series(mid, all_msg[order]),
-        "conversation_id": take_series(messages_frame["conversation_id"], all_msg[order]),
-        "channel": vocab_series(pop.CHANNELS, ch[all_msg[order]]),
-        "old_status": vocab_series(schema.STATUSES, np.concatenate([np.full(n, -1, np.int8), old])[order]),
-        "new_status": vocab_series(schema.STATUSES, np.concatenate([np.full(n, PENDING, np.int8), new])[order]),
-        "timestamp": ts_series(all_time[order]),
-        "updated_by": vocab_series(services, np.concatenate([np.full(n, -1), writer])[order]),
-        "error_message": str_series(np.concatenate([np.full(n, None, dtype=object), err])[order]),
-        "derived": bool_series(derived),
-        "source": "mongodb",
-        "source_object": vocab_series([prof.mongo.collections["messages"], prof.mongo.collections["status_history"]],
-                                      (~derived).astype(np.int8)),
-        "source_ref": str_series(pa.concat_arrays([arrow(mid), arrow(hist_ids)])
-                                 .take(pa.array(order))),
+        "message_id": str_series(chunked(m["message_id"], t.msg_ids[msg])),
+        "conversation_id": str_series(chunked(m["conversation_id"], t.conv_ids[t.conv[msg]])),
+        "channel": str_series(chunked(m["channel"], take(m["channel"], msg))),
+        "old_status": str_series(chunked(const(None, n), vocab_series(schema.STATUSES, old))),
+        "new_status": str_series(chunked(const("PENDING", n), vocab_series(schema.STATUSES, new))),
+        "timestamp": ts_series(np.concatenate([t.created, time])),
+        "updated_by": str_series(chunked(const(None, n), vocab_series(services, writer))),
+        "error_message": str_series(chunked(const(None, n), err)),
+        "derived": bool_series(np.concatenate([np.ones(n, bool), np.zeros(h, bool)])),
+        "source": str_series(const("mongodb", n + h)),
+        "source_object": str_series(chunked(m["source_object"], const(prof.mongo.collections["status_history"], h))),
+        "source_ref": str_series(chunked(m["message_id"], object_ids(t.rng, time))),
     }
     return _conform("status_events", frame)
 
@@ -501,23 +500,24 @@ def _keys(t: Traffic, pattern: str, kind: str, idx: np.ndarray, ttl: np.ndarray,
 
 def _frame(keys, kind, conv, mid, ttl, value, sampled_ns, pattern) -> pd.DataFrame:
     n = len(keys)
-    ttl = np.asarray(ttl, dtype=float)
+    key = str_series(keys)
     return pd.DataFrame({
-        "key": str_series(keys),
-        "kind": kind,
-        "conversation_id": str_series(conv if conv is not None else np.full(n, None, dtype=object)),
-        "message_id": str_series(mid if mid is not None else np.full(n, None, dtype=object)),
-        "ttl_s": np.round(ttl, 3),
-        "value": str_series(value if not isinstance(value, str) else np.full(n, value, dtype=object)),
+        "key": key,
+        "kind": str_series(const(kind, n)),
+        "conversation_id": str_series(const(None, n) if conv is None else conv),
+        "message_id": str_series(const(None, n) if mid is None else mid),
+        "ttl_s": np.round(np.asarray(ttl, dtype=float), 3),
+        "value": str_series(const(value, n) if isinstance(value, str) else value),
         "sampled_at": ts_series(np.full(n, sampled_ns, dtype=np.int64)),
-        "source": "redis",
-        "source_object": pattern,
-        "source_ref": str_series(keys),
+        "source": str_series(const("redis", n)),
+        "source_object": str_series(const(pattern, n)),
+        "source_ref": key,
     })
 
 
 def _conform(name: str, frame) -> pd.DataFrame:
-    return schema.validate(name, schema.conform(name, frame))
+    # Evidence.put validates; conform is enough here.
+    return schema.conform(name, frame)
 
 
 def dumps(obj) -> str:

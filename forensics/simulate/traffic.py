@@ -206,6 +206,13 @@ class Traffic:
             real = arr != NAT
             arr[real] = arr[real] // MS * MS
 
+    def release(self) -> None:
+        """Drop the per-message arrays only the bounded tables and ``messages`` needed."""
+        for name in ("routed", "first_attempt", "call_ns", "step_ns", "ack", "delivered", "read", "failed",
+                     "duplicate_at", "lost_from", "publish_at", "file_size", "body", "platform_ids",
+                     "event_offset", "out_partition", "out_offset", "content_code"):
+            setattr(self, name, None)
+
     def attempt_times(self, idx: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(message index, attempt start) of the first ``count[i]`` attempts of each message."""
         rep = np.repeat(idx, count)
