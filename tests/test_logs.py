@@ -291,7 +291,7 @@ def test_http_statuses(message, expected):
     assert (None if pd.isna(row["http_status"]) else int(row["http_status"])) == expected
 
 
-def test_rate_limit_headers_and_retry_after_as_json():
+def test_rate_limit_headers_and_retry_after_as_json_of_header_texts():
     frame = parse(
         "WARN - rate limited X-RateLimit-Limit: 80, X-RateLimit-Remaining: 0, X-RateLimit-Reset: 1764770460\n"
         'WARN - headers [X-RateLimit-Remaining:"5", Retry-After:"30"]\n'
@@ -301,9 +301,9 @@ def test_rate_limit_headers_and_retry_after_as_json():
     )
     got = [None if pd.isna(v) else json.loads(v) for v in frame["rate_limit"]]
     assert got == [
-        {"X-RateLimit-Limit": 80, "X-RateLimit-Remaining": 0, "X-RateLimit-Reset": 1764770460},
-        {"X-RateLimit-Remaining": 5, "Retry-After": 30},
-        {"retry_after": 35},
+        {"X-RateLimit-Limit": "80", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1764770460"},
+        {"X-RateLimit-Remaining": "5", "Retry-After": "30"},
+        {"retry_after": "35"},
         {"Retry-After": "Wed, 03 Dec 2025 14:05:00 GMT"},
         None,
     ]
@@ -379,3 +379,28 @@ def test_collect_reads_the_paths_option(tmp_path):
     assert result.queries["log_events"]["logs"]["paths"] == paths.split(",")
     with pytest.raises(SourceError, match="no log files"):
         collect(CollectRequest(window, load_profile("runbook"), {}))
+
+
+# ---- round trip through the simulator's rendered lines ----------------------
+
+@pytest.mark.parametrize("scenario", ["whatsapp-rate-limit", "router-outage"])
+def test_simulated_service_logs_read_back_as_simulated(tmp_path, scenario):
+    from forensics.simulate import simulate
+
+    simulated = simulate(scenario, messages=300, seed=5, profile="chat4all-v2").table("log_events")
+    for obj, lines in simulated.groupby("source_object"):
+        (tmp_path / f"{obj}.log").write_text("\n".join(lines["raw"]) + "\n")
+    got = read_logs(tmp_path, profile="chat4all-v2")
+    key = ["service", "source_ref"]
+    want = simulated.sort_values(key, ignore_index=True)
+    got = schema.validate("log_events", got).sort_values(key, ignore_index=True)
+    assert len(got) == len(want) and got["parse_error"].isna().all()
+    for column in ("timestamp", "service", "level", "logger", "thread", "message", "stack_trace", "message_id",
+                   "http_status", "rate_limit", "raw", "source_ref"):
+        pd.testing.assert_series_equal(got[column], want[column], check_names=False, obj=column)
+    # the simulator knows each line's conversation; a parser knows it only where the line says it
+    said = pd.Series([bool(c) and c in r for c, r in zip(want["conversation_id"].fillna(""), want["raw"],
+                                                          strict=True)])
+    assert said.any()
+    assert got.loc[said, "conversation_id"].tolist() == want.loc[said, "conversation_id"].tolist()
+    assert got.loc[~said, "conversation_id"].isna().all()

@@ -520,7 +520,8 @@ def _message_ids(text: pd.Series, conversation: pd.Series) -> pd.Series:
 
 
 def _rate_limits(text: pd.Series) -> pd.Series:
-    """Rate-limit values mentioned in each row as a JSON object (numbers as numbers, HTTP dates as text)."""
+    """Rate-limit values mentioned in each row as a compact JSON object of header name -> value
+    text, as the header carried it (``{"X-RateLimit-Remaining":"0","Retry-After":"30"}``)."""
     out = pd.Series(pd.NA, index=text.index, dtype=_A)
     mentions = _mask(text.str.contains(r"(?i)ratelimit|retry"))
     if not mentions.any():
@@ -529,20 +530,10 @@ def _rate_limits(text: pd.Series) -> pd.Series:
     found = {name: _arrow(_extract(subset, pattern)["v"]).to_pylist() for name, pattern in _RATE_LIMIT.items()}
     values = []
     for row in zip(*found.values(), strict=True):
-        pairs = {name: _number(v) for name, v in zip(found, row, strict=True) if v is not None}
-        values.append(json.dumps(pairs) if pairs else None)
+        pairs = {name: v for name, v in zip(found, row, strict=True) if v is not None}
+        values.append(json.dumps(pairs, separators=(",", ":")) if pairs else None)
     out[mentions] = pd.Series(values, dtype=_A, index=subset.index)
     return out
-
-
-def _number(value: str) -> int | float | str:
-    try:
-        return int(value)
-    except ValueError:
-        try:
-            return float(value)
-        except ValueError:
-            return value
 
 
 def _assemble(rows: np.ndarray, fields: dict[str, np.ndarray], docker_ts: np.ndarray, container: np.ndarray,
