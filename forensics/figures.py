@@ -176,7 +176,7 @@ def delivery_latency(messages: pd.DataFrame, status_events: pd.DataFrame, sla_s:
         return _empty(title, "DELIVERED transitions match no message")
     latency_s = (joined["delivered_at"] - joined["created_at"]).dt.total_seconds()
     when, bucket = _bucket_of(joined["created_at"], bucket)
-    p95 = latency_s.groupby(when.to_numpy()).quantile(0.95)
+    p95 = latency_s.groupby(when).quantile(0.95)
     fig = go.Figure(go.Scatter(x=p95.index, y=p95.to_numpy(), mode="lines+markers", name="P95",
                                line={"color": "#1e88e5", "width": 2.5}, marker={"size": 4},
                                hovertemplate="P95 %{y:.2f} s<extra></extra>"))
