@@ -89,7 +89,19 @@ def _page(path) -> str:
 def test_build_report_writes_every_format_and_the_audit_notebook(unredacted):
     assert set(unredacted) == {"html", "md", "json", "ipynb"}
     assert all(p.is_file() and p.stat().st_size for p in unredacted.values())
+    assert unredacted["html"].stat().st_size < 10_000_000
     assert not list(unredacted["html"].parent.parent.glob(".*partial*"))
+
+
+def test_rebuilding_replaces_the_whole_earlier_report(bundle, tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    for name in ("report.html", "report.md", "report.ipynb", "summary.json"):
+        (out / name).write_text("stale")
+    written = report.build_report(bundle, out, formats=("json",))
+    assert sorted(p.name for p in out.iterdir()) == ["report.ipynb", "summary.json"]
+    assert json.loads(written["json"].read_text())["hypotheses"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
 
 
 def test_html_is_self_contained_and_has_no_code(unredacted):
