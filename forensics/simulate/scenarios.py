@@ -19,7 +19,7 @@ from forensics.simulate import population as pop
 from forensics.simulate.columns import MS, NAT, NS, concat, int_text
 from forensics.simulate.failures import KIND
 from forensics.simulate.telemetry import LISTENER_THREAD, LogBlock, log_block
-from forensics.simulate.traffic import Surge, Traffic
+from forensics.simulate.traffic import Surge, Traffic, sequence_conversations
 from forensics.timeutil import iso
 
 MINUTE = 60 * NS
@@ -142,6 +142,7 @@ def whatsapp_rate_limit(t: Traffic, inc: Incident) -> None:
     sel = np.flatnonzero((t.channel == pop.WA) & _routable(t) & _untouched(t) & (t.first_attempt >= T)
                          & (t.first_attempt < stop))
     t.retry(sel, KIND["wa_rate_limit"], p_fail)
+    sequence_conversations(t)  # retries block the conversation: later messages wait, in order
     inc.channel = "WHATSAPP"
     inc.trigger = "broadcast campaign on WhatsApp exceeded the Cloud API throughput limit"
     inc.details["rate_limit_window"] = [iso(_ts(T)), iso(_ts(stop))]
@@ -412,6 +413,7 @@ def whatsapp_outage(t: Traffic, inc: Incident) -> None:
     gateway = rng.random(len(sel)) < 0.25
     t.retry(sel[~gateway], KIND["wa_service_unavailable"], p_fail)
     t.retry(sel[gateway], KIND["wa_bad_gateway"], p_fail)
+    sequence_conversations(t)
     inc.channel = "WHATSAPP"
     inc.trigger = "WhatsApp Cloud API outage (131016 service unavailable, HTTP 503/502)"
     inc.details["outage_bursts"] = [[iso(_ts(a)), iso(_ts(b))] for a, b in zip(starts, stops, strict=True)]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from forensics.partitioner import partitions_for
 from forensics.profiles import Profile
@@ -349,6 +350,29 @@ def healthy_delivery(t: Traffic) -> None:
     t.publish_failed = np.zeros(n, dtype=bool)
     t.publish_at = np.full(n, NAT, dtype=np.int64)
     add_noise(t)
+    sequence_conversations(t)
+
+
+def sequence_conversations(t: Traffic, max_passes: int = 20) -> None:
+    """A conversation's events share a partition and are processed one after the other: the
+    router takes a message only once the previous one of its conversation is finished
+    (delivered or failed). Shifts later messages until no conversation overlaps, so healthy
+    traffic has no out-of-order deliveries (spec SC-004)."""
+    order = np.lexsort((t.created, t.conv))
+    conv = t.conv[order]
+    same = np.r_[False, conv[1:] == conv[:-1]]
+    for _ in range(max_passes):
+        finish = np.where(t.failed != NAT, t.failed, np.where(t.delivered != NAT, t.delivered, t.routed))[order]
+        running = pd.Series(finish).groupby(conv).cummax().to_numpy()
+        prev = np.r_[NAT, running[:-1]]
+        routed = t.routed[order]
+        wait = np.where(same & (prev != NAT) & (routed <= prev), prev + MS - routed, 0)
+        if not wait.any():
+            return
+        delay = np.zeros(t.n, dtype=np.int64)
+        delay[order] = wait
+        for arr in (t.routed, t.first_attempt, t.ack, t.delivered, t.read, t.failed):
+            arr += np.where(arr == NAT, 0, delay)
 
 
 def add_noise(t: Traffic, rate: float = NOISE_RATE) -> None:
