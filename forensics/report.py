@@ -688,37 +688,38 @@ def run_notebook(notebook: str | Path, output: Path, parameters: dict[str, Any],
     from papermill.exceptions import PapermillExecutionError
 
     path = Path(notebook) if Path(notebook).suffix == ".ipynb" else find_notebook(str(notebook))
-    source = nbformat.read(path, as_version=4)
-    sections = _sections(source)
+    sections = _sections(nbformat.read(path, as_version=4))
+    running: dict[str, str | None] = {"section": None}
 
-    def on_cell_start(cell=None, cell_index=None, **_):
-        section = sections.get(cell_index) if cell_index is not None else None
-        if progress and section:
-            progress(f"report: {section}")
+    def on_cell_start(cell=None, **_):
+        # keyed by cell id: papermill's injected parameters cell shifts the indices
+        section = sections.get(cell.get("id")) if cell is not None else None
+        if section and section != running["section"]:
+            running["section"] = section
+            if progress:
+                progress(f"report: {section}")
 
-    work = Path(cwd or output.parent)
     try:
         return papermill.execute_notebook(
-            str(path), str(output), parameters=parameters, kernel_name="chat4all-forensics",
-            kernel_manager_class=ThisPythonKernelManager, progress_bar=False, cwd=str(work),
-            execution_timeout=timeout_s, start_timeout=60, on_cell_start=on_cell_start if progress else None)
+            str(path), str(output), parameters=parameters, kernel_manager_class=ThisPythonKernelManager,
+            progress_bar=False, cwd=str(cwd or output.parent), execution_timeout=timeout_s, start_timeout=60,
+            on_cell_start=on_cell_start)
     except PapermillExecutionError as exc:
         if exc.ename == "ParameterError":
             raise ParameterError(_one_line(exc.evalue)) from None
-        where = sections.get(exc.cell_index) or f"cell {exc.exec_count}"
+        where = running["section"] or f"cell {exc.exec_count}"
         raise ForensicsError(f"{path.stem}: {where} failed: {exc.ename}: {_one_line(exc.evalue)}") from None
 
 
-def _sections(nb) -> dict[int, str]:
-    """Cell index -> the title of the section the cell is in (the last ``##`` heading above it);
-    only for the first code cell of each section, which is where progress is reported."""
-    out, current, reported = {}, None, None
-    for i, cell in enumerate(nb.cells):
+def _sections(nb) -> dict[str, str]:
+    """Code cell id -> the title of the section it is in (the last ``##`` heading above it)."""
+    out, current = {}, None
+    for cell in nb.cells:
         if cell.cell_type == "markdown":
-            heading = next((line[3:].strip() for line in cell.source.splitlines() if line.startswith("## ")), None)
-            current = heading or current
-        elif cell.cell_type == "code" and current and current != reported:
-            out[i], reported = current, current
+            current = next((line[3:].strip() for line in cell.source.splitlines() if line.startswith("## ")),
+                           current)
+        elif cell.cell_type == "code" and current:
+            out[cell.get("id")] = current
     return out
 
 
