@@ -92,13 +92,11 @@ def error_groups_frame(detection: Detection) -> pd.DataFrame:
     errs = ctx.errors
     if not len(errs):
         return pd.DataFrame({c: pd.Series(dtype=d) for c, d in ERROR_GROUP_COLUMNS.items()})
-    m = ctx.messages
     pos = errs["position"].to_numpy()
     frame = errs.assign(
         signature=errs["signature"].fillna("none: no error recorded"),
-        _channel=m["channel"].to_numpy()[pos],
-        _when=np.where(ctx.updated_ns[pos] != NAT, ctx.updated_ns[pos], ctx.created_ns[pos]),
-        _id=m["message_id"].to_numpy()[pos])
+        _channel=ctx.values("channel", pos),
+        _when=np.where(ctx.updated_ns[pos] != NAT, ctx.updated_ns[pos], ctx.created_ns[pos]))
     rows = []
     n = max(ctx.n_messages, 1)
     for sig, g in frame.groupby("signature", sort=False):
@@ -117,7 +115,8 @@ def error_groups_frame(detection: Detection) -> pd.DataFrame:
             "share": len(g) / n, "channel": main, "channels": breakdown,
             "first_seen": pd.Timestamp(int(when.min()), tz="UTC") if len(when) else None,
             "last_seen": pd.Timestamp(int(when.max()), tz="UTC") if len(when) else None,
-            "example_message_ids": ", ".join(map(str, g["_id"].head(EXAMPLES))),
+            "example_message_ids": ", ".join(map(str, ctx.messages["message_id"].iloc[
+                g["position"].to_numpy()[:EXAMPLES]])),
             "conflict": first["conflict"] if pd.notna(first["conflict"]) else None,
             "retryable": first["retryable"] if pd.notna(first["retryable"]) else None,
             "runbook_step": first["runbook_step"] if pd.notna(first["runbook_step"]) else None,
@@ -150,12 +149,11 @@ def impact(detection: Detection) -> dict[str, Any]:
     late = delivered & (latency > t.p95_latency_s)
     affected = ctx.failed | stuck | late
     pos = np.flatnonzero(affected)
-    m = ctx.messages
     p95 = float(np.nanpercentile(latency, 95)) if delivered.any() else None
     breach = (p95 > t.p95_latency_s) if p95 is not None else None
     if breach is False and any(f.detector == "delivery_p95" for f in detection.items):
         breach = True
-    channels = pd.unique(m["channel"].to_numpy()[pos])
+    channels = pd.unique(ctx.values("channel", pos))
     return {
         "messages_total": int(n),
         "messages_failed": int(ctx.failed.sum()),
@@ -163,9 +161,9 @@ def impact(detection: Detection) -> dict[str, Any]:
         "messages_late": int(late.sum()),
         "messages_affected": int(len(pos)),
         "failed_rate": float(ctx.failed.mean()),
-        "conversations_affected": int(pd.Series(m["conversation_id"].to_numpy()[pos]).nunique()),
+        "conversations_affected": ctx.distinct("conversation_id", pos),
         "channels_affected": sorted(str(c) for c in channels if isinstance(c, str)),
-        "customers_affected": int(pd.Series(m["recipient_id"].to_numpy()[pos]).nunique()),
+        "customers_affected": ctx.distinct("recipient_id", pos),
         "delivery_p95_s": round(p95, 3) if p95 is not None else None,
         "sla_breach": bool(breach) if breach is not None else None,
         "oldest_stuck_s": float(age[stuck].max() / NS) if stuck.any() else None,

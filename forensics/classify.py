@@ -268,9 +268,15 @@ COLUMNS = {
     "detail": schema.STR,
 }
 """Columns of :func:`classify_series`' result."""
-_ID_MASK = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+_ID_MASKS = (
+    (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "00000000-0000-0000-0000-000000000000"),
+    (r'"fbtrace_id"\s*:\s*"[^"]*"', '"fbtrace_id":"x"'),
+    (r"\b[0-9a-f]{24,}\b", "0"),
+)
+"""Ids that never change what an error means (UUIDs, Graph API trace ids, long hex ids): masked
+before classifying many distinct texts. Plain string patterns, so Arrow runs them (RE2)."""
 _MASK_FROM = 2_000
-"""Above this many distinct texts, UUIDs are masked first so texts that differ only by ids classify once."""
+"""Above this many distinct texts, ids are masked first so texts that differ only by ids classify once."""
 
 
 def classify_series(texts: pd.Series, channel: pd.Series | str | None = None) -> pd.DataFrame:
@@ -287,8 +293,9 @@ def classify_series(texts: pd.Series, channel: pd.Series | str | None = None) ->
     t = texts.astype(schema.STR)
     t_codes, t_uniques = pd.factorize(t, use_na_sentinel=True)
     if len(t_uniques) > _MASK_FROM:
-        masked = pd.Series(t_uniques, dtype=schema.STR).str.replace(_ID_MASK, "00000000-0000-0000-0000-000000000000",
-                                                                       regex=True)
+        masked = pd.Series(t_uniques, dtype=schema.STR)
+        for pattern, placeholder in _ID_MASKS:
+            masked = masked.str.replace(pattern, placeholder, regex=True)
         remap, t_uniques = pd.factorize(masked)
         t_codes = np.where(t_codes >= 0, remap[np.maximum(t_codes, 0)], -1)
     t_uniques = np.asarray(t_uniques, dtype=object)

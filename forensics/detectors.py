@@ -232,8 +232,36 @@ class Context:
         return _str(self.messages["status"])
 
     @cached_property
-    def channel(self) -> pd.Series:
-        return self.messages["channel"].fillna("UNKNOWN")
+    def _factorized(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {}
+
+    def codes(self, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """``messages[column]`` factorised once per run: (codes with -1 for null, uniques as objects)."""
+        if column not in self._factorized:
+            codes, uniques = pd.factorize(self.messages[column], use_na_sentinel=True)
+            self._factorized[column] = (codes, np.asarray(uniques, dtype=object))
+        return self._factorized[column]
+
+    def values(self, column: str, positions: np.ndarray) -> np.ndarray:
+        """``messages[column]`` at ``positions`` as objects (None for null), without converting the column."""
+        codes, uniques = self.codes(column)
+        c = codes[positions]
+        out = np.empty(len(c), dtype=object)
+        ok = c >= 0
+        out[ok] = uniques[c[ok]]
+        return out
+
+    def distinct(self, column: str, positions: np.ndarray) -> int:
+        """Distinct non-null values of ``messages[column]`` at ``positions``."""
+        c = self.codes(column)[0][positions]
+        return int(len(np.unique(c[c >= 0])))
+
+    @cached_property
+    def channel(self) -> np.ndarray:
+        """Channel per message as objects, ``UNKNOWN`` for null."""
+        codes, uniques = self.codes("channel")
+        names = np.append(uniques, "UNKNOWN").astype(object)
+        return names[np.where(codes >= 0, codes, len(uniques))]
 
     @cached_property
     def _message_index(self) -> pd.Index:
@@ -299,7 +327,7 @@ class Context:
                                                                      ("origin", schema.STR))})
             return pd.concat([out, classify_series(out["text"])], axis=1)
         m = self.messages
-        parts = [pd.DataFrame({"position": failed_pos, "text": m["error_message"].to_numpy()[failed_pos],
+        parts = [pd.DataFrame({"position": failed_pos, "text": m["error_message"].iloc[failed_pos].to_numpy(),
                                "origin": "messages.error_message", "prio": 0})]
         is_failed = np.zeros(self.n_messages, dtype=bool)
         is_failed[failed_pos] = True
@@ -323,7 +351,7 @@ class Context:
             add(logs[logs["level"].isin(ERROR_LEVELS) & logs["message_id"].notna()], "message", "log_events.message", 3)
         cand = pd.concat(parts, ignore_index=True)
         cand["text"] = cand["text"].astype(schema.STR)
-        chan = self.messages["channel"].to_numpy()[cand["position"].to_numpy()]
+        chan = self.values("channel", cand["position"].to_numpy())
         cls = classify_series(cand["text"], pd.Series(chan, dtype=schema.STR, index=cand.index))
         score = np.where(cls["cause"].notna(), 0, np.where(cls["entry_id"].notna(), 1, np.where(cand["text"].notna(),
                                                                                                2, 3)))
@@ -340,7 +368,9 @@ class Context:
         logs = self.table("log_events")
         if not len(logs):
             return logs.assign(**{c: pd.Series(dtype=d) for c, d in (("signature", schema.STR),)})
-        sel = logs[logs["level"].isin(ERROR_LEVELS) | logs["stack_trace"].notna()]
+        keep = (logs["level"].isin(ERROR_LEVELS) | logs["stack_trace"].notna()).to_numpy(dtype=bool)
+        sel = logs.loc[keep, ["timestamp", "service", "level", "message", "raw", "stack_trace", "message_id",
+                              "source_ref"]]
         if not len(sel):
             return sel.assign(signature=pd.Series(dtype=schema.STR))
         text = sel["message"].fillna(sel["raw"])
@@ -417,7 +447,7 @@ def run_detectors(evidence: Evidence, thresholds: Thresholds | Mapping[str, Any]
 # ---- helpers --------------------------------------------------------------------------------
 
 def _message_refs(ctx: Context, positions: np.ndarray) -> list[dict]:
-    ids = ctx.messages["message_id"].to_numpy()[positions[:MAX_REF_VALUES * 4]]
+    ids = ctx.messages["message_id"].iloc[positions[:MAX_REF_VALUES * 4]]
     return [ref("messages", "message_id", ids, total=len(positions))]
 
 
@@ -425,7 +455,7 @@ def _by_channel(ctx: Context, positions: np.ndarray) -> dict[str, np.ndarray]:
     """Positions split by channel (channel UNKNOWN for nulls), largest first."""
     if not len(positions):
         return {}
-    ch = ctx.channel.to_numpy()[positions]
+    ch = ctx.channel[positions]
     codes, uniques = pd.factorize(ch)
     groups = {str(u): positions[codes == i] for i, u in enumerate(uniques)}
     return dict(sorted(groups.items(), key=lambda kv: -len(kv[1])))
@@ -495,6 +525,7 @@ def stuck_sent(ctx: Context) -> Iterable[Finding]:
     ev = ctx.table("status_events")
     if len(ev):
         s = ev.loc[ev["new_status"] == "SENT", ["message_id", "timestamp"]]
+        s = s[s["message_id"].isin(ctx.messages["message_id"].iloc[sent])]  # few messages are still SENT
         pos = ctx.positions(s["message_id"])
         ok = pos >= 0
         last = np.full(ctx.n_messages, NAT, dtype=np.int64)
@@ -526,7 +557,7 @@ def failed_rate(ctx: Context) -> Iterable[Finding]:
     t = ctx.t
     valid = ctx.created_ns != NAT
     win = _windows(ctx.created_ns, t.rate_window_s)
-    frame = pd.DataFrame({"window": win[valid], "channel": ctx.channel.to_numpy()[valid],
+    frame = pd.DataFrame({"window": win[valid], "channel": ctx.channel[valid],
                           "failed": ctx.failed[valid]})
     step = int(t.rate_window_s * NS)
     out = []
@@ -540,7 +571,7 @@ def failed_rate(ctx: Context) -> Iterable[Finding]:
         first, last = int(starts[0]), int(starts[-1]) + step
         in_windows = valid & (win >= first) & (win < last) & ctx.failed
         if channel != "ALL":
-            in_windows &= (ctx.channel.to_numpy() == channel)
+            in_windows &= (ctx.channel == channel)
         pos = np.flatnonzero(in_windows)
         worst = float(rows["rate"].max())
         runs = _runs(starts, step)
@@ -672,7 +703,7 @@ def delivery_p95(ctx: Context) -> Iterable[Finding]:
     pos_all = np.flatnonzero(ok)
     lat = (ctx.delivered_ns[ok] - ctx.created_ns[ok]) / NS
     win = _windows(ctx.created_ns[ok], t.rate_window_s)
-    frame = pd.DataFrame({"window": win, "channel": ctx.channel.to_numpy()[ok], "lat": lat})
+    frame = pd.DataFrame({"window": win, "channel": ctx.channel[ok], "lat": lat})
     overall = frame.groupby("window")["lat"].agg(n="size", p95=lambda x: x.quantile(0.95)).assign(channel="ALL")
     per = (frame.groupby(["channel", "window"])["lat"].quantile(0.95).rename("p95").to_frame()
            .join(frame.groupby(["channel", "window"]).size().rename("n")).reset_index("channel"))
@@ -718,11 +749,12 @@ def out_of_order(ctx: Context) -> Iterable[Finding]:
     """
     if not ctx.n_messages:
         return []
-    ok = (ctx.delivered_ns != NAT) & (ctx.created_ns != NAT) & ctx.messages["conversation_id"].notna().to_numpy()
+    conv_codes = ctx.codes("conversation_id")[0]
+    ok = (ctx.delivered_ns != NAT) & (ctx.created_ns != NAT) & (conv_codes >= 0)
     pos = np.flatnonzero(ok)
     if len(pos) < 2:
         return []
-    conv = pd.factorize(ctx.messages["conversation_id"].to_numpy()[pos])[0]
+    conv = conv_codes[pos]
     order = np.lexsort((ctx.created_ns[pos], conv))
     conv, pos = conv[order], pos[order]
     delivered = ctx.delivered_ns[pos]
@@ -748,10 +780,9 @@ def out_of_order(ctx: Context) -> Iterable[Finding]:
              "after_retry": "The earlier message was retried after platform errors and overtaken by the next one.",
              "jitter": f"Inversions within {ctx.t.out_of_order_tolerance_s:g} s: messages sent almost at once."}
     out = []
-    convs_all = ctx.messages["conversation_id"].to_numpy()
     for kind, mask in kinds.items():
         for channel, p in _by_channel(ctx, late_pos[mask]).items():
-            convs = convs_all[p]
+            convs = ctx.values("conversation_id", p)
             n_conv = len(pd.unique(convs))
             worst = float(inversion_s[mask].max())
             severity = ("critical" if n_conv >= 10 else "warning") if kind == "reordered" else "info"
@@ -778,7 +809,7 @@ def duplicate_deliveries(ctx: Context) -> Iterable[Finding]:
     dup = np.flatnonzero(ctx.delivered_count > 1)
     if len(dup):
         extra = int((ctx.delivered_count[dup] - 1).sum())
-        convs = ctx.messages["conversation_id"].to_numpy()[dup]
+        convs = ctx.values("conversation_id", dup)
         out.append(Finding(
             "duplicate_deliveries", "status_events", "critical" if len(dup) >= 10 else "warning",
             f"{len(dup):,} messages delivered more than once",
@@ -789,7 +820,13 @@ def duplicate_deliveries(ctx: Context) -> Iterable[Finding]:
             dup, {"conversations": len(pd.unique(convs))}))
     ev = ctx.table("status_events")
     if len(ev):
-        rep = ev.duplicated(["message_id", "new_status", "timestamp"], keep="first")
+        # exact repeats need a repeated (timestamp, new_status) first: a cheap numeric pre-filter
+        key = pd.DataFrame({"t": to_ns(ev["timestamp"]), "s": pd.factorize(ev["new_status"])[0]})
+        candidate = key.duplicated(keep=False).to_numpy()
+        rep = pd.Series(False, index=ev.index)
+        if candidate.any():
+            sub = ev.loc[candidate, ["message_id", "new_status", "timestamp"]]
+            rep.loc[sub.index] = sub.duplicated(keep="first").to_numpy()
         if rep.any():
             ids = ev.loc[rep, "message_id"]
             pos = ctx.positions(ids)
@@ -864,7 +901,7 @@ def missing_topics(ctx: Context) -> Iterable[Finding]:
         lines = named.get(name)
         topic = next((t for t in ctx.profile.kafka.expected_topics() if t.name == name), None)
         channel = topic.channel if topic else None
-        affected = np.flatnonzero(stuck & ((ctx.channel.to_numpy() == channel) if channel else True))
+        affected = np.flatnonzero(stuck & ((ctx.channel == channel) if channel else True))
         first = lines["timestamp"].min() if lines is not None and len(lines) else None
         evidence = []
         if origin and name in missing:
@@ -932,19 +969,23 @@ def replay_blockers(ctx: Context) -> Iterable[Finding]:
     locks = ctx.table("locks")
     if not len(locks) or not ctx.n_messages:
         return []
-    keys = locks[(locks["kind"] == "processed") & locks["message_id"].notna()]
-    pos = ctx.positions(keys["message_id"])
-    hit = (pos >= 0) & ctx.failed[np.maximum(pos, 0)]
+    failed = np.flatnonzero(ctx.failed)
+    if not len(failed):
+        return []
+    keys = locks.loc[locks["kind"] == "processed", ["key", "message_id", "sampled_at"]]
+    hit = keys["message_id"].isin(ctx.messages["message_id"].iloc[failed]).to_numpy(dtype=bool)
     if not hit.any():
         return []
-    p = np.unique(pos[hit])
+    pos = ctx.positions(keys.loc[hit, "message_id"])
+    p = np.unique(pos[pos >= 0])
     return [Finding(
         "replay_blockers", "", "warning" if len(p) >= 10 else "info",
         f"{len(p):,} FAILED messages have a router processed key: a replay would be dropped",
         f"{len(p):,} FAILED messages still have their processed key in Redis (TTL up to 7 days): republishing "
         "them (R2.4 / R3.3) is silently ignored by the router until the keys are deleted.",
         keys["sampled_at"].min(), None, None, len(p), float(len(p)), 0.0,
-        [ref("locks", "key", keys.loc[hit, "key"], total=int(hit.sum()))] + _message_refs(ctx, p), p)]
+        [ref("locks", "key", keys.loc[hit, "key"].head(MAX_REF_VALUES), total=int(hit.sum()))]
+        + _message_refs(ctx, p), p)]
 
 
 # ---- error groups (3.3) ---------------------------------------------------------------------
@@ -970,7 +1011,7 @@ def error_groups(ctx: Context) -> Iterable[Finding]:
     for sig, rows in sorted(g, key=lambda kv: -len(kv[1])):
         pos = rows["position"].to_numpy()
         first = rows.iloc[0]
-        by_ch = pd.Series(ctx.channel.to_numpy()[pos]).value_counts()
+        by_ch = pd.Series(ctx.channel[pos]).value_counts()
         channel = str(by_ch.index[0]) if by_ch.iloc[0] >= 0.9 * len(pos) else None
         updated = ctx.updated_ns[pos]
         created = ctx.created_ns[pos]
@@ -1133,7 +1174,7 @@ def service_silence(ctx: Context) -> Iterable[Finding]:
     act = act[act["service"].notna() & (act["ts"] != NAT)]
     valid = ctx.created_ns != NAT
     created = ctx.created_ns[valid]
-    channels = ctx.channel.to_numpy()[valid]
+    channels = ctx.channel[valid]
     sorted_all = np.sort(created)
     by_channel = {ch: np.sort(created[channels == ch]) for ch in pd.unique(channels)}
     t = ctx.t
@@ -1164,7 +1205,7 @@ def service_silence(ctx: Context) -> Iterable[Finding]:
         until_end = end == ctx.now_ns
         n_msgs = int(in_gap[best])
         affected = np.flatnonzero(valid & (ctx.created_ns > start) & (ctx.created_ns < end)
-                                  & ((ctx.channel.to_numpy() == channel) if channel else True))
+                                  & ((ctx.channel == channel) if channel else True))
         out.append(Finding(
             "service_silence", str(service), "critical",
             f"{service} went silent for {_fmt_s((end - start) / NS)}"
@@ -1218,9 +1259,10 @@ def content_over_limit(ctx: Context) -> Iterable[Finding]:
     if not ctx.n_messages:
         return []
     limits = load_catalog().limits
-    ch = ctx.channel.to_numpy()
-    text_limit = pd.Series(ch).map({k: v.get("text_chars") for k, v in limits.items()}).to_numpy(dtype=float)
-    file_limit = pd.Series(ch).map({k: v.get("file_bytes") for k, v in limits.items()}).to_numpy(dtype=float)
+    codes, uniques = ctx.codes("channel")
+    at = np.where(codes >= 0, codes, len(uniques))
+    text_limit = np.array([limits.get(u, {}).get("text_chars", np.inf) for u in uniques] + [np.inf])[at]
+    file_limit = np.array([limits.get(u, {}).get("file_bytes", np.inf) for u in uniques] + [np.inf])[at]
     length = ctx.messages["content_length"].to_numpy(dtype=float, na_value=np.nan)
     size = ctx.messages["file_size"].to_numpy(dtype=float, na_value=np.nan)
     over = (length > text_limit) | (size > file_limit)
@@ -1253,9 +1295,8 @@ def recipient_identity(ctx: Context) -> Iterable[Finding]:
     failed = np.flatnonzero(ctx.failed)
     if not len(failed):
         return []
-    m = ctx.messages
     key = ids.drop_duplicates(["platform", "platform_user_id"]).set_index(["platform", "platform_user_id"])
-    look = pd.MultiIndex.from_arrays([m["channel"].to_numpy()[failed], m["recipient_id"].to_numpy()[failed]])
+    look = pd.MultiIndex.from_arrays([ctx.values("channel", failed), ctx.values("recipient_id", failed)])
     at = key.index.get_indexer(look)
     found = at >= 0
     fmt = np.where(found, key["format_valid"].to_numpy(dtype=object, na_value=None)[np.maximum(at, 0)], None)
@@ -1274,6 +1315,6 @@ def recipient_identity(ctx: Context) -> Iterable[Finding]:
             f"{len(pos):,} of {len(failed):,} FAILED messages ({share:.0%}) went to recipients whose external "
             f"identity is {kind.replace('_', ' ')} (E.164 for WhatsApp). Runbook R3.1.",
             _ts(int(ctx.created_ns[pos].min())), _ts(int(ctx.created_ns[pos].max())), None, len(pos), share, None,
-            _message_refs(ctx, pos) + [ref("identities", "platform_user_id", m["recipient_id"].to_numpy()[pos])],
+            _message_refs(ctx, pos) + [ref("identities", "platform_user_id", ctx.values("recipient_id", pos))],
             pos, {"kind": kind, "share_of_failed": share}))
     return out

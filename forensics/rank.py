@@ -319,12 +319,11 @@ def _radius(detection: Detection, found: list[Finding]) -> dict[str, Any]:
         return {"messages_affected": 0, "conversations_affected": 0, "channels_affected": [],
                 "customers_affected": 0}
     pos = np.unique(np.concatenate(arrays))
-    m = ctx.messages
-    channels = pd.unique(m["channel"].to_numpy()[pos])
+    channels = pd.unique(ctx.values("channel", pos))
     return {"messages_affected": int(len(pos)),
-            "conversations_affected": int(pd.Series(m["conversation_id"].to_numpy()[pos]).nunique()),
+            "conversations_affected": ctx.distinct("conversation_id", pos),
             "channels_affected": sorted(str(c) for c in channels if isinstance(c, str)),
-            "customers_affected": int(pd.Series(m["recipient_id"].to_numpy()[pos]).nunique())}
+            "customers_affected": ctx.distinct("recipient_id", pos)}
 
 
 def _first_seen(found: list[Finding]) -> pd.Timestamp | None:
