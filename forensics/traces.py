@@ -59,8 +59,9 @@ MESSAGE_ID_TAGS = ("message_id", "messageId", "message.id", "chat4all.message_id
 """Span attributes that carry a Chat4All message id (messaging.message.id is Kafka's own id, not ours)."""
 
 # Known tags -> the column they fill; everything else goes to the JSON ``tags`` map.
-# Route fallbacks (url.path, http.target, http.url) also stay in the map: they carry more
-# than the route. Several keys may feed one column (http.method / http.request.method).
+# Without http.route, a URL tag (url.path, http.target, http.url) fills http_route instead;
+# with it, the URL stays in the map. Several keys may feed one column (http.method /
+# http.request.method).
 _TAG_COLUMN = {
     "span.kind": "kind",
     "error": "error",
@@ -449,10 +450,12 @@ def _tag_columns(keys: pa.Array, values: np.ndarray, span_of: np.ndarray, n: int
     columns = [""] + sorted(out)
     column_of = np.array([columns.index(_TAG_COLUMN.get(k, "")) if k is not None else -1 for k in key_names],
                          dtype="int64")[key_idx]
+    route_from = np.full(n, -1, dtype="int64")  # the fallback tag a span's route came from
     for key in _ROUTE_FALLBACKS:  # fallbacks first, so that http.route (below) overwrites them
         if key in key_names:
             at = np.flatnonzero(key_idx == key_names.index(key))
             out["http_route"][span_of[at]] = values[at]
+            route_from[span_of[at]] = at
     for code, column in enumerate(columns[1:], start=1):
         at = np.flatnonzero(column_of == code)
         if not len(at):
@@ -465,8 +468,11 @@ def _tag_columns(keys: pa.Array, values: np.ndarray, span_of: np.ndarray, n: int
             out[column][span_of[at]] = [None if v is None else str(v) for v in values[at]]
         else:
             out[column][span_of[at]] = values[at]
-    # the rest: '"key":value' fragments, sorted by key within each span, joined per span
-    rest = np.flatnonzero(column_of == 0)
+            if column == "http_route":
+                route_from[span_of[at]] = -1
+    # the rest: '"key":value' fragments, sorted by key within each span, joined per span; a
+    # URL that became the route (no http.route) is not repeated in the map
+    rest = np.setdiff1d(np.flatnonzero(column_of == 0), route_from[route_from >= 0], assume_unique=True)
     if not len(rest):
         return out
     key_rank = np.argsort(np.argsort(np.array(key_names[:-1], dtype=object), kind="stable"), kind="stable")

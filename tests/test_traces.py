@@ -418,3 +418,32 @@ def test_message_investigation_notebook_runs_on_a_simulated_bundle(tmp_path):
     assert any("runbook: R" in o.get("text", "") for o in outputs)
     with pytest.raises(ParameterError, match="message_id: 'nope' is not among"):
         run_notebook(notebook, tmp_path / "bad.ipynb", {"bundle": str(bundle), "message_id": "nope"}, cwd=tmp_path)
+
+
+def test_a_url_without_route_becomes_the_route_and_leaves_the_map():
+    trace = v1_trace()
+    trace["spans"][2]["tags"] += [{"key": "http.url", "type": "string", "value": "http://router:8080/send"},
+                                  {"key": "peer", "type": "string", "value": "x"}]
+    leaf = parse_traces(trace).iloc[2]
+    assert leaf["http_route"] == "http://router:8080/send"
+    assert json.loads(leaf["tags"]) == {"peer": "x"}
+
+
+def test_simulator_spans_round_trip_through_a_jaeger_ui_download(tmp_path):
+    render = pytest.importorskip("forensics.simulate.render")
+    from forensics.simulate import simulate
+
+    ev = simulate("whatsapp-rate-limit", messages=1500, seed=4)
+    path = tmp_path / "jaeger-download.json"
+    path.write_text(json.dumps(render.jaeger_v1(ev)))
+    got = read_trace_file(path)
+    schema.validate("spans", got)
+    want = ev.tables["spans"]
+    cols = ["parent_span_id", "service", "operation", "kind", "start", "duration_ms", "end", "error", "status_message",
+            "http_method", "http_route", "http_status_code", "message_id", "tags"]
+    a = want.set_index(["trace_id", "span_id"]).sort_index()[cols]
+    b = got.set_index(["trace_id", "span_id"]).sort_index()[cols]
+    pd.testing.assert_frame_equal(a.drop(columns="tags"), b.drop(columns="tags"))
+    tag_maps = [[(json.loads(t) if isinstance(t, str) else None) or None for t in f["tags"]] for f in (a, b)]
+    assert tag_maps[0] == tag_maps[1]
+    assert got["logs"].notna().sum() == want["logs"].notna().sum()
