@@ -56,6 +56,7 @@ from forensics.errors import ForensicsError, ParameterError, SourceError
 from forensics.evidence import Evidence
 from forensics.partitioner import partitions_for
 from forensics.profiles import Profile, load_profile
+from forensics.simulate import render
 from forensics.timeutil import Window, parse_time, utcnow
 
 TARGETS = ("mongo", "kafka", "jaeger", "postgres", "redis")
@@ -71,6 +72,11 @@ REDIS_BATCH = 10_000
 DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 """Kafka's default ``retention.ms``; topics keep it unless the window is older."""
 _PREFIX = re.compile(r"^[A-Za-z0-9_.-]*$")
+RECORD_COLUMNS = ("topic", "partition", "key", "value", "headers", "timestamp_ms")
+"""A Kafka record as ``render.kafka_records`` gives it."""
+_EVENT_CLASS = b"com.chat4all.common.event.MessageEvent"
+_EVENT_FIELDS = ("message_id", "conversation_id", "sender_id", "recipient_id", "content", "content_type", "channel")
+"""messages columns passed to ``render.event_payload``, in its order."""
 
 Progress = Callable[..., None]
 
@@ -233,7 +239,6 @@ def seed_evidence(ev: Evidence, *, profile: Profile | str | None = None, force: 
         for target in opened:
             t0 = time.perf_counter()
             if force:
-                report(f"{target.name}: dropping what an earlier seed left")
                 _guard(target.name, target.address, target.clear)
             result.written[target.name] = _guard(target.name, target.address, target.write)
             result.notes += target.notes
@@ -320,12 +325,11 @@ class _Mongo(_Target):
                 if self.db[c].find_one({}, {"_id": 1}) is not None]
 
     def clear(self) -> None:
+        self.progress(f"mongo: dropping {', '.join(self.collections)} in {self.db.name}")
         for c in self.collections:
             self.db.drop_collection(c)
 
     def write(self) -> dict[str, int]:
-        from forensics.simulate import render
-
         written = {}
         for collection, docs in render.mongo_documents(self.ev, self.profile).items():
             n = 0
@@ -397,13 +401,14 @@ class _Kafka(_Target):
             if topic in self.lost:
                 out.append(f"Kafka topic {topic} exists, but the scenario lost it")
             elif (n := self.records(topic, present[topic])):
-                out.append(f"Kafka topic {topic} holds {n:,} records")
+                out.append(f"Kafka topic {topic} holds {n:,} record(s)")
             elif present[topic] != partitions:
                 out.append(f"Kafka topic {topic} has {present[topic]} partitions, the profile says {partitions}")
         return out
 
     def clear(self) -> None:
         doomed = [t for t in self.topics if t in self.present()]
+        self.progress(f"kafka: deleting {len(doomed)} topic(s) and the groups {', '.join(self.groups)}")
         if doomed:
             for fut in self.admin.delete_topics(doomed, operation_timeout=DEFAULT_LIMITS.timeout_s).values():
                 fut.result(timeout=DEFAULT_LIMITS.timeout_s)
@@ -562,30 +567,29 @@ class _Postgres(_Target):
 
         self.conn = psycopg.connect(self.address, connect_timeout=int(DEFAULT_LIMITS.connect_timeout_s),
                                     application_name="chat4all-forensics-seed")
-        names = self.profile.postgres
-        self.tables = {"users": self._name(names.users_table), "identities": self._name(names.identities_table)}
-
-    def _name(self, table: str):
         from psycopg import sql
 
-        schema = self.placement.pg_schema
-        return sql.Identifier(schema, table) if schema else sql.Identifier(*table.split("."))
+        names, schema = self.profile.postgres, self.placement.pg_schema
+        self.names = {kind: f"{schema}.{table}" if schema else table
+                      for kind, table in (("users", names.users_table), ("identities", names.identities_table))}
+        self.tables = {kind: sql.Identifier(*name.split(".")) for kind, name in self.names.items()}
 
     def conflicts(self) -> list[str]:
         from psycopg import sql
 
         out = []
         with self.conn.transaction():
-            for table in self.tables.values():
-                text = table.as_string(self.conn)
-                if self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", [text]).fetchone()[0] and \
+            for kind, table in self.tables.items():
+                exists = self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", [table.as_string(self.conn)])
+                if exists.fetchone()[0] and \
                         self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(table)).fetchone()[0]:
-                    out.append(f"PostgreSQL table {text} holds rows")
+                    out.append(f"PostgreSQL table {self.names[kind]} holds rows")
         return out
 
     def clear(self) -> None:
         from psycopg import sql
 
+        self.progress(f"postgres: dropping {self.names['identities']} and {self.names['users']}")
         with self.conn.transaction():
             self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {} CASCADE").format(
                 self.tables["identities"], self.tables["users"]))
@@ -593,9 +597,8 @@ class _Postgres(_Target):
     def write(self) -> dict[str, int]:
         from psycopg import sql
 
-        from forensics.simulate import render
-
         rows = render.postgres_rows(self.ev, self.profile)
+        names = self.profile.postgres
         written = {}
         with self.conn.transaction():
             if self.placement.pg_schema:
@@ -603,15 +606,15 @@ class _Postgres(_Target):
                     sql.Identifier(self.placement.pg_schema)))
             for statement in _ddl(self.profile, self.tables):
                 self.conn.execute(statement)
-            for kind in ("users", "identities"):
-                frame = _frame(rows[kind])
-                target = self.tables[kind]
+            for kind, table in (("users", names.users_table), ("identities", names.identities_table)):
+                frame = pd.DataFrame(rows[table])
+                frame = frame.astype(object).where(frame.notna(), None)
                 copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                    target, sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns))
+                    self.tables[kind], sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns))
                 with self.conn.cursor() as cur, cur.copy(copy) as out:
                     for row in frame.itertuples(index=False, name=None):
                         out.write_row(row)
-                written[target.as_string(self.conn)] = len(frame)
+                written[self.names[kind]] = len(frame)
         return written
 
     def close(self) -> None:
@@ -619,29 +622,22 @@ class _Postgres(_Target):
 
 
 def _ddl(profile: Profile, tables: dict[str, Any]) -> list[Any]:
-    """CREATE TABLE statements as the profile's platform has them: the runbook's data model
-    (``users.user_id``, ``identity_id``, ``credentials``) or the deployed JPA entities
-    (``users.id``, ``external_identities.id``, ``linked_at``)."""
+    """CREATE TABLE statements as the profile's platform has them: users keyed by ``user_id``
+    (the runbook's data model, with ``credentials`` on identities) or by ``id`` (the deployed JPA
+    entities). Identities keep the renderer's integer ``id``, the simulated ``source_ref``."""
     from psycopg import sql
 
     users, identities = tables["users"], tables["identities"]
     uid = sql.Identifier(profile.postgres.users_id_column)
-    if profile.postgres.users_id_column == "user_id":
-        user_columns = "display_name VARCHAR(255) NOT NULL, user_type VARCHAR(50) NOT NULL DEFAULT 'CUSTOMER'"
-        identity_key = "identity_id UUID PRIMARY KEY DEFAULT gen_random_uuid()"
-        identity_extra = "credentials JSONB DEFAULT '{}'::jsonb"
-    else:
-        user_columns = ("display_name VARCHAR(255) NOT NULL, email VARCHAR(255), "
-                        "user_type VARCHAR(20) NOT NULL DEFAULT 'CUSTOMER'")
-        identity_key = "id UUID PRIMARY KEY DEFAULT gen_random_uuid()"
-        identity_extra = "linked_at TIMESTAMPTZ NOT NULL DEFAULT now()"
+    credentials = "credentials JSONB DEFAULT '{{}}'::jsonb, " if profile.postgres.users_id_column == "user_id" else ""
     return [
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} UUID PRIMARY KEY, " + user_columns + ", "
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} UUID PRIMARY KEY, display_name VARCHAR(255) NOT NULL, "
+                "email VARCHAR(255), user_type VARCHAR(20) NOT NULL DEFAULT 'CUSTOMER', "
                 "created_at TIMESTAMPTZ NOT NULL DEFAULT now())").format(users, uid),
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + identity_key + ", user_id UUID NOT NULL REFERENCES {} ({}), "
-                "platform VARCHAR(50) NOT NULL, platform_user_id VARCHAR(255) NOT NULL, "
-                "verified BOOLEAN NOT NULL DEFAULT false, " + identity_extra + ", "
-                "UNIQUE (platform, platform_user_id))").format(identities, users, uid),
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (id BIGINT PRIMARY KEY, user_id UUID NOT NULL REFERENCES {} ({}), "
+                "platform VARCHAR(20) NOT NULL, platform_user_id VARCHAR(255) NOT NULL, "
+                "verified BOOLEAN NOT NULL DEFAULT false, " + credentials + "linked_at TIMESTAMPTZ NOT NULL "
+                "DEFAULT now(), UNIQUE (platform, platform_user_id))").format(identities, users, uid),
     ]
 
 
@@ -664,14 +660,13 @@ class _Redis(_Target):
                 if next(self.client.scan_iter(match=p, count=1000), None) is not None]
 
     def clear(self) -> None:
+        self.progress(f"redis: deleting keys matching {', '.join(self.patterns)}")
         for pattern in self.patterns:
             for chunk in _batches(self.client.scan_iter(match=pattern, count=1000), REDIS_BATCH):
                 self.client.unlink(*chunk)
 
     def write(self) -> dict[str, int]:
-        from forensics.simulate import render
-
-        keys = _frame(render.redis_keys(self.ev))
+        keys = pd.DataFrame(render.redis_keys(self.ev), columns=["key", "value", "ttl_s"])
         prefix = self.placement.redis_prefix
         ttl = pd.to_numeric(keys["ttl_s"], errors="coerce").to_numpy(dtype=float)
         alive = np.isnan(ttl) | (ttl > 0)
@@ -705,34 +700,26 @@ _CLASSES: dict[str, type[_Target]] = {"mongo": _Mongo, "kafka": _Kafka, "jaeger"
 
 # ---- rendering glue -----------------------------------------------------------------------
 
-def _frame(rows: Any) -> pd.DataFrame:
-    """A renderer's rows (DataFrame, mapping of columns, or records) as a DataFrame."""
-    return rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
-
-
 def _kafka_frame(ev: Evidence, profile: Profile, prefix: str) -> pd.DataFrame:
-    """The rendered records with topics prefixed and the default-partitioner partition of each key,
-    which must equal the renderer's placement (SeedError otherwise)."""
-    from forensics.simulate import render
-
-    frame = _frame(render.kafka_records(ev, profile))
-    frame = frame.reset_index(drop=True)
+    """The rendered records (plus the outbound ones) with topics prefixed and the default-partitioner
+    partition of each key, which must equal the renderer's placement (SeedError otherwise)."""
+    frame = pd.DataFrame(render.kafka_records(ev, profile), columns=RECORD_COLUMNS)
+    if profile.kafka.outbound:
+        frame = pd.concat([frame, _outbound_records(ev, profile)], ignore_index=True)
     sizes = {t.name: t.partitions for t in profile.kafka.expected_topics()}
     partition = np.full(len(frame), -1, dtype=np.int64)  # -1: no key, the producer's partitioner picks
     for topic, idx in frame.groupby("topic", sort=False).indices.items():
         if topic not in sizes:
             raise SeedError(f"rendered records for topic {topic}, which profile {profile.name} does not name")
         keyed = idx[frame["key"].iloc[idx].notna().to_numpy()]
-        keys = frame["key"].iloc[keyed].map(lambda k: k if isinstance(k, bytes) else str(k).encode()).to_numpy()
-        partition[keyed] = partitions_for(keys, sizes[topic])
-    if "partition" in frame:
-        given = pd.to_numeric(frame["partition"], errors="coerce").fillna(-1).to_numpy(dtype=np.int64)
-        off = (partition >= 0) & (given != partition)
-        if off.any():
-            i = int(np.flatnonzero(off)[0])
-            raise SeedError(f"{int(off.sum()):,} rendered records are not on Kafka's default partition, e.g. key "
-                            f"{frame['key'].iloc[i]!r} of {frame['topic'].iloc[i]}: rendered {given[i]}, "
-                            f"murmur2 gives {partition[i]}")
+        partition[keyed] = partitions_for(frame["key"].iloc[keyed].tolist(), sizes[topic])
+    given = pd.to_numeric(frame["partition"], errors="coerce").fillna(-1).to_numpy(dtype=np.int64)
+    off = (partition >= 0) & (given >= 0) & (given != partition)
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise SeedError(f"{int(off.sum()):,} rendered records are not on Kafka's default partition, e.g. key "
+                        f"{frame['key'].iloc[i]!r} of {frame['topic'].iloc[i]}: rendered {given[i]}, "
+                        f"murmur2 gives {partition[i]}")
     frame["partition"] = partition
     frame["topic"] = prefix + frame["topic"].astype(str)
     if prefix:
@@ -748,6 +735,46 @@ def _prefix_original(headers: Any, prefix: str) -> Any:
     name = "kafka_dlt-original-topic"
     return [(k, (prefix.encode() + (v if isinstance(v, bytes) else str(v).encode())) if k == name else v)
             for k, v in headers]
+
+
+# ---- what the renderer leaves out -----------------------------------------------------------
+
+def _outbound_records(ev: Evidence, profile: Profile) -> pd.DataFrame:
+    """Records of the runbook's per-channel outbound topics, which ``render.kafka_records`` does not
+    produce: the message events the router forwarded (key = conversation id, 3 ms after creation).
+
+    Forwarded = every message of the channel with a history row, plus, per partition, as many of
+    the channel's still-PENDING messages (oldest first) as the connector group's last lag sample
+    says are waiting there, so that the seeded backlog is the scenario's.
+    """
+    m = ev.table("messages")
+    h = ev.table("status_events")
+    touched = m["message_id"].isin(h.loc[~h["derived"].fillna(False).astype(bool), "message_id"]).to_numpy(bool)
+    created = m["created_at"].to_numpy(dtype="datetime64[ns]").view("int64")
+    lag = ev.table("consumer_lag")
+    camel = profile.kafka.event_case == "camelCase"
+    frames = []
+    for topic in profile.kafka.outbound:
+        channel = (m["channel"] == topic.channel).fillna(False).to_numpy(bool)
+        chosen = channel & touched
+        waiting = channel & ~touched & (m["status"] == "PENDING").fillna(False).to_numpy(bool)
+        last = lag[lag["topic"] == topic.name]
+        last = last[last["sampled_at"] == last["sampled_at"].max()]
+        if len(last) and waiting.any():
+            idx = np.flatnonzero(waiting)
+            idx = idx[np.argsort(created[idx], kind="stable")]
+            part = partitions_for(m["conversation_id"].iloc[idx].astype(str).tolist(), topic.partitions)
+            for p, count in zip(last["partition"].astype(int), last["lag"].fillna(0).astype(int), strict=True):
+                chosen[idx[part == p][:count]] = True
+        rows = m[chosen]
+        fields = [rows[c].astype(object).where(rows[c].notna(), None).tolist() for c in _EVENT_FIELDS]
+        values = [json.dumps(render.event_payload(*row, ns, camel), ensure_ascii=False, separators=(",", ":")).encode()
+                  for *row, ns in zip(*fields, created[chosen].tolist(), strict=True)]
+        frames.append(pd.DataFrame({
+            "topic": topic.name, "partition": -1, "key": [c.encode() for c in rows["conversation_id"]],
+            "value": values, "headers": [[("__TypeId__", _EVENT_CLASS)]] * len(rows),
+            "timestamp_ms": created[chosen] // 1_000_000 + 3}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RECORD_COLUMNS)
 
 
 # ---- spans over OTLP ----------------------------------------------------------------------
