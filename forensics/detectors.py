@@ -675,7 +675,7 @@ def connector_5xx(ctx: Context) -> Iterable[Finding]:
         starts = np.sort(bad.index.to_numpy())
         channel = ctx.service_channels.get(str(service))
         out.append(Finding(
-            "connector_5xx", str(service), "critical",
+            "connector_5xx", str(service), "critical" if channel else "warning",
             f"{service}: up to {int(bad.max()):,} 5xx answers per minute (alert above {limit:g})",
             f"{len(bad)} minute(s) above {limit:g} 5xx/min, {int(bad.sum()):,} 5xx in them, "
             f"{int(counts.sum()):,} 5xx in the window. Platform-side errors: check the platform's status (2.2) "
@@ -683,7 +683,7 @@ def connector_5xx(ctx: Context) -> Iterable[Finding]:
             _ts(starts[0]), _ts(starts[-1] + 60 * NS), channel, int(bad.sum()), float(bad.max()), limit,
             [{"table": "spans", "column": "http_status_code", "values": [">=500"], "total": int(bad.sum())},
              {"table": "log_events", "column": "service", "values": [str(service)], "total": 1}],
-            None, {"service": str(service)}))
+            None, {"service": str(service), "connector": channel is not None}))
     return out
 
 
@@ -859,10 +859,13 @@ def duplicate_deliveries(ctx: Context) -> Iterable[Finding]:
 # ---- Kafka topics (1.2 / R1.2) --------------------------------------------------------------
 
 def _inventory_missing(ctx: Context) -> tuple[list[str], str]:
-    """Missing topics from the collection's inventory, and where that came from."""
+    """Missing topics from the topic inventory, and where that came from: the ``topics`` table
+    (latest sample per topic), else a source's description, else the simulator's scenario."""
     ev = ctx.evidence
-    if ev.scenario and ev.scenario.get("missing_topics"):
-        return [str(t) for t in ev.scenario["missing_topics"]], "simulator scenario inventory"
+    topics = ctx.table("topics")
+    if len(topics):
+        latest = topics.sort_values("sampled_at").drop_duplicates("topic", keep="last")
+        return latest.loc[~latest["present"].astype(bool), "topic"].astype(str).tolist(), "topics inventory"
     for name, desc in (ev.sources or {}).items():
         if not isinstance(desc, dict):
             continue
@@ -873,9 +876,8 @@ def _inventory_missing(ctx: Context) -> tuple[list[str], str]:
             missing = [str(r.get("topic")) for r in rows if isinstance(r, dict) and r.get("present") is False]
             if missing:
                 return missing, f"{name} topic inventory"
-    topics = ev.tables.get("topics")
-    if topics is not None and {"topic", "present"} <= set(topics.columns):
-        return topics.loc[topics["present"] == False, "topic"].astype(str).tolist(), "topics table"  # noqa: E712
+    if ev.scenario and ev.scenario.get("missing_topics"):
+        return [str(t) for t in ev.scenario["missing_topics"]], "simulator scenario inventory"
     return [], ""
 
 
@@ -930,6 +932,21 @@ def missing_topics(ctx: Context) -> Iterable[Finding]:
             unnamed["timestamp"].min(), unnamed["timestamp"].max(), None, len(unnamed), None, None,
             [ref("log_events", "source_ref", unnamed["source_ref"], total=len(unnamed))],
             np.flatnonzero(stuck), {"topic": None, "inventory": False}))
+    topics = ctx.table("topics")
+    if len(topics):
+        latest = topics.sort_values("sampled_at").drop_duplicates("topic", keep="last")
+        odd = latest[latest["present"].astype(bool) & (latest["partitions_match"] == False)]  # noqa: E712
+        for _, r in odd.iterrows():
+            out.append(Finding(
+                "missing_topics", f"{r['topic']}:partitions", "warning",
+                f"Kafka topic {r['topic']} has {r['partitions']} partitions, the profile expects "
+                f"{r['expected_partitions']}",
+                "A topic created by hand or by auto-creation with the broker default: per-conversation ordering "
+                "and the consumers' assignment differ from the design (runbook 1.2, R1.2).",
+                r["sampled_at"], r["sampled_at"], r["channel"] if pd.notna(r["channel"]) else None, 1,
+                float(r["partitions"]) if pd.notna(r["partitions"]) else None,
+                float(r["expected_partitions"]) if pd.notna(r["expected_partitions"]) else None,
+                [ref("topics", "topic", [r["topic"]])], None, {"topic": r["topic"], "partitions_mismatch": True}))
     return out
 
 

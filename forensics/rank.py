@@ -56,7 +56,7 @@ FULL_MAGNITUDE = 0.01
 KEY_TABLES = ("messages", "status_events", "log_events", "consumer_lag", "spans", "dlq_records")
 """Tables whose absence leaves a root cause undecidable (coverage)."""
 SYMPTOMS = ("stuck_pending", "stuck_sent", "failed_spike", "router_lag", "connector_lag", "router_silent",
-            "service_silent", "connector_5xx", "p95_breach", "out_of_order", "duplicates", "missing_topic",
+            "service_silent", "connector_5xx", "service_5xx", "p95_breach", "out_of_order", "duplicates", "missing_topic",
             "stuck_locks")
 """Signals that mean delivery is impaired; healthy is judged against them."""
 RUNBOOK_READING = 0.3
@@ -115,9 +115,9 @@ RULES: dict[str, Rule] = {
         requires=("cause:mongodb_write_failure",),
         radius=("stuck_pending", "stuck_sent")),
     "partition_problem": Rule(
-        {"lag_skewed": 0.5, "cause:partition_problem": 0.4, "stuck_pending": 0.1},
+        {"lag_skewed": 0.45, "cause:partition_problem": 0.35, "topic_partitions": 0.1, "stuck_pending": 0.1},
         {"router_silent": 0.3, "missing_topic": 0.3, "cause:partition_rebalance": 0.3},
-        requires=("lag_skewed", "cause:partition_problem"),
+        requires=("lag_skewed", "cause:partition_problem", "topic_partitions"),
         radius=("stuck_pending",)),
     "partition_rebalance": Rule(
         {"out_of_order": 0.4, "duplicates": 0.2, "cause:partition_rebalance": 0.3, "router_lag": 0.05,
@@ -136,7 +136,7 @@ RULES: dict[str, Rule] = {
     "connector_unreachable": _error_rule("connector_unreachable", {"connector_silent": 0.2}),
     "webhook_unreachable": Rule(
         {"stuck_sent": 0.6, "cause:webhook_unreachable": 0.4},
-        {"failed_spike": 0.1},
+        {"failed_spike": 0.1, "cause:mongodb_write_failure": 0.5},
         requires=("stuck_sent", "cause:webhook_unreachable"),
         radius=("stuck_sent", "cause:webhook_unreachable")),
     "conversation_lock_stuck": Rule(
@@ -273,7 +273,9 @@ def signals(detection: Detection) -> dict[str, Signal]:
     put(_best("router_silent", [f for f in silence if f.tags.get("router")]))
     put(_best("connector_silent", [f for f in silence if f.channel]))
     put(_best("service_silent", [f for f in silence if not f.tags.get("router") and not f.channel]))
-    put(_best("connector_5xx", by.get("connector_5xx", [])))
+    put(_best("connector_5xx", [f for f in by.get("connector_5xx", []) if f.tags.get("connector")]))
+    put(_best("service_5xx", [f for f in by.get("connector_5xx", []) if not f.tags.get("connector")]))
+    put(_best("topic_partitions", [f for f in by.get("missing_topics", []) if f.tags.get("partitions_mismatch")]))
     put(_best("p95_breach", by.get("delivery_p95", [])))
     ooo = [f for f in by.get("out_of_order", []) if f.tags.get("kind") == "reordered"]
     reordered = sum(int(f.tags.get("conversations", 0)) for f in ooo)
@@ -281,7 +283,7 @@ def signals(detection: Detection) -> dict[str, Signal]:
               f"{reordered:,} conversations with messages reordered beyond the tolerance"))
     dup = [f for f in by.get("duplicate_deliveries", []) if f.key == "status_events"]
     put(_best("duplicates", dup, lambda f: _severity(f) * min(1.0, int(f.count or 0) / 10)))
-    put(_best("missing_topic", by.get("missing_topics", [])))
+    put(_best("missing_topic", [f for f in by.get("missing_topics", []) if not f.tags.get("partitions_mismatch")]))
     put(_best("stuck_locks", by.get("stuck_locks", []),
               lambda f: _severity(f) * min(1.0, float(f.tags.get("conversations", 0)) / 5)))
     n_failed = max(int(ctx.failed.sum()), 1)
@@ -304,10 +306,11 @@ def signals(detection: Detection) -> dict[str, Signal]:
 # ---- hypotheses -----------------------------------------------------------------------------
 
 def _statement(sig: Signal, weight: float) -> list[dict[str, Any]]:
-    items = []
+    """The signal's note, then its three largest findings, as evidence items."""
+    items = [{"statement": sig.note, "signal": sig.name, "strength": round(sig.strength, 3), "weight": weight}] \
+        if sig.note else []
     for f in sorted(sig.findings, key=lambda f: -(f.count or 0))[:3]:
-        text = f.title + (f"; {sig.note}" if sig.note and f is sig.findings[0] else "")
-        items.append({"finding_id": f.finding_id, "statement": text, "signal": sig.name,
+        items.append({"finding_id": f.finding_id, "statement": f.title, "signal": sig.name,
                       "strength": round(sig.strength, 3), "weight": weight})
     return items
 

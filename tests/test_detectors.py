@@ -395,6 +395,17 @@ def test_missing_topics_from_a_source_inventory():
     assert [f.key for f in run("missing_topics", ev)] == ["message-events"]
 
 
+def test_missing_topics_from_the_topics_table_latest_sample_wins():
+    topics = {"sampled_at": [ago(600), ago(10), ago(10)], "topic": ["message-events", "message-events", "whatsapp-outbound"],
+              "present": [True, False, True], "partitions": [10, None, 3], "expected_partitions": [10, 10, 5],
+              "partitions_match": [True, None, False], "channel": [None, None, "WHATSAPP"]}
+    found = {f.key: f for f in run("missing_topics", evidence(topics=topics, messages=messages(1)))}
+    assert set(found) == {"message-events", "whatsapp-outbound:partitions"}
+    assert found["message-events"].severity == "critical"
+    assert found["whatsapp-outbound:partitions"].severity == "warning"
+    assert found["whatsapp-outbound:partitions"].metric == 3 and found["whatsapp-outbound:partitions"].threshold == 5
+
+
 # ---- locks and processed keys ---------------------------------------------------------------------
 
 def _locks(ttl):
