@@ -6,8 +6,8 @@
 ``simulate`` draws a window of traffic (conversations over WhatsApp, Telegram, Instagram
 and a little INTERNAL), times the healthy path of every message, lets the scenario rewrite
 it (see :mod:`forensics.simulate.scenarios`), then writes what each evidence source would
-hold at the window end: MongoDB ``messages`` and ``status_events``, Kafka ``dlq_records``
-and ``consumer_lag``, Jaeger ``spans``, service ``log_events``, PostgreSQL ``identities``
+hold at the window end: MongoDB ``messages`` and ``status_events``, Kafka ``dlq_records``,
+``consumer_lag`` and the ``topics`` inventory, Jaeger ``spans``, service ``log_events``, PostgreSQL ``identities``
 and Redis ``locks``. Every name (collections, topics, groups, services, key patterns) comes
 from the naming profile.
 
@@ -100,6 +100,7 @@ def simulate(scenario: str, messages: int = 5000, seed: int = 7, end: pd.Timesta
     report("kafka", 0.5)
     ev_tables["dlq_records"] = tables.dlq_records(t)
     ev_tables["consumer_lag"] = tables.consumer_lag(t, incident.missing_topics)
+    ev_tables["topics"] = tables.topics(t, incident.missing_topics)
     report("postgres/redis", 0.6)
     ev_tables["identities"] = tables.identities(t)
     ev_tables["locks"] = tables.locks(t, incident.locks)
@@ -112,8 +113,8 @@ def simulate(scenario: str, messages: int = 5000, seed: int = 7, end: pd.Timesta
     report("done", 1.0)
 
     ev = Evidence(window=Window(start_ts, end_ts), profile=prof.name)
-    for name in ("messages", "status_events", "dlq_records", "spans", "log_events", "consumer_lag", "identities",
-                 "locks"):
+    for name in ("messages", "status_events", "dlq_records", "spans", "log_events", "consumer_lag", "topics",
+                 "identities", "locks"):
         ev.put(name, ev_tables[name])
     started = None if trigger_ns is None else pd.Timestamp(trigger_ns, unit="ns", tz="UTC")
     ev.scenario = {
@@ -127,6 +128,7 @@ def simulate(scenario: str, messages: int = 5000, seed: int = 7, end: pd.Timesta
         "duration_s": sc.duration_s, "message_id_tag_fraction": tag_fraction,
         "flow": "deployed" if t.deployed_flow else "runbook",
         "kafka_topics": [tp.name for tp in prof.kafka.expected_topics() if tp.name not in missing],
+        "missing_topics": sorted(missing),
         "sampling": {
             "detail_sample": detail_sample, "failure_sample": failure_sample,
             "detail_messages": int(len(samples.detail)), "failure_messages": int(len(samples.failure)),

@@ -425,6 +425,30 @@ def _lag_rows(t, samples, group, topic, partitions, part, produced, finished, of
     })
 
 
+def topics(t: Traffic, missing_from: dict[str, int]) -> pd.DataFrame:
+    """The topic inventory at capture time, as the Kafka source takes it: one row per topic the
+    profile expects (role, channel, present, partitions, retention), missing ones present=False."""
+    kafka = t.profile.kafka
+    roles = [("message_events", kafka.message_events), *(("outbound", tp) for tp in kafka.outbound)]
+    if kafka.status_updates is not None:
+        roles.append(("status_updates", kafka.status_updates))
+    roles += [("dlq", tp) for tp in kafka.dlq]
+    rows = []
+    for role, tp in roles:
+        present = missing_from.get(tp.name, np.iinfo(np.int64).max) > t.end_ns
+        rows.append({
+            "sampled_at": pd.Timestamp(t.end_ns, unit="ns", tz="UTC"), "topic": tp.name, "role": role,
+            "channel": tp.channel, "present": present, "expected_partitions": tp.partitions,
+            "partitions": tp.partitions if present else None, "partitions_match": True if present else None,
+            "retention_ms": (1_209_600_000 if role == "dlq" else 604_800_000) if present else None,
+            "cleanup_policy": "delete" if present else None,
+            "source": "kafka", "source_object": tp.name, "source_ref": tp.name,
+        })
+    frame = pd.DataFrame(rows)
+    return _conform("topics", frame.astype({"partitions": "Int64", "retention_ms": "Int64",
+                                            "partitions_match": "boolean"}))
+
+
 # -- PostgreSQL and Redis ---------------------------------------------------------------------
 
 def identities(t: Traffic) -> pd.DataFrame:
