@@ -596,3 +596,18 @@ def test_all_detectors_on_200k_messages_in_a_few_seconds():
     f = run_detectors(evid)
     assert time.perf_counter() - t0 < 10
     assert "error_groups:whatsapp.130429" in set(f["finding_id"])
+
+
+def test_detectors_tolerate_nulls_everywhere():
+    m = {"message_id": ["a", "b", "c", "d"], "conversation_id": [None, "c1", "c1", None],
+         "channel": [None, "WHATSAPP", None, "TELEGRAM"], "status": ["PENDING", "UNKNOWN", "FAILED", None],
+         "created_at": [None, ago(100), ago(50), ago(40)], "error_message": [None, None, None, "x"],
+         "content_length": [None, 5000, None, 3]}
+    ev = {"message_id": ["a", "b", "b", "zz"], "new_status": ["DELIVERED", "DELIVERED", "DELIVERED", "FAILED"],
+          "timestamp": [ago(10), ago(20), ago(20), ago(5)], "derived": [False] * 4}
+    logs = {"timestamp": [None, ago(3)], "service": [None, "router-service"], "level": [None, "ERROR"],
+            "message": [None, '{"$gt": ""}']}
+    f = run_detectors(evidence(messages=m, status_events=ev, log_events=logs))
+    schema.validate("findings", f)
+    assert "stuck_pending:UNKNOWN" not in set(f["finding_id"])  # no creation time: age unknown, not stuck
+    assert "duplicate_deliveries:status_events" in set(f["finding_id"])

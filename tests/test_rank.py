@@ -221,3 +221,27 @@ def test_impact_counts_are_consistent():
     assert imp["messages_affected"] >= max(imp["messages_stuck"], imp["messages_failed"])
     assert set(imp["channels_affected"]) >= {"WHATSAPP", "TELEGRAM", "INSTAGRAM"}
     assert np.isfinite(imp["delivery_p95_s"])
+
+
+@pytest.mark.parametrize("table", [t for t in schema.EVIDENCE_TABLES])
+def test_analysis_survives_any_missing_table(table):
+    ev = simulate("whatsapp-rate-limit", messages=1500, seed=4, profile="chat4all-v2")
+    ev.tables.pop(table, None)
+    ev.missing[table] = "not collected in this test"
+    a = analyze(ev)
+    schema.validate("findings", a.findings)
+    schema.validate("hypotheses", a.hypotheses)
+    schema.validate("timeline", a.timeline)
+    assert table in a.summary()["missing_sources"]
+    if table not in ("messages", "status_events"):
+        assert a.ranked[0].cause == "platform_rate_limit"
+
+
+def test_thresholds_override_the_runbook_defaults():
+    ev = simulate("whatsapp-rate-limit", messages=1500, seed=4)
+    strict = analyze(ev)
+    lax = analyze(ev, {"failed_rate": 0.9, "p95_latency_s": 3600})
+    assert (strict.findings["detector"] == "failed_rate").any()
+    assert not (lax.findings["detector"] == "failed_rate").any()
+    assert not (lax.findings["detector"] == "delivery_p95").any()
+    assert lax.thresholds.failed_rate == 0.9
