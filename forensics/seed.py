@@ -7,16 +7,20 @@ would hold (:mod:`forensics.simulate.render`) and writes it:
 - MongoDB: the profile's collections with the documents in the profile's field layout (BSON
   dates) and the indexes Chat4All creates; bulk ``insert_many`` in big unordered batches.
 - Kafka: the profile's topics with its partition counts (a topic the scenario lost is not
-  created), records keyed as Chat4All keys them on the partition Kafka's default partitioner
-  picks (murmur2, :mod:`forensics.partitioner`, checked against the renderer's placement),
-  CreateTime timestamps from the scenario, Spring's ``kafka_dlt-*`` headers on dead letters;
-  consumer groups whose committed offsets reproduce the scenario's last lag sample.
+  created), records keyed as Chat4All keys them (conversation id: message events and
+  outbound; message id: status-updates and dead letters) on the partition Kafka's default
+  partitioner picks (murmur2, :mod:`forensics.partitioner`, computed here and checked against
+  the renderer's), CreateTime timestamps from the scenario, Spring's ``kafka_dlt-*`` headers on
+  dead letters; consumer groups whose committed offsets reproduce the scenario's last lag
+  sample (committed = high watermark - lag, per partition). The runbook's per-channel outbound
+  topics are rendered here (:func:`_outbound_records`): the simulator's renderer has none.
 - Jaeger: the sampled spans over OTLP/HTTP through the OpenTelemetry SDK, one
   TracerProvider per service, with the simulated trace and span ids, times, status and
   attributes.
 - PostgreSQL: ``users`` and ``external_identities`` as the profile's platform defines them
   (``users.user_id`` in the runbook's data model, ``users.id`` in the deployed code), by COPY.
-- Redis: the keys with their remaining time to live, pipelined.
+- Redis: the keys with their remaining time to live at the window end, pipelined (a key
+  whose time had run out is not written).
 
 Service logs are not seeded: the stack has no log store.
 
@@ -651,9 +655,9 @@ class _Redis(_Target):
         self.client = redis.Redis.from_url(self.address, socket_timeout=DEFAULT_LIMITS.timeout_s,
                                            socket_connect_timeout=DEFAULT_LIMITS.connect_timeout_s)
         self.client.ping()
-        rd, prefix = self.profile.redis, _glob_escape(self.placement.redis_prefix)
-        self.patterns = [prefix + re.sub(r"\{[^}]*\}", "*", _glob_escape(p, keep="{}"))
-                         for p in (rd.conversation_lock, rd.idempotency, rd.processed, rd.ratelimit)]
+        from forensics.sources.redis import key_patterns
+
+        self.patterns = [p.glob for p in key_patterns(self.profile, self.placement.redis_prefix)]
 
     def conflicts(self) -> list[str]:
         return [f"Redis holds keys matching {p}" for p in self.patterns
@@ -688,10 +692,6 @@ class _Redis(_Target):
 
     def close(self) -> None:
         self.client.close()
-
-
-def _glob_escape(text: str, keep: str = "") -> str:
-    return "".join("\\" + c if c in "*?[]\\" and c not in keep else c for c in text)
 
 
 _CLASSES: dict[str, type[_Target]] = {"mongo": _Mongo, "kafka": _Kafka, "jaeger": _Jaeger, "postgres": _Postgres,
@@ -791,6 +791,7 @@ def _send_spans(spans: pd.DataFrame, endpoint: str, service_prefix: str, progres
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
     from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
     kinds = {"server": SpanKind.SERVER, "client": SpanKind.CLIENT, "producer": SpanKind.PRODUCER,
@@ -801,7 +802,8 @@ def _send_spans(spans: pd.DataFrame, endpoint: str, service_prefix: str, progres
     def tracer_for(service: str):
         if service not in providers:
             batches = _SyncBatches(OTLPSpanExporter(endpoint=endpoint, timeout=DEFAULT_LIMITS.timeout_s), service)
-            provider = TracerProvider(resource=Resource.create({"service.name": service}), id_generator=ids)
+            provider = TracerProvider(resource=Resource.create({"service.name": service}), id_generator=ids,
+                                      sampler=ALWAYS_ON)
             provider.add_span_processor(batches)
             providers[service] = (provider, provider.get_tracer("chat4all-forensics-seed"), batches)
         return providers[service]

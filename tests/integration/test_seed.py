@@ -256,3 +256,29 @@ def test_cli_prints_the_window_and_no_credentials(stack, groups_cleanup, kafka_a
                                                             "serverSelectionTimeoutMS=500"}, check=False)
     assert bad.returncode == 2
     assert "s3cr3t-pw" not in bad.stdout + bad.stderr and "***" in bad.stderr
+
+
+def test_the_toolkit_readers_find_the_seed_under_the_placed_profile(places, stack):
+    from forensics.sources import kafka
+    from forensics.sources.mongo import MongoSource
+    from forensics.sources.redis import read_locks
+
+    placement, connections = places
+    result = seed("router-outage", profile="chat4all-v2", messages=600, seed=9, placement=placement,
+                  connections=connections, targets=["mongo", "kafka", "redis"])
+    ev, prof, window = result.evidence, result.profile, result.window
+    with MongoSource(stack.mongo_uri, prof) as src:
+        messages, events = src.window_evidence(window)
+    assert len(messages) == 600
+    assert len(events) == len(ev.table("status_events"))
+    assert set(events["new_status"]) == set(ev.table("status_events")["new_status"])
+
+    assert len(kafka.read_dlq(prof, window, bootstrap=stack.kafka_bootstrap).frame) == len(ev.table("dlq_records"))
+    lag = kafka.consumer_lag(kafka.group_topics(prof), bootstrap=stack.kafka_bootstrap)
+    expected = ev.table("consumer_lag")
+    expected = expected[expected["sampled_at"] == expected["sampled_at"].max()]
+    assert lag["lag"].sum() == expected["lag"].sum() > 0  # the router stopped: a backlog on chat-events
+
+    locks = read_locks(stack.redis_url, profile=prof)
+    live = ev.table("locks")
+    assert len(locks) == int((live["ttl_s"].isna() | (live["ttl_s"] > 0)).sum())
