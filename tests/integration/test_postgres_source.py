@@ -225,3 +225,20 @@ def test_collect_reads_platform_ids_from_options(pg_schema):
     password = conninfo_to_dict(pg_schema.dsn)["password"]
     assert password not in str(result.description) and password not in str(result.queries)
     assert result.description["truncated"] is False
+
+
+@pytest.mark.parametrize("profile", ["runbook", "chat4all-v2"])
+def test_a_seeded_incident_reads_back_as_simulated(pg_dsn, pg_schema, profile):
+    from forensics.seed import Placement, seed
+
+    result = seed("recipient-not-on-whatsapp", profile=profile, messages=300, seed=4, targets=["postgres"],
+                  placement=Placement(pg_schema=pg_schema.name), connections={"postgres": pg_dsn})
+    want = result.evidence.table("identities").sort_values(["platform", "platform_user_id"], ignore_index=True)
+    got = read_identities(pg_dsn, profile=result.profile)  # schema-qualified table names
+    got = schema.validate("identities", got).sort_values(["platform", "platform_user_id"], ignore_index=True)
+    assert len(got) == len(want) > 0 and not got.attrs["truncated"]
+    assert (~got["format_valid"]).any()  # the scenario's malformed numbers are seen as such
+    for column in ("user_id", "platform", "platform_user_id", "verified", "display_name", "format_valid",
+                   "source", "source_ref"):
+        pd.testing.assert_series_equal(got[column], want[column], check_names=False, obj=column)
+    assert set(got["source_object"]) == {f"{pg_schema.name}.external_identities"}

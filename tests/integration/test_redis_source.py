@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pandas as pd
 import pytest
 import redis
 
@@ -177,3 +178,22 @@ def test_collect_scans_the_profile_patterns(redis_url, redis_db):
     password = redis.connection.parse_url(redis_url)["password"]
     assert password not in str(result.description) and password not in str(result.queries)
     assert redis_db.prefix + "conversation:lock:*" in result.queries["locks"]["redis"]["match"]
+
+
+def test_a_seeded_incident_reads_back_as_simulated(redis_url, redis_db):
+    from forensics.seed import Placement, seed
+
+    result = seed("router-outage", profile="chat4all-v2", messages=300, seed=4, targets=["redis"],
+                  placement=Placement(redis_prefix=redis_db.prefix), connections={"redis": redis_url})
+    simulated = result.evidence.table("locks")
+    want = simulated[(simulated["ttl_s"].isna() | (simulated["ttl_s"] > 0)).to_numpy()]
+    want = want.assign(key=redis_db.prefix + want["key"]).sort_values("key", ignore_index=True)
+    got = schema.validate("locks", read_locks(redis_url, profile=result.profile)).sort_values("key", ignore_index=True)
+    assert len(got) == len(want) > 0
+    for column in ("key", "kind", "conversation_id", "message_id", "value"):
+        pd.testing.assert_series_equal(got[column], want[column], check_names=False, obj=column)
+    assert (got["ttl_s"].isna() == want["ttl_s"].isna()).all()
+    drift = (want["ttl_s"] - got["ttl_s"]).dropna()
+    assert drift.between(-0.01, 120).all()  # the time to live only ran down since the seed
+    assert sorted(stuck_locks(got, result.profile)["conversation_id"]) == sorted(
+        stuck_locks(want, result.profile)["conversation_id"])
