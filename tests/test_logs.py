@@ -383,24 +383,52 @@ def test_collect_reads_the_paths_option(tmp_path):
 
 # ---- round trip through the simulator's rendered lines ----------------------
 
-@pytest.mark.parametrize("scenario", ["whatsapp-rate-limit", "router-outage"])
-def test_simulated_service_logs_read_back_as_simulated(tmp_path, scenario):
-    from forensics.simulate import simulate
+PARSED = ["timestamp", "service", "level", "logger", "thread", "message", "stack_trace", "message_id", "http_status",
+          "rate_limit"]
 
-    simulated = simulate(scenario, messages=300, seed=5, profile="chat4all-v2").table("log_events")
-    for obj, lines in simulated.groupby("source_object"):
-        (tmp_path / f"{obj}.log").write_text("\n".join(lines["raw"]) + "\n")
-    got = read_logs(tmp_path, profile="chat4all-v2")
-    key = ["service", "source_ref"]
-    want = simulated.sort_values(key, ignore_index=True)
-    got = schema.validate("log_events", got).sort_values(key, ignore_index=True)
-    assert len(got) == len(want) and got["parse_error"].isna().all()
-    for column in ("timestamp", "service", "level", "logger", "thread", "message", "stack_trace", "message_id",
-                   "http_status", "rate_limit", "raw", "source_ref"):
-        pd.testing.assert_series_equal(got[column], want[column], check_names=False, obj=column)
-    # the simulator knows each line's conversation; a parser knows it only where the line says it
+
+def _check_conversations(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """The simulator knows each line's conversation; a parser knows it only where the line says it."""
     said = pd.Series([bool(c) and c in r for c, r in zip(want["conversation_id"].fillna(""), want["raw"],
                                                           strict=True)])
     assert said.any()
     assert got.loc[said, "conversation_id"].tolist() == want.loc[said, "conversation_id"].tolist()
     assert got.loc[~said, "conversation_id"].isna().all()
+
+
+@pytest.mark.parametrize("scenario", ["whatsapp-rate-limit", "router-outage"])
+def test_simulated_service_log_files_read_back_as_simulated(tmp_path, scenario):
+    from forensics.simulate import simulate
+    from forensics.simulate.render import log_lines
+
+    ev = simulate(scenario, messages=300, seed=5, profile="chat4all-v2")
+    for service, lines in log_lines(ev).items():
+        (tmp_path / f"chat4all-{service}.log").write_text("\n".join(lines) + "\n")
+    key = ["service", "source_ref"]
+    want = ev.table("log_events").sort_values(key, ignore_index=True)
+    got = schema.validate("log_events", read_logs(tmp_path, profile="chat4all-v2")).sort_values(key, ignore_index=True)
+    assert len(got) == len(want) and got["parse_error"].isna().all()
+    for column in [*PARSED, "raw", "source_ref"]:
+        pd.testing.assert_series_equal(got[column], want[column], check_names=False, obj=column)
+    _check_conversations(got, want)
+
+
+def test_simulated_logs_through_docker_compose_logs_read_back_as_simulated():
+    """All services interleaved in time order as ``docker compose logs --timestamps`` prints them."""
+    from forensics.simulate import simulate
+    from forensics.simulate.render import log_lines
+
+    ev = simulate("whatsapp-rate-limit", messages=200, seed=6, profile="chat4all-v2")
+    lines = log_lines(ev)
+    want = ev.table("log_events")
+    want = want.assign(_line=want["source_ref"].astype(int)).sort_values(["timestamp", "service", "_line"],
+                                                                         ignore_index=True, kind="stable")
+    width = max(len(s) for s in lines) + 4  # "-1" and at least one space before the bar
+    printed = [f"{s + '-1':<{width}}| {t.strftime('%Y-%m-%dT%H:%M:%S.%f')}123Z {raw}"
+               for s, t, raw in zip(want["service"], want["timestamp"], want["raw"], strict=True)]
+    got = parse("\n".join(printed) + "\n")
+    assert len(got) == len(want) and got["parse_error"].isna().all()
+    for column in PARSED:
+        pd.testing.assert_series_equal(got[column], want[column], check_names=False, obj=column)
+    assert got["raw"].tolist() == printed
+    _check_conversations(got, want)
