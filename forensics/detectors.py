@@ -821,8 +821,10 @@ def duplicate_deliveries(ctx: Context) -> Iterable[Finding]:
     ev = ctx.table("status_events")
     if len(ev):
         # exact repeats need a repeated (timestamp, new_status) first: a cheap numeric pre-filter
-        key = pd.DataFrame({"t": to_ns(ev["timestamp"]), "s": pd.factorize(ev["new_status"])[0]})
-        candidate = key.duplicated(keep=False).to_numpy()
+        t = to_ns(ev["timestamp"])
+        status_code = pd.factorize(ev["new_status"])[0].astype(np.int64)
+        key = (t - t.min()) * (int(status_code.max()) + 2) + status_code + 1 if len(t) else t
+        candidate = pd.Series(key).duplicated(keep=False).to_numpy()
         rep = pd.Series(False, index=ev.index)
         if candidate.any():
             sub = ev.loc[candidate, ["message_id", "new_status", "timestamp"]]

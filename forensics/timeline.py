@@ -24,6 +24,8 @@ LANES = {
     "stuck_locks": "redis", "replay_blockers": "redis", "recipient_identity": "postgres",
 }
 """Detector -> the lane of the evidence it reads (findings themselves go to lane ``findings``)."""
+GROUPED = ("error_groups", "log_errors")
+"""Detectors whose info-level findings stay off the timeline (one per error signature and source)."""
 MAX_CROSSINGS = 10
 """Lag threshold crossings kept per consumer group and topic."""
 
@@ -156,8 +158,12 @@ def build_timeline(detection: Detection) -> pd.DataFrame:
     """The ``timeline`` table of one detection run, in time order."""
     events: list[dict] = []
     for f in detection.items:
-        if f.first_seen is not None and not pd.isna(f.first_seen):
-            events.extend(_finding_events(f))
+        if f.first_seen is None or pd.isna(f.first_seen):
+            continue
+        # small error groups are on the timeline as their first/last failure already
+        if f.severity == "info" and f.detector in GROUPED:
+            continue
+        events.extend(_finding_events(f))
     for part in (_error_group_events, _stuck_events, _lag_crossings, _dlq_events, _log_events):
         events.extend(part(detection))
     events = [e for e in events if e["timestamp"] is not None and not pd.isna(e["timestamp"])]
