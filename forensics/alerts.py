@@ -1579,7 +1579,8 @@ def describe_detection(frame: pd.DataFrame) -> list[str]:
     for row in frame.itertuples(index=False):
         head = f"{row.rule} (from {row.source})"
         if pd.isna(row.would_fire_at):
-            out.append(f"{head} would not have fired" + (f": {row.note}" if row.note else ""))
+            note = row.note if isinstance(row.note, str) else ""
+            out.append(f"{head} would not have fired" + (f": {note}" if note else ""))
             continue
         text = f"{head} would have fired at {row.would_fire_at:%H:%M} UTC"
         if start is not None:
