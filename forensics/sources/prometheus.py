@@ -320,8 +320,9 @@ def collect(request: CollectRequest) -> SourceResult:
 
     Options: ``prometheus_url`` (default FORENSICS_PROMETHEUS_URL), ``metrics`` (series
     names, default the profile's), ``step`` (seconds, default chosen from the window),
-    ``max_series`` and ``limits``. Metrics the server does not have in the window are
-    named in the notes; NoSeries when it has none of them.
+    ``max_series``, ``limits``, and ``actuator_urls`` (service -> actuator base URL: a
+    :func:`health_snapshot` is added to the same table). Metrics the server does not have
+    in the window are named in the notes; NoSeries when it has none of them.
     """
     opts = request.options
     limits: Limits = opts.get("limits") or DEFAULT_LIMITS
@@ -329,26 +330,32 @@ def collect(request: CollectRequest) -> SourceResult:
                               max_series=int(opts.get("max_series") or MAX_SERIES))
     start, end = request.window.start, request.window.end
     info = client.buildinfo()
-    wanted = list(opts.get("metrics") or metric_names(request.profile).series())
+    wanted = list(dict.fromkeys(opts.get("metrics") or metric_names(request.profile).series()))
     known = client.metric_names(start, end)
     step = float(opts["step"]) if opts.get("step") else choose_step(start, end, max_points=client.max_points)
-    frames, notes, counts = [], [], {}
+    notes: list[str] = []
+    counts: dict[str, int] = {}
     absent = [name for name in wanted if name not in known]
     if absent:
         notes.append(f"no series in the window for: {', '.join(absent)}")
+    rows: list[pd.DataFrame] = []
     for name in [n for n in wanted if n in known] + (["ALERTS"] if "ALERTS" in known else []):
         if request.progress:
             request.progress(f"prometheus: {name}")
         frame = client.query_range(name, start, end, step)
         notes.extend(frame.attrs.get("notes") or [])
-        counts[name] = int(frame.groupby("labels").ngroups) if len(frame) else 0
-        frames.append(frame)
-    rows = [f for f in frames if len(f)]
-    if not any(len(f) for f, n in zip(frames, counts, strict=True) if n != "ALERTS"):
+        counts[name] = int(frame["labels"].nunique())
+        if len(frame):
+            rows.append(frame)
+    if not any(counts.get(n) for n in wanted):
         raise NoSeries(f"none of the metrics asked for has samples between {start} and {end} "
                        f"({', '.join(wanted[:8])}{' ...' if len(wanted) > 8 else ''})",
                        "is this the platform's Prometheus, does it keep data that old (retention), and are "
                        "the names the profile's (forensics/rules/metrics.yaml)?")
+    if opts.get("actuator_urls"):
+        snapshot = health_snapshot(opts["actuator_urls"], limits=limits)
+        notes.extend(f"actuator {svc}: {why}" for svc, why in snapshot.attrs.get("errors", {}).items())
+        rows.append(snapshot)
     metrics = pd.concat(rows, ignore_index=True) if rows else schema.empty("metrics")
     try:
         rules = client.rules()
@@ -470,8 +477,9 @@ def backfill(openmetrics_text: str, data_dir: str | Path, *, promtool: str | Non
     """Write OpenMetrics text (with timestamps) as TSDB blocks into a Prometheus data directory.
 
     Runs ``promtool tsdb create-blocks-from openmetrics FILE DATA_DIR``; returns the new
-    block directories. The server picks new blocks up when it (re)starts: stop it first or
-    restart it after (``scripts/services down/up --only prometheus``). Old samples stay
+    block directories. A server started on ``data_dir`` afterwards loads them; a running
+    2.42 server finds them at its periodic block reload (within about a minute, measured),
+    or at once on restart (``scripts/services down/up --only prometheus``). Old samples stay
     only while ``--storage.tsdb.retention.time`` reaches back to them (scripts/services
     runs Prometheus with 3650d).
     """
@@ -496,3 +504,24 @@ def backfill(openmetrics_text: str, data_dir: str | Path, *, promtool: str | Non
         raise BackfillError(f"promtool create-blocks-from openmetrics failed (exit {proc.returncode}): "
                             f"{' | '.join(detail)}", "OpenMetrics text with timestamps, ending # EOF")
     return sorted(p.name for p in target.iterdir() if p.is_dir() and p.name not in before)
+
+
+def collect_actuators(request: CollectRequest) -> SourceResult:
+    """Actuator health and metrics of the services in ``options["actuator_urls"]`` (service ->
+    base URL), read now, as a ``metrics`` table (source "actuator"): for incidents without
+    a Prometheus. Register it with ``register_source("actuator",
+    "forensics.sources.prometheus:collect_actuators")``. Every service unreachable is a SourceError.
+    """
+    urls = request.options.get("actuator_urls") or {}
+    if not urls:
+        raise SourceError("actuator", "no actuator URLs given", "options actuator_urls: {service: base URL}")
+    limits: Limits = request.options.get("limits") or DEFAULT_LIMITS
+    frame = health_snapshot(urls, limits=limits)
+    errors = frame.attrs.get("errors", {})
+    if len(errors) == len(urls) and not (frame["metric"] != "actuator_health_status").any():
+        raise SourceError("actuator", "no service answered: " + "; ".join(f"{k}: {v}" for k, v in errors.items()),
+                          "the services' management port and /actuator exposure (health, prometheus)")
+    description = {"kind": "actuator", "services": {k: mask_uri(v) for k, v in urls.items()},
+                   "notes": [f"{svc}: {why}" for svc, why in errors.items()]}
+    return SourceResult(tables={"metrics": frame}, description=description,
+                        queries={"metrics": {"actuator": list(urls)}})

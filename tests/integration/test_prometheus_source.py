@@ -249,3 +249,20 @@ def test_health_snapshot_reads_a_real_exposition_and_reports_a_dead_service(prom
     assert len(build) == 1 and json.loads(build["labels"].iloc[0])["version"].startswith("2.")
     assert json.loads(build["labels"].iloc[0])["service"] == "prometheus"
     assert frame["timestamp"].notna().all()
+
+
+def test_actuator_snapshots_join_the_metrics_table(prom):
+    from forensics.sources.prometheus import collect_actuators
+
+    dead = f"http://127.0.0.1:{_free_port()}"
+    win = prom.evidence.window
+    result = collect(CollectRequest(win, load_profile("runbook"), {
+        "prometheus_url": prom.url, "step": 60, "actuator_urls": {"router-service": dead}}))
+    table = result.tables["metrics"]
+    schema.validate("metrics", table)
+    snap = table[table["source"] == "actuator"]
+    assert list(snap["metric"]) == ["actuator_health_status"] and snap["value"].iloc[0] == 0
+    assert any(n.startswith("actuator router-service:") for n in result.description["notes"])
+    assert len(table[table["source"] == "prometheus"]) == len(prom.metrics)
+    with pytest.raises(SourceError, match="no service answered"):
+        collect_actuators(CollectRequest(win, load_profile("runbook"), {"actuator_urls": {"router-service": dead}}))
