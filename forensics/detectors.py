@@ -344,11 +344,14 @@ class Context:
 
         ev = self.table("status_events")
         if len(ev):
-            add(ev[ev["new_status"] == "FAILED"], "error_message", "status_events.error_message", 1)
-        add(self.table("dlq_records"), "exception_message", "dlq_records.exception_message", 2)
+            add(ev.loc[(ev["new_status"] == "FAILED").to_numpy(dtype=bool), ["message_id", "error_message"]],
+                "error_message", "status_events.error_message", 1)
+        add(self.table("dlq_records")[["message_id", "exception_message"]], "exception_message",
+            "dlq_records.exception_message", 2)
         logs = self.table("log_events")
         if len(logs):
-            add(logs[logs["level"].isin(ERROR_LEVELS) & logs["message_id"].notna()], "message", "log_events.message", 3)
+            mask = (logs["level"].isin(ERROR_LEVELS) & logs["message_id"].notna()).to_numpy(dtype=bool)
+            add(logs.loc[mask, ["message_id", "message"]], "message", "log_events.message", 3)
         cand = pd.concat(parts, ignore_index=True)
         cand["text"] = cand["text"].astype(schema.STR)
         chan = self.values("channel", cand["position"].to_numpy())
@@ -414,9 +417,6 @@ class Detection:
         frame = schema.conform("findings", pd.DataFrame([f.row() for f in self.items],
                                                         columns=schema.table("findings").names))
         return schema.validate("findings", frame)
-
-    def by_id(self) -> dict[str, Finding]:
-        return {f.finding_id: f for f in self.items}
 
 
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}

@@ -16,14 +16,6 @@ import pandas as pd
 from forensics import schema
 from forensics.detectors import NAT, Detection, Finding, to_ns
 
-LANES = {
-    "stuck_pending": "messages", "stuck_sent": "messages", "failed_rate": "messages", "delivery_p95": "messages",
-    "out_of_order": "messages", "duplicate_deliveries": "messages", "error_groups": "messages",
-    "content_over_limit": "messages", "consumer_lag": "kafka", "missing_topics": "kafka", "dead_letters": "kafka",
-    "connector_5xx": "traces", "log_errors": "logs", "error_log_burst": "logs", "service_silence": "logs",
-    "stuck_locks": "redis", "replay_blockers": "redis", "recipient_identity": "postgres",
-}
-"""Detector -> the lane of the evidence it reads (findings themselves go to lane ``findings``)."""
 GROUPED = ("error_groups", "log_errors")
 """Detectors whose info-level findings stay off the timeline (one per error signature and source)."""
 MAX_CROSSINGS = 10

@@ -140,9 +140,6 @@ class Catalog:
                 return entry
         return None
 
-    def has_code(self, platform: str, code: str | int) -> bool:
-        return (platform, str(code)) in self._by_code
-
     def cause(self, cause_id: str) -> Cause:
         """The declared cause, or a placeholder named after the id."""
         return self.causes.get(cause_id) or Cause(cause_id, cause_id.replace("_", " "), None, "")
