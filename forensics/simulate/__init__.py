@@ -94,7 +94,7 @@ def simulate(scenario: str, messages: int = 5000, seed: int = 7, end: pd.Timesta
         0.0 if t.deployed_flow else 0.5)
     samples = telemetry.choose_samples(t, detail_rng, detail_sample, failure_sample, tag_fraction)
     ev_tables = {"spans": telemetry.build_spans(t, samples, detail_rng, incident.router_down_from,
-                                                incident.mongo_trouble, incident.missing_topics)}
+                                                incident.mongo_trouble)}
     ev_tables["log_events"] = telemetry.log_frame(
         telemetry.message_logs(t, samples, detail_rng, incident.router_down_from) + incident.logs)
     report("kafka", 0.5)

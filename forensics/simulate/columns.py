@@ -191,11 +191,6 @@ def take(values, idx: np.ndarray) -> pa.Array:
     return _single(to_arrow(values)).take(pa.array(np.asarray(idx, dtype=np.int64)))
 
 
-def take_series(series: pd.Series, idx: np.ndarray) -> pd.Series:
-    """Rows ``idx`` of a ``string`` Series."""
-    return str_series(take(series, idx))
-
-
 def ts_series(ns: np.ndarray) -> pd.Series:
     """int64 ns since the epoch (NAT = NaT) -> ``datetime64[ns, UTC]`` Series."""
     return pd.Series(np.asarray(ns, dtype=np.int64).view("M8[ns]")).dt.tz_localize("UTC").astype(schema.UTC_TS)

@@ -30,6 +30,7 @@ PLATFORM_URLS = {
     TG: "https://api.telegram.org/bot****/sendMessage",
     IG: "https://graph.facebook.com/v18.0/me/messages",
 }
+PLATFORM_HOSTS = {WA: "graph.facebook.com", TG: "api.telegram.org", IG: "graph.facebook.com"}
 PLATFORM_NAMES = {WA: "WhatsApp", TG: "Telegram", IG: "Instagram"}
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from forensics.simulate import population as pop
 from forensics.simulate.columns import MS, NAT, NS, concat, int_text
@@ -163,7 +164,7 @@ def token_expired(t: Traffic, inc: Incident) -> None:
 def recipient_not_on_whatsapp(t: Traffic, inc: Incident) -> None:
     T, rng, r = inc.trigger_ns, inc.rng, t.recipients
     pool = _pool(t, pop.WA)
-    bad = rng.choice(pool, int(np.clip(len(pool) * 0.03, 3, 300)), replace=False)
+    bad = rng.choice(pool, min(int(np.clip(len(pool) * 0.03, 3, 300)), max(1, len(pool) - 1)), replace=False)
     broken = bad[rng.random(len(bad)) < 0.6]
     r.platform_id[broken] = pop.malformed_e164(r.platform_id[broken], rng)
     r.malformed[broken] = True
@@ -171,7 +172,8 @@ def recipient_not_on_whatsapp(t: Traffic, inc: Incident) -> None:
     others = np.setdiff1d(pool, bad)
     wa = t.conv_channel == pop.WA
     before = wa & (t.conv_start < T) & np.isin(t.conv_recipient, bad)
-    t.conv_recipient[before] = rng.choice(others, before.sum())
+    if len(others):
+        t.conv_recipient[before] = rng.choice(others, before.sum())
     # The campaign after T addresses an imported list: a few bad numbers get many messages.
     after = wa & (t.conv_start >= T) & (rng.random(len(wa)) < 0.3)
     t.conv_recipient[after] = rng.choice(bad, after.sum())
@@ -419,9 +421,7 @@ def whatsapp_outage(t: Traffic, inc: Incident) -> None:
     inc.details["outage_bursts"] = [[iso(_ts(a)), iso(_ts(b))] for a, b in zip(starts, stops, strict=True)]
 
 
-def _ts(ns: int):
-    import pandas as pd
-
+def _ts(ns: int) -> pd.Timestamp:
     return pd.Timestamp(int(ns), unit="ns", tz="UTC")
 
 

@@ -15,8 +15,6 @@ Status model by flow (see ``Traffic.deployed_flow``):
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -542,7 +540,3 @@ def _frame(keys, kind, conv, mid, ttl, value, sampled_ns, pattern) -> pd.DataFra
 def _conform(name: str, frame) -> pd.DataFrame:
     # Evidence.put validates; conform is enough here.
     return schema.conform(name, frame)
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))

@@ -58,6 +58,7 @@ from forensics.simulate.failures import (
     IS_API,
     IS_CALLBACK,
     IS_TRANSPORT,
+    PLATFORM_HOSTS,
     PLATFORM_NAMES,
     PLATFORM_URLS,
     RATE_LIMITED,
@@ -216,7 +217,8 @@ def tags(**pairs) -> np.ndarray | str:
 
 
 def build_spans(t: Traffic, s: Samples, rng: np.random.Generator, router_down_from: int | None,
-                mongo_trouble: tuple[int, int] | None, missing_topics: dict[str, int]) -> pd.DataFrame:
+                mongo_trouble: tuple[int, int] | None) -> pd.DataFrame:
+    """Spans of the detail sample's traces (see the module docstring for the hops)."""
     prof, sv = t.profile, t.profile.services
     sink = SpanSink(rng)
     end = t.end_ns
@@ -253,8 +255,8 @@ def build_spans(t: Traffic, s: Samples, rng: np.random.Generator, router_down_fr
              tags=tags(**{"messaging.system": "kafka", "messaging.destination.name": topic,
                           "messaging.kafka.destination.partition": t.event_partition[idx]}))
 
-    _route_spans(t, sink, rng, idx, router_down_from, missing_topics, mid_tag)
-    _status_spans(t, sink, rng, idx, mongo_trouble, missing_topics)
+    _route_spans(t, sink, rng, idx, router_down_from, mid_tag)
+    _status_spans(t, sink, rng, idx, mongo_trouble)
 
     # Webhooks: delivery receipts (runbook flow) and callback failures reach the connector.
     ext = ch[idx] != pop.INTERNAL
@@ -292,7 +294,10 @@ def _attempts(t: Traffic, idx: np.ndarray):
     return msg, k, start, duration, failed, kind
 
 
-def _route_spans(t, sink, rng, idx, router_down_from, missing_topics, mid_tag) -> None:
+def _route_spans(t, sink, rng, idx, router_down_from, mid_tag) -> None:
+    """The router's consumer span per message, its connector calls (one per attempt) and the
+    platform API calls; the status publish (deployed flow) or the outbound publish and the
+    connector's own consumer trace (runbook flow); a second pass for duplicate deliveries."""
     prof, sv, end = t.profile, t.profile.services, t.end_ns
     ch = t.channel
     alive = np.iinfo(np.int64).max if router_down_from is None else router_down_from
@@ -340,7 +345,8 @@ def _route_spans(t, sink, rng, idx, router_down_from, missing_topics, mid_tag) -
                        message_id=mid_tag(msg), keep=kept & external & ~transport)
         sink.add(tr[pos[msg]], srv, conn, "POST", "client", start + 2 * MS, dur - 4 * MS, error=failed & ~transport,
                  status=body, method="POST", route=platform_url, http=http, keep=kept & external & ~transport,
-                 tags=tags(**{"net.peer.name": "graph.facebook.com"}))
+                 tags=tags(**{"net.peer.name": np.array([PLATFORM_HOSTS.get(c, "") for c in range(4)],
+                                                        dtype=object)[ch[msg]]}))
         pub_status = np.where(t.publish_failed[r], topic_timeout(pub_topic), None)
         sink.add(tr, root, sv.router, f"{pub_topic} publish", "producer", pub_at, pub_dur,
                  error=t.publish_failed[r], status=pub_status, keep=keep_root,
@@ -384,7 +390,7 @@ def _route_spans(t, sink, rng, idx, router_down_from, missing_topics, mid_tag) -
                  http=np.full(len(dup), 200), keep=ch[dup] != pop.INTERNAL)
 
 
-def _status_spans(t, sink, rng, idx, mongo_trouble, missing_topics) -> None:
+def _status_spans(t, sink, rng, idx, mongo_trouble) -> None:
     """The MongoDB writes of each sampled message's final status (DELIVERED or FAILED)."""
     prof, sv, end = t.profile, t.profile.services, t.end_ns
     db, coll = prof.mongo.database, prof.mongo.collections
