@@ -19,8 +19,8 @@ would hold (:mod:`forensics.simulate.render`) and writes it:
   attributes.
 - PostgreSQL: ``users`` and ``external_identities`` as the profile's platform defines them
   (``users.user_id`` in the runbook's data model, ``users.id`` in the deployed code), by COPY.
-- Redis: the keys with their remaining time to live at the window end, pipelined (a key
-  whose time had run out is not written).
+- Redis: the keys with the time to live they had left at the window end, less the time
+  since (a key whose time has run out is not written), pipelined.
 
 Service logs are not seeded: the stack has no log store.
 
@@ -63,8 +63,9 @@ from forensics.profiles import Profile, load_profile
 from forensics.simulate import render
 from forensics.timeutil import Window, parse_time, utcnow
 
-TARGETS = ("mongo", "kafka", "jaeger", "postgres", "redis")
-"""Every store the seed writes, in the order it writes them."""
+TARGETS = ("redis", "postgres", "kafka", "mongo", "jaeger")
+"""Every store the seed writes, in the order it writes them: the quick ones first, Redis first of
+all, so that its short TTLs (30 s conversation locks) lose the least to the time seeding takes."""
 CONNECTION = {"mongo": "mongo", "kafka": "kafka", "jaeger": "otlp", "postgres": "postgres", "redis": "redis"}
 """Target -> :func:`forensics.config.connection` source (FORENSICS_* variable)."""
 MONGO_BATCH = 20_000
@@ -672,10 +673,14 @@ class _Redis(_Target):
     def write(self) -> dict[str, int]:
         keys = pd.DataFrame(render.redis_keys(self.ev), columns=["key", "value", "ttl_s"])
         prefix = self.placement.redis_prefix
-        ttl = pd.to_numeric(keys["ttl_s"], errors="coerce").to_numpy(dtype=float)
+        # A TTL is what was left at the window end; the time since has run off it too, so every
+        # key expires when it would have on the platform.
+        since_end = max(0.0, (utcnow() - self.ev.window.end).total_seconds())
+        ttl = pd.to_numeric(keys["ttl_s"], errors="coerce").to_numpy(dtype=float) - since_end
         alive = np.isnan(ttl) | (ttl > 0)
         if (~alive).any():
-            self.notes.append(f"{int((~alive).sum()):,} Redis keys had expired at the window end: not written")
+            self.notes.append(f"{int((~alive).sum()):,} Redis keys had expired by the time of seeding ({since_end:,.0f} s "
+                              "after the window end): not written")
         written = expiring = 0
         rows = zip(keys["key"][alive].tolist(), keys["value"][alive].tolist(), ttl[alive].tolist(), strict=True)
         for chunk in _batches(rows, REDIS_BATCH):
