@@ -41,6 +41,7 @@ import difflib
 import json
 import math
 import re
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1232,32 +1233,61 @@ _NAT = np.iinfo(np.int64).min
 _NEVER = np.iinfo(np.int64).max
 
 
-def _created_ns(ev: Evidence) -> pd.Series:
-    """Creation time (ns) per message id: messages.created_at, else its first status event."""
-    m = ev.table("messages")
-    se = ev.table("status_events")
-    parts = []
+@dataclass
+class _MessageIndex:
+    """Per message (integer code): creation and first exit from PENDING; and the status events."""
+
+    created: np.ndarray
+    """Creation ns: messages.created_at, else the message's first status event; NAT when unknown."""
+    left: np.ndarray
+    """First status event to another status, else messages.updated_at when the document is not
+    PENDING; _NEVER when it never left."""
+    events: pd.DataFrame
+    """Status events with a time: code, status, channel, at (ns)."""
+
+
+_INDEX_CACHE: list[tuple[weakref.ref, weakref.ref, _MessageIndex]] = []
+"""The index of the last (messages, status_events) pair, dropped with the messages frame."""
+
+
+def _message_index(ev: Evidence) -> _MessageIndex:
+    """Built once per pair of (messages, status_events) frames: every derivation reads it."""
+    m, se = ev.table("messages"), ev.table("status_events")
+    if _INDEX_CACHE and _INDEX_CACHE[0][0]() is m and _INDEX_CACHE[0][1]() is se:
+        return _INDEX_CACHE[0][2]
+    codes, uniques = pd.factorize(pd.concat([m["message_id"], se["message_id"]], ignore_index=True))
+    n = len(uniques)
+    cm, cs = codes[: len(m)], codes[len(m):]
+    at = _ns(se["timestamp"])
+    ok = (cs >= 0) & (at != _NAT)
+    created = np.full(n, _NEVER, dtype=np.int64)
+    np.minimum.at(created, cs[ok], at[ok])
+    status = se["new_status"]
+    moved = ok & (status.notna() & (status != "PENDING")).to_numpy(dtype=bool, na_value=False)
+    left = np.full(n, _NEVER, dtype=np.int64)
+    np.minimum.at(left, cs[moved], at[moved])
     if len(m):
-        parts.append(pd.Series(_ns(m["created_at"]), index=m["message_id"].astype(str).to_numpy()))
-    if len(se):
-        first = pd.Series(_ns(se["timestamp"]), index=se["message_id"].astype(str).to_numpy())
-        first = first[first != _NAT]
-        parts.append(first.groupby(level=0).min())
-    if not parts:
-        return pd.Series(dtype="int64")
-    created = pd.concat(parts)
-    created = created[created != _NAT]
-    return created[~created.index.duplicated(keep="first")]
+        made = _ns(m["created_at"])
+        has = (cm >= 0) & (made != _NAT)
+        created[cm[has][::-1]] = made[has][::-1]  # messages.created_at wins; the first document wins
+        gone = (m["status"].notna() & (m["status"] != "PENDING")).to_numpy(dtype=bool, na_value=False)
+        upd = _ns(m["updated_at"])
+        fill = gone & (cm >= 0) & (upd != _NAT)
+        fill[fill] = left[cm[fill]] == _NEVER
+        left[cm[fill]] = upd[fill]
+    created[created == _NEVER] = _NAT
+    events = pd.DataFrame({"code": cs, "status": status.to_numpy(dtype=object, na_value=None),
+                           "channel": se["channel"].fillna("UNKNOWN").astype(str).to_numpy(), "at": at})[ok]
+    index = _MessageIndex(created, left, events.reset_index(drop=True))
+    _INDEX_CACHE[:] = [(weakref.ref(m), weakref.ref(se), index)]
+    weakref.finalize(m, _INDEX_CACHE.clear)
+    return index
 
 
 def transitions(ev: Evidence, status: str) -> pd.DataFrame:
-    """Every status event to ``status``: message_id, channel, at (ns), sorted by time."""
-    se = ev.table("status_events")
-    sel = se[se["new_status"] == status]
-    out = pd.DataFrame({"message_id": sel["message_id"].astype(str).to_numpy(),
-                        "channel": sel["channel"].fillna("UNKNOWN").astype(str).to_numpy(),
-                        "at": _ns(sel["timestamp"])})
-    out = out[out["at"] != _NAT]
+    """Every status event to ``status``: code (message), channel, at (ns), sorted by time."""
+    events = _message_index(ev).events
+    out = events.loc[events["status"] == status, ["code", "channel", "at"]]
     return out.sort_values("at", kind="stable").reset_index(drop=True)
 
 
@@ -1268,9 +1298,8 @@ def delivery_observations(ev: Evidence) -> pd.DataFrame:
     at the time of the event.
     """
     d = transitions(ev, "DELIVERED")
-    created = _created_ns(ev)
-    start = created.reindex(d["message_id"]).to_numpy(dtype="float64", na_value=np.nan)
-    d["latency_s"] = (d["at"].to_numpy() - start) / NS
+    start = _message_index(ev).created[d["code"].to_numpy()]
+    d["latency_s"] = np.where(start != _NAT, (d["at"].to_numpy() - start) / NS, np.nan)
     return d[np.isfinite(d["latency_s"]) & (d["latency_s"] >= 0)].reset_index(drop=True)
 
 
@@ -1281,25 +1310,12 @@ def stuck_intervals(ev: Evidence, stuck_after_s: float = STUCK_AFTER_S) -> tuple
     when the document's status is not PENDING, else never. Returns (starts, ends) in ns,
     each sorted, for the messages that were stuck at all.
     """
-    created = _created_ns(ev)
-    if not len(created):
-        return np.array([], np.int64), np.array([], np.int64)
-    se = ev.table("status_events")
-    moved = se[se["new_status"].notna() & (se["new_status"] != "PENDING")]
-    left = pd.Series(_ns(moved["timestamp"]), index=moved["message_id"].astype(str).to_numpy())
-    left = left[left != _NAT].groupby(level=0).min()
-    ends = left.reindex(created.index)
-    m = ev.table("messages")
-    if len(m):
-        gone = m[m["status"].notna() & (m["status"] != "PENDING")]
-        upd = pd.Series(_ns(gone["updated_at"]), index=gone["message_id"].astype(str).to_numpy())
-        upd = upd[(upd != _NAT) & ~upd.index.duplicated()]
-        ends = ends.fillna(upd.reindex(created.index))
-    end = ends.to_numpy(dtype="float64", na_value=np.nan)
-    start = created.to_numpy() + int(stuck_after_s * NS)
-    end_ns = np.where(np.isnan(end), _NEVER, np.nan_to_num(end, nan=0).astype(np.int64))
-    stuck = end_ns > start
-    return np.sort(start[stuck]), np.sort(end_ns[stuck])
+    idx = _message_index(ev)
+    known = idx.created != _NAT
+    start = idx.created[known] + int(stuck_after_s * NS)
+    end = idx.left[known]
+    stuck = end > start
+    return np.sort(start[stuck]), np.sort(end[stuck])
 
 
 def stuck_counts(starts: np.ndarray, ends: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -1345,9 +1361,9 @@ def _count_in(at: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 @evidence_series("stuck_pending")
 def _stuck_pending(ev: Evidence, steps: np.ndarray, range_ns: int) -> tuple[Vector, str]:
     """Messages stuck in PENDING (older than 30 s) at each step, from messages and status events."""
-    starts, ends = stuck_intervals(ev)
-    if not len(_created_ns(ev)):
+    if not (_message_index(ev).created != _NAT).any():
         return Vector(), "no messages or status events"
+    starts, ends = stuck_intervals(ev)
     return (Vector({(): stuck_counts(starts, ends, steps)}),
             f"PENDING for more than {STUCK_AFTER_S:g} s at each step, from messages/status_events")
 
