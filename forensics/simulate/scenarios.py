@@ -5,6 +5,58 @@ analysis uses for hypotheses) and a ``shape`` function that rewrites a
 :class:`~forensics.simulate.traffic.Traffic` in place and fills an :class:`Incident` with
 what is not tied to one message (the trigger, incident log lines, Redis keys, missing
 topics). ``SCENARIOS`` is the registry; adding a scenario is one function and one entry.
+
+Every scenario also carries the sporadic failures of any day (0.3 % of connector traffic:
+130429, 131026, 131047, 131000, Telegram 403/400/429, Instagram 551/613, connector read
+timeouts), so a detector must look at rates and concentration, not at a single row.
+Signals each scenario leaves, by table (T = ``scenario["started_at"]``):
+
+- router-outage (router_down): messages PENDING from T; no SENT/DELIVERED/FAILED history row
+  at or after T; router group lag on the message events topic rising every minute from T
+  (sum over partitions = events not consumed); router-service logs: "Failed to consume from
+  Kafka: Connection refused" + NetworkClient warnings for 1.5-4 min, then "Stopping container
+  due to an Error" and silence; no router-service spans starting after T.
+- whatsapp-rate-limit (platform_rate_limit): a WhatsApp broadcast from T-2 min; WhatsApp
+  messages retried (retry_count 1-3) and FAILED with 130429 / status=429 after 3 retries;
+  DLQ records on the WhatsApp DLQ topic; connector WARN lines with X-RateLimit-* and
+  Retry-After (``rate_limit`` column); client spans with http 429 and error; whatsapp
+  outbound lag (runbook layout); delivery P95 far above 5 s; other channels unaffected.
+- token-expired (credential_expiry): one channel (``scenario["channel"]``, WhatsApp or
+  Instagram) fails every message from T: code 190 subcode 463, status=401, retry_count 0;
+  DLQ records; 401 error spans.
+- recipient-not-on-whatsapp (invalid_recipient): 131026 callback failures (runbook: SENT ->
+  FAILED; deployed: DELIVERED -> FAILED) on a few recipients with many messages each
+  (``scenario["affected_recipients"]``); most have ``format_valid`` False or ``verified``
+  False in identities; "[WhatsApp] Callback failed" connector lines; webhook spans.
+- content-too-long (content_over_limit): from T, texts over 1000 (Instagram) / 4096 (WhatsApp,
+  Telegram) characters and Instagram images > 8 MB / WhatsApp videos > 100 MB FAIL; FAILED
+  iff over the limit (``content_length``, ``file_size``); long texts within the limit deliver.
+- partition-rebalance (partition_rebalance): router log lines "Revoking previously assigned
+  partitions", "partitions revoked", "Offset commit failed", CommitFailedException, "partitions
+  assigned" at T and T+2.5-5 min; router lag spike on the moved partitions then drain; later
+  messages DELIVERED before earlier ones of the same conversation; duplicate DELIVERED history
+  rows (old_status DELIVERED) and second router/connector spans; one conversation lock without
+  TTL (``scenario["stuck_lock"]``) whose later messages stay PENDING with "Conversation lock
+  busy" WARN lines.
+- telegram-bot-blocked (bot_blocked): 403 "Forbidden: bot was blocked by the user" for a few
+  Telegram recipients (``affected_recipients``) from T; other Telegram messages deliver; no 401.
+- mongo-write-timeouts (mongodb_write_failure): for 8-15 min from T, 35 % of status writes
+  lost: messages stuck PENDING (deployed) or SENT/PENDING (runbook) although delivered (spans and
+  connector logs show success); messages DELIVERED without a DELIVERED history row (history
+  gaps); message-service "MongoDB write failed: timeout" with MongoTimeoutException stacks, "Failed
+  to save status history", driver monitor exceptions; MongoDB spans with errors (30 s) and slow
+  writes (seconds).
+- missing-topic (missing_topic): ``scenario["missing_topics"]`` and the ``topics`` table
+  (present False) name it; router logs "{topic=UNKNOWN_TOPIC_OR_PARTITION}" and "Topic ... not
+  present in metadata after 60000 ms"; producer spans with errors lasting 60 s. Runbook layout:
+  one channel's outbound topic, that channel's messages PENDING from T and no lag rows for the
+  topic from T. Deployed layout: status-updates, every channel PENDING from T although the
+  platforms delivered.
+- whatsapp-outage (platform_outage): three 2-6 min bursts from T of 131016 / 503 (75 %) and 502
+  (25 %); retries, many recover (retry_count > 0, delivered late), the rest FAILED with
+  retry_count 3 and DLQ records; whatsapp-connector 5xx client spans above 10 per minute.
+- baseline (healthy): ~99.7 % DELIVERED/READ, delivery P95 ~1-1.6 s, lag < 100, no
+  out-of-order delivery.
 """
 
 from __future__ import annotations
