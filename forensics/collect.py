@@ -89,6 +89,9 @@ def collect(sources: list[str], window: Window, profile: str | Profile | None = 
                 progress(f"{name}: FAILED: {exc}")
             continue
         for table, frame in result.tables.items():
+            if ev.has(table) and len(frame):
+                # Two sources may fill one table (Prometheus and actuator metrics): keep both.
+                frame = pd.concat([ev.tables[table], frame], ignore_index=True) if len(ev.tables[table]) else frame
             ev.put(table, frame)
         queries.update(result.queries)
         ev.sources[name] = {"status": "ok", **result.description}
