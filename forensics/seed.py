@@ -51,16 +51,33 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from opentelemetry.sdk.trace import SpanProcessor
+import psycopg
+import pymongo
+import pymongo.errors
+import redis
+import requests
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from psycopg import sql
+from pymongo import ASCENDING, DESCENDING
 
-from forensics.config import DEFAULT_LIMITS, connection
+from forensics.config import DEFAULT_LIMITS, ENV, connection
 from forensics.credentials import mask_uri
 from forensics.errors import ForensicsError, ParameterError, SourceError
 from forensics.evidence import Evidence
 from forensics.partitioner import partitions_for
 from forensics.profiles import Profile, load_profile
 from forensics.simulate import render
+from forensics.sources.kafka import open_admin, open_consumer
+from forensics.sources.redis import key_patterns
 from forensics.timeutil import Window, parse_time, utcnow
 
 TARGETS = ("redis", "postgres", "kafka", "mongo", "jaeger")
@@ -218,18 +235,17 @@ def seed_evidence(ev: Evidence, *, profile: Profile | str | None = None, force: 
     report = progress or (lambda *a, **k: None)
     prof = load_profile(profile if profile is not None else ev.profile)
     placement = placement or Placement()
-    wanted = list(dict.fromkeys(targets))
-    unknown = [t for t in wanted if t not in TARGETS]
+    asked = list(targets)
+    unknown = [t for t in asked if t not in TARGETS]
     if unknown:
         raise ParameterError(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
+    wanted = [t for t in TARGETS if t in asked]  # always in TARGETS order (Redis first)
     if ev.scenario is None:
         raise ParameterError("seed needs simulated evidence (Evidence.scenario is empty)")
     conns = connections or {}
     addresses = {t: connection(CONNECTION[t], conns.get(t)) for t in wanted}
     unset = [t for t, a in addresses.items() if not a]
     if unset:
-        from forensics.config import ENV
-
         raise ParameterError("no connection for " + ", ".join(f"{t} (set {ENV[CONNECTION[t]]})" for t in unset))
     result = SeedResult(evidence=ev, profile=placed_profile(prof, placement))
     opened: list[_Target] = []
@@ -260,25 +276,15 @@ def _guard(name: str, address: str, call: Callable[[], Any]) -> Any:
     """Run ``call``; a client library's error becomes a SourceError with credentials masked."""
     try:
         return call()
-    except ForensicsError:
-        raise
-    except Exception as exc:
-        if not isinstance(exc, _client_errors()):
-            raise
+    except CLIENT_ERRORS as exc:
         text = mask_uri(f"{type(exc).__name__}: {exc}".splitlines()[0])
         raise SourceError(name, f"{mask_uri(address)}: {text}", f"is the {name} service up, and does the "
                           f"FORENSICS_* connection string name it with a user allowed to write?") from None
 
 
-def _client_errors() -> tuple[type[BaseException], ...]:
-    import psycopg
-    import pymongo.errors
-    import redis
-    import requests
-    from confluent_kafka import KafkaException
-
-    return (pymongo.errors.PyMongoError, KafkaException, psycopg.Error, redis.RedisError,
-            requests.RequestException, OSError)
+CLIENT_ERRORS = (pymongo.errors.PyMongoError, KafkaException, psycopg.Error, redis.RedisError,
+                 requests.RequestException, OSError)
+"""What the store clients raise: turned into a SourceError naming the store, credentials masked."""
 
 
 # ---- targets ------------------------------------------------------------------------------
@@ -317,8 +323,6 @@ class _Mongo(_Target):
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        import pymongo
-
         self.client = pymongo.MongoClient(self.address, tz_aware=True, serverSelectionTimeoutMS=int(
             DEFAULT_LIMITS.connect_timeout_s * 1000))
         self.client.admin.command("ping")
@@ -339,7 +343,7 @@ class _Mongo(_Target):
         for collection, docs in render.mongo_documents(self.ev, self.profile).items():
             n = 0
             for chunk in _batches(docs, MONGO_BATCH):
-                n += len(self.db[collection].insert_many(chunk, ordered=False, bypass_document_validation=True)
+                n += len(self.db[collection].insert_many(chunk, ordered=False)
                          .inserted_ids)
                 self.progress(f"mongo: {collection} {n:,} documents")
             written[collection] = n
@@ -349,7 +353,6 @@ class _Mongo(_Target):
     def _indexes(self) -> None:
         """The indexes Chat4All has: unique message id, conversation and status by time, history by
         message and time, the files' 24 h TTL."""
-        from pymongo import ASCENDING, DESCENDING
 
         cols = self.profile.mongo.collections
         messages = self.db[cols["messages"]]
@@ -373,8 +376,6 @@ class _Kafka(_Target):
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        from forensics.sources.kafka import open_admin, open_consumer
-
         self.admin = open_admin(self.address)
         self.reader = open_consumer(self.address)  # watermarks only; never commits
         prefix = self.placement.topic_prefix
@@ -382,15 +383,13 @@ class _Kafka(_Target):
         self.lost = {prefix + t for t in (self.ev.scenario or {}).get("missing_topics") or []}
         groups = self.profile.kafka.consumer_groups
         self.groups = [prefix + g for g in [groups["router"], *(groups.get("connectors") or {}).values()]]
-        self.present()
+        self.present(DEFAULT_LIMITS.connect_timeout_s)
 
-    def present(self) -> dict[str, int]:
-        meta = self.admin.list_topics(timeout=DEFAULT_LIMITS.timeout_s)
+    def present(self, timeout_s: float = DEFAULT_LIMITS.timeout_s) -> dict[str, int]:
+        meta = self.admin.list_topics(timeout=timeout_s)
         return {n: len(t.partitions) for n, t in meta.topics.items() if t.error is None}
 
     def records(self, topic: str, partitions: int) -> int:
-        from confluent_kafka import TopicPartition
-
         total = 0
         for p in range(partitions):
             low, high = self.reader.get_watermark_offsets(TopicPartition(topic, p), timeout=DEFAULT_LIMITS.timeout_s)
@@ -418,8 +417,6 @@ class _Kafka(_Target):
             for fut in self.admin.delete_topics(doomed, operation_timeout=DEFAULT_LIMITS.timeout_s).values():
                 fut.result(timeout=DEFAULT_LIMITS.timeout_s)
             self._wait(lambda present: not any(t in present for t in doomed), "deleted")
-        from confluent_kafka import KafkaException
-
         for group, fut in self.admin.delete_consumer_groups(self.groups, request_timeout=DEFAULT_LIMITS.timeout_s
                                                             ).items():
             try:
@@ -448,8 +445,6 @@ class _Kafka(_Target):
         return {**counts, **committed}
 
     def _create_topics(self, records: pd.DataFrame) -> None:
-        from confluent_kafka.admin import NewTopic
-
         present = self.present()
         wanted = {t: n for t, n in self.topics.items() if t not in self.lost and t not in present}
         if not wanted:
@@ -469,8 +464,6 @@ class _Kafka(_Target):
         self._wait(lambda present: all(present.get(t) == n for t, n in wanted.items()), "created")
 
     def _produce(self, records: pd.DataFrame) -> dict[str, int]:
-        from confluent_kafka import Producer
-
         failures: list[str] = []
 
         def delivered(err, msg) -> None:  # called for failures only (delivery.report.only.error)
@@ -502,7 +495,6 @@ class _Kafka(_Target):
 
     def _commit_groups(self) -> dict[str, int]:
         """Commit, per group and partition, ``high watermark - lag`` of the scenario's last lag sample."""
-        from confluent_kafka import Consumer, TopicPartition
 
         lag = self.ev.table("consumer_lag")
         if lag.empty:
@@ -548,8 +540,6 @@ class _Jaeger(_Target):
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        import requests
-
         base = self.address.rstrip("/")
         self.endpoint = base if base.endswith("/v1/traces") else base + "/v1/traces"
         # An empty export request: the collector answers 200 when it is up, before anything is written.
@@ -568,20 +558,14 @@ class _Postgres(_Target):
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        import psycopg
-
         self.conn = psycopg.connect(self.address, connect_timeout=int(DEFAULT_LIMITS.connect_timeout_s),
                                     application_name="chat4all-forensics-seed")
-        from psycopg import sql
-
         names, schema = self.profile.postgres, self.placement.pg_schema
         self.names = {kind: f"{schema}.{table}" if schema else table
                       for kind, table in (("users", names.users_table), ("identities", names.identities_table))}
         self.tables = {kind: sql.Identifier(*name.split(".")) for kind, name in self.names.items()}
 
     def conflicts(self) -> list[str]:
-        from psycopg import sql
-
         out = []
         with self.conn.transaction():
             for kind, table in self.tables.items():
@@ -592,16 +576,12 @@ class _Postgres(_Target):
         return out
 
     def clear(self) -> None:
-        from psycopg import sql
-
         self.progress(f"postgres: dropping {self.names['identities']} and {self.names['users']}")
         with self.conn.transaction():
             self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {} CASCADE").format(
                 self.tables["identities"], self.tables["users"]))
 
     def write(self) -> dict[str, int]:
-        from psycopg import sql
-
         rows = render.postgres_rows(self.ev, self.profile)
         names = self.profile.postgres
         written = {}
@@ -630,8 +610,6 @@ def _ddl(profile: Profile, tables: dict[str, Any]) -> list[Any]:
     """CREATE TABLE statements as the profile's platform has them: users keyed by ``user_id``
     (the runbook's data model, with ``credentials`` on identities) or by ``id`` (the deployed JPA
     entities). Identities keep the renderer's integer ``id``, the simulated ``source_ref``."""
-    from psycopg import sql
-
     users, identities = tables["users"], tables["identities"]
     uid = sql.Identifier(profile.postgres.users_id_column)
     credentials = "credentials JSONB DEFAULT '{{}}'::jsonb, " if profile.postgres.users_id_column == "user_id" else ""
@@ -651,13 +629,9 @@ class _Redis(_Target):
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        import redis
-
         self.client = redis.Redis.from_url(self.address, socket_timeout=DEFAULT_LIMITS.timeout_s,
                                            socket_connect_timeout=DEFAULT_LIMITS.connect_timeout_s)
         self.client.ping()
-        from forensics.sources.redis import key_patterns
-
         self.patterns = [p.glob for p in key_patterns(self.profile, self.placement.redis_prefix)]
 
     def conflicts(self) -> list[str]:
@@ -779,7 +753,10 @@ def _outbound_records(ev: Evidence, profile: Profile) -> pd.DataFrame:
             "topic": topic.name, "partition": -1, "key": [c.encode() for c in rows["conversation_id"]],
             "value": values, "headers": [[("__TypeId__", _EVENT_CLASS)]] * len(rows),
             "timestamp_ms": created[chosen] // 1_000_000 + 3}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RECORD_COLUMNS)
+    if not frames:
+        return pd.DataFrame(columns=RECORD_COLUMNS)
+    return pd.concat(frames, ignore_index=True).sort_values(["topic", "timestamp_ms"], kind="stable",
+                                                             ignore_index=True)
 
 
 # ---- spans over OTLP ----------------------------------------------------------------------
@@ -792,12 +769,6 @@ def _send_spans(spans: pd.DataFrame, endpoint: str, service_prefix: str, progres
     context with that id. Ended spans are exported synchronously in batches of SPAN_BATCH by
     :class:`_SyncBatches`, so none is dropped and a failed export is an error, not a log line.
     """
-    from opentelemetry import trace
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-    from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
     kinds = {"server": SpanKind.SERVER, "client": SpanKind.CLIENT, "producer": SpanKind.PRODUCER,
              "consumer": SpanKind.CONSUMER, "internal": SpanKind.INTERNAL}
@@ -914,8 +885,6 @@ class _SyncBatches(SpanProcessor):
         self.spans.append(span)
 
     def export(self) -> None:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
         if not self.spans:
             return
         if self.exporter.export(self.spans) is not SpanExportResult.SUCCESS:
