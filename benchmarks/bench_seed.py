@@ -46,7 +46,7 @@ def objects(target: str, counts: dict[str, int]) -> int:
     return sum(v for k, v in counts.items() if not k.startswith("group "))
 
 
-def cleanup(placement: Placement, profile: str) -> None:
+def cleanup(placement: Placement) -> None:
     import psycopg
     import pymongo
     import redis
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         total = time.perf_counter() - t0
     finally:
         if not args.keep:
-            cleanup(placement, args.profile)
+            cleanup(placement)
 
     print(f"\nforensics seed: {args.scenario}, {args.messages:,} messages, profile {args.profile} "
           f"(simulated in {simulated:.1f} s, not counted below)\n")
