@@ -213,6 +213,8 @@ def seed(scenario: str, *, profile: Profile | str | None = "runbook", messages: 
     from forensics.simulate import simulate
 
     report = progress or (lambda *a, **k: None)
+    targets = list(targets)
+    _addresses(targets, connections)  # refuse a missing connection before simulating
     end_ts = utcnow().floor("ms") if end is None else parse_time(end)
     t0 = time.perf_counter()
     report(f"simulating {scenario} with {messages:,} messages (seed {seed})")
@@ -235,18 +237,10 @@ def seed_evidence(ev: Evidence, *, profile: Profile | str | None = None, force: 
     report = progress or (lambda *a, **k: None)
     prof = load_profile(profile if profile is not None else ev.profile)
     placement = placement or Placement()
-    asked = list(targets)
-    unknown = [t for t in asked if t not in TARGETS]
-    if unknown:
-        raise ParameterError(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
-    wanted = [t for t in TARGETS if t in asked]  # always in TARGETS order (Redis first)
     if ev.scenario is None:
         raise ParameterError("seed needs simulated evidence (Evidence.scenario is empty)")
-    conns = connections or {}
-    addresses = {t: connection(CONNECTION[t], conns.get(t)) for t in wanted}
-    unset = [t for t, a in addresses.items() if not a]
-    if unset:
-        raise ParameterError("no connection for " + ", ".join(f"{t} (set {ENV[CONNECTION[t]]})" for t in unset))
+    addresses = _addresses(targets, connections)
+    wanted = list(addresses)
     result = SeedResult(evidence=ev, profile=placed_profile(prof, placement))
     opened: list[_Target] = []
     try:
@@ -270,6 +264,21 @@ def seed_evidence(ev: Evidence, *, profile: Profile | str | None = None, force: 
         for target in opened:
             target.close()
     return result
+
+
+def _addresses(targets: Iterable[str], connections: dict[str, str] | None) -> dict[str, str]:
+    """Target -> connection string, in TARGETS order (Redis first); a ParameterError names each
+    unknown target and each target without a connection."""
+    asked = list(targets)
+    unknown = [t for t in asked if t not in TARGETS]
+    if unknown:
+        raise ParameterError(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
+    conns = connections or {}
+    addresses = {t: connection(CONNECTION[t], conns.get(t)) for t in TARGETS if t in asked}
+    unset = [t for t, a in addresses.items() if not a]
+    if unset:
+        raise ParameterError("no connection for " + ", ".join(f"{t} (set {ENV[CONNECTION[t]]})" for t in unset))
+    return addresses
 
 
 def _guard(name: str, address: str, call: Callable[[], Any]) -> Any:
