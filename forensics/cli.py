@@ -301,6 +301,14 @@ def cmd_report(args) -> int:
     params = json.loads(args.parameters) if args.parameters else {}
     if args.thresholds:
         params["thresholds"] = json.loads(args.thresholds)
+    if args.since or args.until:
+        params.update(since=args.since or "", until=args.until or "")
+    if args.sources:
+        # live: the notebook collects; connection strings come from the FORENSICS_* variables
+        params.update(sources=args.sources, source_options=dict(kv.split("=", 1) for kv in args.option or []),
+                      profile=args.profile)
+    elif not args.bundle:
+        raise ForensicsError("give a bundle, or --sources and --since to collect live")
     written = build_report(args.bundle, args.out, formats=formats, parameters=params, redact=not args.no_redact,
                            progress=progress)
     for kind, path in written.items():
@@ -403,8 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_collect)
 
-    p = sub.add_parser("report", help="build the RCA report of a bundle")
-    p.add_argument("bundle")
+    p = sub.add_parser("report", help="build the RCA report of a bundle, or of live sources over a window")
+    p.add_argument("bundle", nargs="?", default=None, help="evidence bundle; omit with --sources")
+    p.add_argument("--sources", default=None, help="collect live instead: comma-separated, e.g. mongo,kafka,jaeger")
+    _add_window(p, required=False)
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="(live) extra source option")
+    p.add_argument("--profile", default="runbook", help="(live) naming profile: runbook, chat4all-v2, or a YAML file")
     p.add_argument("--out", required=True)
     p.add_argument("--formats", default="html,md,json", help="comma-separated: html, md, json")
     p.add_argument("--thresholds", default=None, help='JSON object, e.g. {"failed_rate": 0.1}')

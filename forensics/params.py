@@ -14,11 +14,13 @@ from typing import Any
 
 import pandas as pd
 
+from forensics.collect import SOURCES
+from forensics.credentials import mask_secrets
 from forensics.detectors import Thresholds
 from forensics.errors import ForensicsError, ParameterError
 from forensics.profiles import load_profile
 from forensics.schema import CHANNELS
-from forensics.timeutil import Window, iso, parse_time
+from forensics.timeutil import Window, iso, parse_time, utcnow
 
 
 def _given(value: Any) -> str:
@@ -44,20 +46,21 @@ def validate_thresholds(thresholds: Any) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
-class ReportParams:
-    """Validated parameters of the RCA report notebook."""
+class EvidenceParams:
+    """Where a notebook's evidence comes from: an evidence bundle, or live sources over a window."""
 
     bundle: Path | None
-    """Evidence bundle (directory or .tar.gz); None = live sources (not yet supported)."""
+    """Evidence bundle (directory or .tar.gz); None = live sources."""
     since: pd.Timestamp | None
     until: pd.Timestamp | None
     channel: str | None
     """One of schema.CHANNELS, or None for all channels."""
-    thresholds: dict[str, float] = field(default_factory=dict)
     profile: str = "runbook"
     """Naming profile for live sources; a bundle keeps the profile it was collected with."""
-    redact: bool = True
-    title: str = ""
+    sources: tuple[str, ...] = ()
+    """Live sources to collect from (forensics.collect.SOURCES) when there is no bundle."""
+    source_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the live sources (connection strings, timeouts, ...), as ``forensics collect -o``."""
 
     def window(self, default: Window) -> Window:
         """The analysis window: the override where given, else the evidence window."""
@@ -69,11 +72,47 @@ class ReportParams:
         except ForensicsError as exc:
             raise ParameterError(f"since/until: {exc}") from None
 
-    def to_dict(self) -> dict[str, Any]:
-        """The parameters as papermill passes them (strings, dict, bool)."""
-        return {"bundle": str(self.bundle) if self.bundle else "", "since": iso(self.since) or "",
-                "until": iso(self.until) or "", "channel": self.channel or "", "thresholds": dict(self.thresholds),
-                "profile": self.profile, "redact": self.redact, "title": self.title}
+    def live_window(self) -> Window:
+        """The window live sources are asked about: since .. until (default now)."""
+        if self.since is None:
+            raise ParameterError("since: live sources need a window start (ISO 8601 or relative, e.g. 2h)")
+        try:
+            return Window(self.since, self.until if self.until is not None else utcnow())
+        except ForensicsError as exc:
+            raise ParameterError(f"since/until: {exc}") from None
+
+    def to_dict(self, *, masked: bool = False) -> dict[str, Any]:
+        """The parameters as papermill passes them (strings, dicts, bools); ``masked`` hides the
+        passwords in connection strings (for what a report writes down)."""
+        options = mask_secrets(self.source_options) if masked else dict(self.source_options)
+        return {"bundle": str(self.bundle) if self.bundle else "", "sources": ",".join(self.sources),
+                "source_options": options, "since": iso(self.since) or "", "until": iso(self.until) or "",
+                "channel": self.channel or "", "profile": self.profile}
+
+
+@dataclass(frozen=True)
+class ReportParams(EvidenceParams):
+    """Validated parameters of the RCA report notebook."""
+
+    thresholds: dict[str, float] = field(default_factory=dict)
+    redact: bool = True
+    title: str = ""
+
+    def to_dict(self, *, masked: bool = False) -> dict[str, Any]:
+        return {**super().to_dict(masked=masked), "thresholds": dict(self.thresholds), "redact": self.redact,
+                "title": self.title}
+
+
+@dataclass(frozen=True)
+class InvestigationParams(EvidenceParams):
+    """Validated parameters of the investigation notebook: the evidence plus what to drill into."""
+
+    message_id: str = ""
+    conversation_id: str = ""
+
+    def to_dict(self, *, masked: bool = False) -> dict[str, Any]:
+        return {**super().to_dict(masked=masked), "message_id": self.message_id,
+                "conversation_id": self.conversation_id}
 
 
 def _time(name: str, value: Any) -> pd.Timestamp | None:
@@ -86,11 +125,23 @@ def _time(name: str, value: Any) -> pd.Timestamp | None:
         raise ParameterError(f"{name}: {exc}") from None
 
 
-def validate_report_params(*, bundle: Any = "", since: Any = "", until: Any = "", channel: Any = "",
-                           thresholds: Any = None, profile: Any = "runbook", redact: Any = True,
-                           title: Any = "") -> ReportParams:
-    """Check the RCA report notebook's parameters; ParameterError (one line) on the first bad one."""
+def _sources(value: Any) -> tuple[str, ...]:
+    expect("sources", value, str, 'a comma-separated list of live sources ("mongo,kafka,jaeger") or ""')
+    names = tuple(dict.fromkeys(s.strip() for s in value.split(",") if s.strip()))
+    unknown = [s for s in names if s not in SOURCES]
+    if unknown:
+        raise ParameterError(f"sources: unknown {', '.join(map(repr, unknown))}; expected any of "
+                             f"{', '.join(sorted(SOURCES))}")
+    return names
+
+
+def validate_evidence_params(*, bundle: Any = "", sources: Any = "", source_options: Any = None, since: Any = "",
+                             until: Any = "", channel: Any = "", profile: Any = "runbook") -> dict[str, Any]:
+    """Check where the evidence comes from; the checked fields of :class:`EvidenceParams`."""
     expect("bundle", bundle, (str, Path), 'a bundle path (str), or "" for live sources')
+    names = _sources(sources)
+    options = {} if source_options is None else expect(
+        "source_options", source_options, dict, 'a dict of live source options ({"mongo_uri": "mongodb://..."})')
     start, end = _time("since", since), _time("until", until)
     if start is not None and end is not None and end <= start:
         raise ParameterError(f"since/until: until {until!r} is not after since {since!r}")
@@ -99,15 +150,42 @@ def validate_report_params(*, bundle: Any = "", since: Any = "", until: Any = ""
     if chan is not None and chan not in CHANNELS:
         raise ParameterError(f'channel: expected one of {", ".join(CHANNELS)}, or "" for all, '
                              f"got {_given(channel)}")
-    limits = validate_thresholds(thresholds)
     expect("profile", profile, str, "a profile name (runbook, chat4all-v2) or a YAML path")
     try:
         load_profile(profile)
     except ForensicsError as exc:
         raise ParameterError(f"profile: {exc}") from None
-    expect("redact", redact, bool, "True or False")
-    expect("title", title, str, "a report title (str)")
     path = Path(bundle) if str(bundle).strip() else None
+    if path is not None and names:
+        raise ParameterError(f"bundle/sources: give an evidence bundle or live sources, not both "
+                             f"(bundle {str(bundle)!r}, sources {sources!r})")
     if path is not None and not path.exists():
         raise ParameterError(f"bundle: {path} does not exist")
-    return ReportParams(path, start, end, chan, limits, profile, redact, title.strip())
+    if names and start is None:
+        raise ParameterError(f"since: live sources ({', '.join(names)}) need a window start: "
+                             'ISO 8601 ("2025-12-03T14:00:00Z") or relative ("2h")')
+    return {"bundle": path, "since": start, "until": end, "channel": chan, "profile": profile, "sources": names,
+            "source_options": dict(options)}
+
+
+def validate_report_params(*, bundle: Any = "", sources: Any = "", source_options: Any = None, since: Any = "",
+                           until: Any = "", channel: Any = "", thresholds: Any = None, profile: Any = "runbook",
+                           redact: Any = True, title: Any = "") -> ReportParams:
+    """Check the RCA report notebook's parameters; ParameterError (one line) on the first bad one."""
+    where = validate_evidence_params(bundle=bundle, sources=sources, source_options=source_options, since=since,
+                                     until=until, channel=channel, profile=profile)
+    limits = validate_thresholds(thresholds)
+    expect("redact", redact, bool, "True or False")
+    expect("title", title, str, "a report title (str)")
+    return ReportParams(**where, thresholds=limits, redact=redact, title=title.strip())
+
+
+def validate_investigation_params(*, bundle: Any = "", sources: Any = "", source_options: Any = None,
+                                  since: Any = "", until: Any = "", channel: Any = "", profile: Any = "runbook",
+                                  message_id: Any = "", conversation_id: Any = "") -> InvestigationParams:
+    """Check the investigation notebook's parameters; ParameterError (one line) on the first bad one."""
+    where = validate_evidence_params(bundle=bundle, sources=sources, source_options=source_options, since=since,
+                                     until=until, channel=channel, profile=profile)
+    expect("message_id", message_id, str, 'a message id (str), or "" for the first FAILED message')
+    expect("conversation_id", conversation_id, str, 'a conversation id (str), or "" for the message\'s')
+    return InvestigationParams(**where, message_id=message_id.strip(), conversation_id=conversation_id.strip())

@@ -1,7 +1,8 @@
 """The RCA report: what the report says, and how it is built.
 
-``build_report`` runs ``notebooks/rca_report.ipynb`` with papermill on an evidence bundle
-and writes, into ``out_dir``:
+``build_report`` runs ``notebooks/rca_report.ipynb`` with papermill on an evidence bundle, or
+on live sources over a window (the notebook collects them itself; a source that cannot be
+read is recorded as missing and the report says so), and writes, into ``out_dir``:
 
 - ``report.html``  the notebook rendered through ``templates/rca`` without code or prompts,
   self-contained (plotly.js inlined once, no network);
@@ -43,7 +44,7 @@ from forensics import __version__, schema
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
 from forensics.figures import PLOTLY_MIMETYPE
-from forensics.params import ReportParams, validate_report_params
+from forensics.params import EvidenceParams, ReportParams, validate_report_params
 from forensics.redact import Redactor
 from forensics.timeutil import Window, iso, utcnow
 
@@ -139,15 +140,22 @@ def scope(evidence: Evidence, window: Window, channel: str | None = None) -> Evi
                     missing=evidence.missing, scenario=evidence.scenario)
 
 
-def load_evidence(params: ReportParams) -> Evidence:
-    """The evidence the report is about: the bundle, verified, scoped to window and channel."""
+def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None = None) -> Evidence:
+    """The evidence a notebook is about, scoped to its channel: the bundle, verified and
+    scoped to the window; or the live sources collected over the window, each source that
+    fails recorded in ``Evidence.missing`` with its reason (partial evidence, no error)."""
     from forensics.bundle import read_bundle
+    from forensics.collect import collect
 
-    if params.bundle is None:
-        raise ParameterError("bundle: live collection from the report notebook is not supported yet; "
-                             "collect a bundle (forensics collect) and pass its path")
-    evidence = read_bundle(params.bundle, verify=True)
-    return scope(evidence, params.window(evidence.window), params.channel)
+    if params.bundle is not None:
+        evidence = read_bundle(params.bundle, verify=True)
+        return scope(evidence, params.window(evidence.window), params.channel)
+    if not params.sources:
+        raise ParameterError('bundle: expected an evidence bundle path, or sources (e.g. "mongo,kafka") and since '
+                             "to collect live")
+    evidence, _queries, _custody = collect(list(params.sources), params.live_window(), params.profile,
+                                           params.source_options, progress)
+    return scope(evidence, evidence.window, params.channel)
 
 
 # --------------------------------------------------------------------------- what the report says
@@ -284,6 +292,9 @@ class RcaReport:
         if top and top.get("recommended_action"):
             step = f" (runbook {top['runbook_step']})" if top.get("runbook_step") else ""
             parts.append(f" Recommended next step{step}: {str(top['recommended_action']).rstrip('.')}.")
+        if self.evidence.missing:
+            parts.append(f" The evidence is partial: {', '.join(sorted(self.evidence.missing))} could not be read "
+                         "(see Evidence and data gaps).")
         return self.text("".join(parts))
 
     def sla_breach(self) -> bool | None:
@@ -461,6 +472,7 @@ class RcaReport:
                                                f"{_fmt_time(self.evidence.window.end)}",
                 "generated_at": _fmt_time(utcnow()), "version": __version__,
                 "bundle": self.text(self.params.bundle.name if self.params.bundle else ""),
+                "sources": ", ".join(self.params.sources),
                 "redacted": self.redactor.enabled,
                 "channel": self.params.channel or "all channels"}
 
@@ -468,7 +480,7 @@ class RcaReport:
         """analysis.summary() (hypotheses ranked most likely first), redacted, with report metadata."""
         data = self.redactor.value(json.loads(json.dumps(self.analysis.summary(), default=str)))
         data["report"] = {"generated_at": iso(utcnow()), "toolkit_version": __version__,
-                          "redacted": self.redactor.enabled, "parameters": self.params.to_dict()}
+                          "redacted": self.redactor.enabled, "parameters": self.params.to_dict(masked=True)}
         return data
 
     def to_dict(self) -> dict:
@@ -756,16 +768,20 @@ def _published(nb) -> dict:
     raise ForensicsError(f"the report notebook published no {EXPORT_MIMETYPE} output (report.publish(rca) missing?)")
 
 
-def build_report(bundle_path: str | Path, out_dir: str | Path, formats: Iterable[str] = FORMATS,
+def build_report(bundle_path: str | Path | None, out_dir: str | Path, formats: Iterable[str] = FORMATS,
                  parameters: dict[str, Any] | None = None, redact: bool = True,
                  progress: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Build the RCA report of a bundle into ``out_dir``; return {format: path} of what was written.
 
     ``formats`` is any of html, md, json (the executed notebook, report.ipynb, is always
     kept for audit). ``parameters`` are further notebook parameters (since, until, channel,
-    thresholds, profile, title); they are validated before the kernel starts. ``progress``
-    receives one line per step. Files are written into a temporary sibling of ``out_dir``
-    and moved into place only when every format succeeded.
+    thresholds, profile, title); they are validated before the kernel starts. With
+    ``bundle_path`` None the notebook collects live: ``parameters`` name the ``sources``
+    (comma list), ``since`` (and ``until``, default now) and any ``source_options``;
+    connection strings default to the FORENSICS_* variables, and passwords in them are
+    masked in everything written. ``progress`` receives one line per step. Files are
+    written into a temporary sibling of ``out_dir`` and moved into place only when every
+    format succeeded.
     """
     started = time.monotonic()
     say = progress or (lambda _msg: None)
@@ -777,14 +793,21 @@ def build_report(bundle_path: str | Path, out_dir: str | Path, formats: Iterable
     for reserved in ("bundle", "redact"):
         if reserved in extra:
             raise ParameterError(f"parameters: {reserved} is given as its own argument, not in parameters")
-    params = validate_report_params(bundle=str(Path(bundle_path).resolve()), redact=redact, **_known(extra))
+    bundle = str(Path(bundle_path).resolve()) if bundle_path else ""
+    params = validate_report_params(bundle=bundle, redact=redact, **_known(extra))
+    if params.bundle is None and not params.sources:
+        raise ParameterError('bundle: expected an evidence bundle path, or parameters with sources (e.g. '
+                             '"mongo,kafka") and since to collect live')
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        say(f"running the report notebook on {params.bundle.name}")
+        say(f"running the report notebook on {params.bundle.name}" if params.bundle else
+            f"running the report notebook on live sources {', '.join(params.sources)}")
         executed = run_notebook(find_notebook(REPORT_NOTEBOOK), tmp / "report.ipynb", params.to_dict(),
                                 cwd=tmp, progress=say)
+        if params.to_dict(masked=True) != params.to_dict():
+            _record_parameters(executed, params.to_dict(masked=True), tmp / "report.ipynb")
         content = _published(executed)
         written = {"ipynb": tmp / "report.ipynb"}
         if "html" in formats:
@@ -806,8 +829,21 @@ def build_report(bundle_path: str | Path, out_dir: str | Path, formats: Iterable
     return {kind: out / p.name for kind, p in written.items()}
 
 
+def _record_parameters(nb, parameters: dict[str, Any], path: Path) -> None:
+    """Rewrite the executed notebook's record of its parameters (the injected cell and the
+    papermill metadata) with ``parameters``: the audit copy keeps no connection password."""
+    import nbformat
+    from papermill.translators import translate_parameters
+
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = translate_parameters("python3", "python", parameters, "Parameters")
+    nb.metadata["papermill"]["parameters"] = parameters
+    nbformat.write(nb, str(path))
+
+
 def _known(parameters: dict[str, Any]) -> dict[str, Any]:
-    allowed = ("since", "until", "channel", "thresholds", "profile", "title")
+    allowed = ("sources", "source_options", "since", "until", "channel", "thresholds", "profile", "title")
     unknown = sorted(set(parameters) - set(allowed))
     if unknown:
         raise ParameterError(f"parameters: unknown {', '.join(unknown)}; expected any of {', '.join(allowed)}")

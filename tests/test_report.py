@@ -2,6 +2,7 @@
 escaped in every format, personal data redacted by default, nothing half-written."""
 
 import json
+import socket
 
 import nbformat
 import numpy as np
@@ -241,6 +242,11 @@ def test_redact_frame_masks_personal_columns_and_keeps_nulls():
     ({"redact": "yes"}, "redact"),
     ({"title": None}, "title"),
     ({"bundle": "/no/such/bundle"}, "bundle"),
+    ({"sources": "mongo,mysql", "since": "2h"}, "sources"),
+    ({"sources": ["mongo"], "since": "2h"}, "sources"),
+    ({"sources": "mongo"}, "since"),
+    ({"bundle": ".", "sources": "mongo", "since": "2h"}, "bundle/sources"),
+    ({"sources": "mongo", "since": "2h", "source_options": "mongo_uri=x"}, "source_options"),
 ])
 def test_each_bad_parameter_is_named_on_one_line(kwargs, name):
     with pytest.raises(ParameterError) as err:
@@ -262,3 +268,39 @@ def test_committed_notebook_has_no_outputs_and_parameters_first():
     assert "parameters" in code[0].metadata.get("tags", [])
     assert "validate_report_params" in code[1].source
     assert all(not c.outputs and c.execution_count is None for c in code)
+
+
+# ---- live sources --------------------------------------------------------------------------
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_live_sources_give_a_report_that_names_them(tmp_path, monkeypatch):
+    port = _closed_port()
+    # one connection from the environment, one from the parameters: neither password is written down
+    monkeypatch.setenv("FORENSICS_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
+    options = {"mongo_uri": f"mongodb://chat4all:pw-in-params@127.0.0.1:{port}/?serverSelectionTimeoutMS=500",
+               "connect_timeout_s": 0.5, "timeout_s": 2}
+    written = report.build_report(None, tmp_path / "live", parameters={
+        "sources": "mongo,kafka", "since": "2h", "source_options": options})
+    summary = json.loads(written["json"].read_text())
+    assert {"mongo", "kafka"} <= set(summary["missing_sources"])
+    assert summary["report"]["parameters"]["sources"] == "mongo,kafka"
+    page = _page(written["html"])
+    assert "Source mongo was not read: mongodb: cannot reach" in page and "Source kafka was not read" in page
+    assert "The evidence is partial: kafka, mongo could not be read" in page
+    assert "<dt>Live sources</dt><dd>mongo, kafka</dd>" in page
+    assert "| Live sources | mongo, kafka |" in written["md"].read_text()
+    for path in written.values():
+        assert "pw-in-params" not in path.read_text(encoding="utf-8"), path.name
+
+
+def test_live_report_without_sources_or_window_fails_before_the_kernel_starts(tmp_path):
+    with pytest.raises(ParameterError, match="bundle: expected an evidence bundle path, or parameters with sources"):
+        report.build_report(None, tmp_path / "r")
+    with pytest.raises(ParameterError, match="since: live sources"):
+        report.build_report(None, tmp_path / "r", parameters={"sources": "mongo"})
+    assert not (tmp_path / "r").exists()
