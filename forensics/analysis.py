@@ -50,6 +50,9 @@ class Analysis:
     impact: dict[str, Any]
     ranked: list[Hypothesis] = field(default_factory=list)
     detection: Detection | None = field(default=None, repr=False)
+    alerts: pd.DataFrame | None = None
+    """The platform's alert rules replayed over the window (forensics.alerts.detection):
+    when each alert fired or would have fired, and the time to detect."""
 
     @property
     def top(self) -> Hypothesis | None:
@@ -63,6 +66,19 @@ class Analysis:
                 out.setdefault(t, "table not collected")
         return out
 
+    def detection_summary(self) -> list[dict[str, Any]]:
+        """Per alert rule (and replay source): when it would have fired, and time to detect."""
+        if self.alerts is None or self.alerts.empty:
+            return []
+        out = []
+        for row in self.alerts.itertuples(index=False):
+            fired = row.would_fire_at if pd.notna(row.would_fire_at) else None
+            out.append({"rule": row.rule, "source": row.source,
+                        "would_fire_at": fired.isoformat() if fired is not None else None,
+                        "time_to_detect_s": None if pd.isna(row.time_to_detect_s) else float(row.time_to_detect_s),
+                        "note": row.note if isinstance(row.note, str) and row.note else None})
+        return out
+
     def summary(self) -> dict[str, Any]:
         """``summary.json``: hypotheses most likely first, window, impact, missing sources, scenario."""
         out: dict[str, Any] = {
@@ -73,6 +89,7 @@ class Analysis:
             "missing_sources": self.missing_sources(),
             "findings": {s: int((self.findings["severity"] == s).sum()) for s in schema.SEVERITIES},
             "profile": self.evidence.profile,
+            "detection": self.detection_summary(),
         }
         if self.evidence.scenario:
             out["scenario"] = dict(self.evidence.scenario)
@@ -175,11 +192,13 @@ def impact(detection: Detection) -> dict[str, Any]:
 def analyze(evidence: Evidence, thresholds: Thresholds | Mapping[str, Any] | None = None) -> Analysis:
     """Run the detectors over ``evidence``, rank the root causes, build the timeline, group
     the errors and measure the impact. ``thresholds`` overrides :data:`DEFAULT_THRESHOLDS`."""
+    from forensics.alerts import detection as replay_alerts
+
     th = Thresholds.from_dict(thresholds)
     detection = detect(evidence, th)
     ranked = hypotheses(detection)
     return Analysis(evidence=evidence, thresholds=th, findings=detection.findings,
                     hypotheses=hypotheses_frame(ranked), timeline=build_timeline(detection),
                     error_groups=error_groups_frame(detection), impact=impact(detection), ranked=ranked,
-                    detection=detection)
+                    detection=detection, alerts=replay_alerts(evidence, findings=detection.findings))
 

@@ -390,6 +390,7 @@ def test_failed_rate_from_status_events(failed, fires):
 
 def test_detection_without_metrics_and_with_real_pages():
     ev = simulate("router-outage", messages=1500, seed=3)
+    ev.tables.pop("metrics")  # an incident collected without Prometheus
     ev.sources["prometheus"] = {"rules": [{"group": "site", "name": "ServiceInstanceDown", "type": "alerting",
                                            "query": "up == 0", "duration": 60}]}
     frame = detection(ev)

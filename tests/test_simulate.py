@@ -139,7 +139,7 @@ def test_every_table_is_schema_valid_and_named_from_the_profile(name, profile):
     ev = sim(name, profile)
     prof = load_profile(profile)
     assert set(ev.tables) == {"messages", "status_events", "dlq_records", "spans", "log_events", "consumer_lag",
-                              "topics", "identities", "locks"}
+                              "topics", "identities", "locks", "metrics"}
     for table, frame in ev.tables.items():
         schema.validate(table, frame)
         assert frame["source"].notna().all()

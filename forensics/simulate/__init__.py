@@ -136,6 +136,10 @@ def simulate(scenario: str, messages: int = 5000, seed: int = 7, end: pd.Timesta
         },
         "status": "ok",
     }}
+    # What Prometheus would have scraped over the window, derived from the same evidence.
+    from forensics.simulate.metrics import scenario_metrics
+
+    ev.put("metrics", scenario_metrics(ev, prof))
     return ev
 
 

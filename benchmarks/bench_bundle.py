@@ -1,0 +1,80 @@
+"""Issue 2 figures: simulate and write a 1M-message bundle, load it back, and the demo end to end.
+
+Each step runs in its own subprocess so that peak memory (ru_maxrss) is the step's own.
+Usage: python benchmarks/bench_bundle.py [--messages 1000000] [--scenario whatsapp-rate-limit]
+Targets (issue 2): simulate + write <= 60 s and <= 3 GB on 2 cores; demo <= 30 s incl. kernel start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STEP = r"""
+import json, resource, sys, time
+step, path, scenario, messages = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+t0 = time.perf_counter()
+if step == "write":
+    from forensics.simulate import simulate
+    from forensics.bundle import write_bundle
+    ev = simulate(scenario, messages=messages, seed=7)
+    t1 = time.perf_counter()
+    write_bundle(ev, path)
+    rows = sum(len(f) for f in ev.tables.values())
+    extra = {"simulate_s": round(t1 - t0, 2), "write_s": round(time.perf_counter() - t1, 2), "rows": rows}
+elif step == "read":
+    from forensics.bundle import read_bundle
+    ev = read_bundle(path)  # verifies every sha256 first
+    extra = {"rows": sum(len(f) for f in ev.tables.values())}
+elif step == "verify":
+    from forensics.bundle import verify_bundle
+    assert verify_bundle(path).ok
+    extra = {}
+wall = time.perf_counter() - t0
+print(json.dumps({"step": step, "wall_s": round(wall, 2),
+                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra}))
+"""
+
+
+def run_step(step: str, path: Path, scenario: str, messages: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", STEP, step, str(path), scenario, str(messages)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--messages", type=int, default=1_000_000)
+    ap.add_argument("--scenario", default="whatsapp-rate-limit")
+    ap.add_argument("--skip-demo", action="store_true")
+    args = ap.parse_args()
+    print(f"cores: {os.cpu_count()}; load average: {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="bench-bundle-") as tmp:
+        bundle = Path(tmp) / "bundle"
+        results = [run_step("write", bundle, args.scenario, args.messages)]
+        size = sum(p.stat().st_size for p in bundle.iterdir())
+        results.append(run_step("verify", bundle, args.scenario, args.messages))
+        results.append(run_step("read", bundle, args.scenario, args.messages))
+        if not args.skip_demo:
+            t0 = time.perf_counter()
+            subprocess.run([str(Path(sys.executable).with_name("forensics")), "demo", "--out", f"{tmp}/demo", "-q"],
+                           check=True, capture_output=True)
+            results.append({"step": "demo (5k messages, kernel start included)",
+                            "wall_s": round(time.perf_counter() - t0, 2),
+                            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)})
+    print(f"\n{args.messages:,} messages, scenario {args.scenario}; bundle size {size / 1e6:.0f} MB")
+    print(f"{'step':45s} {'wall s':>8s} {'peak RSS MB':>12s}  detail")
+    for r in results:
+        detail = {k: v for k, v in r.items() if k not in ("step", "wall_s", "peak_rss_mb")}
+        print(f"{r['step']:45s} {r['wall_s']:8.2f} {r['peak_rss_mb']:12d}  {detail or ''}")
+
+
+if __name__ == "__main__":
+    main()
