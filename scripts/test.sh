@@ -5,6 +5,17 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-venv.sh || exit 1
 
+# The browser test screenshots the HTML report with Debian's chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test: installing chromium (Debian) for the browser test" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >&2 \
+      || echo "test: could not install chromium; tests/test_browser.py will fail under CI=true" >&2
+  else
+    echo "test: chromium is missing and this user cannot apt-get install it" >&2
+  fi
+fi
+
 started=0
 if ! .venv/bin/python scripts/services status --quiet >/dev/null 2>&1; then
   started=1
