@@ -265,6 +265,66 @@ def timeline_swimlane(timeline: pd.DataFrame) -> go.Figure:
     return _layout(fig, title + suffix, height=max(260, 120 + 40 * len(lanes)))
 
 
+def volume(frame: pd.DataFrame, time_column: str, by: str | None = None, title: str = "Records over time",
+           yaxis: str = "records", colors: dict[str, str] | None = None, bucket: pd.Timedelta | None = None,
+           top: int = MAX_SERIES) -> go.Figure:
+    """Rows per time bucket as stacked bars, one colour per value of ``by`` (the ``top``
+    largest; the rest summed as "other"; missing values as "unknown"). For DLQ records by
+    original topic or error class, messages by status, log lines by level."""
+    rows = frame.dropna(subset=[time_column])
+    if rows.empty:
+        return _empty(title, "no rows with a time in the evidence")
+    when, bucket = _bucket_of(rows[time_column], bucket)
+    group = (rows[by].astype(str).where(rows[by].notna(), "unknown") if by else
+             pd.Series("all", index=rows.index))
+    names = group.value_counts().index.tolist()
+    if len(names) > top:
+        other = f"other ({len(names) - top + 1})"
+        group = group.where(group.isin(names[:top - 1]), other)
+        names = [*names[:top - 1], other]
+    counts = pd.DataFrame({"t": when, "g": group}).groupby(["g", "t"]).size()
+    fig = go.Figure()
+    for name in names:
+        series = counts.loc[name]
+        label = html.escape(str(name), quote=False)
+        fig.add_trace(go.Bar(x=series.index, y=series.to_numpy(), name=label,
+                             marker_color=(colors or {}).get(str(name)),
+                             hovertemplate="%{x}: %{y:,}<extra>" + label + "</extra>"))
+    fig.update_layout(barmode="stack", bargap=0.05, showlegend=by is not None)
+    return _layout(fig, f"{title} (per {_label(bucket)})", yaxis)
+
+
+def conversation_sequence(messages: pd.DataFrame, status_events: pd.DataFrame, max_messages: int = 60) -> go.Figure:
+    """One conversation's messages in creation order (one row each, the first on top) with a
+    marker per status transition, coloured by status: gaps, retries, failures and messages
+    delivered out of order show at a glance. The first ``max_messages`` are drawn."""
+    title = "Conversation: messages in order and their status transitions"
+    m = messages.dropna(subset=["message_id"]).sort_values("created_at", kind="stable").head(max_messages)
+    if m.empty:
+        return _empty(title, "no messages in this conversation")
+    rows = {mid: f"#{i + 1} {str(mid)[:8]}" for i, mid in enumerate(m["message_id"])}
+    ev = status_events[status_events["message_id"].isin(rows)].dropna(subset=["timestamp"])
+    ev = ev.assign(row=ev["message_id"].map(rows)).sort_values(["row", "timestamp"])
+    # one line trace for all messages, broken between them by None
+    xs: list = []
+    ys: list = []
+    for _, one in ev.groupby("message_id", sort=False):
+        xs += [*one["timestamp"], None]
+        ys += [*one["row"], None]
+    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines", showlegend=False, line={"color": "#b0bec5", "width": 1},
+                               hoverinfo="skip"))
+    for status, one in ev.groupby("new_status", sort=False):
+        fig.add_trace(go.Scatter(
+            x=one["timestamp"], y=one["row"], mode="markers", name=str(status),
+            marker={"color": STATUS_COLORS.get(str(status), "#607d8b"), "size": 9,
+                    "line": {"width": 0.5, "color": "#37474f"}},
+            text=plain(one["error_message"].fillna("")) if "error_message" in one else None,
+            hovertemplate="%{x}<br>%{y}: " + html.escape(str(status)) + "<br>%{text}<extra></extra>"))
+    fig.update_yaxes(categoryorder="array", categoryarray=list(rows.values()), autorange="reversed", type="category")
+    shown = f" (first {max_messages} of {len(messages)})" if len(messages) > max_messages else ""
+    return _layout(fig, title + shown, height=max(260, 120 + 22 * len(rows)))
+
+
 def show(fig: go.Figure) -> None:
     """Display ``fig`` as Plotly JSON (application/vnd.plotly.v1+json): JupyterLab and VS Code
     render it natively, and the report template draws it with the one inlined plotly.js.

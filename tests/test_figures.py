@@ -125,3 +125,26 @@ def test_timeline_swimlane_aggregates_large_timelines():
     assert "&lt;b&gt;failed&lt;/b&gt;" in fig.data[0].text[0]
     small = figures.timeline_swimlane(timeline.head(10))
     assert sum(len(t.x) for t in small.data) == 10
+
+
+def test_volume_stacks_counts_per_bucket_and_caps_groups():
+    messages, _ = _messages(3000)
+    groups = pd.Series([f"<b>g{i % 12}</b>" for i in range(len(messages))], dtype="string")
+    fig = figures.volume(messages.assign(group=groups), "created_at", by="group", top=5)
+    assert len(fig.data) == 5 and fig.data[-1].name == "other (8)"
+    assert sum(int(np.sum(t.y)) for t in fig.data) == len(messages)
+    assert all("<b>" not in t.name for t in fig.data)  # evidence text shows literally
+    by_status = figures.volume(messages, "created_at", by="status", colors=figures.STATUS_COLORS)
+    assert {t.name: t.marker.color for t in by_status.data}["FAILED"] == figures.STATUS_COLORS["FAILED"]
+    assert figures.volume(messages.iloc[:0], "created_at").layout.annotations[0].text.startswith("no rows")
+
+
+def test_conversation_sequence_rows_in_creation_order_one_marker_per_transition():
+    messages, events = _messages(30)
+    fig = figures.conversation_sequence(messages, events, max_messages=10)
+    first = messages.sort_values("created_at")["message_id"].iloc[0]
+    assert list(fig.layout.yaxis.categoryarray)[0] == f"#1 {first[:8]}"
+    markers = [t for t in fig.data if t.mode == "markers"]
+    shown = set(messages.sort_values("created_at")["message_id"].head(10))
+    assert sum(len(t.x) for t in markers) == events["message_id"].isin(shown).sum()
+    assert "first 10 of 30" in fig.layout.title.text
