@@ -136,8 +136,8 @@ def _sources(value: Any) -> tuple[str, ...]:
 
 
 def validate_evidence_params(*, bundle: Any = "", sources: Any = "", source_options: Any = None, since: Any = "",
-                             until: Any = "", channel: Any = "", profile: Any = "runbook") -> dict[str, Any]:
-    """Check where the evidence comes from; the checked fields of :class:`EvidenceParams`."""
+                             until: Any = "", channel: Any = "", profile: Any = "runbook") -> EvidenceParams:
+    """Check where a notebook's evidence comes from; ParameterError (one line) on the first bad value."""
     expect("bundle", bundle, (str, Path), 'a bundle path (str), or "" for live sources')
     names = _sources(sources)
     options = {} if source_options is None else expect(
@@ -164,8 +164,7 @@ def validate_evidence_params(*, bundle: Any = "", sources: Any = "", source_opti
     if names and start is None:
         raise ParameterError(f"since: live sources ({', '.join(names)}) need a window start: "
                              'ISO 8601 ("2025-12-03T14:00:00Z") or relative ("2h")')
-    return {"bundle": path, "since": start, "until": end, "channel": chan, "profile": profile, "sources": names,
-            "source_options": dict(options)}
+    return EvidenceParams(path, start, end, chan, profile, names, dict(options))
 
 
 def validate_report_params(*, bundle: Any = "", sources: Any = "", source_options: Any = None, since: Any = "",
@@ -177,7 +176,7 @@ def validate_report_params(*, bundle: Any = "", sources: Any = "", source_option
     limits = validate_thresholds(thresholds)
     expect("redact", redact, bool, "True or False")
     expect("title", title, str, "a report title (str)")
-    return ReportParams(**where, thresholds=limits, redact=redact, title=title.strip())
+    return ReportParams(**vars(where), thresholds=limits, redact=redact, title=title.strip())
 
 
 def validate_investigation_params(*, bundle: Any = "", sources: Any = "", source_options: Any = None,
@@ -188,4 +187,4 @@ def validate_investigation_params(*, bundle: Any = "", sources: Any = "", source
                                      until=until, channel=channel, profile=profile)
     expect("message_id", message_id, str, 'a message id (str), or "" for the first FAILED message')
     expect("conversation_id", conversation_id, str, 'a conversation id (str), or "" for the message\'s')
-    return InvestigationParams(**where, message_id=message_id.strip(), conversation_id=conversation_id.strip())
+    return InvestigationParams(**vars(where), message_id=message_id.strip(), conversation_id=conversation_id.strip())

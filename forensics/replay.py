@@ -31,6 +31,8 @@ import pandas as pd
 
 from forensics import schema
 from forensics.classify import classify_series
+from forensics.evidence import Evidence
+from forensics.redact import Redactor
 from forensics.sources.redis import replay_blockers
 
 VERDICTS: dict[str, str] = {
@@ -134,6 +136,26 @@ def replay_safety(dlq_records: pd.DataFrame, messages: pd.DataFrame | None,
     return out.astype(COLUMNS)
 
 
+def evidence_replay_safety(evidence: Evidence) -> pd.DataFrame:
+    """:func:`replay_safety` of an incident's evidence; MongoDB or Redis tables that were not
+    collected count as unknown (``unverified``), not as empty."""
+    return replay_safety(evidence.table("dlq_records"),
+                         evidence.table("messages") if evidence.has("messages") else None,
+                         evidence.table("locks") if evidence.has("locks") else None)
+
+
+def error_classes(safety: pd.DataFrame) -> pd.DataFrame:
+    """Dead letters per original topic and error class (the catalog's reading of the exception
+    message), the largest first: records, messages, how many are safe to replay, first and last."""
+    keys = ["original_topic", "error_category", "error_title", "exception", "runbook_step", "retryable"]
+    if safety.empty:
+        return pd.DataFrame(columns=[*keys, "records", "messages", "safe_to_replay", "first", "last"])
+    g = safety.groupby(keys, dropna=False, observed=True)
+    out = g.agg(records=("offset", "size"), messages=("message_id", "nunique"),
+                safe_to_replay=("safe_to_replay", "sum"), first=("timestamp", "min"), last=("timestamp", "max"))
+    return out.reset_index().sort_values("records", ascending=False, kind="stable").reset_index(drop=True)
+
+
 def verdict_counts(safety: pd.DataFrame) -> pd.DataFrame:
     """Records and distinct messages per verdict (precedence order), with what the verdict means."""
     g = safety.groupby("verdict")
@@ -142,17 +164,20 @@ def verdict_counts(safety: pd.DataFrame) -> pd.DataFrame:
     return counts.assign(meaning=[VERDICTS[v] for v in counts.index]).rename_axis("verdict").reset_index()
 
 
-def payload_samples(dlq_records: pd.DataFrame, safety: pd.DataFrame, per_group: int = 2,
-                    max_chars: int = 300) -> pd.DataFrame:
-    """Up to ``per_group`` payloads per (original topic, error category), the earliest first,
-    cut to ``max_chars`` characters. Raw evidence text: escape it for display and redact it
-    for export (the caller's Redactor)."""
+def payload_samples(dlq_records: pd.DataFrame, safety: pd.DataFrame, per_group: int = 2, max_chars: int = 300,
+                    redactor: Redactor | None = None) -> pd.DataFrame:
+    """Up to ``per_group`` payloads per (original topic, error class), the earliest first, cut
+    to ``max_chars`` characters. With a ``redactor`` the payload is redacted as text (phone
+    numbers, handles, known contents masked, the JSON shape kept) before it is cut, so a cut
+    never leaves half a content unmasked. Raw evidence text: escape it for display."""
     dlq = dlq_records.reset_index(drop=True)
     frame = pd.DataFrame({"original_topic": safety["original_topic"], "error_category": safety["error_category"],
                           "timestamp": dlq["timestamp"], "where": dlq["topic"] + " " + dlq["source_ref"].fillna("?"),
                           "verdict": safety["verdict"], "payload_bytes": dlq["payload_bytes"],
-                          "payload": dlq["payload"].astype(schema.STR).str.slice(0, max_chars),
-                          "decode_error": dlq["decode_error"]})
+                          "payload": dlq["payload"].astype(schema.STR), "decode_error": dlq["decode_error"]})
     frame = frame.sort_values("timestamp", kind="stable")
     keys = [frame["original_topic"].fillna("?"), frame["error_category"].fillna("?")]
-    return frame[frame.groupby(keys).cumcount() < per_group].reset_index(drop=True)
+    frame = frame[frame.groupby(keys).cumcount() < per_group].reset_index(drop=True)
+    if redactor is not None:
+        frame = redactor.frame(frame, columns=())
+    return frame.assign(payload=frame["payload"].str.slice(0, max_chars))

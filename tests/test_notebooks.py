@@ -19,6 +19,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 NOTEBOOK_PARAMETERS: dict[str, dict] = {
     "rca_report": {"bundle": "{bundle}", "channel": "", "thresholds": {"failed_rate": 0.05}, "redact": True},
     "message_investigation": {"bundle": "{bundle}", "message_id": ""},
+    "dlq_triage": {"bundle": "{bundle}", "redact": True},
+    "investigate": {"bundle": "{bundle}", "channel": "whatsapp", "message_id": "", "conversation_id": ""},
 }
 
 

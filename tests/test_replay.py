@@ -4,7 +4,16 @@ import pandas as pd
 import pytest
 
 from forensics import schema
-from forensics.replay import COLUMNS, VERDICTS, payload_samples, replay_safety, verdict_counts
+from forensics.redact import Redactor
+from forensics.replay import (
+    COLUMNS,
+    VERDICTS,
+    error_classes,
+    evidence_replay_safety,
+    payload_samples,
+    replay_safety,
+    verdict_counts,
+)
 from forensics.simulate import simulate
 
 T0 = pd.Timestamp("2025-12-03T14:00:00Z")
@@ -157,3 +166,25 @@ def test_a_simulated_rate_limit_incident():
     assert set(out["verdict"]) <= {"safe", "blocked", "not_retryable"} and out["safe_to_replay"].any()
     assert (out["verdict"] == "blocked").sum() == out["processed_key"].notna().sum() - (
         (out["verdict"] == "not_retryable") & out["processed_key"].notna()).sum()
+
+
+def test_error_classes_group_by_topic_and_catalog_reading():
+    classes = error_classes(replay_safety(*tables(extra_dlq=["safe"])))
+    top = classes.iloc[0]
+    assert (top["error_category"], top["records"], top["messages"]) == ("rate_limit", 8, 7)
+    assert classes["records"].sum() == len(CASES) + 1
+    assert error_classes(replay_safety(*tables()).iloc[:0]).columns.tolist() == classes.columns.tolist()
+
+
+def test_evidence_without_redis_is_unverified_not_safe():
+    ev = simulate("whatsapp-rate-limit", messages=600, seed=11)
+    del ev.tables["locks"]
+    assert set(evidence_replay_safety(ev)["verdict"]) <= {"unverified", "not_retryable"}
+
+
+def test_payloads_are_redacted_before_they_are_cut():
+    dlq, messages, locks = tables()
+    dlq["payload"] = '{"recipient_ids":["+5511987654321"],"content":"meet me at the station at noon"}'
+    samples = payload_samples(dlq, replay_safety(dlq, messages, locks), max_chars=60,
+                              redactor=Redactor(["meet me at the station at noon"]))
+    assert samples["payload"].iloc[0] == '{"recipient_ids":["[phone]"],"content":"[content]"}'
