@@ -158,6 +158,48 @@ def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None
     return scope(evidence, evidence.window, params.channel)
 
 
+def describe_evidence(evidence: Evidence) -> list[str]:
+    """What a notebook is looking at, as lines: the window, rows per table, missing sources and why."""
+    counts = ", ".join(f"{table} {rows:,}" for table, rows in evidence.row_counts().items()) or "none"
+    return ([f"window {evidence.window}", f"tables: {counts}"]
+            + [f"missing: {source}: {why}" for source, why in sorted(evidence.missing.items())])
+
+
+# --------------------------------------------------------------------------- drilling in
+
+STUCK_STATUSES = ("PENDING", "SENT")
+
+
+def pick_message(messages: pd.DataFrame, message_id: str = "") -> pd.DataFrame:
+    """The message to drill into, as one row: ``message_id`` (ParameterError when the evidence
+    does not hold it), else the earliest FAILED message, else the earliest stuck one (PENDING,
+    SENT), else the earliest. Empty when there are no messages at all."""
+    if message_id:
+        found = messages[messages["message_id"].eq(message_id).fillna(False).to_numpy(dtype=bool)]
+        if found.empty:
+            raise ParameterError(f"message_id: {message_id!r} is not among the {len(messages):,} messages "
+                                 "of the evidence (window and channel applied)")
+        return found.head(1)
+    ordered = messages.sort_values("created_at", kind="stable")
+    for wanted in (("FAILED",), STUCK_STATUSES):
+        hit = ordered[ordered["status"].isin(wanted).fillna(False).to_numpy(dtype=bool)]
+        if len(hit):
+            return hit.head(1)
+    return ordered.head(1)
+
+
+def about(frame: pd.DataFrame, message_id: str | None, conversation_id: str | None) -> pd.DataFrame:
+    """Rows of ``frame`` (DLQ records, log lines, Redis keys, ...) that name the message or the
+    conversation, in time order when the table has a time."""
+    keep = pd.Series(False, index=frame.index)
+    for column, value in (("message_id", message_id), ("conversation_id", conversation_id)):
+        if value and column in frame.columns:
+            keep |= frame[column].eq(value).fillna(False)
+    rows = frame[keep.to_numpy(dtype=bool)]
+    time_column = next((c for c in ("timestamp", "start", "sampled_at", "created_at") if c in rows.columns), None)
+    return rows.sort_values(time_column, kind="stable") if time_column else rows
+
+
 # --------------------------------------------------------------------------- what the report says
 
 def _loads(text: Any) -> list:

@@ -304,3 +304,36 @@ def test_live_report_without_sources_or_window_fails_before_the_kernel_starts(tm
     with pytest.raises(ParameterError, match="since: live sources"):
         report.build_report(None, tmp_path / "r", parameters={"sources": "mongo"})
     assert not (tmp_path / "r").exists()
+
+
+# ---- drilling in (investigation notebooks) --------------------------------------------------
+
+def test_pick_message_prefers_the_given_then_failed_then_stuck_then_first():
+    evidence = hostile_evidence(100)
+    messages = evidence.table("messages")
+    failed = messages[messages["status"] == "FAILED"].sort_values("created_at")
+    assert report.pick_message(messages)["message_id"].item() == failed["message_id"].iloc[0]
+    given = messages["message_id"].iloc[7]
+    assert report.pick_message(messages, given)["message_id"].item() == given
+    healthy = messages[messages["status"] != "FAILED"]
+    stuck = healthy.assign(status=healthy["status"].where(healthy.index != healthy.index[-1], "SENT"))
+    assert report.pick_message(stuck)["message_id"].item() == healthy["message_id"].iloc[-1]
+    assert report.pick_message(healthy)["message_id"].item() == healthy.sort_values("created_at")["message_id"].iloc[0]
+    assert report.pick_message(messages.iloc[:0]).empty
+    with pytest.raises(ParameterError, match="message_id: 'nope' is not among the 100 messages"):
+        report.pick_message(messages, "nope")
+
+
+def test_about_keeps_rows_naming_the_message_or_conversation_in_time_order():
+    logs = pd.DataFrame({"timestamp": [T0 + pd.Timedelta(seconds=s) for s in (3, 1, 2, 0)],
+                         "message_id": pd.array(["m1", None, "m2", "m2"], dtype="string"),
+                         "conversation_id": pd.array([None, "c1", "c1", None], dtype="string")})
+    assert report.about(logs, "m1", "c1")["timestamp"].tolist() == [T0 + pd.Timedelta(seconds=s) for s in (1, 2, 3)]
+    assert report.about(logs, None, None).empty
+    assert len(report.about(logs.drop(columns="conversation_id"), "m2", "c1")) == 2
+
+
+def test_describe_evidence_names_the_missing_sources():
+    lines = report.describe_evidence(hostile_evidence(50))
+    assert lines[0] == "window 2025-12-03T14:00:00.000Z 2025-12-03T15:00:00.000Z"
+    assert lines[1].startswith("tables: messages 50, status_events 150") and lines[-1] == "missing: jaeger: not configured"
