@@ -316,6 +316,24 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from forensics.batch import build_batch
+
+    progress = Progress(args.quiet)
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    params = {"thresholds": json.loads(args.thresholds)} if args.thresholds else {}
+    result = build_batch(args.bundles, args.out, formats=formats, parameters=params, redact=not args.no_redact,
+                         progress=progress)
+    for i in result.incidents:
+        print(f"ok      {i.name}: {i.title} ({i.confidence:.0%})" if i.status == "ok" else
+              f"FAILED  {i.name}: {i.error}")
+    print(f"index: {result.index_html}\nindex: {result.index_json}")
+    if result.failed:
+        print(f"forensics batch: {len(result.failed)} of {len(result.incidents)} incidents failed", file=sys.stderr)
+        return 1  # some incidents failed; 2 stays for an error that stops the whole command
+    return 0
+
+
 def cmd_demo(args) -> int:
     from forensics.bundle import custody_entry, write_bundle
     from forensics.report import build_report
@@ -424,6 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-redact", action="store_true", help="keep phone numbers, handles and content in exports")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("batch", help="build the RCA reports of many bundles, with an index; non-zero exit if any failed")
+    p.add_argument("bundles", nargs="+", metavar="BUNDLE_OR_DIR", help="bundles, or directories holding bundles")
+    p.add_argument("--out", required=True, help="one subdirectory per incident, plus index.html and index.json")
+    p.add_argument("--formats", default="html,md,json", help="comma-separated: html, md, json (json always)")
+    p.add_argument("--thresholds", default=None, help='JSON object, e.g. {"failed_rate": 0.1}')
+    p.add_argument("--no-redact", action="store_true", help="keep phone numbers, handles and content in exports")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("message", help="one message's story: status history with durations, errors, retries, files")
     p.add_argument("message_id", metavar="ID", help="message id (matched literally)")
