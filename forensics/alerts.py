@@ -959,6 +959,18 @@ def evaluate(expr: str, metrics: pd.DataFrame, window: Window | None = None, ste
     return _vector_frame(vec, steps, expr)
 
 
+def condition_values(expr: str, metrics: pd.DataFrame, window: Window | None = None, step: Any = DEFAULT_STEP_S
+                     ) -> tuple[pd.DataFrame, str | None, float]:
+    """The value side of an alert condition over time (``lhs`` of ``lhs > 5``), its comparison
+    and threshold: what a metric panel draws against the threshold line."""
+    lhs, op, threshold = _split_condition(parse_promql(expr))
+    win = window or _window_of(metrics)
+    steps = evaluation_steps(win, step)
+    value = _Evaluator(SeriesStore(metrics), steps, expr, LOOKBACK_S).eval(lhs)
+    vec = value if isinstance(value, Vector) else Vector({(): value})
+    return _vector_frame(vec, steps, expr), op, threshold
+
+
 def _vector_frame(vec: Vector, steps: np.ndarray, expr: str) -> pd.DataFrame:
     parts = []
     for key, vals in vec.series.items():

@@ -325,6 +325,45 @@ def conversation_sequence(messages: pd.DataFrame, status_events: pd.DataFrame, m
     return _layout(fig, title + shown, height=max(260, 120 + 22 * len(rows)))
 
 
+def alert_panels(metrics: pd.DataFrame, alerts: pd.DataFrame, window=None, max_panels: int = 6) -> go.Figure:
+    """Metric panels: each replayed alert rule's value over time against its threshold, with the
+    minute it fired or would have fired marked (one panel per rule, at most ``max_panels``)."""
+    from plotly.subplots import make_subplots
+
+    from forensics.alerts import UnsupportedPromQL, condition_values
+    from forensics.errors import ForensicsError
+
+    title = "Alert rules replayed over the window"
+    if metrics is None or metrics.empty or alerts is None or alerts.empty:
+        return _empty(title, "no metrics in the evidence")
+    rules = alerts[alerts["source"] == "metrics"].drop_duplicates("rule").head(max_panels)
+    panels = []
+    for row in rules.itertuples(index=False):
+        try:
+            values, op, threshold = condition_values(row.expr, metrics, window)
+        except (UnsupportedPromQL, ForensicsError):
+            continue
+        if len(values):
+            panels.append((row, values, op, threshold))
+    if not panels:
+        return _empty(title, "no rule could be evaluated on these metrics")
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[html.escape(str(p[0].rule), quote=False) for p in panels])
+    for i, (row, values, op, threshold) in enumerate(panels, start=1):
+        for n, (labels, series) in enumerate(values.groupby("labels", sort=False)):
+            if n >= MAX_SERIES:
+                break
+            fig.add_trace(go.Scatter(x=series["timestamp"], y=series["value"], mode="lines",
+                                     name=html.escape(f"{row.rule} {labels}", quote=False), showlegend=False),
+                          row=i, col=1)
+        if op and not np.isnan(threshold):
+            fig.add_hline(y=threshold, line_dash="dash", line_color=THRESHOLD_COLOR, row=i, col=1,
+                          annotation_text=f"{op} {threshold:g}", annotation_position="top left")
+        if pd.notna(row.would_fire_at):
+            fig.add_vline(x=row.would_fire_at, line_dash="dot", line_color="#7f8c8d", row=i, col=1)
+    return _layout(fig, title + " (dotted: would have fired)", height=180 + 170 * len(panels))
+
+
 def show(fig: go.Figure) -> None:
     """Display ``fig`` as Plotly JSON (application/vnd.plotly.v1+json): JupyterLab and VS Code
     render it natively, and the report template draws it with the one inlined plotly.js.

@@ -387,6 +387,24 @@ class RcaReport:
         f = f.assign(_rank=f["severity"].map(SEVERITY_RANK)).sort_values(["_rank", "first_seen"])
         return self.frame(f[cols].reset_index(drop=True))
 
+    def alert_replay(self) -> list[str]:
+        """One sentence per alert rule: when it fired or would have fired, and the time to detect."""
+        from forensics.alerts import describe_detection
+
+        alerts = self.analysis.alerts
+        if alerts is None or alerts.empty:
+            return []
+        return [self.text(line) for line in describe_detection(alerts)]
+
+    def alert_table(self) -> pd.DataFrame:
+        """The replayed alert rules as a table (source: metrics or the evidence itself)."""
+        a = self.analysis.alerts
+        if a is None or a.empty:
+            return pd.DataFrame()
+        cols = [c for c in ("rule", "source", "would_fire_at", "fired_at", "resolved_at", "peak_value", "threshold",
+                            "time_to_detect_s", "note") if c in a.columns]
+        return self.frame(a[cols].reset_index(drop=True))
+
     def timeline_highlights(self, limit: int) -> pd.DataFrame:
         """The ``limit`` most severe timeline events (earliest first within a severity), in time
         order, each with the evidence row it comes from (source/object: reference)."""
@@ -536,6 +554,7 @@ class RcaReport:
             "hypotheses": self.hypothesis_dicts(),
             "trigger": self.trigger(),
             "detection": self.detection(),
+            "alert_replay": self.alert_replay(),
             "findings": _records(self.findings()),
             "timeline": _records(self.timeline_highlights(MAX_TIMELINE_ROWS)),
             "timeline_total": len(self.analysis.timeline),
