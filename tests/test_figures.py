@@ -148,3 +148,18 @@ def test_conversation_sequence_rows_in_creation_order_one_marker_per_transition(
     shown = set(messages.sort_values("created_at")["message_id"].head(10))
     assert sum(len(t.x) for t in markers) == events["message_id"].isin(shown).sum()
     assert "first 10 of 30" in fig.layout.title.text
+
+
+def test_alert_panels_draw_each_rule_against_its_threshold():
+    from forensics.analysis import analyze
+    from forensics.simulate import simulate
+
+    ev = simulate("router-outage", messages=1500, seed=3)
+    a = analyze(ev)
+    fig = figures.alert_panels(ev.table("metrics"), a.alerts, ev.window)
+    titles = [ann.text for ann in fig.layout.annotations]
+    assert "HighPendingMessages" in titles
+    assert any(t == "> 100" for t in titles)  # the threshold line is labelled
+    assert len(fig.data) >= 5
+    empty = figures.alert_panels(ev.table("metrics").iloc[0:0], a.alerts, ev.window)
+    assert "no metrics" in empty.layout.annotations[0].text
