@@ -313,6 +313,11 @@ def cmd_report(args) -> int:
                            progress=progress)
     for kind, path in written.items():
         print(f"{kind}: {path}")
+    if args.sources and "json" in written:
+        missing = json.loads(written["json"].read_text(encoding="utf-8")).get("missing_sources", {})
+        for name in (n.strip() for n in params["sources"].split(",")):
+            if name in missing:
+                print(f"warning: source {name} missing from the report: {missing[name]}", file=sys.stderr)
     return 0
 
 

@@ -298,6 +298,16 @@ def test_unreachable_live_sources_give_a_report_that_names_them(tmp_path, monkey
         assert "pw-in-params" not in path.read_text(encoding="utf-8"), path.name
 
 
+def test_cli_report_needs_a_bundle_or_sources(tmp_path, capsys):
+    from forensics.cli import main
+
+    assert main(["report", "--out", str(tmp_path / "r")]) == 2
+    assert "give a bundle, or --sources and --since" in capsys.readouterr().err
+    assert main(["report", "--sources", "mongo", "--out", str(tmp_path / "r")]) == 2
+    assert "since: live sources (mongo) need a window start" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_live_report_without_sources_or_window_fails_before_the_kernel_starts(tmp_path):
     with pytest.raises(ParameterError, match="bundle: expected an evidence bundle path, or parameters with sources"):
         report.build_report(None, tmp_path / "r")
