@@ -29,7 +29,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from forensics import schema
 from forensics.collect import CollectRequest, SourceResult
-from forensics.config import DEFAULT_LIMITS, Limits, connection
+from forensics.config import DEFAULT_LIMITS, Limits, connection, limits_from_options
 from forensics.credentials import mask_uri
 from forensics.errors import ParameterError, SourceError
 from forensics.identity import format_valid
@@ -246,17 +246,6 @@ def _list_option(value: Any) -> list[str] | None:
     return [str(v) for v in value]
 
 
-def _limits(options: dict[str, Any]) -> Limits:
-    """Query bounds from collect options: a ``limits`` object, or ``timeout_s`` / ``connect_timeout_s``."""
-    base = options.get("limits") if isinstance(options.get("limits"), Limits) else DEFAULT_LIMITS
-    try:
-        return Limits(max_rows=int(options.get("max_rows") or base.max_rows),
-                      timeout_s=float(options.get("timeout_s") or base.timeout_s),
-                      connect_timeout_s=float(options.get("connect_timeout_s") or base.connect_timeout_s))
-    except (TypeError, ValueError) as exc:
-        raise ParameterError(f"{SOURCE} limits: {exc}") from None
-
-
 def collect(request: CollectRequest) -> SourceResult:
     """Identities for ``options["platform_ids"]`` (list or comma-separated), else all identities
     up to ``options["identity_limit"]``; connection from ``options["postgres_dsn"]`` or
@@ -268,7 +257,7 @@ def collect(request: CollectRequest) -> SourceResult:
         limit = int(opts.get("identity_limit") or DEFAULT_IDENTITY_LIMIT)
     except ValueError:
         raise ParameterError(f"identity_limit must be a whole number, got {opts.get('identity_limit')!r}") from None
-    limits = _limits(opts)
+    limits = limits_from_options(opts, SOURCE)
     if request.progress:
         request.progress(f"postgres: identities from {mask_uri(dsn) if dsn else '(no DSN)'}")
     frame = read_identities(dsn, profile=request.profile, platform_ids=ids, limit=limit, limits=limits)

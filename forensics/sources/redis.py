@@ -36,7 +36,7 @@ import redis as redis_client
 
 from forensics import schema
 from forensics.collect import CollectRequest, SourceResult
-from forensics.config import DEFAULT_LIMITS, Limits, connection
+from forensics.config import DEFAULT_LIMITS, Limits, connection, limits_from_options
 from forensics.credentials import mask_uri
 from forensics.errors import ParameterError, SourceError
 from forensics.profiles import Profile, load_profile
@@ -263,17 +263,6 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 # ---- collection --------------------------------------------------------------
 
-def _limits(options: dict[str, Any]) -> Limits:
-    """Query bounds from collect options: a ``limits`` object, or ``timeout_s`` / ``connect_timeout_s``."""
-    base = options.get("limits") if isinstance(options.get("limits"), Limits) else DEFAULT_LIMITS
-    try:
-        return Limits(max_rows=int(options.get("max_rows") or base.max_rows),
-                      timeout_s=float(options.get("timeout_s") or base.timeout_s),
-                      connect_timeout_s=float(options.get("connect_timeout_s") or base.connect_timeout_s))
-    except (TypeError, ValueError) as exc:
-        raise ParameterError(f"{SOURCE} limits: {exc}") from None
-
-
 def collect(request: CollectRequest) -> SourceResult:
     """SCAN the profile's key patterns; connection from ``options["redis_url"]`` or
     FORENSICS_REDIS_URL, namespace from ``options["redis_key_prefix"]``, cap from
@@ -285,7 +274,7 @@ def collect(request: CollectRequest) -> SourceResult:
         max_keys = int(opts.get("redis_max_keys") or DEFAULT_MAX_KEYS)
     except ValueError:
         raise ParameterError(f"redis_max_keys must be a whole number, got {opts.get('redis_max_keys')!r}") from None
-    limits = _limits(opts)
+    limits = limits_from_options(opts, SOURCE)
     if request.progress:
         request.progress(f"redis: scanning {mask_uri(url) if url else '(no URL)'}")
     frame = read_locks(url, profile=request.profile, key_prefix=prefix, max_keys=max_keys, limits=limits)
