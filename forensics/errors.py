@@ -45,3 +45,14 @@ class SourceError(ForensicsError):
 
 class ParameterError(ForensicsError):
     """A notebook or report parameter of the wrong type or value."""
+
+
+def is_connection_refused(exc: BaseException) -> bool:
+    """Whether a client's connection error is a refusal (nothing listens there) rather than a
+    reset or a timeout: the first means "wrong host/port or server down", the others may pass."""
+    chain: BaseException | None = exc
+    while chain is not None:
+        if isinstance(chain, ConnectionRefusedError):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return "Connection refused" in str(exc) or "Errno 111" in str(exc)

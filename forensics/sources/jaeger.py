@@ -31,7 +31,7 @@ from forensics import schema
 from forensics.collect import CollectRequest, SourceResult
 from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import host_of, mask_uri
-from forensics.errors import SourceError
+from forensics.errors import SourceError, is_connection_refused
 from forensics.traces import parse_traces, tag_values
 
 DEFAULT_LOOKBACK = pd.Timedelta(days=2)
@@ -106,16 +106,6 @@ def _error_text(doc: Any, body: bytes) -> str:
     return body.decode("utf-8", "replace").strip()[:300] or "(empty body)"
 
 
-def _refused(exc: BaseException) -> bool:
-    """Whether a requests ConnectionError is a refusal (nothing listens) rather than a reset."""
-    chain: BaseException | None = exc
-    while chain is not None:
-        if isinstance(chain, ConnectionRefusedError):
-            return True
-        chain = chain.__cause__ or chain.__context__
-    return "Connection refused" in str(exc) or "Errno 111" in str(exc)
-
-
 class JaegerClient:
     """The Jaeger query API (v1 or api/v3), answers as canonical ``spans`` DataFrames.
 
@@ -166,7 +156,7 @@ class JaegerClient:
                                         "is the Jaeger query service up and not overloaded?", url=where) from exc
             except requests.exceptions.ConnectionError as exc:
                 self._log(path, params, None, began)
-                if _refused(exc):
+                if is_connection_refused(exc):
                     raise JaegerUnavailable(f"connection refused by {host_of(self.url)}",
                                             "is Jaeger running? scripts/services status; FORENSICS_JAEGER_URL "
                                             "(query port, default 16686)", url=where) from exc

@@ -40,7 +40,7 @@ from forensics import schema
 from forensics.collect import CollectRequest, SourceResult
 from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import host_of, mask_uri
-from forensics.errors import ParameterError, SourceError
+from forensics.errors import ParameterError, SourceError, is_connection_refused
 from forensics.rules import metric_names
 
 MAX_POINTS = 1100
@@ -112,15 +112,6 @@ def choose_step(start: Any, end: Any, *, max_points: int = MAX_POINTS, min_step_
     return float(next((s for s in NICE_STEPS_S if s >= need), math.ceil(need)))
 
 
-def _refused(exc: BaseException) -> bool:
-    chain: BaseException | None = exc
-    while chain is not None:
-        if isinstance(chain, ConnectionRefusedError):
-            return True
-        chain = chain.__cause__ or chain.__context__
-    return "Connection refused" in str(exc) or "Errno 111" in str(exc)
-
-
 class PrometheusClient:
     """The Prometheus HTTP API, read-only and bounded; answers as canonical ``metrics`` frames.
 
@@ -165,7 +156,7 @@ class PrometheusClient:
                                         f"({path})", "is Prometheus up and not overloaded? narrow the window",
                                         url=where) from exc
         except requests.exceptions.ConnectionError as exc:
-            if _refused(exc):
+            if is_connection_refused(exc):
                 raise PrometheusUnavailable(f"connection refused by {host_of(self.url)}",
                                             "is Prometheus running? scripts/services up --only prometheus; "
                                             "FORENSICS_PROMETHEUS_URL", url=where) from exc
