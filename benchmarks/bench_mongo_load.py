@@ -18,8 +18,9 @@ process, so that its peak resident memory (``ru_maxrss``) is the load's own:
   arrow-naive-q   naive's query (no filter, no projection) decoded the fast way into the canonical
                   frame: the client-side difference on identical server work
 
-``--server-pid`` (a local server) adds the server's CPU seconds per load, read from
-/proc: when they are close to the wall time, the server is the bottleneck. The canonical
+Each row has the child's own CPU seconds; ``--server-pid`` (a local server) adds the
+server's, read from /proc. A load whose wall time equals the raw cursor's over the same
+query, with little client CPU, waits on the server. The canonical
 frames of ``documents`` and ``arrow`` are hashed (sorted by source_ref) to show they are equal.
 """
 
@@ -126,6 +127,11 @@ def _server_cpu(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(name: str, uri: str, database: str) -> dict:
     """Run one load in this (child) process; returns seconds, rows, peak RSS and a frame hash."""
     import pandas as pd
@@ -140,6 +146,7 @@ def measure(name: str, uri: str, database: str) -> dict:
     limits = Limits(max_rows=100_000_000, timeout_s=24 * 3600.0, connect_timeout_s=10.0)
     coll = _client(uri)[database].message_status_history
     digest = None
+    cpu0 = _own_cpu()
     t = time.monotonic()
     if name == "cursor-raw":
         rows = sum(len(b) for b in coll.find_raw_batches({}))  # bytes
@@ -173,11 +180,13 @@ def measure(name: str, uri: str, database: str) -> dict:
             frame = src.status_rows(window)
         rows = len(frame)
     seconds = time.monotonic() - t
+    client_cpu = _own_cpu() - cpu0
     if name in ("documents", "arrow"):
         ordered = frame.sort_values("source_ref", kind="stable").reset_index(drop=True)
         digest = int(pd.util.hash_pandas_object(ordered, index=False).sum() % 2**61)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"measure": name, "seconds": seconds, "rows_or_bytes": rows, "peak_rss_mb": peak, "digest": digest}
+    return {"measure": name, "seconds": seconds, "rows_or_bytes": rows, "peak_rss_mb": peak,
+            "client_cpu_s": client_cpu, "digest": digest}
 
 
 def main() -> int:
@@ -224,13 +233,14 @@ def main() -> int:
         results.append(r)
         print(f"  {name}: {r['seconds']:.1f} s", file=sys.stderr)
     print()
-    print("| load | wall s | rows/s | peak RSS MB | server CPU s | load avg | rows (bytes for cursors) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| load | wall s | rows/s | peak RSS MB | client CPU s | server CPU s | load avg | rows (bytes for cursors) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         is_rows = not r["measure"].startswith("cursor")
         rate = f"{info['history'] / r['seconds']:,.0f}"
         cpu = "-" if r["server_cpu_s"] is None else f"{r['server_cpu_s']:.1f}"
-        print(f"| {r['measure']} | {r['seconds']:.1f} | {rate} | {r['peak_rss_mb']:,.0f} | {cpu} | {r['load']:.1f} | "
+        print(f"| {r['measure']} | {r['seconds']:.1f} | {rate} | {r['peak_rss_mb']:,.0f} | {r['client_cpu_s']:.1f} | "
+              f"{cpu} | {r['load']:.1f} | "
               f"{r['rows_or_bytes']:,}{'' if is_rows else ' B'} |")
     digests = {r["measure"]: r["digest"] for r in results if r["digest"] is not None}
     if len(digests) == 2:
