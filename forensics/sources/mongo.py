@@ -51,7 +51,7 @@ from pymongo import errors as mongo_errors
 
 from forensics import schema
 from forensics.collect import CollectRequest, SourceResult
-from forensics.config import DEFAULT_LIMITS, Limits, connection
+from forensics.config import DEFAULT_LIMITS, Limits, connection, limits_from_options
 from forensics.credentials import mask_uri
 from forensics.documents import (
     files_from_documents,
@@ -1029,13 +1029,7 @@ def _with_attrs(out: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 def source_from_options(options: Mapping[str, Any], profile: Profile | str | None) -> MongoSource:
     """A MongoSource from collect options: ``mongo_uri``, ``mongo_database``, ``max_rows``,
     ``timeout_s``, ``connect_timeout_s``, ``mongo_load`` (arrow or documents)."""
-    base = options.get("limits") if isinstance(options.get("limits"), Limits) else DEFAULT_LIMITS
-    try:
-        limits = Limits(max_rows=int(options.get("max_rows") or base.max_rows),
-                        timeout_s=float(options.get("timeout_s") or base.timeout_s),
-                        connect_timeout_s=float(options.get("connect_timeout_s") or base.connect_timeout_s))
-    except (TypeError, ValueError) as exc:
-        raise ParameterError(f"mongo limits: {exc}") from None
+    limits = limits_from_options(dict(options), "mongo")
     load = str(options.get("mongo_load") or "arrow")
     if load not in ("arrow", "documents"):
         raise ParameterError(f"mongo_load must be arrow or documents, got {load!r}")
