@@ -395,7 +395,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="forensics", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="forensics",
+        description="Incident forensics for Chat4All v2 message delivery: collect evidence into a bundle, "
+                    "rank root causes, write the RCA report. Start with `forensics demo`.")
     parser.add_argument("--version", action="version", version=f"chat4all-forensics {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -422,7 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("collect", help="collect evidence from sources over a window into a bundle")
-    p.add_argument("--sources", default="simulator", help="comma-separated: " + "simulator")
+    p.add_argument("--sources", default="simulator",
+                   help="comma-separated: mongo, kafka, jaeger, postgres, redis, logs (-o logs=PATH), prometheus, "
+                        "simulator")
     _add_window(p)
     p.add_argument("--out", required=True)
     p.add_argument("--scenario", default=None, help="(simulator) scenario to simulate")

@@ -33,8 +33,9 @@ def connection(source: str, explicit: str | None = None) -> str | None:
 class Limits:
     """Bounds on every query against a production system."""
 
-    max_rows: int = 2_000_000
-    """Result cap per query; a capped result says "truncated at N"."""
+    max_rows: int = 5_000_000
+    """Result cap per query (a 1M-message window has 3-4M history rows); a capped result says
+    "truncated at N"."""
     timeout_s: float = 30.0
     """Server-side time limit per query (maxTimeMS, statement_timeout, HTTP timeout)."""
     connect_timeout_s: float = 5.0
