@@ -102,8 +102,8 @@ def replay_safety(dlq_records: pd.DataFrame, messages: pd.DataFrame | None,
     for name in reversed(list(checks)):  # the first check that applies wins
         verdict[checks[name]] = name
     # of the records that would be replayed, only the latest per message is
-    order = dlq.assign(_safe=verdict == "safe").sort_values(["timestamp", "offset"], kind="stable")
-    older = order[order["_safe"]].duplicated("message_id", keep="last")
+    safe = dlq.loc[verdict == "safe", ["timestamp", "offset", "message_id"]]
+    older = safe.sort_values(["timestamp", "offset"], kind="stable").duplicated("message_id", keep="last")
     verdict[older[older].index.to_numpy()] = "duplicate"
 
     detail = {
@@ -117,9 +117,9 @@ def replay_safety(dlq_records: pd.DataFrame, messages: pd.DataFrame | None,
     }
     reasons = [[] for _ in range(n)]
     for name, hit in checks.items():
-        text = detail.get(name)
+        text = (detail[name].to_numpy(dtype=object) if name in detail else np.full(n, VERDICTS[name], dtype=object))
         for i in np.flatnonzero(hit):
-            reasons[i].append(f"{name}: {text.iloc[i]}" if text is not None else f"{name}: {VERDICTS[name]}")
+            reasons[i].append(f"{name}: {text[i]}")
     for i in np.flatnonzero(verdict == "duplicate"):
         reasons[i].append(f"duplicate: {VERDICTS['duplicate']}")
 
