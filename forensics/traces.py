@@ -1005,13 +1005,16 @@ def latency_percentiles(spans: pd.DataFrame, by: tuple[str, ...] = ("service", "
                         percentiles: tuple[float, ...] = (50, 90, 95, 99)) -> pd.DataFrame:
     """Span duration percentiles (ms) per ``by`` group, with count, error count and maximum."""
     keys = list(by)
+    columns = keys + ["spans", "errors"] + [f"p{p:g}_ms" for p in percentiles] + ["max_ms"]
+    if spans.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
     g = spans.groupby(keys, dropna=False)
     out = g.agg(spans=("span_id", "size"), errors=("error", "sum"), max_ms=("duration_ms", "max"))
     q = g["duration_ms"].quantile([p / 100 for p in percentiles]).unstack()
     q.columns = [f"p{p:g}_ms" for p in percentiles]
     out = out.join(q).reset_index()
     out["errors"] = out["errors"].astype(schema.INT)
-    return out[keys + ["spans", "errors"] + list(q.columns) + ["max_ms"]]
+    return out[columns]
 
 
 def dependency_edges(spans: pd.DataFrame) -> pd.DataFrame:

@@ -447,3 +447,11 @@ def test_simulator_spans_round_trip_through_a_jaeger_ui_download(tmp_path):
     tag_maps = [[(json.loads(t) if isinstance(t, str) else None) or None for t in f["tags"]] for f in (a, b)]
     assert tag_maps[0] == tag_maps[1]
     assert got["logs"].notna().sum() == want["logs"].notna().sum()
+
+
+def test_latency_percentiles_of_no_spans_is_an_empty_table():
+    from forensics import schema as _schema
+    from forensics import traces as _traces
+
+    out = _traces.latency_percentiles(_schema.empty("spans"))
+    assert out.empty and list(out.columns)[:3] == ["service", "operation", "spans"]

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -463,6 +464,13 @@ def bootstrap_servers(explicit: str | None = None) -> str:
     return servers
 
 
+# librdkafka's own log lines (a refused connection is logged once per retry) go here instead
+# of flooding stderr; what matters reaches the user as a SourceError naming the brokers.
+LIBRDKAFKA_LOG = logging.getLogger("forensics.kafka.librdkafka")
+LIBRDKAFKA_LOG.addHandler(logging.NullHandler())
+LIBRDKAFKA_LOG.propagate = False
+
+
 def consumer_config(bootstrap: str, limits: Limits = DEFAULT_LIMITS, **extra: Any) -> dict[str, Any]:
     """librdkafka settings of a read-only consumer (assign() only, never commits)."""
     return {
@@ -481,6 +489,7 @@ def consumer_config(bootstrap: str, limits: Limits = DEFAULT_LIMITS, **extra: An
         # Larger fetches per partition: on a local broker this halves the time spent waiting
         # in consume() for small records (1 MiB default -> 8 MiB).
         "max.partition.fetch.bytes": 8 << 20,
+        "logger": LIBRDKAFKA_LOG,
         **extra,
     }
 
@@ -494,7 +503,7 @@ def open_consumer(bootstrap: str, limits: Limits = DEFAULT_LIMITS, **extra: Any)
 def open_admin(bootstrap: str, limits: Limits = DEFAULT_LIMITS, **extra: Any):
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": bootstrap,
+    return AdminClient({"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOG,
                         "socket.connection.setup.timeout.ms": int(limits.connect_timeout_s * 1000), **extra})
 
 
