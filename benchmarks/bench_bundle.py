@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 STEP = r"""
@@ -40,6 +38,10 @@ elif step == "report":
     from forensics.report import build_report
     out = build_report(path, Path(path).with_name("report"))
     extra = {"html_mb": round(out["html"].stat().st_size / 1e6, 2)}
+elif step == "demo":
+    from forensics.cli import main
+    assert main(["demo", "--out", path, "-q"]) == 0
+    extra = {}
 elif step == "verify":
     from forensics.bundle import verify_bundle
     assert verify_bundle(path).ok
@@ -72,12 +74,8 @@ def main() -> None:
         results.append(run_step("read", bundle, args.scenario, args.messages))
         results.append(run_step("report", bundle, args.scenario, args.messages))
         if not args.skip_demo:
-            t0 = time.perf_counter()
-            subprocess.run([str(Path(sys.executable).with_name("forensics")), "demo", "--out", f"{tmp}/demo", "-q"],
-                           check=True, capture_output=True)
-            results.append({"step": "demo (5k messages, kernel start included)",
-                            "wall_s": round(time.perf_counter() - t0, 2),
-                            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)})
+            demo = run_step("demo", Path(tmp) / "demo", args.scenario, args.messages)
+            results.append({**demo, "step": "demo (5k messages, kernel start included)"})
     print(f"\n{args.messages:,} messages, scenario {args.scenario}; bundle size {size / 1e6:.0f} MB")
     print(f"{'step':45s} {'wall s':>8s} {'peak RSS MB':>12s}  detail")
     for r in results:
