@@ -197,8 +197,38 @@ def analyze(evidence: Evidence, thresholds: Thresholds | Mapping[str, Any] | Non
     th = Thresholds.from_dict(thresholds)
     detection = detect(evidence, th)
     ranked = hypotheses(detection)
+    alerts = replay_alerts(evidence, findings=detection.findings)
+    timeline = build_timeline(detection)
+    alert_events = alert_timeline(alerts)
+    if len(alert_events):
+        timeline = schema.validate("timeline", pd.concat([timeline, alert_events], ignore_index=True)
+                                   .sort_values("timestamp", kind="stable").reset_index(drop=True))
     return Analysis(evidence=evidence, thresholds=th, findings=detection.findings,
-                    hypotheses=hypotheses_frame(ranked), timeline=build_timeline(detection),
+                    hypotheses=hypotheses_frame(ranked), timeline=timeline,
                     error_groups=error_groups_frame(detection), impact=impact(detection), ranked=ranked,
-                    detection=detection, alerts=replay_alerts(evidence, findings=detection.findings))
+                    detection=detection, alerts=alerts)
+
+
+def alert_timeline(alerts: pd.DataFrame) -> pd.DataFrame:
+    """Timeline events of the alert replay: when each rule would have fired (from the metrics,
+    or from the evidence where no metric exists) and when Prometheus really fired it (ALERTS)."""
+    if alerts is None or alerts.empty:
+        return schema.empty("timeline")
+    rows = []
+    for rule, group in alerts.groupby("rule", sort=False):
+        fired = group.dropna(subset=["would_fire_at"])
+        if len(fired):
+            first = fired.sort_values("would_fire_at").iloc[0]
+            rows.append({"timestamp": first["would_fire_at"], "lane": "alerts", "severity": "warning",
+                         "kind": "alert_would_fire",
+                         "summary": f"alert {rule} would have fired (replayed from {first['source']})",
+                         "source": "prometheus" if first["source"] == "metrics" else "analysis",
+                         "source_object": "metrics" if first["source"] == "metrics" else "alert replay",
+                         "source_ref": str(rule)})
+        paged = group.dropna(subset=["fired_at"])
+        if len(paged):
+            rows.append({"timestamp": paged["fired_at"].min(), "lane": "alerts", "severity": "critical",
+                         "kind": "alert_fired", "summary": f"alert {rule} fired (Prometheus ALERTS)",
+                         "source": "prometheus", "source_object": "ALERTS", "source_ref": str(rule)})
+    return schema.conform("timeline", pd.DataFrame(rows)) if rows else schema.empty("timeline")
 

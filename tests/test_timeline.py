@@ -107,3 +107,16 @@ def test_a_large_incident_gives_a_small_timeline():
     assert 10 < len(t) < 600
     assert {"findings", "messages", "kafka"} <= set(t["lane"])
     assert t["source_ref"].notna().mean() > 0.5
+
+
+def test_alert_replay_is_on_the_timeline():
+    from forensics.analysis import analyze
+    from forensics.simulate import simulate
+
+    a = analyze(simulate("router-outage", messages=1500, seed=3))
+    alerts = a.timeline[a.timeline["lane"] == "alerts"]
+    assert "alert HighPendingMessages would have fired (replayed from evidence)" in set(alerts["summary"]) or \
+        "alert HighPendingMessages would have fired (replayed from metrics)" in set(alerts["summary"])
+    first = a.alerts.dropna(subset=["would_fire_at"])
+    assert alerts["timestamp"].min() == first["would_fire_at"].min()
+    assert a.timeline["timestamp"].is_monotonic_increasing
