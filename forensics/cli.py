@@ -478,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="drop and recreate what an earlier seed left")
     p.add_argument("--target-prefix", default="", help="prefix of the Mongo database, topics, groups, PostgreSQL "
                                                         "schema, Redis keys and services (isolation)")
-    p.add_argument("--targets", default=None, help="comma-separated subset of: mongo,kafka,jaeger,postgres,redis")
+    p.add_argument("--targets", default=None, help="comma-separated subset of: mongo,kafka,jaeger,postgres,redis; "
+                   "add prometheus (opt-in) to backfill its history (FORENSICS_PROMETHEUS_DATA)")
     _add_common(p)
     p.set_defaults(func=cmd_seed)
 

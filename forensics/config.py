@@ -17,6 +17,7 @@ ENV = {
     "postgres": "FORENSICS_POSTGRES_DSN",
     "redis": "FORENSICS_REDIS_URL",
     "prometheus": "FORENSICS_PROMETHEUS_URL",
+    "prometheus_data": "FORENSICS_PROMETHEUS_DATA",
     "otlp": "FORENSICS_OTLP_ENDPOINT",
 }
 

@@ -83,7 +83,10 @@ from forensics.timeutil import Window, parse_time, utcnow
 TARGETS = ("redis", "postgres", "kafka", "mongo", "jaeger")
 """Every store the seed writes, in the order it writes them: the quick ones first, Redis first of
 all, so that its short TTLs (30 s conversation locks) lose the least to the time seeding takes."""
-CONNECTION = {"mongo": "mongo", "kafka": "kafka", "jaeger": "otlp", "postgres": "postgres", "redis": "redis"}
+OPTIONAL_TARGETS = ("prometheus",)
+"""Stores seeded only when asked (``--targets ...,prometheus``): Prometheus is opt-in in the stack."""
+CONNECTION = {"mongo": "mongo", "kafka": "kafka", "jaeger": "otlp", "postgres": "postgres", "redis": "redis",
+              "prometheus": "prometheus_data"}
 """Target -> :func:`forensics.config.connection` source (FORENSICS_* variable)."""
 MONGO_BATCH = 20_000
 """Documents per ``insert_many`` call."""
@@ -270,11 +273,12 @@ def _addresses(targets: Iterable[str], connections: dict[str, str] | None) -> di
     """Target -> connection string, in TARGETS order (Redis first); a ParameterError names each
     unknown target and each target without a connection."""
     asked = list(targets)
-    unknown = [t for t in asked if t not in TARGETS]
+    known = TARGETS + OPTIONAL_TARGETS
+    unknown = [t for t in asked if t not in known]
     if unknown:
-        raise ParameterError(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
+        raise ParameterError(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(known)}")
     conns = connections or {}
-    addresses = {t: connection(CONNECTION[t], conns.get(t)) for t in TARGETS if t in asked}
+    addresses = {t: connection(CONNECTION[t], conns.get(t)) for t in known if t in asked}
     unset = [t for t, a in addresses.items() if not a]
     if unset:
         raise ParameterError("no connection for " + ", ".join(f"{t} (set {ENV[CONNECTION[t]]})" for t in unset))
@@ -325,6 +329,27 @@ def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk
+
+
+class _Prometheus(_Target):
+    """The scenario's metrics as OpenMetrics, backfilled with promtool into the data directory
+    of the local Prometheus (address = that directory, FORENSICS_PROMETHEUS_DATA). A running
+    server loads the new blocks at its next block reload (about a minute) or at once on restart
+    (``scripts/services down --only prometheus && scripts/services up --only prometheus``)."""
+
+    name = "prometheus"
+
+    def write(self) -> dict[str, int]:
+        from forensics.simulate.metrics import scenario_metrics, to_openmetrics
+        from forensics.sources.prometheus import backfill
+
+        frame = self.ev.tables.get("metrics")
+        if frame is None:
+            frame = scenario_metrics(self.ev, self.profile)
+        blocks = backfill(to_openmetrics(frame), self.address)
+        self.notes.append("prometheus: blocks written; a running server loads them within about a minute, "
+                          "or at once after a restart")
+        return {"samples": len(frame), "blocks": len(blocks)}
 
 
 class _Mongo(_Target):
@@ -683,7 +708,7 @@ class _Redis(_Target):
 
 
 _CLASSES: dict[str, type[_Target]] = {"mongo": _Mongo, "kafka": _Kafka, "jaeger": _Jaeger, "postgres": _Postgres,
-                                      "redis": _Redis}
+                                      "redis": _Redis, "prometheus": _Prometheus}
 
 
 # ---- rendering glue -----------------------------------------------------------------------

@@ -266,3 +266,28 @@ def test_actuator_snapshots_join_the_metrics_table(prom):
     assert len(table[table["source"] == "prometheus"]) == len(prom.metrics)
     with pytest.raises(SourceError, match="no service answered"):
         collect_actuators(CollectRequest(win, load_profile("runbook"), {"actuator_urls": {"router-service": dead}}))
+
+
+def test_seed_backfills_the_scenario_history_into_prometheus(tmp_path):
+    """`forensics seed --targets prometheus`: the scenario's metrics as blocks in the data
+    directory; a server started on it answers range queries over the past window."""
+    from forensics.seed import seed_evidence
+
+    ev = simulate("router-outage", messages=1200, seed=5)
+    stack = tmp_path / "stack"
+    data = stack / "prometheus" / "data"
+    result = seed_evidence(ev, targets=["prometheus"], connections={"prometheus": str(data)})
+    assert result.written["prometheus"]["blocks"] >= 1
+    assert result.written["prometheus"]["samples"] == len(ev.tables["metrics"])
+    port = _free_port()
+    env = {**os.environ, "FORENSICS_STACK_DIR": str(stack), "FORENSICS_PROMETHEUS_PORT": str(port)}
+    up = _services(env, "up", "--only", "prometheus", "--timeout", "120")
+    assert up.returncode == 0, up.stderr[-2000:]
+    try:
+        client = PrometheusClient(f"http://127.0.0.1:{port}")
+        names = set(client.metric_names())
+        assert set(ev.tables["metrics"]["metric"]) - {"ALERTS"} <= names
+        frame = client.query_range("sum(messages_stuck_pending)", ev.window.start, ev.window.end, step=60)
+        assert frame["value"].max() > 100  # the router outage's PENDING backlog
+    finally:
+        _services(env, "down", "--only", "prometheus")
