@@ -517,7 +517,7 @@ def test_vectorised_partitions_equal_the_scalar_ones_for_any_key_length():
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_mongo_documents_round_trip_through_the_document_normaliser(profile):
-    bson = pytest.importorskip("bson")
+    import bson
     ev = sim("whatsapp-rate-limit", profile)
     prof = load_profile(profile)
     docs = render.mongo_documents(ev)

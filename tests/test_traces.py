@@ -430,8 +430,7 @@ def test_a_url_without_route_becomes_the_route_and_leaves_the_map():
 
 
 def test_simulator_spans_round_trip_through_a_jaeger_ui_download(tmp_path):
-    render = pytest.importorskip("forensics.simulate.render")
-    from forensics.simulate import simulate
+    from forensics.simulate import render, simulate
 
     ev = simulate("whatsapp-rate-limit", messages=1500, seed=4)
     path = tmp_path / "jaeger-download.json"

@@ -44,6 +44,18 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+@pytest.fixture(scope="session")
+def skip_or_fail():
+    """Skip with the reason on a developer's machine; fail with it under CI=true (never a silent pass)."""
+
+    def decide(msg: str) -> None:
+        if in_ci():
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+
+    return decide
+
+
 def unique_name(prefix: str = "t") -> str:
     """Short, unique, valid as a Mongo db / Postgres / Kafka / Redis name."""
     return f"{prefix}_{int(time.time())}_{uuid.uuid4().hex[:8]}"

@@ -204,14 +204,13 @@ def test_env_output_evals_in_a_shell(stack_env):
     assert out[2].startswith("redis://:") and "@127.0.0.1:" in out[2]
 
 
-def test_second_up_while_running_is_harmless(stack):
+def test_second_up_while_running_is_harmless(stack, skip_or_fail):
     if stack.stack_dir is None:
-        pytest.skip("FORENSICS_STACK_DIR unknown: stack not managed by scripts/services")
+        skip_or_fail("FORENSICS_STACK_DIR unknown: stack not managed by scripts/services")
     env = dict(os.environ, FORENSICS_STACK_DIR=str(stack.stack_dir))
     before = _status(env)
     if not all(s["pid"] for s in before.values()):
-        pytest.skip("the stack under test was not started by scripts/services in "
-                    f"{stack.stack_dir}")
+        skip_or_fail(f"the stack under test was not started by scripts/services in {stack.stack_dir}")
     proc = _services("up", env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for name in before:
