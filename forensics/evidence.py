@@ -29,6 +29,20 @@ class Evidence:
     scenario: dict[str, Any] | None = None
     """For simulated incidents: name, seed, messages, root_cause, description."""
 
+    @classmethod
+    def from_records(cls, window: Window, scenario: dict[str, Any] | None = None, *, source: str = "crafted",
+                     **tables: Any) -> Evidence:
+        """Evidence crafted by hand (tests, what-if questions in a notebook): each keyword is a
+        table name with its rows (list of dicts or a DataFrame), conformed to the schema;
+        rows without a ``source`` are marked ``source``."""
+        ev = cls(window, scenario=scenario)
+        for name, rows in tables.items():
+            df = pd.DataFrame(rows)
+            if "source" not in df.columns:
+                df["source"] = source
+            ev.put(name, schema.conform(name, df))
+        return ev
+
     def table(self, name: str) -> pd.DataFrame:
         """The table ``name``, or an empty one of the right shape when it was not collected."""
         frame = self.tables.get(name)

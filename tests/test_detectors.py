@@ -17,13 +17,7 @@ WINDOW = Window(END - pd.Timedelta("1h"), END)
 
 
 def evidence(scenario=None, **tables) -> Evidence:
-    ev = Evidence(WINDOW, scenario=scenario)
-    for name, rows in tables.items():
-        df = pd.DataFrame(rows)
-        if "source" not in df.columns:
-            df["source"] = "test"
-        ev.put(name, schema.conform(name, df))
-    return ev
+    return Evidence.from_records(WINDOW, scenario, source="test", **tables)
 
 
 def ago(seconds) -> pd.Timestamp:

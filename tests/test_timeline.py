@@ -16,13 +16,7 @@ def ago(s):
 
 
 def evidence(**tables) -> Evidence:
-    ev = Evidence(WINDOW)
-    for name, rows in tables.items():
-        df = pd.DataFrame(rows)
-        if "source" not in df.columns:
-            df["source"] = "test"
-        ev.put(name, schema.conform(name, df))
-    return ev
+    return Evidence.from_records(WINDOW, source="test", **tables)
 
 
 def timeline(ev):
