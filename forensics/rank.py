@@ -100,9 +100,9 @@ def _error_rule(cause: str, extra: dict[str, float] | None = None, against: dict
 RULES: dict[str, Rule] = {
     "router_down": Rule(
         {"router_silent": 0.4, "stuck_pending": 0.25, "router_lag": 0.2, "stuck_all_channels": 0.1,
-         "p95_breach": 0.05},
+         "p95_breach": 0.05, "cause:router_down": 0.25},
         {"missing_topic": 0.6, "cause:mongodb_write_failure": 0.5, "failed_spike": 0.15, "lag_skewed": 0.2},
-        requires=("router_silent", "stuck_pending", "router_lag"),
+        requires=("router_silent", "stuck_pending", "router_lag", "cause:router_down"),
         radius=("stuck_pending", "router_silent")),
     "missing_topic": Rule(
         {"missing_topic": 0.65, "cause:missing_topic": 0.2, "stuck_pending": 0.15},

@@ -148,7 +148,7 @@ def test_graph_code_in_plain_text():
      "missing_topic"),
     ("Error calling connector: I/O error on POST request for \"http://whatsapp-connector:8091/api\": Connection refused",
      "transport.connection_refused", "connector_unreachable"),
-    ("ERROR - Failed to consume from Kafka: Connection refused", "kafka.consume_failed", None),
+    ("ERROR - Failed to consume from Kafka: Connection refused", "kafka.consume_failed", "router_down"),
     ("Attempt to heartbeat failed since group is rebalancing", "kafka.rebalance_in_progress", "partition_rebalance"),
     ("Connector returned error: status=503, body=<html>Service Unavailable</html>", "http.503", "platform_outage"),
     ("Connector returned error: status=599, body=", "http.5xx", "platform_outage"),
