@@ -239,3 +239,11 @@ def test_thresholds_override_the_runbook_defaults():
     assert not (lax.findings["detector"] == "failed_rate").any()
     assert not (lax.findings["detector"] == "delivery_p95").any()
     assert lax.thresholds.failed_rate == 0.9
+
+
+def test_router_logs_alone_point_at_the_router_and_say_the_evidence_is_partial():
+    ev = simulate("router-outage", messages=2000, seed=1)
+    ev.tables = {"log_events": ev.tables["log_events"]}  # only `docker logs` output was collected
+    ranked = list(analyze(ev).hypotheses["cause"])
+    assert ranked[0] == "unknown"
+    assert ranked.index("router_down") < ranked.index("platform_outage")
