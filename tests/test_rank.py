@@ -245,5 +245,4 @@ def test_router_logs_alone_point_at_the_router_and_say_the_evidence_is_partial()
     ev = simulate("router-outage", messages=2000, seed=1)
     ev.tables = {"log_events": ev.tables["log_events"]}  # only `docker logs` output was collected
     ranked = list(analyze(ev).hypotheses["cause"])
-    assert ranked[0] == "unknown"
-    assert ranked.index("router_down") < ranked.index("platform_outage")
+    assert ranked[:2] == ["unknown", "router_down"]
