@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-SERVICES_SCRIPT = REPO / "scripts" / "services"
+from stack_tools import SERVICES_SCRIPT
 
 # service -> environment variable holding its address
 SERVICE_ENV = {

@@ -12,9 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from stack_tools import REPO, free_ports, run_services
 
 from forensics import schema
 from forensics.alerts import detection, evaluate
@@ -45,24 +43,11 @@ from forensics.timeutil import Window
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-SERVICES = REPO / "scripts" / "services"
 MISSING_METRIC_RULE = {
     "alert": "HighDeliveryErrorRate",
     "expr": "rate(message_delivery_errors_total[5m]) / rate(message_delivery_time_seconds_count[5m]) > 0.01",
     "for": "2m",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _services(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SERVICES), *args], env=env, capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL, check=False)
 
 
 @dataclass
@@ -87,17 +72,17 @@ def prom(tmp_path_factory) -> Prom:
     runbook = yaml.safe_load((REPO / "forensics" / "rules" / "runbook_alerts.yaml").read_text())
     runbook["groups"].append({"name": "site", "rules": [MISSING_METRIC_RULE]})
     rules.write_text(yaml.safe_dump(runbook))
-    port = _free_port()
+    port = free_ports(1)[0]
     env = {**os.environ, "FORENSICS_STACK_DIR": str(stack), "FORENSICS_PROMETHEUS_PORT": str(port),
            "FORENSICS_PROMETHEUS_RULES": str(rules)}
     blocks = backfill(to_openmetrics(metrics), stack / "prometheus" / "data")
-    up = _services(env, "up", "--only", "prometheus", "--timeout", "120")
+    up = run_services("up", "--only", "prometheus", "--timeout", "120", env=env, timeout=300)
     if up.returncode != 0:
         pytest.fail(f"scripts/services up --only prometheus failed:\n{up.stderr[-2000:]}")
     try:
         yield Prom(f"http://127.0.0.1:{port}", blocks, ev, metrics)
     finally:
-        _services(env, "down", "--only", "prometheus")
+        run_services("down", "--only", "prometheus", env=env, timeout=300)
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -195,7 +180,7 @@ def test_bad_promql_is_reported_with_the_server_reason(prom):
 
 
 def test_unreachable_server_is_a_clear_error_and_a_missing_source():
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_ports(1)[0]}"
     with pytest.raises(PrometheusUnavailable, match="connection refused"):
         PrometheusClient(url).buildinfo()
     window = Window(pd.Timestamp("2025-12-03T14:00Z"), pd.Timestamp("2025-12-03T15:00Z"))
@@ -235,7 +220,7 @@ def test_detection_replays_the_loaded_rules_and_flags_a_missing_metric(prom):
 
 
 def test_health_snapshot_reads_a_real_exposition_and_reports_a_dead_service(prom):
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"
     frame = health_snapshot({"prometheus": prom.url, "message-service": dead}, health_path="/-/healthy",
                             metrics_path="/metrics")
     schema.validate("metrics", frame)
@@ -254,7 +239,7 @@ def test_health_snapshot_reads_a_real_exposition_and_reports_a_dead_service(prom
 def test_actuator_snapshots_join_the_metrics_table(prom):
     from forensics.sources.prometheus import collect_actuators
 
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"
     win = prom.evidence.window
     result = collect(CollectRequest(win, load_profile("runbook"), {
         "prometheus_url": prom.url, "step": 60, "actuator_urls": {"router-service": dead}}))
@@ -279,9 +264,9 @@ def test_seed_backfills_the_scenario_history_into_prometheus(tmp_path):
     result = seed_evidence(ev, targets=["prometheus"], connections={"prometheus": str(data)})
     assert result.written["prometheus"]["blocks"] >= 1
     assert result.written["prometheus"]["samples"] == len(ev.tables["metrics"])
-    port = _free_port()
+    port = free_ports(1)[0]
     env = {**os.environ, "FORENSICS_STACK_DIR": str(stack), "FORENSICS_PROMETHEUS_PORT": str(port)}
-    up = _services(env, "up", "--only", "prometheus", "--timeout", "120")
+    up = run_services("up", "--only", "prometheus", "--timeout", "120", env=env, timeout=300)
     assert up.returncode == 0, up.stderr[-2000:]
     try:
         client = PrometheusClient(f"http://127.0.0.1:{port}")
@@ -290,4 +275,4 @@ def test_seed_backfills_the_scenario_history_into_prometheus(tmp_path):
         frame = client.query_range("sum(messages_stuck_pending)", ev.window.start, ev.window.end, step=60)
         assert frame["value"].max() > 100  # the router outage's PENDING backlog
     finally:
-        _services(env, "down", "--only", "prometheus")
+        run_services("down", "--only", "prometheus", env=env, timeout=300)

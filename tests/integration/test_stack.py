@@ -20,8 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-SERVICES_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "services"
+from stack_tools import SERVICES_SCRIPT, free_ports, run_services
 
 pytestmark = pytest.mark.integration
 
@@ -179,14 +178,8 @@ def test_redis_set_get_ttl(redis_db):
 
 
 # ---- scripts/services behaviour --------------------------------------------
-def _services(*args: str, env: dict | None = None, timeout: float = 600):
-    return subprocess.run([sys.executable, str(SERVICES_SCRIPT), *args], env=env,
-                          capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, check=False)
-
-
 def _status(env: dict | None = None) -> dict[str, dict]:
-    proc = _services("status", "--json", env=env)
+    proc = run_services("status", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     return {s["service"]: s for s in json.loads(proc.stdout)["services"]}
 
@@ -211,26 +204,12 @@ def test_second_up_while_running_is_harmless(stack, skip_or_fail):
     before = _status(env)
     if not all(s["pid"] for s in before.values()):
         skip_or_fail(f"the stack under test was not started by scripts/services in {stack.stack_dir}")
-    proc = _services("up", env=env, timeout=300)
+    proc = run_services("up", env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for name in before:
         assert f"{name}: already running" in proc.stderr
     after = _status(env)
     assert {n: s["pid"] for n, s in after.items()} == {n: s["pid"] for n, s in before.items()}
-
-
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 def _alive(pid: int) -> bool:
@@ -268,12 +247,12 @@ def separate_stack():
     own stack dir on free ports; purged afterwards. The main stack is not touched."""
     run_dir = tempfile.mkdtemp(prefix="forensics-stack-test-")
     os.chmod(run_dir, 0o755)  # reachable by the postgres OS user when we are root
-    redis_port, pg_port = _free_ports(2)
+    redis_port, pg_port = free_ports(2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORENSICS_")}
     env.update(FORENSICS_STACK_DIR=run_dir, FORENSICS_REDIS_PORT=str(redis_port),
                FORENSICS_POSTGRES_PORT=str(pg_port), CI=os.environ.get("CI", ""))
     yield env
-    _services("purge", "--only", "redis,postgres", env=env, timeout=120)
+    run_services("purge", "--only", "redis,postgres", env=env, timeout=120)
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -286,7 +265,7 @@ def test_up_down_separate_instance(separate_stack):
     only = ("--only", "redis,postgres")
     ports = {"redis": int(env["FORENSICS_REDIS_PORT"]), "postgres": int(env["FORENSICS_POSTGRES_PORT"])}
 
-    proc = _services("up", *only, env=env, timeout=300)
+    proc = run_services("up", *only, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     status = _status(env)
     pids = {name: status[name]["pid"] for name in ports}
@@ -297,7 +276,7 @@ def test_up_down_separate_instance(separate_stack):
         assert _listening(port)
 
     urls = {}
-    for line in _services("env", env=env).stdout.splitlines():
+    for line in run_services("env", env=env).stdout.splitlines():
         if line.startswith("export "):
             key, _, value = line[len("export "):].partition("=")
             urls[key] = value.strip("'")
@@ -309,7 +288,7 @@ def test_up_down_separate_instance(separate_stack):
         redis.Redis(host="127.0.0.1", port=ports["redis"], password="wrong").ping()
 
     # second `up`: harmless, same processes
-    again = _services("up", *only, env=env, timeout=120)
+    again = run_services("up", *only, env=env, timeout=120)
     assert again.returncode == 0, again.stderr
     assert "redis: already running" in again.stderr
     assert "postgres: already running" in again.stderr
@@ -318,7 +297,7 @@ def test_up_down_separate_instance(separate_stack):
     children = {name: _descendants(pid) for name, pid in pids.items()}
     assert children["postgres"]  # the postmaster's background workers
 
-    down = _services("down", *only, env=env, timeout=120)
+    down = run_services("down", *only, env=env, timeout=120)
     assert down.returncode == 0, down.stderr
     for name, pid in pids.items():
         assert not _alive(pid), f"{name} pid {pid} still running after down"
@@ -329,9 +308,9 @@ def test_up_down_separate_instance(separate_stack):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", ports[name]))
     assert all(s["pid"] is None for s in _status(env).values())
-    assert _services("status", "--quiet", *only, env=env).returncode == 3
+    assert run_services("status", "--quiet", *only, env=env).returncode == 3
 
-    again = _services("down", *only, env=env, timeout=60)
+    again = run_services("down", *only, env=env, timeout=60)
     assert again.returncode == 0 and "not running" in again.stderr
 
 
@@ -342,7 +321,7 @@ def test_up_fails_clearly_when_port_is_taken(separate_stack):
         blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         blocker.bind(("127.0.0.1", port))
         blocker.listen(1)
-        proc = _services("up", "--only", "redis", env=env, timeout=120)
+        proc = run_services("up", "--only", "redis", env=env, timeout=120)
     assert proc.returncode != 0
     assert "redis" in proc.stderr and str(port) in proc.stderr and "already in use" in proc.stderr
     assert _status(env)["redis"]["pid"] is None
