@@ -57,3 +57,14 @@ def limits_from_options(options: dict, source: str) -> Limits:
                       connect_timeout_s=float(options.get("connect_timeout_s") or base.connect_timeout_s))
     except (TypeError, ValueError) as exc:
         raise ParameterError(f"{source} limits: {exc}") from None
+
+
+def int_option(options: dict, key: str, default: int) -> int:
+    """A whole-number source option (``-o key=N``), else ``default``; a ParameterError names the key."""
+    from forensics.errors import ParameterError
+
+    value = options.get(key)
+    try:
+        return int(value or default)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{key} must be a whole number, got {value!r}") from None

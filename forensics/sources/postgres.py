@@ -29,9 +29,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from forensics import schema
 from forensics.collect import CollectRequest, SourceResult
-from forensics.config import DEFAULT_LIMITS, Limits, connection, limits_from_options
+from forensics.config import DEFAULT_LIMITS, Limits, connection, int_option, limits_from_options
 from forensics.credentials import mask_uri
-from forensics.errors import ParameterError, SourceError
+from forensics.errors import SourceError
 from forensics.identity import format_valid
 from forensics.profiles import Profile, load_profile
 
@@ -253,10 +253,7 @@ def collect(request: CollectRequest) -> SourceResult:
     opts = request.options
     dsn = connection(SOURCE, opts.get("postgres_dsn"))
     ids = _list_option(opts.get("platform_ids"))
-    try:
-        limit = int(opts.get("identity_limit") or DEFAULT_IDENTITY_LIMIT)
-    except ValueError:
-        raise ParameterError(f"identity_limit must be a whole number, got {opts.get('identity_limit')!r}") from None
+    limit = int_option(opts, "identity_limit", DEFAULT_IDENTITY_LIMIT)
     limits = limits_from_options(opts, SOURCE)
     if request.progress:
         request.progress(f"postgres: identities from {mask_uri(dsn) if dsn else '(no DSN)'}")

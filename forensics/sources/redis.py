@@ -36,9 +36,9 @@ import redis as redis_client
 
 from forensics import schema
 from forensics.collect import CollectRequest, SourceResult
-from forensics.config import DEFAULT_LIMITS, Limits, connection, limits_from_options
+from forensics.config import DEFAULT_LIMITS, Limits, connection, int_option, limits_from_options
 from forensics.credentials import mask_uri
-from forensics.errors import ParameterError, SourceError
+from forensics.errors import SourceError
 from forensics.profiles import Profile, load_profile
 from forensics.timeutil import utcnow
 
@@ -270,10 +270,7 @@ def collect(request: CollectRequest) -> SourceResult:
     opts = request.options
     url = connection(SOURCE, opts.get("redis_url"))
     prefix = str(opts.get("redis_key_prefix") or "")
-    try:
-        max_keys = int(opts.get("redis_max_keys") or DEFAULT_MAX_KEYS)
-    except ValueError:
-        raise ParameterError(f"redis_max_keys must be a whole number, got {opts.get('redis_max_keys')!r}") from None
+    max_keys = int_option(opts, "redis_max_keys", DEFAULT_MAX_KEYS)
     limits = limits_from_options(opts, SOURCE)
     if request.progress:
         request.progress(f"redis: scanning {mask_uri(url) if url else '(no URL)'}")
