@@ -58,13 +58,24 @@ class Prom:
     metrics: pd.DataFrame
 
 
+def _have_promtool() -> bool:
+    return bool(shutil.which("promtool") or Path("/usr/bin/promtool").exists())
+
+
 @pytest.fixture(scope="module")
-def prom(tmp_path_factory) -> Prom:
+def promtool(skip_or_fail) -> None:
+    """Debian's prometheus and promtool, installed by scripts/services when missing (Prometheus is
+    opt-in in the stack, so `make test`'s `up` does not bring it on a bare machine)."""
+    if not _have_promtool():
+        done = run_services("install", "--only", "prometheus", timeout=600)
+        if not _have_promtool():
+            skip_or_fail("promtool/prometheus not installed and `scripts/services install --only prometheus` "
+                         f"did not install it: {done.stderr[-1000:]}")
+
+
+@pytest.fixture(scope="module")
+def prom(tmp_path_factory, promtool) -> Prom:
     """A Prometheus of our own holding a simulated WhatsApp outage (2025-12-03, runbook names)."""
-    if not (shutil.which("promtool") or Path("/usr/bin/promtool").exists()):
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("promtool/prometheus not installed (apt-get install prometheus)")
-        pytest.skip("promtool/prometheus not installed (apt-get install prometheus)")
     ev = simulate("whatsapp-outage", messages=1500, seed=11)
     metrics = scenario_metrics(ev)
     stack = tmp_path_factory.mktemp("prometheus-stack")
@@ -253,7 +264,7 @@ def test_actuator_snapshots_join_the_metrics_table(prom):
         collect_actuators(CollectRequest(win, load_profile("runbook"), {"actuator_urls": {"router-service": dead}}))
 
 
-def test_seed_backfills_the_scenario_history_into_prometheus(tmp_path):
+def test_seed_backfills_the_scenario_history_into_prometheus(tmp_path, promtool):
     """`forensics seed --targets prometheus`: the scenario's metrics as blocks in the data
     directory; a server started on it answers range queries over the past window."""
     from forensics.seed import seed_evidence
