@@ -429,7 +429,7 @@ def conform(name: str, frame: pd.DataFrame | Mapping[str, object] | None = None)
             out[c.name] = s.reset_index(drop=True)
         else:
             out[c.name] = pd.Series(pd.array([None] * n, dtype=c.dtype))
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, copy=False)
 
 
 def validate(name: str, frame: pd.DataFrame) -> pd.DataFrame:

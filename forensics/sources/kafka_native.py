@@ -1,0 +1,228 @@
+"""The native range reader behind the Kafka source (native/kafka_reader, a Rust extension).
+
+Through confluent-kafka each record costs a Python ``Message`` object and half a dozen
+accessor calls, which bounds a DLQ read at ~80k records/s. The extension drives the same
+librdkafka confluent-kafka loaded (found in this process' memory map, so protocol,
+security and compression support are identical) with the same read-only settings
+(assign() to explicit offset ranges, no subscribe, no commit), decodes records in native
+code and returns Arrow-ready column buffers.
+
+Rows the extension does not decode with certainty (a payload that is not a plain UTF-8
+JSON object, a repeated header name, a field that is not a string, a time that is not a
+number) come back listed, and are decoded here by the Python reference decoders of
+:mod:`forensics.sources.kafka`, so both readers give identical frames (pinned by the
+integration tests, which run every read through both).
+
+``FORENSICS_KAFKA_READER``: ``auto`` (default: native when built), ``native`` (required:
+a clear error when missing) or ``python`` (confluent-kafka only).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..config import Limits
+from ..errors import SourceError
+
+READER_ENV = "FORENSICS_KAFKA_READER"
+BATCH_ROWS = 65_536
+"""Records per native batch (a batch also ends at 1 GiB in one column). Text columns come
+as Arrow large_string (64-bit offsets), the storage of pandas' Arrow-backed strings."""
+
+_FIELDS = ("message_id", "conversation_id", "channel", "event_type", "event_time")
+"""Field numbers of the extension's ``python_fields`` rows."""
+
+
+def reader_choice() -> str:
+    choice = os.environ.get(READER_ENV, "auto").strip().lower() or "auto"
+    if choice not in ("auto", "native", "python"):
+        raise SourceError("kafka", f"{READER_ENV}={choice!r} is not one of auto, native, python")
+    return choice
+
+
+@cache
+def librdkafka_path() -> str | None:
+    """The librdkafka shared library confluent-kafka loaded into this process, else None."""
+    import confluent_kafka.cimpl  # noqa: F401  (maps librdkafka into the process)
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            for line in maps:
+                path = line.rstrip("\n").split(maxsplit=5)[-1]
+                if "librdkafka" in os.path.basename(path) and os.path.exists(path):
+                    return path
+    except OSError:
+        pass
+    import confluent_kafka
+
+    libs = os.path.join(os.path.dirname(os.path.dirname(confluent_kafka.__file__)), "confluent_kafka.libs")
+    found = sorted(glob.glob(os.path.join(libs, "librdkafka*.so*")))
+    return found[0] if found else None
+
+
+def native_module():
+    """The extension module when it is built and wanted, else None (the Python reader is used)."""
+    choice = reader_choice()
+    if choice == "python":
+        return None
+    try:
+        import forensics_kafka_native
+    except ImportError as exc:
+        if choice == "native":
+            raise SourceError("kafka", f"{READER_ENV}=native but the native reader is not installed ({exc})",
+                              "run scripts/setup-venv.sh (it builds native/kafka_reader with cargo)") from exc
+        return None
+    if librdkafka_path() is None:
+        if choice == "native":
+            raise SourceError("kafka", "the native reader cannot find the librdkafka confluent-kafka loaded")
+        return None
+    return forensics_kafka_native
+
+
+def _librdkafka_config(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Consumer settings as librdkafka strings (Python objects such as the logger left out)."""
+    items = []
+    for key, value in config.items():
+        if isinstance(value, bool):
+            items.append((key, "true" if value else "false"))
+        elif isinstance(value, (str, int, float)):
+            items.append((key, str(value)))
+    return items
+
+
+# ---- column buffers -> Arrow ----------------------------------------------------------------
+
+def _validity(col: dict[str, Any]) -> pa.Buffer | None:
+    return pa.py_buffer(col["validity"]) if col["nulls"] else None
+
+
+def _numbers(col: dict[str, Any], rows: int, dtype: pa.DataType) -> pa.Array:
+    return pa.Array.from_buffers(dtype, rows, [_validity(col), pa.py_buffer(col["values"])], null_count=col["nulls"])
+
+
+def _strings(col: dict[str, Any], rows: int) -> pa.Array:
+    return pa.Array.from_buffers(pa.large_string(), rows,
+                                 [_validity(col), pa.py_buffer(col["offsets"]), pa.py_buffer(col["data"])],
+                                 null_count=col["nulls"])
+
+
+def _patched(array: pa.Array, patches: dict[int, Any]) -> pa.Array:
+    """``array`` with the values at the given rows replaced."""
+    if not patches:
+        return array
+    mask = np.zeros(len(array), dtype=bool)
+    rows = sorted(patches)
+    mask[rows] = True
+    return pc.replace_with_mask(array, pa.array(mask), pa.array([patches[r] for r in rows], array.type))
+
+
+def batch_columns(batch: dict[str, Any], headers: bool, max_bytes: int) -> dict[str, pa.Array]:
+    """One native batch -> the columns the Python path's ``_raw_columns`` gives."""
+    from . import kafka
+
+    rows = batch["rows"]
+    topics = pa.array(batch["topics"], pa.large_string())
+    ts = np.frombuffer(batch["timestamp"]["values"], dtype=np.int64)
+    cols: dict[str, pa.Array] = {
+        "topic": pc.take(topics, _numbers(batch["topic_index"], rows, pa.int32())),
+        "partition": _numbers(batch["partition"], rows, pa.int32()).cast(pa.int64()),
+        "offset": _numbers(batch["offset"], rows, pa.int64()),
+        "timestamp": pa.array(ts, pa.timestamp("ms", tz="UTC"), mask=ts < 0),
+        "key": _strings(batch["key"], rows),
+    }
+    if headers:
+        text = {c: _strings(batch[c], rows) for c in ("headers", "original_topic", "exception_class",
+                                                      "exception_message")}
+        ints = {c: _numbers(batch[c], rows, pa.int64()) for c in ("original_partition", "original_offset")}
+        ints["original_timestamp"] = _numbers(batch["original_timestamp"], rows, pa.timestamp("ms", tz="UTC"))
+        patches: dict[str, dict[int, Any]] = {c: {} for c in (*text, *ints)}
+        cache: dict = {}
+        for row, pairs in batch["python_header_rows"]:
+            patches["headers"][row], found = kafka.decode_headers(pairs, cache)
+            for column, value in found.items():
+                patches[column][row] = value
+        cols.update({c: _patched(a, patches[c]) for c, a in {**text, **ints}.items()})
+
+    fields = {c: _strings(batch[c], rows) for c in _FIELDS[:4]}
+    payload = _strings(batch["payload"], rows)
+    times = _numbers(batch["event_time"], rows, pa.float64())
+    field_patches: dict[str, dict[int, Any]] = {c: {} for c in fields}
+    payload_patches: dict[int, Any] = {}
+    errors: dict[int, Any] = {}
+    time_patches: dict[int, Any] = {}
+    for row, value in batch["python_payload_rows"]:
+        d = kafka.decode_payload(value, max_bytes)
+        payload_patches[row], errors[row] = d.text, d.error
+        if d.fields:
+            for column, keys in kafka._PAYLOAD_KEYS.items():
+                field_patches[column][row] = kafka._field_text(next((d.fields[k] for k in keys
+                                                                     if d.fields.get(k) is not None), None))
+            time_patches[row] = d.fields.get(kafka._PAYLOAD_TIME_KEY)
+    for row, field, raw in batch["python_fields"]:
+        value = json.loads(raw)
+        if _FIELDS[field] == "event_time":
+            time_patches[row] = value
+        else:
+            field_patches[_FIELDS[field]][row] = kafka._field_text(value)
+    cols.update({c: _patched(a, field_patches[c]) for c, a in fields.items()})
+    if time_patches:
+        values: list[Any] = times.to_pylist()
+        for row, value in time_patches.items():
+            values[row] = value
+        cols["event_time"] = kafka._times(values)
+    else:
+        cols["event_time"] = kafka._times(times.to_numpy(zero_copy_only=False))
+    cols["payload"] = _patched(payload, payload_patches)
+    cols["payload_bytes"] = _numbers(batch["payload_bytes"], rows, pa.int64())
+    cols["decode_error"] = _patched(pa.nulls(rows, pa.large_string()), errors)
+    return cols
+
+
+def scan(module, config: dict[str, Any], ranges: list[dict[str, Any]], limits: Limits, headers: bool,
+         max_bytes: int, progress: Callable[[str], None] | None = None
+         ) -> tuple[list[dict[str, pa.Array]], str | None]:
+    """Read every non-empty range natively; (column dicts per batch, why truncated or None)."""
+    todo = [(r["topic"], r["partition"], r["start_offset"], r["end_offset"]) for r in ranges
+            if r["end_offset"] > r["start_offset"]]
+    if not todo:
+        return [], None
+    try:
+        reader = module.RangeReader(librdkafka_path(), _librdkafka_config(config), todo, headers, max_bytes)
+    except (RuntimeError, ValueError) as exc:
+        raise SourceError("kafka", f"native reader: {exc}") from exc
+    deadline = time.monotonic() + limits.timeout_s
+    out: list[dict[str, pa.Array]] = []
+    total, truncated = 0, None
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                truncated = f"wall-clock cap of {limits.timeout_s:g} s reached"
+                break
+            if total >= limits.max_rows:
+                truncated = f"record cap of {limits.max_rows} reached"
+                break
+            try:
+                batch = reader.next_batch(min(BATCH_ROWS, limits.max_rows - total), min(left, 1.0))
+            except RuntimeError as exc:
+                raise SourceError("kafka", str(exc)) from exc
+            if batch is None:
+                break
+            if batch["rows"]:
+                out.append(batch_columns(batch, headers, max_bytes))
+                total += batch["rows"]
+                if progress:
+                    progress(f"kafka: {total} records read")
+    finally:
+        reader.close()
+    return out, truncated
