@@ -20,3 +20,35 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+
+# The native Kafka reader (native/kafka_reader, Rust): reads DLQ and event topics ~5x faster
+# than confluent-kafka alone. Optional: without cargo, or if the build fails, Kafka reads
+# go through confluent-kafka (forensics.sources.kafka_native says which reader ran).
+# Built once per source version into the cache outside the checkout, so fresh clones reuse it.
+native=native/kafka_reader
+native_hash=$(cat "$native"/Cargo.toml "$native"/Cargo.lock "$native"/pyproject.toml "$native"/src/*.rs \
+  | sha256sum | cut -c1-16)
+native_stamp=.venv/.native-$native_hash
+if [ ! -f "$native_stamp" ]; then
+  cache=${CHAT4ALL_FORENSICS_CACHE:-$HOME/.cache/chat4all-forensics}/native
+  wheels=$cache/wheels-$native_hash
+  if ! ls "$wheels"/*.whl >/dev/null 2>&1; then
+    if command -v cargo >/dev/null 2>&1; then
+      echo "setup: building the native Kafka reader with cargo (once; cached in $cache)" >&2
+      rm -rf "$wheels.tmp"
+      if CARGO_TARGET_DIR=$cache/target .venv/bin/maturin build --release --locked -q -i .venv/bin/python \
+           --manifest-path "$native"/Cargo.toml -o "$wheels.tmp" >&2; then
+        mv "$wheels.tmp" "$wheels"
+      else
+        echo "setup: WARNING: the native Kafka reader did not build; Kafka reads use confluent-kafka" >&2
+      fi
+    else
+      echo "setup: WARNING: cargo not found; the native Kafka reader is not built (Kafka reads use confluent-kafka)" >&2
+    fi
+  fi
+  if ls "$wheels"/*.whl >/dev/null 2>&1; then
+    .venv/bin/python -m pip install --disable-pip-version-check -q --force-reinstall --no-deps "$wheels"/*.whl
+    rm -f .venv/.native-*
+    touch "$native_stamp"
+  fi
+fi

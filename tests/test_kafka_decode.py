@@ -83,6 +83,20 @@ def test_text_number_of_binary_width_is_read_as_text():
     assert dlt == {"original_partition": 1234, "original_offset": 12345678}
 
 
+def test_number_header_outside_int64_is_kept_as_text_not_a_column():
+    text, dlt = decode_headers([("kafka_dlt-original-offset", b"99999999999999999999")])
+    assert json.loads(text) == {"kafka_dlt-original-offset": "99999999999999999999"}
+    assert dlt == {"original_offset": None}
+    frame = dlq_frame([record(json.dumps(CAMEL).encode(), [("kafka_dlt-original-offset", b"-99999999999999999999")])])
+    assert frame["original_offset"].isna().all()
+
+
+def test_lone_surrogate_in_a_payload_field_becomes_a_replacement_character():
+    frame = dlq_frame([record(b'{"messageId": "a \\ud800 b", "channel": ["\\udfff"]}')])
+    assert frame["message_id"].iloc[0] == "a \ufffd b"
+    assert frame["channel"].iloc[0] == '["\ufffd"]'
+
+
 def test_header_values_not_utf8_become_hex_and_repeats_are_kept():
     text, dlt = decode_headers([("trace", b"\xff\x00"), ("x", b"a"), ("x", b"b"), ("empty", None)])
     assert json.loads(text) == {"trace": "ff00", "x": ["a", "b"], "empty": None}

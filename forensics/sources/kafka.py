@@ -140,7 +140,8 @@ def _dlt_int(value: bytes | None, width: int) -> int | None:
         return None
     digits = value[1:] if value[:1] == b"-" else value
     if digits.isdigit():
-        return int(value)
+        number = int(value)
+        return number if -(1 << 63) <= number < (1 << 63) else None  # outside int64: kept as text only
     if len(value) == width:
         return int.from_bytes(value, "big", signed=True)
     return None
@@ -257,9 +258,19 @@ def decode_payload(value: bytes | None, max_bytes: int = MAX_PAYLOAD_BYTES) -> D
 
 
 def _field_text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
+    """A payload field as text: strings as they are, other JSON values as compact JSON.
+
+    A lone surrogate (JSON allows ``"\\ud800"``; UTF-8 cannot hold it) becomes U+FFFD.
+    """
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _times(values: list[Any] | np.ndarray) -> pa.Array:

@@ -20,7 +20,7 @@ import yaml
 from forensics.config import Limits
 from forensics.profiles import Profile, load_profile
 from forensics.schema import validate
-from forensics.sources import kafka
+from forensics.sources import kafka, kafka_native
 from forensics.timeutil import Window
 
 pytestmark = pytest.mark.integration
@@ -122,6 +122,20 @@ def commit(bootstrap: str, group: str, offsets: dict[tuple[str, int], int]) -> N
         c.close()
 
 
+@pytest.fixture(params=["native", "python"])
+def reader(request, monkeypatch, skip_or_fail) -> str:
+    """Each reading test runs through both readers: the native one (native/kafka_reader) and
+    confluent-kafka alone; they must give the same frames."""
+    if request.param == "native" and kafka_native.native_module() is None:
+        skip_or_fail("the native Kafka reader is not built (scripts/setup-venv.sh builds it with cargo)")
+    monkeypatch.setenv(kafka_native.READER_ENV, request.param)
+    return request.param
+
+
+def expected_reader(reader: str) -> str:
+    return "native" if reader == "native" else "confluent-kafka"
+
+
 @pytest.fixture
 def profile(kafka_topic_prefix, tmp_path) -> Profile:
     return prefixed_profile(kafka_topic_prefix, tmp_path)
@@ -153,8 +167,9 @@ def seeded_dlq(profile, kafka_admin, kafka_bootstrap):
     return {"edges": edges, "inside": inside}
 
 
-def test_dlq_window_is_bounded_by_offsets_for_times(profile, seeded_dlq, kafka_bootstrap):
+def test_dlq_window_is_bounded_by_offsets_for_times(profile, seeded_dlq, kafka_bootstrap, reader):
     read = kafka.read_dlq(profile, WINDOW, bootstrap=kafka_bootstrap)
+    assert read.reader == expected_reader(reader)
     df = read.frame
     validate("dlq_records", df)
     wa, tg, ig = (t.name for t in profile.kafka.dlq)
@@ -187,13 +202,13 @@ def test_dlq_window_is_bounded_by_offsets_for_times(profile, seeded_dlq, kafka_b
     assert bad["channel"] == "TELEGRAM"
 
 
-def test_dlq_record_cap_truncates_and_says_so(profile, seeded_dlq, kafka_bootstrap):
+def test_dlq_record_cap_truncates_and_says_so(profile, seeded_dlq, kafka_bootstrap, reader):
     read = kafka.read_dlq(profile, WINDOW, bootstrap=kafka_bootstrap, limits=Limits(max_rows=7))
     assert len(read.frame) == 7
     assert read.truncated == "record cap of 7 reached"
 
 
-def test_empty_window_reads_nothing(profile, seeded_dlq, kafka_bootstrap):
+def test_empty_window_reads_nothing(profile, seeded_dlq, kafka_bootstrap, reader):
     later = Window(WINDOW.end + pd.Timedelta("1h"), WINDOW.end + pd.Timedelta("2h"))
     read = kafka.read_dlq(profile, later, bootstrap=kafka_bootstrap)
     validate("dlq_records", read.frame)
@@ -277,7 +292,7 @@ def test_topic_inventory_lists_missing_topics_partitions_and_retention(profile, 
     assert pd.isna(inv.loc[profile.kafka.dlq[0].name, "partitions"])
 
 
-def test_message_event_order_within_conversations(profile, kafka_admin, kafka_bootstrap):
+def test_message_event_order_within_conversations(profile, kafka_admin, kafka_bootstrap, reader):
     topic = profile.kafka.message_events
     create_topics(kafka_admin, {topic.name: topic.partitions})
     prod = producer(kafka_bootstrap)
@@ -309,7 +324,7 @@ def test_message_event_order_within_conversations(profile, kafka_admin, kafka_bo
     assert by_message.frame["message_id"].tolist() == ["other"]
 
 
-def test_collect_fills_dlq_and_lag_and_names_missing_topics(profile, seeded_dlq, kafka_bootstrap):
+def test_collect_fills_dlq_and_lag_and_names_missing_topics(profile, seeded_dlq, kafka_bootstrap, reader):
     from forensics.collect import collect
 
     ev, queries, custody = collect(["kafka"], WINDOW, profile, options={"bootstrap": kafka_bootstrap})
@@ -322,6 +337,7 @@ def test_collect_fills_dlq_and_lag_and_names_missing_topics(profile, seeded_dlq,
     assert profile.kafka.dlq[0].name not in missing
     assert {t["topic"] for t in desc["topics"]} == {t.name for t in profile.kafka.expected_topics()}
     assert queries["dlq_records"]["ranges"]
+    assert desc["dlq"]["reader"] == expected_reader(reader)
 
 
 def test_unreachable_broker_is_a_source_error(profile):
@@ -332,7 +348,7 @@ def test_unreachable_broker_is_a_source_error(profile):
     assert "kafka" in ev.missing and "127.0.0.1:9" in ev.missing["kafka"]
 
 
-def test_reading_commits_no_offsets_and_creates_no_group(profile, seeded_dlq, kafka_admin, kafka_bootstrap):
+def test_reading_commits_no_offsets_and_creates_no_group(profile, seeded_dlq, kafka_admin, kafka_bootstrap, reader):
     group = profile.kafka.router_group
     topic = profile.kafka.dlq[0].name
     commit(kafka_bootstrap, group, {(topic, 0): 2})
@@ -351,3 +367,82 @@ def test_reading_commits_no_offsets_and_creates_no_group(profile, seeded_dlq, ka
     groups_after = group_ids(kafka_admin)
     assert not {g for g in groups_after - groups_before if g.startswith("chat4all-forensics")}
     assert group_offsets(kafka_admin, group) == offsets_before
+
+
+HOSTILE_PAYLOADS: list[bytes | None] = [
+    b'{"messageId": "m-camel", "conversationId": "c", "channel": "WHATSAPP", "eventType": "E", "timestamp": 1.7e9}',
+    b'{"message_id": "m-snake", "conversation_id": "c", "event_type": "E", "timestamp": 1732867200123}',
+    b'  \r\n {"messageId": "esc \\" \\\\ \\n \\u00e9 \\ud83d\\ude00 \xc3\xa9", "timestamp": "2026-11-29T08:00:00+01:00"}',
+    b'{"messageId": null, "message_id": "snake-wins-over-null", "channel": 7, "eventType": {"nested": [1, 2.5]}}',
+    b'{"messageId": "m", "timestamp": "garbage"}',
+    b'{"messageId": "m", "timestamp": true}',
+    b'{"messageId": "m", "timestamp": -0}',
+    b'{"messageId": "m", "timestamp": 1e400}',
+    b'{"messageId": "m", "timestamp": NaN}',
+    b'{"messageId": "lone \\ud800 surrogate"}',
+    b'{"messageId": "dup", "messageId": "last"}',
+    b'{"messageId": "deep", "x": ' + b"[" * 200 + b"]" * 200 + b"}",
+    b'[{"messageId": "array"}]',
+    b'"{\\"messageId\\": \\"double-encoded\\"}"',
+    b'{"messageId": "trailing"} x',
+    b'{"messageId": "ctl \x01 char"}',
+    b"\xef\xbb\xbf{\"messageId\": \"bom\"}",
+    b'{"messageId": "big", "pad": "' + b"x" * 600 + b'"}',
+    b"\xff\xfe not utf-8",
+    b"",
+    None,
+    b"12345",
+    b'{"messageId": "' + "\u2028 \x7f".encode() + b'"}',
+]
+
+HOSTILE_HEADERS: list[list[tuple[str, bytes | None]] | None] = [
+    None,
+    [("kafka_dlt-original-partition", b"3"), ("kafka_dlt-original-offset", b"-77")],
+    [("kafka_dlt-original-partition", (7).to_bytes(4, "big")), ("kafka_dlt-original-offset", (-2).to_bytes(8, "big", signed=True))],
+    [("kafka_dlt-original-offset", b"99999999999999999999")],  # decimal text outside int64
+    [("kafka_dlt-original-offset", b"\x01\x02\x03")],  # neither text nor 8 bytes
+    [("kafka_dlt-original-partition", b"1234")],  # 4 digits: text, not binary
+    [("kafka_dlt-original-topic", b"\xff\xfe"), ("kafka_dlt-exception-message", None)],
+    [("kafka_dlt-exception-fqcn", b"a"), ("kafka_dlt-exception-fqcn", b"b")],  # repeated name
+    [('we"ird\\name\n\t', 'va"lue \\ \x00 \x1f é'.encode())],
+    [("kafka_dlt-exception-message", b""), ("x", None)],
+]
+
+
+def test_native_and_confluent_readers_give_identical_frames(profile, kafka_admin, kafka_bootstrap, monkeypatch,
+                                                          skip_or_fail):
+    """Every odd payload, header and key, read by both readers: the frames must be equal."""
+    if kafka_native.native_module() is None:
+        skip_or_fail("the native Kafka reader is not built (scripts/setup-venv.sh builds it with cargo)")
+    wa = profile.kafka.dlq[0]
+    create_topics(kafka_admin, {wa.name: wa.partitions})
+    prod = producer(kafka_bootstrap)
+    t = T0 + pd.Timedelta("1min")
+    keys = [None, b"\xff key", b"plain", "ключ".encode()]
+    n = 0
+    for i, payload in enumerate(HOSTILE_PAYLOADS):
+        for j, headers in enumerate(HOSTILE_HEADERS[i % 3::3] if i % 2 else HOSTILE_HEADERS):
+            produce(prod, wa.name, payload, key=keys[(i + j) % len(keys)], partition=(i + j) % wa.partitions,
+                    ts=t + pd.Timedelta(milliseconds=n), headers=headers)
+            n += 1
+    assert prod.flush(30) == 0
+
+    frames = {}
+    for choice in ("native", "python"):
+        monkeypatch.setenv(kafka_native.READER_ENV, choice)
+        read = kafka.read_dlq(profile, WINDOW, bootstrap=kafka_bootstrap, max_payload_bytes=512)
+        assert read.reader == expected_reader(choice)
+        frames[choice] = read.frame.sort_values(["partition", "offset"]).reset_index(drop=True)
+        validate("dlq_records", frames[choice])
+    native, python = frames["native"], frames["python"]
+    assert len(native) == n
+    pd.testing.assert_frame_equal(native, python)
+    # and the decoding is what it should be, not merely the same
+    by_id = native.dropna(subset=["message_id"]).drop_duplicates("message_id").set_index("message_id")
+    assert "esc \" \\ \n é 😀 é" in by_id.index
+    assert by_id.loc["snake-wins-over-null", "channel"] == "7"
+    assert by_id.loc["last", "payload"] == '{"messageId": "dup", "messageId": "last"}'
+    assert native["decode_error"].str.startswith("payload of").any()  # the 600-byte one, cap 512
+    assert native["decode_error"].str.startswith("not UTF-8").any()
+    assert native["headers"].dropna().map(lambda h: isinstance(json.loads(h), dict)).all()
+    assert native["original_offset"].isin([-77, -2]).sum() > 0
