@@ -284,8 +284,19 @@ def _times(values: list[Any] | np.ndarray) -> pa.Array:
     return pa.array(times.array.asi8, pa.timestamp("ns", tz="UTC"), mask=times.isna().to_numpy())
 
 
-def _ms_times(values: Sequence[int | None]) -> pa.Array:
-    return pa.array(values, pa.timestamp("ms", tz="UTC"))
+UTC_NS = pa.timestamp("ns", tz="UTC")
+_MAX_MS = (1 << 63) // 1_000_000
+
+
+def _ms_times(values: Sequence[int | None] | np.ndarray, missing: np.ndarray | None = None) -> pa.Array:
+    """Epoch milliseconds -> UTC ns timestamps; null where ``missing``, and for values outside
+    datetime64[ns] (beyond the year 2262)."""
+    ms = pd.array(values, dtype="Int64")
+    raw = ms.to_numpy(dtype="int64", na_value=0)
+    valid = ~ms.isna() & (raw >= -_MAX_MS) & (raw <= _MAX_MS)
+    if missing is not None:
+        valid &= ~missing
+    return pa.array(np.where(valid, raw, 0) * 1_000_000, UTC_NS, mask=~valid)
 
 
 def _texts(values: Sequence[bytes | None]) -> pa.Array:
@@ -391,7 +402,7 @@ def _record_columns(raw: RawBatch) -> dict[str, pa.Array]:
     ts = np.asarray(raw.timestamp_ms, dtype="int64")
     return {"topic": pa.array(raw.topic, pa.string()), "partition": pa.array(raw.partition, pa.int64()),
             "offset": pa.array(raw.offset, pa.int64()),
-            "timestamp": pa.array(ts, pa.timestamp("ms", tz="UTC"), mask=ts < 0), "key": _texts(raw.key)}
+            "timestamp": _ms_times(ts, missing=ts < 0), "key": _texts(raw.key)}
 
 
 def _raw_columns(raw: RawBatch, headers: bool, max_bytes: int) -> dict[str, pa.Array]:
@@ -414,10 +425,10 @@ def _dlq_batch(cols: dict[str, pa.Array], channel_of: dict[str, str]) -> pa.Reco
         topic_channel = pc.index_in(cols["topic"], pa.array(list(channel_of), cols["topic"].type))
         cols["channel"] = pc.coalesce(cols["channel"], pc.take(pa.array(list(channel_of.values()), text),
                                                                topic_channel))
-    ref = pc.binary_join_element_wise(cols["partition"].cast(pa.string()), cols["offset"].cast(pa.string()), ":")
     text = cols["topic"].type
-    cols.update({"source": pa.nulls(n, text).fill_null(SOURCE), "source_object": cols["topic"],
-                 "source_ref": ref.cast(text)})
+    if "source_ref" not in cols:  # the native reader writes it
+        cols["source_ref"] = pc.binary_join_element_wise(cols["partition"].cast(text), cols["offset"].cast(text), ":")
+    cols.update({"source": pa.nulls(n, text).fill_null(SOURCE), "source_object": cols["topic"]})
     return pa.RecordBatch.from_pydict({c: cols[c] for c in DLQ_RECORDS.names})
 
 

@@ -131,20 +131,19 @@ def batch_columns(batch: dict[str, Any], headers: bool, max_bytes: int) -> dict[
     from . import kafka
 
     rows = batch["rows"]
-    topics = pa.array(batch["topics"], pa.large_string())
-    ts = np.frombuffer(batch["timestamp"]["values"], dtype=np.int64)
     cols: dict[str, pa.Array] = {
-        "topic": pc.take(topics, _numbers(batch["topic_index"], rows, pa.int32())),
+        "topic": _strings(batch["topic"], rows),
         "partition": _numbers(batch["partition"], rows, pa.int32()).cast(pa.int64()),
         "offset": _numbers(batch["offset"], rows, pa.int64()),
-        "timestamp": pa.array(ts, pa.timestamp("ms", tz="UTC"), mask=ts < 0),
+        "timestamp": _numbers(batch["timestamp"], rows, kafka.UTC_NS),
         "key": _strings(batch["key"], rows),
+        "source_ref": _strings(batch["source_ref"], rows),
     }
     if headers:
         text = {c: _strings(batch[c], rows) for c in ("headers", "original_topic", "exception_class",
                                                       "exception_message")}
         ints = {c: _numbers(batch[c], rows, pa.int64()) for c in ("original_partition", "original_offset")}
-        ints["original_timestamp"] = _numbers(batch["original_timestamp"], rows, pa.timestamp("ms", tz="UTC"))
+        ints["original_timestamp"] = _numbers(batch["original_timestamp"], rows, kafka.UTC_NS)
         patches: dict[str, dict[int, Any]] = {c: {} for c in (*text, *ints)}
         cache: dict = {}
         for row, pairs in batch["python_header_rows"]:
@@ -155,7 +154,7 @@ def batch_columns(batch: dict[str, Any], headers: bool, max_bytes: int) -> dict[
 
     fields = {c: _strings(batch[c], rows) for c in _FIELDS[:4]}
     payload = _strings(batch["payload"], rows)
-    times = _numbers(batch["event_time"], rows, pa.float64())
+    times = _numbers(batch["event_time"], rows, kafka.UTC_NS)
     field_patches: dict[str, dict[int, Any]] = {c: {} for c in fields}
     payload_patches: dict[int, Any] = {}
     errors: dict[int, Any] = {}
@@ -175,13 +174,13 @@ def batch_columns(batch: dict[str, Any], headers: bool, max_bytes: int) -> dict[
         else:
             field_patches[_FIELDS[field]][row] = kafka._field_text(value)
     cols.update({c: _patched(a, field_patches[c]) for c, a in fields.items()})
-    if time_patches:
-        values: list[Any] = times.to_pylist()
-        for row, value in time_patches.items():
-            values[row] = value
-        cols["event_time"] = kafka._times(values)
-    else:
-        cols["event_time"] = kafka._times(times.to_numpy(zero_copy_only=False))
+    if time_patches:  # coerce_timestamps works value by value: the patched rows alone
+        rows_patched = sorted(time_patches)
+        patched = kafka._times([time_patches[r] for r in rows_patched])
+        mask = np.zeros(rows, dtype=bool)
+        mask[rows_patched] = True
+        times = pc.replace_with_mask(times, pa.array(mask), patched)
+    cols["event_time"] = times
     cols["payload"] = _patched(payload, payload_patches)
     cols["payload_bytes"] = _numbers(batch["payload_bytes"], rows, pa.int64())
     cols["decode_error"] = _patched(pa.nulls(rows, pa.large_string()), errors)

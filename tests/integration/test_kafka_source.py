@@ -393,6 +393,10 @@ HOSTILE_PAYLOADS: list[bytes | None] = [
     None,
     b"12345",
     b'{"messageId": "' + "\u2028 \x7f".encode() + b'"}',
+    # epoch units by magnitude and their edges, rounding half to even, out of range
+    *(b'{"messageId": "t", "timestamp": %s}' % t for t in (
+        b"99999999999", b"100000000000", b"99999999999999", b"100000000000000", b"99999999999999999",
+        b"100000000000000000", b"9200000000000000000", b"1.0000005", b"1.0000015", b"-1.5", b"12345678901.2345")),
 ]
 
 HOSTILE_HEADERS: list[list[tuple[str, bytes | None]] | None] = [
@@ -406,6 +410,9 @@ HOSTILE_HEADERS: list[list[tuple[str, bytes | None]] | None] = [
     [("kafka_dlt-exception-fqcn", b"a"), ("kafka_dlt-exception-fqcn", b"b")],  # repeated name
     [('we"ird\\name\n\t', 'va"lue \\ \x00 \x1f é'.encode())],
     [("kafka_dlt-exception-message", b""), ("x", None)],
+    [("kafka_dlt-original-timestamp", b"9223372036854"), ("kafka_dlt-original-offset", b"9223372036854775807")],
+    [("kafka_dlt-original-timestamp", b"9223372036855"), ("kafka_dlt-original-partition", b"-0")],
+    [("kafka_dlt-original-timestamp", (-1).to_bytes(8, "big", signed=True))],
 ]
 
 
@@ -446,3 +453,7 @@ def test_native_and_confluent_readers_give_identical_frames(profile, kafka_admin
     assert native["decode_error"].str.startswith("not UTF-8").any()
     assert native["headers"].dropna().map(lambda h: isinstance(json.loads(h), dict)).all()
     assert native["original_offset"].isin([-77, -2]).sum() > 0
+    times = native.loc[native["message_id"] == "t", "event_time"].dropna().drop_duplicates()
+    assert pd.Timestamp("1970-01-01 00:00:01.000000", tz="UTC") + pd.Timedelta("1us") in set(times)  # 1.0000005 s, half to even
+    assert len(times) >= 8
+    assert pd.Timestamp(9223372036854, unit="ms", tz="UTC") in set(native["original_timestamp"].dropna())

@@ -534,10 +534,33 @@ fn decode_headers(headers: &[Header], cols: &mut HeaderCols) -> bool {
             c.push(None);
         }
     }
+    ints[DltInt::Timestamp as usize] = ints[DltInt::Timestamp as usize].and_then(ms_to_ns);
     for (c, n) in cols.ints.iter_mut().zip(ints.iter()) {
         c.push(*n);
     }
     true
+}
+
+/// Python's ``forensics.timeutil._epoch_to_ns`` for one number: the unit (seconds, ms, us,
+/// ns) told by magnitude, rounded to whole microseconds (half to even, as numpy) then scaled
+/// to ns with int64 wrap-around, exactly as numpy computes it; None where it gives NaT.
+fn epoch_to_ns(x: f64) -> Option<i64> {
+    let a = x.abs();
+    if !x.is_finite() || a >= 9.2e18 {
+        return None;
+    }
+    let ns = if a >= 1e17 {
+        x as i64
+    } else {
+        let to_us = if a >= 1e14 { 1e-3 } else if a >= 1e11 { 1e3 } else { 1e6 };
+        ((x * to_us).round_ties_even() as i64).wrapping_mul(1000)
+    };
+    (ns != i64::MIN).then_some(ns)
+}
+
+/// Epoch milliseconds as ns, None outside the range of datetime64[ns].
+fn ms_to_ns(ms: i64) -> Option<i64> {
+    ms.checked_mul(1_000_000)
 }
 
 /// The canonical payload keys, camelCase and snake_case (``_PAYLOAD_KEYS`` in kafka.py).
@@ -564,7 +587,8 @@ struct PayloadKeys<'a> {
 struct PayloadCols {
     payload: Bytes,
     fields: [Bytes; 4],
-    event_time: Prim<f64>,
+    /// ns since the epoch, UTC.
+    event_time: Prim<i64>,
 }
 
 /// A field value Python must turn into text or a time (not a string / not a number).
@@ -614,7 +638,7 @@ fn decode_payload(value: Option<&[u8]>, max_bytes: usize, row: usize, cols: &mut
             Some(raw) => {
                 let raw = raw.get();
                 match raw.as_bytes()[0] {
-                    b'-' | b'0'..=b'9' => Some(raw.parse::<f64>().ok()?),
+                    b'-' | b'0'..=b'9' => epoch_to_ns(raw.parse::<f64>().ok()?),
                     _ => {
                         later.push(PythonField { row, field: 4, raw: raw.to_owned() });
                         None
@@ -653,7 +677,8 @@ struct Range {
 }
 
 struct Batch {
-    topic: Prim<i32>,
+    topic: Bytes,
+    source_ref: Bytes,
     partition: Prim<i32>,
     offset: Prim<i64>,
     timestamp: Prim<i64>,
@@ -671,11 +696,11 @@ struct Batch {
 /// buffers are sized from it (growing a buffer of hundreds of MiB by doubling costs copies
 /// and page faults).
 #[derive(Clone, Copy)]
-struct Widths([usize; 9]);
+struct Widths([usize; 11]);
 
 impl Default for Widths {
     fn default() -> Self {
-        Widths([40, 64, 16, 16, 16, 128, 40, 24, 12])
+        Widths([40, 64, 16, 16, 16, 128, 40, 24, 12, 24, 16])
     }
 }
 
@@ -684,7 +709,8 @@ impl Batch {
         let w = w.0;
         let text = |i: usize| Bytes::new(rows, rows * w[i]);
         Batch {
-            topic: Prim::new(rows),
+            topic: text(9),
+            source_ref: text(10),
             partition: Prim::new(rows),
             offset: Prim::new(rows),
             timestamp: Prim::new(rows),
@@ -712,7 +738,7 @@ impl Batch {
         let (h, p) = (&self.headers, &self.payload);
         Widths([per_row(&self.key), per_row(&h.json), per_row(&h.text[0]), per_row(&h.text[1]), per_row(&h.text[2]),
                 per_row(&p.payload), per_row(&p.fields[0]).max(per_row(&p.fields[1])), per_row(&p.fields[2]),
-                per_row(&p.fields[3])])
+                per_row(&p.fields[3]), per_row(&self.topic), per_row(&self.source_ref)])
     }
 
     fn bytes(&self) -> usize {
@@ -861,12 +887,17 @@ impl State {
         };
         let key = slice(msg.key, msg.key_len);
         let value = slice(msg.payload, msg.len);
-        batch.topic.push(Some(t as i32));
+        batch.topic.push(Some(self.topics[t].as_bytes()));
+        let mut number = itoa::Buffer::new();
+        batch.source_ref.data.extend_from_slice(number.format(msg.partition).as_bytes());
+        batch.source_ref.data.push(b':');
+        batch.source_ref.data.extend_from_slice(number.format(msg.offset).as_bytes());
+        batch.source_ref.commit();
         batch.partition.push(Some(msg.partition));
         batch.offset.push(Some(msg.offset));
         let mut tstype: c_int = 0;
         let ts = (self.api.message_timestamp)(m, &mut tstype);
-        batch.timestamp.push(Some(ts));
+        batch.timestamp.push(if ts >= 0 { ms_to_ns(ts) } else { None });
         batch.key.push_text_or_hex(key);
         batch.value_len.push(value.map(|v| v.len() as i64));
         if self.headers {
@@ -1038,8 +1069,8 @@ impl RangeReader {
         py.check_signals()?;
         let out = PyDict::new(py);
         out.set_item("rows", batch.rows)?;
-        out.set_item("topics", PyList::new(py, self.state.topics.iter().map(|t| t.to_string_lossy().into_owned()))?)?;
-        batch.topic.export(py, &out, "topic_index")?;
+        batch.topic.export(py, &out, "topic")?;
+        batch.source_ref.export(py, &out, "source_ref")?;
         batch.partition.export(py, &out, "partition")?;
         batch.offset.export(py, &out, "offset")?;
         batch.timestamp.export(py, &out, "timestamp")?;
