@@ -22,6 +22,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from functools import cache
@@ -187,41 +189,130 @@ def batch_columns(batch: dict[str, Any], headers: bool, max_bytes: int) -> dict[
     return cols
 
 
+def _split(todo: list[tuple[str, int, int, int]], readers: int) -> list[list[tuple[str, int, int, int]]]:
+    """Ranges dealt to ``readers`` consumers, largest first to the least loaded."""
+    shares: list[list[tuple[str, int, int, int]]] = [[] for _ in range(readers)]
+    load = [0] * readers
+    for r in sorted(todo, key=lambda r: r[3] - r[2], reverse=True):
+        i = load.index(min(load))
+        shares[i].append(r)
+        load[i] += r[3] - r[2]
+    return [s for s in shares if s]
+
+
+def reader_count(partitions: int) -> int:
+    """Native consumers to run side by side: one per core, at most 4 and one per partition
+    (``FORENSICS_KAFKA_READERS`` overrides)."""
+    wanted = os.environ.get("FORENSICS_KAFKA_READERS")
+    if wanted:
+        try:
+            n = int(wanted)
+        except ValueError:
+            raise SourceError("kafka", f"FORENSICS_KAFKA_READERS={wanted!r} is not a whole number") from None
+    else:
+        n = min(os.cpu_count() or 1, 4)
+    return max(1, min(n, partitions))
+
+
+class _Budget:
+    """The record cap shared by the readers: a reader claims what it asks for, returns the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.left = cap
+        self.lock = threading.Lock()
+
+    def claim(self, n: int) -> int:
+        with self.lock:
+            got = min(n, self.left)
+            self.left -= got
+            return got
+
+    def give_back(self, n: int) -> None:
+        with self.lock:
+            self.left += n
+
+
 def scan(module, config: dict[str, Any], ranges: list[dict[str, Any]], limits: Limits, headers: bool,
          max_bytes: int, progress: Callable[[str], None] | None = None
          ) -> tuple[list[dict[str, pa.Array]], str | None]:
-    """Read every non-empty range natively; (column dicts per batch, why truncated or None)."""
+    """Read every non-empty range natively; (column dicts per batch, why truncated or None).
+
+    The ranges are dealt to ``reader_count`` native consumers, each on its own thread (the
+    extension releases the GIL while it reads and decodes); this thread turns their batches
+    into Arrow columns as they arrive. Batches come in arrival order, not offset order.
+    """
     todo = [(r["topic"], r["partition"], r["start_offset"], r["end_offset"]) for r in ranges
             if r["end_offset"] > r["start_offset"]]
     if not todo:
         return [], None
     try:
-        reader = module.RangeReader(librdkafka_path(), _librdkafka_config(config), todo, headers, max_bytes)
+        readers = [module.RangeReader(librdkafka_path(), _librdkafka_config(config), share, headers, max_bytes)
+                   for share in _split(todo, reader_count(len(todo)))]
     except (RuntimeError, ValueError) as exc:
         raise SourceError("kafka", f"native reader: {exc}") from exc
     deadline = time.monotonic() + limits.timeout_s
+    budget = _Budget(limits.max_rows)
+    batches: queue.Queue = queue.Queue(maxsize=8)
+    stop = threading.Event()
+    capped = threading.Event()
+    timed_out = threading.Event()
+
+    def read(reader) -> None:
+        try:
+            while not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    timed_out.set()
+                    break
+                want = budget.claim(BATCH_ROWS)
+                if want == 0:
+                    capped.set()
+                    break
+                batch = reader.next_batch(want, min(left, 1.0))
+                if batch is None:
+                    budget.give_back(want)
+                    break
+                budget.give_back(want - batch["rows"])
+                if batch["rows"]:
+                    batches.put(batch)
+        except BaseException as exc:  # handed to the caller's thread
+            batches.put(exc)
+        finally:
+            batches.put(None)
+
+    threads = [threading.Thread(target=read, args=(r,), name=f"kafka-native-{i}", daemon=True)
+               for i, r in enumerate(readers)]
+    for t in threads:
+        t.start()
     out: list[dict[str, pa.Array]] = []
-    total, truncated = 0, None
+    total, running, failure = 0, len(threads), None
     try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                truncated = f"wall-clock cap of {limits.timeout_s:g} s reached"
-                break
-            if total >= limits.max_rows:
-                truncated = f"record cap of {limits.max_rows} reached"
-                break
-            try:
-                batch = reader.next_batch(min(BATCH_ROWS, limits.max_rows - total), min(left, 1.0))
-            except RuntimeError as exc:
-                raise SourceError("kafka", str(exc)) from exc
-            if batch is None:
-                break
-            if batch["rows"]:
-                out.append(batch_columns(batch, headers, max_bytes))
-                total += batch["rows"]
+        while running:
+            item = batches.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                failure = failure or item
+                stop.set()
+            elif failure is None:
+                out.append(batch_columns(item, headers, max_bytes))
+                total += item["rows"]
                 if progress:
                     progress(f"kafka: {total} records read")
     finally:
-        reader.close()
+        stop.set()
+        for t in threads:
+            t.join()
+        for r in readers:
+            r.close()
+    if failure is not None:
+        if isinstance(failure, RuntimeError):
+            raise SourceError("kafka", str(failure)) from failure
+        raise failure
+    done = all(r.open_ranges == 0 for r in readers)
+    truncated = None
+    if not done and capped.is_set():
+        truncated = f"record cap of {limits.max_rows} reached"
+    elif not done and timed_out.is_set():
+        truncated = f"wall-clock cap of {limits.timeout_s:g} s reached"
     return out, truncated
