@@ -718,9 +718,9 @@ def _read_window(bootstrap: str, topics: Sequence[str], window: Window, limits: 
             columns, truncated = kafka_native.scan(native, config, ranges, limits, headers, max_bytes, progress)
         else:
             columns, truncated = _scan(consumer, ranges, limits, headers, max_bytes, progress)
+            _count_records(ranges, columns)
     finally:
         consumer.close()
-    _count_records(ranges, columns)
     info = WindowRead(pd.DataFrame(), ranges, truncated, time.monotonic() - started,
                       [t for t in topics if t not in present], "native" if native is not None else "confluent-kafka")
     return [decode(c) for c in columns], info

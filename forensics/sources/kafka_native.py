@@ -236,6 +236,7 @@ def scan(module, config: dict[str, Any], ranges: list[dict[str, Any]], limits: L
          max_bytes: int, progress: Callable[[str], None] | None = None
          ) -> tuple[list[dict[str, pa.Array]], str | None]:
     """Read every non-empty range natively; (column dicts per batch, why truncated or None).
+    Sets each range's ``records``.
 
     The ranges are dealt to ``reader_count`` native consumers, each on its own thread (the
     extension releases the GIL while it reads and decodes); this thread turns their batches
@@ -243,6 +244,8 @@ def scan(module, config: dict[str, Any], ranges: list[dict[str, Any]], limits: L
     """
     todo = [(r["topic"], r["partition"], r["start_offset"], r["end_offset"]) for r in ranges
             if r["end_offset"] > r["start_offset"]]
+    for r in ranges:
+        r["records"] = 0
     if not todo:
         return [], None
     try:
@@ -309,6 +312,9 @@ def scan(module, config: dict[str, Any], ranges: list[dict[str, Any]], limits: L
         if isinstance(failure, RuntimeError):
             raise SourceError("kafka", str(failure)) from failure
         raise failure
+    counts = {(t, p): n for r in readers for t, p, n in r.records}
+    for r in ranges:
+        r["records"] = counts.get((r["topic"], r["partition"]), 0)
     done = all(r.open_ranges == 0 for r in readers)
     truncated = None
     if not done and capped.is_set():

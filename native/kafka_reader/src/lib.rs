@@ -674,6 +674,7 @@ struct Range {
     partition: i32,
     end: i64,
     done: bool,
+    records: u64,
 }
 
 struct Batch {
@@ -881,6 +882,7 @@ impl State {
         if msg.offset >= self.ranges[r].end - 1 {
             self.pause(r);
         }
+        self.ranges[r].records += 1;
         let row = batch.rows;
         let slice = |p: *mut c_void, len: usize| -> Option<&[u8]> {
             if p.is_null() { None } else { Some(std::slice::from_raw_parts(p as *const u8, len)) }
@@ -1018,7 +1020,7 @@ impl RangeReader {
                 let tp = (api.list_add)(list, topics[t].as_ptr(), *partition);
                 (*tp).offset = *start;
                 index.insert((t, *partition), state_ranges.len());
-                state_ranges.push(Range { topic: t, partition: *partition, end: *end, done: false });
+                state_ranges.push(Range { topic: t, partition: *partition, end: *end, done: false, records: 0 });
             }
             let err = (api.assign)(rk, list);
             (api.list_destroy)(list);
@@ -1041,6 +1043,13 @@ impl RangeReader {
     #[getter]
     fn open_ranges(&self) -> usize {
         self.state.open
+    }
+
+    /// Records read so far per range: (topic, partition, records).
+    #[getter]
+    fn records(&self) -> Vec<(String, i32, u64)> {
+        let s = &self.state;
+        s.ranges.iter().map(|r| (s.topics[r.topic].to_string_lossy().into_owned(), r.partition, r.records)).collect()
     }
 
     /// Diagnostics: [seconds in consume calls, waits for a first message, consume calls,
