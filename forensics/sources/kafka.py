@@ -713,9 +713,16 @@ def _read_window(bootstrap: str, topics: Sequence[str], window: Window, limits: 
     try:
         present = _cluster_topics(consumer, bootstrap, limits)
         wanted = {t: present[t] for t in topics if t in present}
-        ranges = window_offsets(consumer, wanted, window, limits)
+        if native is not None:  # they connect while the offsets are looked up
+            readers = kafka_native.open_readers(native, config, sum(wanted.values()), headers, max_bytes)
+        try:
+            ranges = window_offsets(consumer, wanted, window, limits)
+        except BaseException:
+            for r in readers if native is not None else ():
+                r.close()
+            raise
         if native is not None:
-            columns, truncated = kafka_native.scan(native, config, ranges, limits, headers, max_bytes, progress)
+            columns, truncated = kafka_native.scan(readers, ranges, limits, headers, max_bytes, progress)
         else:
             columns, truncated = _scan(consumer, ranges, limits, headers, max_bytes, progress)
             _count_records(ranges, columns)

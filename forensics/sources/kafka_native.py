@@ -232,26 +232,42 @@ class _Budget:
             self.left += n
 
 
-def scan(module, config: dict[str, Any], ranges: list[dict[str, Any]], limits: Limits, headers: bool,
-         max_bytes: int, progress: Callable[[str], None] | None = None
-         ) -> tuple[list[dict[str, pa.Array]], str | None]:
-    """Read every non-empty range natively; (column dicts per batch, why truncated or None).
-    Sets each range's ``records``.
+def open_readers(module, config: dict[str, Any], partitions: int, headers: bool, max_bytes: int) -> list:
+    """``reader_count(partitions)`` native consumers, connecting while the caller looks up offsets."""
+    if partitions == 0:
+        return []
+    try:
+        return [module.RangeReader(librdkafka_path(), _librdkafka_config(config), headers, max_bytes)
+                for _ in range(reader_count(partitions))]
+    except (RuntimeError, ValueError) as exc:
+        raise SourceError("kafka", f"native reader: {exc}") from exc
 
-    The ranges are dealt to ``reader_count`` native consumers, each on its own thread (the
-    extension releases the GIL while it reads and decodes); this thread turns their batches
-    into Arrow columns as they arrive. Batches come in arrival order, not offset order.
+
+def scan(readers: list, ranges: list[dict[str, Any]], limits: Limits, headers: bool, max_bytes: int,
+         progress: Callable[[str], None] | None = None) -> tuple[list[dict[str, pa.Array]], str | None]:
+    """Read every non-empty range with ``readers`` (from :func:`open_readers`, closed here);
+    (column dicts per batch, why truncated or None). Sets each range's ``records``.
+
+    The ranges are dealt to the readers, each on its own thread (the extension releases the
+    GIL while it reads and decodes); this thread turns their batches into Arrow columns as
+    they arrive. Batches come in arrival order, not offset order.
     """
     todo = [(r["topic"], r["partition"], r["start_offset"], r["end_offset"]) for r in ranges
             if r["end_offset"] > r["start_offset"]]
     for r in ranges:
         r["records"] = 0
-    if not todo:
+    shares = _split(todo, len(readers))
+    for spare in readers[len(shares):]:
+        spare.close()
+    readers = readers[:len(shares)]
+    if not readers:
         return [], None
     try:
-        readers = [module.RangeReader(librdkafka_path(), _librdkafka_config(config), share, headers, max_bytes)
-                   for share in _split(todo, reader_count(len(todo)))]
-    except (RuntimeError, ValueError) as exc:
+        for reader, share in zip(readers, shares, strict=True):
+            reader.assign(share)
+    except RuntimeError as exc:
+        for reader in readers:
+            reader.close()
         raise SourceError("kafka", f"native reader: {exc}") from exc
     deadline = time.monotonic() + limits.timeout_s
     budget = _Budget(limits.max_rows)

@@ -978,8 +978,7 @@ impl RangeReader {
     /// ``ranges``: (topic, partition, start_offset, end_offset exclusive), non-empty ones;
     /// ``headers``: decode headers; ``max_payload_bytes``: payloads over it go to Python.
     #[new]
-    fn new(library: &str, config: Vec<(String, String)>, ranges: Vec<(String, i32, i64, i64)>, headers: bool,
-           max_payload_bytes: usize) -> PyResult<Self> {
+    fn new(library: &str, config: Vec<(String, String)>, headers: bool, max_payload_bytes: usize) -> PyResult<Self> {
         let api = Api::load(library)?;
         let mut errstr = vec![0 as c_char; 512];
         // SAFETY: librdkafka C API used as documented in rdkafka.h.
@@ -1001,6 +1000,27 @@ impl RangeReader {
                 return Err(PyRuntimeError::new_err(format!("cannot create a consumer: {why}")));
             }
             (api.poll_set_consumer)(rk);
+            let queue = (api.queue_get_consumer)(rk);
+            Ok(RangeReader {
+                state: State {
+                    api, rk, queue, topics: Vec::new(), ranges: Vec::new(), index: HashMap::new(),
+                    topic_of_rkt: HashMap::new(), open: 0, headers, max_payload_bytes,
+                    msgs: vec![std::ptr::null_mut(); 10_000], widths: Widths::default(), stats: [0.0; 5], closed: false,
+                },
+            })
+        }
+    }
+
+    /// Start reading ``ranges``: (topic, partition, start_offset, end_offset exclusive); empty
+    /// ones are left out. Once per reader. (The consumer was created, and began connecting to
+    /// the brokers, in the constructor: a caller can look offsets up meanwhile.)
+    fn assign(&mut self, ranges: Vec<(String, i32, i64, i64)>) -> PyResult<()> {
+        if !self.state.ranges.is_empty() || self.state.closed {
+            return Err(PyRuntimeError::new_err("this reader is already assigned or closed"));
+        }
+        let api = &self.state.api;
+        // SAFETY: librdkafka C API used as documented in rdkafka.h.
+        unsafe {
             let mut topics: Vec<CString> = Vec::new();
             let mut state_ranges = Vec::new();
             let mut index = HashMap::new();
@@ -1022,20 +1042,16 @@ impl RangeReader {
                 index.insert((t, *partition), state_ranges.len());
                 state_ranges.push(Range { topic: t, partition: *partition, end: *end, done: false, records: 0 });
             }
-            let err = (api.assign)(rk, list);
+            let err = (api.assign)(self.state.rk, list);
             (api.list_destroy)(list);
-            let queue = (api.queue_get_consumer)(rk);
-            let open = state_ranges.len();
-            let mut state = State {
-                api, rk, queue, topics, ranges: state_ranges, index, topic_of_rkt: HashMap::new(), open, headers,
-                max_payload_bytes, msgs: vec![std::ptr::null_mut(); 10_000], widths: Widths::default(), stats: [0.0; 5], closed: false,
-            };
             if err != 0 {
-                let text = state.api.err_text(err);
-                state.close();
-                return Err(PyRuntimeError::new_err(format!("assign failed: {text}")));
+                return Err(PyRuntimeError::new_err(format!("assign failed: {}", api.err_text(err))));
             }
-            Ok(RangeReader { state })
+            self.state.open = state_ranges.len();
+            self.state.topics = topics;
+            self.state.ranges = state_ranges;
+            self.state.index = index;
+            Ok(())
         }
     }
 
