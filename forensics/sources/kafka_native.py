@@ -152,6 +152,10 @@ def batch_columns(batch: dict[str, Any], headers: bool, max_bytes: int) -> dict[
             patches["headers"][row], found = kafka.decode_headers(pairs, cache)
             for column, value in found.items():
                 patches[column][row] = value
+        if patches["original_timestamp"]:  # decode_headers gives epoch ms; the column holds ns
+            rows_ms = list(patches["original_timestamp"])
+            ns = kafka._ms_times([patches["original_timestamp"][r] for r in rows_ms])
+            patches["original_timestamp"] = dict(zip(rows_ms, ns.to_pylist(), strict=True))
         cols.update({c: _patched(a, patches[c]) for c, a in {**text, **ints}.items()})
 
     fields = {c: _strings(batch[c], rows) for c in _FIELDS[:4]}
