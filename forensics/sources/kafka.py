@@ -710,27 +710,25 @@ def _read_window(bootstrap: str, topics: Sequence[str], window: Window, limits: 
     native = kafka_native.native_module()
     config = consumer_config(bootstrap, limits)
     consumer = open_consumer(bootstrap, limits)
+    # the native consumers connect while the metadata and offsets are looked up
+    readers = kafka_native.open_readers(native, config, headers, max_bytes) if native is not None else []
     try:
         present = _cluster_topics(consumer, bootstrap, limits)
         wanted = {t: present[t] for t in topics if t in present}
-        if native is not None:  # they connect while the offsets are looked up
-            readers = kafka_native.open_readers(native, config, sum(wanted.values()), headers, max_bytes)
-        try:
-            ranges = window_offsets(consumer, wanted, window, limits)
-        except BaseException:
-            for r in readers if native is not None else ():
-                r.close()
-            raise
+        ranges = window_offsets(consumer, wanted, window, limits)
         if native is not None:
-            columns, truncated = kafka_native.scan(readers, ranges, limits, headers, max_bytes, progress)
+            batches, truncated = kafka_native.scan(readers, ranges, limits, headers, max_bytes, decode, progress)
         else:
             columns, truncated = _scan(consumer, ranges, limits, headers, max_bytes, progress)
             _count_records(ranges, columns)
+            batches = [decode(c) for c in columns]
     finally:
+        for reader in readers:
+            reader.close()
         consumer.close()
     info = WindowRead(pd.DataFrame(), ranges, truncated, time.monotonic() - started,
                       [t for t in topics if t not in present], "native" if native is not None else "confluent-kafka")
-    return [decode(c) for c in columns], info
+    return batches, info
 
 
 def read_dlq(profile: Profile, window: Window, *, bootstrap: str | None = None, limits: Limits = DEFAULT_LIMITS,

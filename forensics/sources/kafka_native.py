@@ -204,7 +204,7 @@ def _split(todo: list[tuple[str, int, int, int]], readers: int) -> list[list[tup
     return [s for s in shares if s]
 
 
-def reader_count(partitions: int) -> int:
+def reader_count(partitions: int = 4) -> int:
     """Native consumers to run side by side: one per core, at most 4 and one per partition
     (``FORENSICS_KAFKA_READERS`` overrides)."""
     wanted = os.environ.get("FORENSICS_KAFKA_READERS")
@@ -236,25 +236,25 @@ class _Budget:
             self.left += n
 
 
-def open_readers(module, config: dict[str, Any], partitions: int, headers: bool, max_bytes: int) -> list:
-    """``reader_count(partitions)`` native consumers, connecting while the caller looks up offsets."""
-    if partitions == 0:
-        return []
+def open_readers(module, config: dict[str, Any], headers: bool, max_bytes: int) -> list:
+    """``reader_count`` native consumers, connecting while the caller looks up offsets (the
+    ones that get no partition are closed by :func:`scan`; closing twice is harmless)."""
     try:
         return [module.RangeReader(librdkafka_path(), _librdkafka_config(config), headers, max_bytes)
-                for _ in range(reader_count(partitions))]
+                for _ in range(reader_count())]
     except (RuntimeError, ValueError) as exc:
         raise SourceError("kafka", f"native reader: {exc}") from exc
 
 
 def scan(readers: list, ranges: list[dict[str, Any]], limits: Limits, headers: bool, max_bytes: int,
-         progress: Callable[[str], None] | None = None) -> tuple[list[dict[str, pa.Array]], str | None]:
+         finish: Callable[[dict[str, pa.Array]], pa.RecordBatch],
+         progress: Callable[[str], None] | None = None) -> tuple[list[pa.RecordBatch], str | None]:
     """Read every non-empty range with ``readers`` (from :func:`open_readers`, closed here);
-    (column dicts per batch, why truncated or None). Sets each range's ``records``.
+    (``finish``-ed batches, why truncated or None). Sets each range's ``records``.
 
     The ranges are dealt to the readers, each on its own thread (the extension releases the
-    GIL while it reads and decodes); this thread turns their batches into Arrow columns as
-    they arrive. Batches come in arrival order, not offset order.
+    GIL while it reads and decodes); this thread turns their batches into Arrow columns and
+    ``finish`` es them as they arrive. Batches come in arrival order, not offset order.
     """
     todo = [(r["topic"], r["partition"], r["start_offset"], r["end_offset"]) for r in ranges
             if r["end_offset"] > r["start_offset"]]
@@ -307,7 +307,7 @@ def scan(readers: list, ranges: list[dict[str, Any]], limits: Limits, headers: b
                for i, r in enumerate(readers)]
     for t in threads:
         t.start()
-    out: list[dict[str, pa.Array]] = []
+    out: list[pa.RecordBatch] = []
     total, running, failure = 0, len(threads), None
     try:
         while running:
@@ -318,7 +318,7 @@ def scan(readers: list, ranges: list[dict[str, Any]], limits: Limits, headers: b
                 failure = failure or item
                 stop.set()
             elif failure is None:
-                out.append(batch_columns(item, headers, max_bytes))
+                out.append(finish(batch_columns(item, headers, max_bytes)))
                 total += item["rows"]
                 if progress:
                     progress(f"kafka: {total} records read")
