@@ -7,9 +7,11 @@ Parsing
     traces, OTLP JSON ``{"resourceSpans": [...]}`` and api/v3's
     ``{"result": {"resourceSpans": [...]}}``. :func:`read_trace_file` adds JSON Lines.
     v1 spans are read by pyarrow straight from the decoded dicts (fixed fields in C++),
-    tag values in one Python pass; tags then become columns and JSON text column-wise,
-    and ids are normalised with pyarrow kernels (trace ids 32 lowercase hex, left padded;
-    OTLP base64 ids decoded). No per-span DataFrame or json_normalize anywhere.
+    tag and log field values in one Python pass, a thousand spans at a time (the Python
+    pass then finds the dicts in the CPU cache); tags then become columns and JSON text
+    column-wise (each distinct value written once), logs too, and ids are normalised with
+    pyarrow kernels (trace ids 32 lowercase hex, left padded; OTLP base64 ids decoded).
+    No per-span DataFrame or json_normalize anywhere.
 
 Flags
     :func:`span_flags` marks orphans, clock skew, duplicated span ids and reference cycles,
@@ -54,6 +56,9 @@ from forensics.profiles import Profile, load_profile
 
 NAT_NS = np.iinfo("int64").min
 """int64 nanoseconds standing for a missing time (pandas' NaT)."""
+
+_TEXT_DICT = pa.dictionary(pa.int32(), pa.string())
+"""Text that repeats (tag keys, tag values), dictionary-encoded."""
 
 MESSAGE_ID_TAGS = ("message_id", "messageId", "message.id", "chat4all.message_id", "app.message_id")
 """Span attributes that carry a Chat4All message id (messaging.message.id is Kafka's own id, not ours)."""
@@ -100,7 +105,8 @@ class _Block:
     """Spans of one document part, column-wise, before ids, tags and times are finished.
 
     String columns are pyarrow arrays, the others numpy arrays (times int64 ns, NaT as
-    :data:`NAT_NS`); tags stay flat: ``tag_keys[j]``/``tag_values[j]`` belong to span ``tag_span[j]``.
+    :data:`NAT_NS`); tags stay flat: ``tag_keys[j]``/``tag_values[j]`` belong to span ``tag_span[j]``
+    (keys dictionary-encoded, :data:`_TEXT_DICT`).
     """
 
     STRINGS = ("trace_id", "span_id", "parent_span_id", "service", "operation", "kind", "status_message",
@@ -142,17 +148,82 @@ def _v1_logs(logs: list) -> tuple[str, str | None]:
     return _dumps(out), exc
 
 
-_V1_SPAN = pa.struct([
-    ("traceID", pa.string()), ("spanID", pa.string()), ("operationName", pa.string()),
-    ("references", pa.list_(pa.struct([("refType", pa.string()), ("spanID", pa.string())]))),
-    ("startTime", pa.int64()), ("duration", pa.int64()),
-    ("tags", pa.list_(pa.struct([("key", pa.string())]))),
-    ("logs", pa.list_(pa.struct([("timestamp", pa.int64())]))),
-    ("processID", pa.string()), ("process", pa.struct([("serviceName", pa.string())])),
-    ("warnings", pa.list_(pa.string())),
-])
-"""What is read of a v1 span in C++ (pyarrow converts the dicts); tag values, whose types
-vary, and log fields are read in Python."""
+_V1_LOG = pa.struct([("timestamp", pa.int64()), ("fields", pa.list_(pa.struct([("key", pa.string())])))])
+"""What is read of a v1 log entry in C++; field values are read in Python."""
+_LOGS_COLUMNWISE = 64
+"""From this many spans with logs on, logs are written column-wise; fewer, one by one (faster then)."""
+_LOG_TIME_END = 253_402_300_800_000_000
+"""Log times (µs) from 0 up to here (year 10000) are written column-wise; others by :func:`_v1_logs`."""
+
+
+def _v1_log_columns(logs: list[list], read: pa.ListArray | None, values: np.ndarray | None
+                    ) -> tuple[pa.Array, pa.Array]:
+    """:func:`_v1_logs` for many spans' logs (non-empty lists) at once: JSON text and exception messages.
+
+    Column-wise from ``read`` (the same logs as lists of :data:`_V1_LOG`) and ``values`` (their
+    fields' values, flat): each entry is written as a JSON object by :func:`_json_maps`, as
+    ``_dumps`` writes the entry dict (keys sorted, the last of a repeated key kept, a
+    ``timestamp`` field replacing the time). Without ``read``, and for logs of other shapes (an
+    entry or field that is no object, a key that is no text, a time that is text or out of
+    range), by :func:`_v1_logs`, which gives the same or raises.
+    """
+    if read is not None:
+        entries = read.flatten()
+        fields = entries.field("fields")
+        field_keys = fields.flatten().field("key")
+        time_us = pc.fill_null(entries.field("timestamp"), 0).to_numpy()
+    if (read is None or values is None or entries.null_count or fields.flatten().null_count or field_keys.null_count
+            or len(values) != len(field_keys) or not np.all((time_us >= 0) & (time_us < _LOG_TIME_END))):
+        pairs = [_v1_logs(lg) for lg in logs]
+        return pa.array([p[0] for p in pairs], pa.string()), pa.array([p[1] for p in pairs], pa.string())
+    m = len(entries)
+    # items: each entry's time first, then its fields in order (the order a dict is written in)
+    seconds, second_at = np.unique(time_us // 1_000_000, return_inverse=True)
+    times = pc.binary_join_element_wise(
+        '"', pc.take(pa.array([_second_text(int(x)) for x in seconds], pa.string()), pa.array(second_at)),
+        pc.utf8_lpad(pc.cast(pa.array(time_us % 1_000_000), pa.string()), width=6, padding="0"), 'Z"', "")
+    encoded = pa.concat_arrays([pa.array(["timestamp"] * m, pa.string()), field_keys]).dictionary_encode()
+    names, key = encoded.dictionary, encoded.indices.to_numpy()
+    owner = np.concatenate([np.arange(m), pc.list_parent_indices(fields).to_numpy()])
+    kept = _last_of_each_key(owner, _sort_rank(names)[key])
+    is_field = kept >= m
+    field_text = _json_values(values, kept[is_field] - m, key[kept[is_field]])
+    texts = pc.replace_with_mask(pc.take(times, pa.array(np.where(is_field, 0, kept))), pa.array(is_field),
+                                 field_text.dictionary.take(field_text.indices))
+    entry_text = _json_maps(names, key[kept], texts, owner[kept], m)
+    # the exception message: per span its first entry with one, per entry the first of _EXCEPTION_KEYS set
+    priority = pc.fill_null(pc.index_in(names, pa.array(_EXCEPTION_KEYS)), -1).to_numpy()[key[kept]]
+    found = kept[priority >= 0]
+    found_values = values[found - m]
+    usable = np.fromiter((v not in (None, "") for v in found_values), dtype=bool, count=len(found))
+    found, found_values, priority = found[usable], found_values[usable], priority[priority >= 0][usable]
+    span = pc.list_parent_indices(read).to_numpy()[owner[found]]
+    first = np.lexsort((priority, owner[found]))  # entries are numbered in span order
+    first = first[np.diff(span[first], prepend=-1) != 0]
+    exception = np.full(len(logs), None, dtype=object)
+    exception[span[first]] = [str(v) for v in found_values[first]]
+    text = pc.binary_join(pa.ListArray.from_arrays(read.offsets, entry_text), ",")
+    return pc.binary_join_element_wise("[", text, "]", ""), pa.array(exception, pa.string())
+
+
+def _v1_span_type(log: pa.StructType) -> pa.StructType:
+    """What is read of a v1 span in C++, with ``log`` as what is read of its log entries."""
+    return pa.struct([
+        ("traceID", pa.string()), ("spanID", pa.string()), ("operationName", pa.string()),
+        ("references", pa.list_(pa.struct([("refType", pa.string()), ("spanID", pa.string())]))),
+        ("startTime", pa.int64()), ("duration", pa.int64()),
+        ("tags", pa.list_(pa.struct([("key", _TEXT_DICT)]))), ("logs", pa.list_(log)),
+        ("processID", _TEXT_DICT), ("process", pa.struct([("serviceName", pa.string())])),
+        ("warnings", pa.list_(pa.string())),
+    ])
+
+
+_V1_SPAN = _v1_span_type(_V1_LOG)
+"""What is read of a v1 span in C++ (pyarrow converts the dicts); tag and log field values,
+whose types vary, are read in Python."""
+_V1_SPAN_BARE = _v1_span_type(pa.struct([("timestamp", pa.int64())]))
+""":data:`_V1_SPAN` without log fields, for logs whose fields pyarrow cannot read (keys that are
+no text): those logs are written one by one by :func:`_v1_logs`."""
 
 
 _TAGS, _VALUE = operator.itemgetter("tags"), operator.itemgetter("value")
@@ -191,10 +262,74 @@ def _v1_sanitised(sp: Any) -> dict | None:
     }
 
 
-def _v1_block(traces: list[Mapping], prefixes: list[str]) -> _Block:
+_CHUNK = 1000
+"""Spans read at a time: the Python passes over a chunk (tag values, logs) find its dicts still
+in the CPU cache after pyarrow's pass, which saves about a third of the reading time."""
+_TAGS_FIELD, _LOGS_FIELD = _V1_SPAN.get_field_index("tags"), _V1_SPAN.get_field_index("logs")
+
+
+@dataclass(frozen=True)
+class _V1Read:
+    """v1 spans as read by :func:`_v1_read`."""
+
+    spans: pa.StructArray
+    """The fixed fields (:data:`_V1_SPAN` or :data:`_V1_SPAN_BARE`)."""
+    tag_values: np.ndarray
+    """All tags' values, flat (any JSON type)."""
+    logs: list
+    """The logs lists of the spans that have logs, as given."""
+    log_values: np.ndarray | None
+    """Their fields' values, flat; None when not read (:data:`_V1_SPAN_BARE`, or entries or fields
+    that are no objects)."""
+
+
+def _v1_read(spans: list, span_type: pa.StructType) -> _V1Read:
+    """v1 spans read chunk by chunk (:data:`_CHUNK`); raises what pyarrow raises on odd types."""
+    arrays, logs = [], []
+    values, filled = np.empty(0, dtype=object), 0  # written in place: a concatenation would read them all again
+    log_values: list | None = [] if span_type == _V1_SPAN else None
+    for i in range(0, len(spans), _CHUNK):
+        part = spans[i:i + _CHUNK]
+        arr = pa.array(part, type=span_type)
+        arrays.append(arr)
+        tag_offsets = arr.field(_TAGS_FIELD).offsets.to_numpy()
+        count = int(tag_offsets[-1] - tag_offsets[0])
+        if filled + count > len(values):  # room for all at the tags per span seen so far, and an eighth more
+            expected = (filled + count) * len(spans) // (i + len(part)) * 9 // 8
+            grown = max(expected, 2 * len(values), filled + count)
+            values = np.concatenate([values, np.empty(grown - len(values), dtype=object)])
+        try:
+            values[filled:filled + count] = np.fromiter(
+                map(_VALUE, itertools.chain.from_iterable(map(_TAGS, part))), dtype=object, count=count)
+        except (KeyError, TypeError, ValueError):  # spans without tags, tags without values
+            values[filled:filled + count] = np.fromiter(
+                (t.get("value") if isinstance(t, Mapping) else None
+                 for t in itertools.chain.from_iterable(sp.get("tags") or () if sp else () for sp in part)),
+                dtype=object, count=count)
+        filled += count
+        part_logs = [part[j].get("logs") for j in np.flatnonzero(np.diff(arr.field(_LOGS_FIELD).offsets.to_numpy()))]
+        logs.extend(part_logs)
+        if part_logs and log_values is not None:
+            try:
+                log_values.append(np.fromiter(
+                    (f.get("value") for lg in part_logs for log in lg for f in log.get("fields") or ()), dtype=object))
+            except (AttributeError, TypeError):  # entries or fields that are no objects: _v1_logs says what
+                log_values = None
+    arrays = arrays or [pa.array([], type=span_type)]
+    return _V1Read(arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays), values[:filled], logs,
+                   None if log_values is None else np.concatenate(log_values or [np.zeros(0, dtype=object)]))
+
+
+class _Unread(Exception):
+    """Spans pyarrow could not read as they are (raised with :func:`_v1_block`'s ``as_is``)."""
+
+
+def _v1_block(traces: list[Mapping], prefixes: list[str], as_is: bool = False) -> _Block:
     """v1 trace objects (``{"traceID", "spans", "processes"}``) -> one block, vectorised.
 
-    ``prefixes[i]`` is the JSON path of trace i's span list, for ``source_ref``.
+    ``prefixes[i]`` is the JSON path of trace i's span list, for ``source_ref``. Spans of odd
+    types are read again with fewer fields, then coerced (:func:`_v1_sanitised`); with
+    ``as_is``, :class:`_Unread` is raised instead.
     """
     spans: list = []
     counts = []
@@ -202,24 +337,38 @@ def _v1_block(traces: list[Mapping], prefixes: list[str]) -> _Block:
         s = trace.get("spans") or []
         spans.extend(s)
         counts.append(len(s))
+    odd = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
     try:
-        arr = pa.array(spans, type=_V1_SPAN)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-        spans = [_v1_sanitised(sp) for sp in spans]
-        arr = pa.array(spans, type=_V1_SPAN)
+        read = _v1_read(spans, _V1_SPAN)
+    except odd:
+        if as_is:
+            raise _Unread from None
+        try:
+            read = _v1_read(spans, _V1_SPAN_BARE)
+        except odd:
+            read = _v1_read([_v1_sanitised(sp) for sp in spans], _V1_SPAN_BARE)
+    arr, tag_values = read.spans, read.tag_values
     n = len(arr)
     f = dict(zip(_V1_SPAN.names, arr.flatten(), strict=True))
     trace_of = np.repeat(np.arange(len(traces)), counts)
     trace_ids = pa.array([None if t.get("traceID") is None else str(t.get("traceID")) for t in traces], pa.string())
-    # service: an embedded process, else the trace's processes[processID] (ids are per trace)
-    proc_keys, proc_names = [], []
+    # service: an embedded process, else the trace's processes[processID] (ids are per trace),
+    # looked up by trace and process id as one number
+    pids = f["processID"].dictionary.to_pylist()
+    pid_code = {pid: c for c, pid in enumerate(pids)}
+    services: dict[int, str | None] = {}
     for t, trace in enumerate(traces):
         for pid, p in (trace.get("processes") or {}).items():
-            proc_keys.append(f"{t}/{pid}")
-            proc_names.append((p or {}).get("serviceName") if isinstance(p, Mapping) else None)
-    span_proc = pc.binary_join_element_wise(pc.cast(pa.array(trace_of, pa.int64()), pa.string()),
-                                            f["processID"], "/")
-    service = pc.take(pa.array(proc_names, pa.string()), pc.index_in(span_proc, pa.array(proc_keys, pa.string())))
+            if str(pid) in pid_code:
+                services.setdefault(t * len(pids) + pid_code[str(pid)],
+                                    (p or {}).get("serviceName") if isinstance(p, Mapping) else None)
+    span_proc = np.where(f["processID"].is_null().to_numpy(zero_copy_only=False), -1,
+                         trace_of * len(pids) + pc.fill_null(f["processID"].indices, 0).to_numpy())
+    table = sorted(services.items())
+    keys = np.array([k for k, _ in table] + [np.iinfo("int64").max], dtype="int64")  # and one past every key
+    at = np.searchsorted(keys, span_proc)
+    service = pc.take(pa.array([name for _, name in table] + [None], pa.string()),
+                      pa.array(np.where(keys[at] == span_proc, at, len(table))))
     service = pc.coalesce(f["process"].flatten()[0], service)
     # parent: the first CHILD_OF reference; FOLLOWS_FROM references become a follows_from tag
     refs = f["references"]
@@ -235,27 +384,22 @@ def _v1_block(traces: list[Mapping], prefixes: list[str]) -> _Block:
     # tags: keys from C++, values (any JSON type) from the dicts
     tag_span = pc.list_parent_indices(f["tags"]).to_numpy()
     tag_keys = f["tags"].flatten().flatten()[0]
-    try:
-        tag_values = np.fromiter(map(_VALUE, itertools.chain.from_iterable(map(_TAGS, spans))), dtype=object,
-                                 count=len(tag_span))
-    except (KeyError, TypeError, ValueError):  # spans without tags, tags without values
-        tag_values = np.fromiter(
-            (t.get("value") if isinstance(t, Mapping) else None
-             for t in itertools.chain.from_iterable(sp.get("tags") or () if sp else () for sp in spans)),
-            dtype=object, count=len(tag_span))
     follows = np.flatnonzero(~is_child)
     if len(follows):
         links: dict[int, list] = defaultdict(list)
         for owner, span_id in zip(ref_owner[follows], pc.take(ref_span, pa.array(follows)).to_pylist(), strict=True):
             links[int(owner)].append(span_id)
-        tag_keys = pa.concat_arrays([tag_keys, pa.array(["follows_from"] * len(links), pa.string())])
+        tag_keys = pa.concat_arrays([tag_keys, pa.array(["follows_from"] * len(links), _TEXT_DICT)])
         tag_values = np.concatenate([tag_values, np.fromiter(links.values(), dtype=object, count=len(links))])
         tag_span = np.concatenate([tag_span, np.fromiter(links, dtype="int64", count=len(links))])
-    # logs and warnings: few spans have them; read those in Python
-    logs = np.full(n, None, dtype=object)
-    exception = np.full(n, None, dtype=object)
-    for i in np.flatnonzero(pc.fill_null(pc.list_value_length(f["logs"]), 0).to_numpy() > 0):
-        logs[i], exception[i] = _v1_logs(spans[i].get("logs"))
+    # logs: of the spans that have them
+    logs = exception = pa.nulls(n, pa.string())
+    has_logs = pc.fill_null(pc.greater(pc.list_value_length(f["logs"]), 0), False)
+    if pc.any(has_logs).as_py():
+        columnwise = read.log_values is not None and len(read.logs) >= _LOGS_COLUMNWISE
+        text, exc = _v1_log_columns(read.logs, pc.filter(f["logs"], has_logs) if columnwise else None,
+                                    read.log_values)
+        logs, exception = pc.replace_with_mask(logs, has_logs, text), pc.replace_with_mask(exception, has_logs, exc)
     warnings = pc.binary_join(f["warnings"], "; ")
     trace_warnings = [("; ".join(map(str, t["warnings"])) if t.get("warnings") else None) for t in traces]
     if any(trace_warnings):
@@ -268,7 +412,7 @@ def _v1_block(traces: list[Mapping], prefixes: list[str]) -> _Block:
         "kind": pa.nulls(n, pa.string()), "start": start,
         "duration": pc.fill_null(f["duration"], 0).to_numpy() * 1000,
         "error": np.zeros(n, dtype=bool), "status_message": pa.nulls(n, pa.string()),
-        "exception": pa.array(exception, pa.string()), "logs": pa.array(logs, pa.string()), "warnings": warnings,
+        "exception": exception, "logs": logs, "warnings": warnings,
     }
     return _Block(columns, tag_keys, tag_values, tag_span, list(zip(prefixes, counts, strict=True)))
 
@@ -352,7 +496,7 @@ def _otlp_block(resource_spans: Iterable[Mapping], where: str) -> _Block:
     columns = {k: _text(np.array(c[k], dtype=object)) for k in _Block.STRINGS if k in c}
     columns.update(start=np.array(c["start"], dtype="int64"), duration=np.array(c["duration"], dtype="int64"),
                    error=np.array(c["error"], dtype=bool), warnings=pa.nulls(n, pa.string()))
-    return _Block(columns, _text(np.array(keys, dtype=object)),
+    return _Block(columns, pc.cast(_text(np.array(keys, dtype=object)), _TEXT_DICT),
                   np.fromiter(values, dtype=object, count=len(values)), np.repeat(np.arange(n), tag_counts), paths)
 
 
@@ -371,6 +515,9 @@ def _hex_id(value: str, width: int) -> str | None:
     return raw.hex().rjust(width, "0") if raw else None
 
 
+_HEX_DIGITS = "0123456789abcdef"
+
+
 def normalise_ids(values: Iterable[str | None], width: int, zero_is_null: bool = False) -> pa.Array:
     """Span or trace ids as lowercase hex of ``width`` characters (32 for traces, 16 for spans).
 
@@ -379,16 +526,27 @@ def normalise_ids(values: Iterable[str | None], width: int, zero_is_null: bool =
     (parent ids) an all-zero id, OTLP's "no parent", becomes null.
     """
     arr = values if isinstance(values, pa.Array) else pa.array(values, type=pa.string())
+    if pc.all(pc.and_(pc.equal(pc.binary_length(arr), width), pc.equal(pc.ascii_trim(arr, _HEX_DIGITS), ""))).as_py():
+        out = arr  # the usual case: all normal already
+    else:
+        out = _normal_ids(arr, width)
+    if zero_is_null:
+        out = pc.if_else(pc.equal(out, "0" * width), pa.scalar(None, pa.string()), out)
+    return out
+
+
+def _normal_ids(arr: pa.Array, width: int) -> pa.Array:
+    """:func:`normalise_ids` for ids not all lowercase hex of ``width`` characters already."""
     lower = pc.utf8_lower(arr)
-    plain = pc.and_(pc.match_substring_regex(lower, r"^[0-9a-f]+$"), pc.less_equal(pc.utf8_length(lower), width))
+    length = pc.utf8_length(lower)
+    plain = pc.and_(pc.equal(pc.ascii_trim(lower, _HEX_DIGITS), ""),  # all hex: nothing left after a trim
+                    pc.and_(pc.greater(length, 0), pc.less_equal(length, width)))
     out = pc.utf8_lpad(lower, width=width, padding="0")
     odd = pc.and_(pc.invert(plain), pc.is_valid(arr))
     if pc.any(odd).as_py():
         odd_values = pc.filter(arr, odd).to_pylist()
         fixed = {v: _hex_id(v, width) for v in set(odd_values)}
         out = pc.replace_with_mask(out, odd, pa.array([fixed[v] for v in odd_values], type=pa.string()))
-    if zero_is_null:
-        out = pc.if_else(pc.equal(out, "0" * width), pa.scalar(None, pa.string()), out)
     return out
 
 
@@ -400,12 +558,62 @@ def _string(values: list | tuple | np.ndarray | pa.Array | pa.ChunkedArray) -> p
     return pd.Series(pd.arrays.ArrowStringArray(values), dtype=schema.STR)
 
 
-_NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
+_TYPED_GROUP = 32
+"""Values of one key are typed by pyarrow as a group from this many on; fewer, one by one."""
 
 
-def _json_values(values: np.ndarray) -> pa.Array:
-    """Each value as JSON text: strings quoted in pyarrow (json.dumps only for the few that need
-    escaping), integers via str, the rest (floats, bools, lists, maps) via json.dumps."""
+def _needs_escape(text: pa.Array) -> np.ndarray:
+    """Positions of the strings of ``text`` (a string array) that JSON escapes a character of:
+    a control character, a quote or a backslash (json.dumps with ensure_ascii=False)."""
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + len(text) + 1]
+    data = text.buffers()[2]
+    if data is None or offsets[-1] == offsets[0]:
+        return np.zeros(0, dtype="int64")
+    raw = np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]]
+    at = np.flatnonzero((raw < 0x20) | (raw == ord('"')) | (raw == ord("\\"))) + offsets[0]
+    return np.unique(np.searchsorted(offsets, at, side="right") - 1)
+
+
+def _quoted(raw: pa.Array) -> pa.Array:
+    """Strings as JSON text: quoted in pyarrow, json.dumps only for the few that need escaping."""
+    quoted = pc.binary_join_element_wise('"', raw, '"', "")
+    escape = _needs_escape(raw)
+    if len(escape):
+        mask = np.zeros(len(raw), dtype=bool)
+        mask[escape] = True
+        quoted = pc.replace_with_mask(quoted, pa.array(mask), pa.array([_dumps(v) for v in raw.take(escape).to_pylist()],
+                                                                        type=pa.string()))
+    return quoted
+
+
+def _typed_json(values: np.ndarray) -> tuple[pa.Array, np.ndarray] | None:
+    """JSON text of values of one type, typed by pyarrow in C: strings, integers, booleans (None
+    as null), as distinct texts and the index of each value's text; None for anything else
+    (floats, lists, maps, a mix), which needs json.dumps."""
+    try:  # text: dictionary-encoded while converted, so that only distinct strings are quoted
+        arr = pa.array(values, type=_TEXT_DICT) if type(values[0]) is str else pa.array(values)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        arr = pc.cast(arr, pa.string()).dictionary_encode()
+    elif pa.types.is_integer(arr.type) or pa.types.is_boolean(arr.type):
+        arr = arr.dictionary_encode()
+    elif pa.types.is_null(arr.type):
+        return pa.array(["null"]), np.zeros(len(values), dtype="int64")
+    if not pa.types.is_dictionary(arr.type):
+        return None
+    words = arr.dictionary
+    if pa.types.is_string(words.type):
+        text = _quoted(words)
+    elif pa.types.is_boolean(words.type):
+        text = pc.if_else(words, "true", "false")
+    else:
+        text = pc.cast(words, pa.string())
+    return pa.concat_arrays([text, pa.array(["null"])]), pc.fill_null(arr.indices, len(words)).to_numpy()
+
+
+def _each_json(values: np.ndarray) -> pa.Array:
+    """JSON text of values of any types, one by one (strings still quoted in pyarrow)."""
     types = np.fromiter(map(type, values), dtype=object, count=len(values))
     is_str = np.equal(types, str)
     out = np.empty(len(values), dtype=object)
@@ -419,78 +627,188 @@ def _json_values(values: np.ndarray) -> pa.Array:
     text = pa.array(out, type=pa.string(), from_pandas=True)
     strs = np.flatnonzero(is_str)
     if len(strs):
-        raw = pa.array(values[strs], type=pa.string())
-        quoted = pc.binary_join_element_wise('"', raw, '"', "")
-        escape = pc.match_substring_regex(raw, _NEEDS_ESCAPE)
-        if pc.any(escape).as_py():
-            idx = np.flatnonzero(escape.to_numpy(zero_copy_only=False))
-            quoted = pc.replace_with_mask(quoted, escape, pa.array([_dumps(v) for v in values[strs[idx]]],
-                                                                   type=pa.string()))
-        mask = pa.array(is_str)
-        text = pc.replace_with_mask(text, mask, quoted)
+        text = pc.replace_with_mask(text, pa.array(is_str), _quoted(pa.array(values[strs], type=pa.string())))
     return text
 
 
-def _tag_columns(keys: pa.Array, values: np.ndarray, span_of: np.ndarray, n: int) -> dict[str, Any]:
+def _json_values(values: np.ndarray, at: np.ndarray, group: np.ndarray) -> pa.DictionaryArray:
+    """Each of ``values[at]`` as JSON text, as json.dumps writes it, dictionary-encoded (tag values
+    repeat).
+
+    ``group`` (the tag key) gathers values that usually share a type: a large group of strings,
+    integers or booleans is typed by pyarrow and only its distinct values are written; the
+    rest are written value by value.
+    """
+    if not len(at):
+        return pa.DictionaryArray.from_arrays(pa.array([], pa.int64()), pa.array([], pa.string()))
+    runs = np.flatnonzero(np.diff(group)) + 1
+    if len(runs) + 1 == np.count_nonzero(np.bincount(group)):  # already grouped
+        order, starts = np.arange(len(group)), np.r_[0, runs]
+    else:
+        order = np.argsort(group, kind="stable")
+        starts = np.r_[0, np.flatnonzero(np.diff(group[order])) + 1]
+    sizes = np.diff(np.r_[starts, len(order)])
+    done = np.zeros(len(at), dtype=bool)
+    words, index = [], np.empty(len(at), dtype="int64")
+    distinct = 0
+    for g in np.flatnonzero(sizes >= _TYPED_GROUP):
+        members = order[starts[g]:starts[g] + sizes[g]]
+        typed = _typed_json(values[at[members]])
+        if typed is not None:
+            words.append(typed[0])
+            index[members] = typed[1] + distinct
+            distinct += len(typed[0])
+            done[members] = True
+    left = np.flatnonzero(~done)
+    if len(left):
+        words.append(_each_json(values[at[left]]))
+        index[left] = np.arange(len(left)) + distinct
+    return pa.DictionaryArray.from_arrays(pa.array(index), pa.concat_arrays(words))
+
+
+def _tag_columns(keys: pa.DictionaryArray, values: np.ndarray, span_of: np.ndarray, n: int) -> dict[str, Any]:
     """All spans' tags (flat; tag j belongs to span ``span_of[j]``) -> known columns and the JSON
     map of the rest.
 
-    Known columns come back as object arrays with None where the span lacks the tag
-    ("error" as a bool array). When a span repeats a key, the last value wins, as in a dict.
+    Known columns come back as text (pyarrow strings, null where the span lacks the tag),
+    ``http_status_code`` as an Int64 series and ``error`` as a bool array. When a span repeats
+    a key, the last value wins, as in a dict.
     """
-    out: dict[str, Any] = {c: np.full(n, None, dtype=object) for c in set(_TAG_COLUMN.values()) - {"error"}}
-    out["error"] = np.zeros(n, dtype=bool)
-    out["tags"] = pa.nulls(n, pa.string())
-    if not len(keys):
-        return out
-    encoded = keys.dictionary_encode()
-    key_names = encoded.dictionary.to_pylist()
-    key_idx = pc.fill_null(encoded.indices, len(key_names)).to_numpy()
-    key_names.append(None)
-    columns = [""] + sorted(out)
-    column_of = np.array([columns.index(_TAG_COLUMN.get(k, "")) if k is not None else -1 for k in key_names],
-                         dtype="int64")[key_idx]
-    route_from = np.full(n, -1, dtype="int64")  # the fallback tag a span's route came from
-    for key in _ROUTE_FALLBACKS:  # fallbacks first, so that http.route (below) overwrites them
-        if key in key_names:
-            at = np.flatnonzero(key_idx == key_names.index(key))
-            out["http_route"][span_of[at]] = values[at]
-            route_from[span_of[at]] = at
-    for code, column in enumerate(columns[1:], start=1):
-        at = np.flatnonzero(column_of == code)
-        if not len(at):
-            continue
-        if column == "error":
-            hit = np.fromiter((v is True or v == "true" or v == "ERROR" for v in values[at]), dtype=bool,
-                              count=len(at))
-            np.logical_or.at(out["error"], span_of[at], hit)
-        elif column == "message_id":
-            out[column][span_of[at]] = [None if v is None else str(v) for v in values[at]]
-        else:
-            out[column][span_of[at]] = values[at]
-            if column == "http_route":
-                route_from[span_of[at]] = -1
-    # the rest: '"key":value' fragments, sorted by key within each span, joined per span; a
-    # URL that became the route (no http.route) is not repeated in the map
-    rest = np.setdiff1d(np.flatnonzero(column_of == 0), route_from[route_from >= 0], assume_unique=True)
-    if not len(rest):
-        return out
-    key_rank = np.argsort(np.argsort(np.array(key_names[:-1], dtype=object), kind="stable"), kind="stable")
-    rk, rs = key_rank[key_idx[rest]], span_of[rest]
-    if not np.all((rs[1:] > rs[:-1]) | ((rs[1:] == rs[:-1]) & (rk[1:] >= rk[:-1]))):
-        order = np.lexsort((np.arange(len(rest)), rk, rs))
-        rest, rk, rs = rest[order], rk[order], rs[order]
-    last = np.r_[(rs[1:] != rs[:-1]) | (rk[1:] != rk[:-1]), True]  # a repeated key: the last one stays
-    rest, rs = rest[last], rs[last]
-    key_json = pa.array([_dumps(k) + ":" for k in key_names[:-1]], type=pa.string())
-    fragments = pc.binary_join_element_wise(pc.take(key_json, pa.array(key_idx[rest])), _json_values(values[rest]),
-                                            "")
-    per_span = np.bincount(rs, minlength=n)
-    offsets = np.concatenate([[0], np.cumsum(per_span)]).astype("int32")
-    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), fragments), ",")
-    out["tags"] = pc.if_else(pa.array(per_span > 0), pc.binary_join_element_wise("{", joined, "}", ""),
-                             pa.scalar(None, pa.string()))
+    found: dict[str, np.ndarray] = {}  # column -> the values found, by span
+
+    def column(name: str) -> np.ndarray:
+        if name not in found:
+            found[name] = np.full(n, None, dtype=object)
+        return found[name]
+
+    error, tags = np.zeros(n, dtype=bool), pa.nulls(n, pa.string())
+    if len(keys):
+        key_names = keys.dictionary
+        key_idx = pc.fill_null(keys.indices, len(key_names)).to_numpy()  # a missing key: len(key_names)
+        # tag positions grouped by key, in written order within a key: one stable (radix) sort
+        by_key = np.argsort(key_idx.astype(np.uint16) if len(key_names) < 2**16 else key_idx, kind="stable")
+        bounds = np.r_[0, np.cumsum(np.bincount(key_idx, minlength=len(key_names) + 1))]
+        wanted = [*_ROUTE_FALLBACKS, *_TAG_COLUMN]
+        code = {k: c for k, c in zip(wanted, pc.index_in(pa.array(wanted), key_names).to_pylist(), strict=True)
+                if c is not None}
+
+        def at(*names: str) -> np.ndarray:
+            """Positions of the tags with any of these keys, in written order."""
+            parts = [by_key[bounds[code[k]]:bounds[code[k] + 1]] for k in set(names) if k in code]
+            return np.sort(np.concatenate(parts)) if len(parts) > 1 else parts[0] if parts else np.zeros(0, "int64")
+
+        route_from = np.full(n, -1, dtype="int64")  # the fallback tag a span's route came from
+        for key in _ROUTE_FALLBACKS:  # fallbacks first, so that http.route (below) overwrites them
+            pos = at(key)
+            if len(pos):
+                column("http_route")[span_of[pos]] = values[pos]
+                route_from[span_of[pos]] = pos
+        for name in sorted(set(_TAG_COLUMN.values())):
+            pos = at(*(k for k, c in _TAG_COLUMN.items() if c == name))
+            if not len(pos):
+                continue
+            if name == "error":
+                error[span_of[pos][_error_hits(values[pos])]] = True
+            elif name == "message_id":
+                column(name)[span_of[pos]] = [None if v is None else str(v) for v in values[pos]]
+            else:
+                column(name)[span_of[pos]] = values[pos]
+                if name == "http_route":
+                    route_from[span_of[pos]] = -1
+        # the rest, still grouped by key; a URL that became the route (no http.route) is not
+        # repeated in the map
+        is_rest = np.ones(len(key_names) + 1, dtype=bool)
+        is_rest[[c for k, c in code.items() if k in _TAG_COLUMN] + [len(key_names)]] = False
+        is_rest = is_rest[key_idx]
+        is_rest[route_from[route_from >= 0]] = False
+        rest = by_key[is_rest[by_key]]
+        if len(rest):
+            tags = _tag_map(key_names, key_idx, values, span_of, rest, n)
+    out: dict[str, Any] = {"error": error, "tags": tags}
+    for name in set(_TAG_COLUMN.values()) - {"error", "http_status_code"}:
+        out[name] = _text(found[name]) if name in found else pa.nulls(n, pa.string())
+    codes = found.get("http_status_code", np.full(n, None, dtype=object))
+    out["http_status_code"] = pd.to_numeric(pd.Series(codes, dtype=object), errors="coerce").astype(schema.INT)
     return out
+
+
+def _tag_map(key_names: pa.Array, key_idx: np.ndarray, values: np.ndarray, span_of: np.ndarray, rest: np.ndarray,
+             n: int) -> pa.Array:
+    """The tags at positions ``rest`` (grouped by key) as a JSON object per span, keys sorted."""
+    kept = _last_of_each_key(span_of[rest], _sort_rank(key_names)[key_idx[rest]])
+    in_key_order = np.zeros(len(rest), dtype=bool)
+    in_key_order[kept] = True
+    text_at = (np.cumsum(in_key_order) - 1)[kept]  # where entry j's value is among the kept ones in key order
+    rest_kept = rest[in_key_order]
+    return _json_maps(key_names, key_idx[rest[kept]], _json_values(values, rest_kept, key_idx[rest_kept]),
+                      span_of[rest[kept]], n, text_at)
+
+
+def _sort_rank(names: pa.Array) -> np.ndarray:
+    """Each of these distinct strings' place in sorted order (UTF-8 byte order is code point order,
+    Python's order)."""
+    rank = np.empty(len(names), dtype="int64")
+    rank[pc.sort_indices(names).to_numpy()] = np.arange(len(names))
+    return rank
+
+
+def _last_of_each_key(owner: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Positions of the entries (in written order) of JSON objects to be made, ordered by owner
+    and key rank, keeping the last of a repeated key as a dict does."""
+    # one stable sort on owner and rank together: entries come nearly in order (by owner), which
+    # the sort (timsort) finds in runs; equal keys keep their written order
+    order = np.argsort(owner.astype("int64") * (int(rank.max(initial=0)) + 1) + rank, kind="stable")
+    o, r = owner[order], rank[order]
+    return order[(np.diff(o, append=-1) != 0) | (np.diff(r, append=-1) != 0)]
+
+
+def _error_hits(values: np.ndarray) -> np.ndarray:
+    """Which error-tag values say error: True, "true", or "ERROR" (otel.status_code). Typed by
+    pyarrow when the values share a type, else read one by one."""
+    try:
+        arr = pa.array(values)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        arr = None
+    if arr is not None and pa.types.is_boolean(arr.type):
+        return pc.fill_null(arr, False).to_numpy(zero_copy_only=False)
+    if arr is not None and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        hit = pc.is_in(pc.cast(arr, pa.string()), pa.array(["true", "ERROR"]))
+        return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+    if arr is not None and (pa.types.is_integer(arr.type) or pa.types.is_null(arr.type)):
+        return np.zeros(len(values), dtype=bool)  # (pyarrow types a mix of ints and bools as double, not int)
+    return np.fromiter((v is True or v == "true" or v == "ERROR" for v in values), dtype=bool, count=len(values))
+
+
+def _json_maps(names: pa.Array, key: np.ndarray, text: pa.Array | pa.DictionaryArray, owner: np.ndarray, n: int,
+               text_at: np.ndarray | None = None) -> pa.Array:
+    """JSON objects ``{"name": text, ...}``, one per owner 0..n-1, null for an owner without entries.
+
+    Entry j is ``names[key[j]]`` with JSON value text ``text[text_at[j]]`` (``text[j]`` without
+    ``text_at``), entries grouped by owner (``owner`` ascending) in the order they are to be
+    written. Each distinct value text is joined to its key once (``{"k":v`` or ``,"k":v``);
+    these pieces and the closing ``}`` are put in order by one take and joined per owner by
+    one list join.
+    """
+    m = len(key)
+    at = np.arange(m) if text_at is None else text_at
+    if isinstance(text, pa.DictionaryArray):
+        at, text = text.indices.to_numpy()[at], text.dictionary
+    key_of = np.full(len(text), -1, dtype="int64")  # each text's key: one, as values are typed per key
+    key_of[at] = key
+    if not np.array_equal(key_of[at], key):
+        key_of, text, at = key.copy(), text.take(pa.array(at)), np.arange(m)  # shared texts: one per entry
+    names_json = pc.binary_join_element_wise(_quoted(names), ":", "").take(pa.array(np.maximum(key_of, 0)))
+    pool = pa.concat_arrays([pc.binary_join_element_wise("{", names_json, text, ""),
+                             pc.binary_join_element_wise(",", names_json, text, ""), pa.array(["}"])])
+    first, last = np.diff(owner, prepend=-1) != 0, np.diff(owner, append=-1) != 0
+    slot = np.arange(m) + np.cumsum(first) - 1  # entry j: one piece per entry before it, one "}" per owner
+    pieces = np.empty(m + int(first.sum()), dtype="int64")
+    pieces[slot] = np.where(first, at, at + len(text))
+    pieces[slot[last] + 1] = 2 * len(text)
+    per_owner = np.bincount(owner, minlength=n)
+    offsets = np.r_[0, np.cumsum(np.where(per_owner > 0, per_owner + 1, 0))].astype("int32")
+    lists = pa.ListArray.from_arrays(pa.array(offsets), pc.take(pool, pa.array(pieces)), mask=pa.array(per_owner == 0))
+    return pc.binary_join(lists, "")
 
 
 def _json_paths(paths: list[tuple[str, int]]) -> pa.Array:
@@ -502,7 +820,8 @@ def _json_paths(paths: list[tuple[str, int]]) -> pa.Array:
     block = np.repeat(np.arange(len(paths)), counts)
     index = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
     prefix = pc.take(pa.array([p for p, _ in paths], type=pa.string()), pa.array(block))
-    return pc.binary_join_element_wise(prefix, "[", pc.cast(pa.array(index), pa.string()), "]", "")
+    indexes = pc.binary_join_element_wise("[", pc.cast(pa.array(np.arange(counts.max())), pa.string()), "]", "")
+    return pc.binary_join_element_wise(prefix, pc.take(indexes, pa.array(index)), "")
 
 
 def _text(values: np.ndarray) -> pa.Array:
@@ -521,77 +840,110 @@ def _frame(blocks: list[_Block], source_object: str | None) -> pd.DataFrame:
     n = sum(len(b) for b in blocks)
     first = np.cumsum([0] + [len(b) for b in blocks[:-1]])
 
-    def cat(name: str) -> Any:
-        parts = [b.columns[name] for b in blocks]
+    def joined(parts: list) -> Any:
+        if len(parts) == 1:  # the usual single document part: no copy
+            return parts[0]
         return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else pa.concat_arrays(parts)
 
-    t = _tag_columns(pa.concat_arrays([b.tag_keys for b in blocks]),
-                     np.concatenate([b.tag_values for b in blocks]),
-                     np.concatenate([b.tag_span + o for b, o in zip(blocks, first, strict=True)]), n)
+    def cat(name: str) -> Any:
+        return joined([b.columns[name] for b in blocks])
+
+    t = _tag_columns(joined([b.tag_keys for b in blocks]), joined([b.tag_values for b in blocks]),
+                     joined([b.tag_span + o for b, o in zip(blocks, first, strict=True)]), n)
     start_ns, dur_ns = cat("start"), cat("duration")
     end_ns = np.where(start_ns == NAT_NS, NAT_NS, start_ns + dur_ns)
     error = cat("error") | t["error"]
     # status message: OTLP status, else otel.status_description, else an error span's exception
-    message = pc.coalesce(cat("status_message"), _text(t["status_message"]))
+    message = pc.coalesce(cat("status_message"), t["status_message"])
     message = pc.if_else(pa.array(error), pc.coalesce(message, cat("exception")), message)
-    status = pd.to_numeric(pd.Series(t["http_status_code"], dtype=object), errors="coerce").astype(schema.INT)
     frame = pd.DataFrame({
         "trace_id": _string(normalise_ids(cat("trace_id"), 32)),
         "span_id": _string(normalise_ids(cat("span_id"), 16)),
         "parent_span_id": _string(normalise_ids(cat("parent_span_id"), 16, zero_is_null=True)),
         "service": _string(cat("service")),
         "operation": _string(cat("operation")),
-        "kind": _string(pc.utf8_lower(pc.coalesce(cat("kind"), _text(t["kind"])))),
+        "kind": _string(pc.utf8_lower(pc.coalesce(cat("kind"), t["kind"]))),
         "start": pd.Series(start_ns.view("datetime64[ns]")).dt.tz_localize("UTC"),
         "duration_ms": dur_ns / 1e6,
         "end": pd.Series(end_ns.view("datetime64[ns]")).dt.tz_localize("UTC"),
         "error": pd.array(error, dtype=schema.BOOL),
         "status_message": _string(message),
-        "http_method": _string(_text(t["http_method"])),
-        "http_route": _string(_text(t["http_route"])),
-        "http_status_code": status,
-        "message_id": _string(_text(t["message_id"])),
+        "http_method": _string(t["http_method"]),
+        "http_route": _string(t["http_route"]),
+        "http_status_code": t["http_status_code"],
+        "message_id": _string(t["message_id"]),
         "tags": _string(t["tags"]),
         "logs": _string(cat("logs")),
         "warnings": _string(cat("warnings")),
-        "source": _string(["jaeger"] * n),
-        "source_object": _string([source_object] * n),
+        "source": _string(pa.repeat(pa.scalar("jaeger", pa.string()), n)),
+        "source_object": _string(pa.repeat(pa.scalar(source_object, pa.string()), n)),
         "source_ref": _string(_json_paths([p for b in blocks for p in b.paths])),
     })
     return schema.conform("spans", frame)
+
+
+class _Parts:
+    """The blocks of a document, in document order. Consecutive v1 parts (a JSON Lines file of
+    traces, an array of envelopes) are kept back and made one block (many small blocks cost
+    more than one), unless their spans must be coerced or anything fails: then block by block,
+    as on their own, so that coercion and the error raised are those of each part alone."""
+
+    def __init__(self) -> None:
+        self.blocks: list[_Block] = []
+        self.v1: list[tuple[list[Mapping], list[str]]] = []
+
+    def add_v1(self, traces: list[Mapping], prefixes: list[str]) -> None:
+        self.v1.append((traces, prefixes))
+
+    def done(self) -> list[_Block]:
+        """The blocks so far, v1 parts kept back included (call before anything else can fail,
+        so that the first failure in document order is the one raised)."""
+        if len(self.v1) > 1:
+            try:
+                self.blocks.append(_v1_block([t for ts, _ in self.v1 for t in ts], [p for _, ps in self.v1 for p in ps],
+                                             as_is=True))
+            except Exception:  # noqa: BLE001 - redone part by part, which raises the first failure
+                self.blocks.extend(_v1_block(ts, ps) for ts, ps in self.v1)
+        elif self.v1:
+            self.blocks.append(_v1_block(*self.v1[0]))
+        self.v1 = []
+        return self.blocks
 
 
 def _is_v1_trace(doc: Any) -> bool:
     return isinstance(doc, Mapping) and "spans" in doc and "resourceSpans" not in doc
 
 
-def _collect(doc: Any, blocks: list[_Block], where: str) -> None:
-    """Find the spans in ``doc`` (any accepted shape) and add them to ``blocks``."""
+def _collect(doc: Any, parts: _Parts, where: str) -> None:
+    """Find the spans in ``doc`` (any accepted shape) and add them to ``parts``."""
     if isinstance(doc, list):
         if doc and all(isinstance(d, Mapping) and "spanID" in d for d in doc):
-            blocks.append(_v1_block([{"spans": doc}], [where.rstrip(".")]))  # a bare array of v1 spans
+            parts.add_v1([{"spans": doc}], [where.rstrip(".")])  # a bare array of v1 spans
         elif doc and all(_is_v1_trace(d) for d in doc):
-            blocks.append(_v1_block(doc, [f"{where}[{i}].spans" for i in range(len(doc))]))
+            parts.add_v1(doc, [f"{where}[{i}].spans" for i in range(len(doc))])
         else:
             for i, item in enumerate(doc):
-                _collect(item, blocks, f"{where}[{i}].")
+                _collect(item, parts, f"{where}[{i}].")
         return
     if not isinstance(doc, Mapping):
+        parts.done()
         raise TraceFileError(f"{where or 'document'}: expected a JSON object or array, got {type(doc).__name__}")
     if "resourceSpans" in doc:
-        blocks.append(_otlp_block(doc.get("resourceSpans") or (), where))
+        parts.done().append(_otlp_block(doc.get("resourceSpans") or (), where))
     elif isinstance(doc.get("result"), Mapping) and "resourceSpans" in doc["result"]:
-        blocks.append(_otlp_block(doc["result"].get("resourceSpans") or (), f"{where}result."))
+        parts.done().append(_otlp_block(doc["result"].get("resourceSpans") or (), f"{where}result."))
     elif "data" in doc and (doc["data"] is None or isinstance(doc["data"], list | Mapping)):
         data = doc["data"] or []
         data = data if isinstance(data, list) else [data]
         for i, trace in enumerate(data):
             if not isinstance(trace, Mapping):
+                parts.done()
                 raise TraceFileError(f"{where}data[{i}]: expected a trace object, got {type(trace).__name__}")
-        blocks.append(_v1_block(data, [f"{where}data[{i}].spans" for i in range(len(data))]))
+        parts.add_v1(data, [f"{where}data[{i}].spans" for i in range(len(data))])
     elif "spans" in doc:
-        blocks.append(_v1_block([doc], [f"{where}spans"]))
+        parts.add_v1([doc], [f"{where}spans"])
     else:
+        parts.done()
         keys = ", ".join(map(str, list(doc)[:6])) or "none"
         raise TraceFileError(f"{where or 'document'}: not a Jaeger or OTLP trace document (keys: {keys}); "
                              "expected data, spans, resourceSpans or result.resourceSpans")
@@ -607,9 +959,9 @@ def parse_traces(doc: Any, source_object: str | None = None) -> pd.DataFrame:
     the JSON path of the span within it (``data[0].spans[3]``), so duplicates can be told apart.
     Times are nanoseconds internally; v1 microseconds and OTLP nanoseconds are both exact.
     """
-    blocks: list[_Block] = []
-    _collect(doc, blocks, "")
-    return _frame(blocks, source_object)
+    parts = _Parts()
+    _collect(doc, parts, "")
+    return _frame(parts.done(), source_object)
 
 
 def read_trace_file(path: str | Path) -> pd.DataFrame:
@@ -619,7 +971,7 @@ def read_trace_file(path: str | Path) -> pd.DataFrame:
         text = path.read_bytes()
     except OSError as exc:
         raise TraceFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    blocks: list[_Block] = []
+    parts = _Parts()
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as whole:
@@ -632,11 +984,12 @@ def read_trace_file(path: str | Path) -> pd.DataFrame:
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as exc:
+                parts.done()
                 raise TraceFileError(f"{path}: line {n} of JSON Lines is not JSON ({exc.msg})") from exc
-            _collect(item, blocks, f"line {n}: ")
+            _collect(item, parts, f"line {n}: ")
     else:
-        _collect(doc, blocks, "")
-    return _frame(blocks, path.name)
+        _collect(doc, parts, "")
+    return _frame(parts.done(), path.name)
 
 
 def tag_values(spans: pd.DataFrame, key: str) -> pd.Series:

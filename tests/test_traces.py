@@ -196,6 +196,65 @@ def test_tag_values_reads_columns_and_the_json_map():
     assert list(traces.tag_values(spans, "retries").fillna("-")) == ["-", "9007199254740993", "-"]
 
 
+def _mixed_trace(n: int = 300) -> dict:
+    """A v1 trace whose tags and logs take every value type JSON has, in many spans: enough for
+    the column-wise paths (typed tag groups, logs, chunks) to be taken."""
+    odd = ['say "hi"\nbye', "back\\slash", "ünï çödé", "", "\x01", 7, -2**63, 2**64, 0.5, 1e16, True, False, None,
+           [1, "a"], {"b": 1, "a": [None]}]
+    spans = []
+    for i in range(n):
+        tags = [{"key": "span.kind", "type": "string", "value": "server" if i % 2 else "CLIENT"},
+                {"key": "thread.name", "type": "string", "value": f"exec-{i % 7}" if i % 50 else 'say "hi"\nbye'},
+                {"key": "net.peer.port", "type": "int64", "value": [40000 + i % 3, 2**63 - 1, -2**63][i % 3]},
+                {"key": "retries", "type": "int64", "value": i if i % 40 else str(i)},  # int64 as text now and then
+                {"key": "flag", "type": "bool", "value": [True, False, None][i % 3]},
+                {"key": "odd", "type": "string", "value": odd[i % len(odd)]},
+                {"key": "error", "type": "bool", "value": [True, "true", "ERROR", 1, None][i % 5]}]
+        if i % 9 == 0:
+            tags += [{"key": "http.url", "value": f"http://x/{i}"}, {"key": "thread.name", "value": "again"}]
+        if i % 4 == 0:
+            tags.append({"key": "http.route", "value": ["/a", 5, None][i % 3]})
+        logs = [{"timestamp": T0 + i, "fields": [
+            {"key": "event", "value": "exception"},
+            {"key": ["exception.message", "message", "error.object"][i % 3], "value": odd[i % len(odd)]},
+            {"key": "timestamp", "value": "replaced"} if i % 11 == 0 else {"key": "event", "value": "again"}]},
+            {"timestamp": T0 + i + 1, "fields": [{"key": "error.message", "value": f"second {i}"}]}] if i % 3 else []
+        spans.append({"traceID": TRACE, "spanID": f"{i + 1:016x}", "operationName": f"op-{i % 5}", "processID": "p1",
+                      "references": [{"refType": "CHILD_OF", "spanID": f"{i:016x}"}] if i else [],
+                      "startTime": T0 + i, "duration": 1000, "tags": tags, "logs": logs})
+    return {"traceID": TRACE, "spans": spans, "processes": {"p1": {"serviceName": "api-gateway"}}}
+
+
+def test_column_wise_reading_gives_what_value_by_value_reading_gives(monkeypatch):
+    doc = {"data": [_mixed_trace(), v1_trace("2" * 32), _mixed_trace(40)]}
+    fast = parse_traces(doc)
+    # the general paths: small chunks, every tag value and every log written one by one
+    monkeypatch.setattr(traces, "_CHUNK", 7)
+    monkeypatch.setattr(traces, "_TYPED_GROUP", 10**9)
+    monkeypatch.setattr(traces, "_LOGS_COLUMNWISE", 10**9)
+    pd.testing.assert_frame_equal(fast, parse_traces(doc))
+    assert fast["logs"].notna().sum() == 200 + 1 + 26
+    assert json.loads(fast.loc[50, "tags"])["thread.name"] == 'say "hi"\nbye'
+    assert json.loads(fast.loc[1, "tags"])["net.peer.port"] == 2**63 - 1
+
+
+def test_parts_of_a_file_are_read_as_on_their_own(tmp_path):
+    """A JSON Lines part whose spans must be coerced (a time as text) leaves the other parts as
+    they are: their warnings lists holding a null stay null, as the coerced part's do not."""
+    clean = v1_trace()
+    clean["spans"][0]["warnings"] = [None, "w"]
+    coerced = v1_trace("3" * 32)
+    coerced["spans"][0]["startTime"] = str(T0)
+    coerced["spans"][0]["warnings"] = [None, "w"]
+    path = tmp_path / "parts.jsonl"
+    path.write_text("\n".join(json.dumps(d) for d in (clean, coerced, clean)))
+    got = read_trace_file(path)
+    alone = pd.concat([parse_traces(d) for d in (clean, coerced, clean)], ignore_index=True)
+    cols = [c for c in got.columns if c not in ("source_ref", "source_object")]
+    pd.testing.assert_frame_equal(got[cols], alone[cols])
+    assert got["warnings"].iloc[[0, 6]].isna().all() and got["warnings"].iloc[3] == "w"
+
+
 # ---- flags -------------------------------------------------------------------------------
 
 def _spans(*rows, trace_id="7" * 32) -> pd.DataFrame:
