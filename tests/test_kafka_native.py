@@ -30,12 +30,21 @@ def test_a_missing_extension_falls_back_unless_native_is_required(monkeypatch):
         kafka_native.native_module()
 
 
-def test_ranges_are_dealt_largest_first_to_the_least_loaded():
-    todo = [("t", p, 0, n) for p, n in enumerate([100, 10, 60, 50, 5])]
+def test_ranges_are_cut_so_that_every_reader_gets_as_many_records():
+    todo = [("t", p, 1000, 1000 + n) for p, n in enumerate([100, 10, 60, 50, 5])]
     shares = kafka_native._split(todo, 2)
-    assert [sum(r[3] - r[2] for r in share) for share in shares] == [115, 110]
-    assert sorted(r for share in shares for r in share) == sorted(todo)
-    assert kafka_native._split(todo[:1], 4) == [todo[:1]]  # no empty shares
+    assert [sum(e - s for _t, _p, s, e in share) for share in shares] == [113, 112]
+    # partition 2 is cut at an offset: its first part in one share, the rest in the other
+    assert ("t", 2, 1000, 1003) in shares[0] and ("t", 2, 1003, 1060) in shares[1]
+    pieces = sorted(r for share in shares for r in share)
+    for p, n in enumerate([100, 10, 60, 50, 5]):  # every offset exactly once
+        mine = [(s, e) for _t, q, s, e in pieces if q == p]
+        assert mine[0][0] == 1000 and mine[-1][1] == 1000 + n
+        assert all(a[1] == b[0] for a, b in zip(mine, mine[1:], strict=False))
+    assert kafka_native._split(todo[:1], 4) == [[("t", 0, 1000, 1025)], [("t", 0, 1025, 1050)],
+                                                 [("t", 0, 1050, 1075)], [("t", 0, 1075, 1100)]]
+    assert kafka_native._split([("t", 0, 5, 7)], 4) == [[("t", 0, 5, 6)], [("t", 0, 6, 7)]]
+    assert kafka_native._split([], 2) == []
 
 
 def test_reader_count_follows_cores_partitions_and_the_override(monkeypatch):

@@ -710,13 +710,13 @@ def _read_window(bootstrap: str, topics: Sequence[str], window: Window, limits: 
     native = kafka_native.native_module()
     config = consumer_config(bootstrap, limits)
     consumer = open_consumer(bootstrap, limits)
-    # the native consumers connect while the metadata and offsets are looked up
-    readers = kafka_native.open_readers(native, config, headers, max_bytes) if native is not None else []
+    readers: list = []
     try:
         present = _cluster_topics(consumer, bootstrap, limits)
         wanted = {t: present[t] for t in topics if t in present}
         ranges = window_offsets(consumer, wanted, window, limits)
         if native is not None:
+            readers = kafka_native.open_readers(native, config, headers, max_bytes)
             batches, truncated = kafka_native.scan(readers, ranges, limits, headers, max_bytes, decode, progress)
         else:
             columns, truncated = _scan(consumer, ranges, limits, headers, max_bytes, progress)

@@ -194,13 +194,22 @@ def batch_columns(batch: dict[str, Any], headers: bool, max_bytes: int) -> dict[
 
 
 def _split(todo: list[tuple[str, int, int, int]], readers: int) -> list[list[tuple[str, int, int, int]]]:
-    """Ranges dealt to ``readers`` consumers, largest first to the least loaded."""
-    shares: list[list[tuple[str, int, int, int]]] = [[] for _ in range(readers)]
-    load = [0] * readers
-    for r in sorted(todo, key=lambda r: r[3] - r[2], reverse=True):
-        i = load.index(min(load))
-        shares[i].append(r)
-        load[i] += r[3] - r[2]
+    """Ranges dealt to ``readers`` consumers with as many records each as can be: in order,
+    a range that straddles a share's boundary is cut at an offset (each consumer assigns its
+    own part of the partition, so one partition can be read by two). Empty shares dropped.
+    """
+    total = sum(end - start for _t, _p, start, end in todo)
+    shares: list[list[tuple[str, int, int, int]]] = [[] for _ in range(max(1, min(readers, total)))]
+    quota = -(-total // len(shares))  # ceil
+    share, room = 0, quota
+    for topic, partition, start, end in todo:
+        while start < end:
+            take = min(room, end - start)
+            shares[share].append((topic, partition, start, start + take))
+            start += take
+            room -= take
+            if room == 0 and share + 1 < len(shares):
+                share, room = share + 1, quota
     return [s for s in shares if s]
 
 
@@ -237,8 +246,9 @@ class _Budget:
 
 
 def open_readers(module, config: dict[str, Any], headers: bool, max_bytes: int) -> list:
-    """``reader_count`` native consumers, connecting while the caller looks up offsets (the
-    ones that get no partition are closed by :func:`scan`; closing twice is harmless)."""
+    """``reader_count()`` native consumers (the ones that get no records are closed by
+    :func:`scan`; closing twice is harmless). Opened once the offsets are known: a consumer
+    left unassigned for a while before its assign() was seen to read slower."""
     try:
         return [module.RangeReader(librdkafka_path(), _librdkafka_config(config), headers, max_bytes)
                 for _ in range(reader_count())]
@@ -332,7 +342,10 @@ def scan(readers: list, ranges: list[dict[str, Any]], limits: Limits, headers: b
         if isinstance(failure, RuntimeError):
             raise SourceError("kafka", str(failure)) from failure
         raise failure
-    counts = {(t, p): n for r in readers for t, p, n in r.records}
+    counts: dict[tuple[str, int], int] = {}
+    for reader in readers:  # a partition cut between readers counts in each
+        for t, p, n in reader.records:
+            counts[t, p] = counts.get((t, p), 0) + n
     for r in ranges:
         r["records"] = counts.get((r["topic"], r["partition"]), 0)
     done = all(r.open_ranges == 0 for r in readers)
