@@ -959,9 +959,38 @@ def parse_traces(doc: Any, source_object: str | None = None) -> pd.DataFrame:
     the JSON path of the span within it (``data[0].spans[3]``), so duplicates can be told apart.
     Times are nanoseconds internally; v1 microseconds and OTLP nanoseconds are both exact.
     """
-    parts = _Parts()
-    _collect(doc, parts, "")
-    return _frame(parts.done(), source_object)
+    return _parse([(doc, "")], source_object)
+
+
+def _without_lone_surrogates(obj: Any) -> Any:
+    """``obj`` with every lone surrogate in its strings (JSON allows ``"\\ud800"``, UTF-8
+    cannot hold it) replaced by U+FFFD."""
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+            return obj
+        except UnicodeEncodeError:
+            return obj.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(obj, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_without_lone_surrogates(v) for v in obj]
+    return obj
+
+
+def _parse(items: list[tuple[Any, str]], source_object: str | None) -> pd.DataFrame:
+    """Decoded documents (each with its JSON-path prefix) -> the spans table; documents with
+    a lone surrogate in a string are read again with it replaced (rare: only then the cost)."""
+    try:
+        parts = _Parts()
+        for doc, prefix in items:
+            _collect(doc, parts, prefix)
+        return _frame(parts.done(), source_object)
+    except UnicodeEncodeError:
+        parts = _Parts()
+        for doc, prefix in items:
+            _collect(_without_lone_surrogates(doc), parts, prefix)
+        return _frame(parts.done(), source_object)
 
 
 def read_trace_file(path: str | Path) -> pd.DataFrame:
@@ -971,25 +1000,22 @@ def read_trace_file(path: str | Path) -> pd.DataFrame:
         text = path.read_bytes()
     except OSError as exc:
         raise TraceFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    parts = _Parts()
     try:
-        doc = json.loads(text)
+        items = [(json.loads(text), "")]
     except json.JSONDecodeError as whole:
         lines = text.splitlines()
         if whole.msg != "Extra data" or len(lines) < 2:
             raise TraceFileError(f"{path}: not JSON ({whole.msg} at line {whole.lineno})") from whole
+        items = []
         for n, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
+                items.append((json.loads(line), f"line {n}: "))
             except json.JSONDecodeError as exc:
-                parts.done()
+                _parse(items, path.name)  # a failure in an earlier line is the one to report
                 raise TraceFileError(f"{path}: line {n} of JSON Lines is not JSON ({exc.msg})") from exc
-            _collect(item, parts, f"line {n}: ")
-    else:
-        _collect(doc, parts, "")
-    return _frame(parts.done(), path.name)
+    return _parse(items, path.name)
 
 
 def tag_values(spans: pd.DataFrame, key: str) -> pd.Series:

@@ -513,3 +513,16 @@ def test_latency_percentiles_of_no_spans_is_an_empty_table():
 
     out = _traces.latency_percentiles(_schema.empty("spans"))
     assert out.empty and list(out.columns)[:3] == ["service", "operation", "spans"]
+
+
+def test_a_lone_surrogate_in_a_span_becomes_a_replacement_character(tmp_path):
+    # JSON allows "\ud800"; UTF-8 (and Arrow) cannot hold it: read, not a crash
+    text = ('{"data": [{"traceID": "abc", "processes": {"p1": {"serviceName": "router\\ud800"}}, "spans": ['
+            '{"traceID": "abc", "spanID": "01", "operationName": "op \\udfff", "startTime": 1700000000000000,'
+            ' "duration": 5, "processID": "p1", "tags": [{"key": "k", "type": "string", "value": "v\\ud83d"}]}]}]}')
+    path = tmp_path / "t.json"
+    path.write_text(text)
+    for spans in (parse_traces(json.loads(text)), read_trace_file(path)):
+        row = spans.iloc[0]
+        assert row["service"] == "router\ufffd" and row["operation"] == "op \ufffd"
+        assert "v\ufffd" in row["tags"]
