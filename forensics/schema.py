@@ -395,6 +395,18 @@ def same_dtype(actual, declared: str) -> bool:
     return str(actual) == str(pd.api.types.pandas_dtype(declared))
 
 
+def storable_text(text: str) -> str:
+    """``text`` as the canonical ``string`` dtype can hold it: a lone surrogate (JSON allows
+    ``"\\ud800"``; UTF-8, Arrow and Parquet cannot hold it) becomes U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def to_utc(values: pd.Series) -> pd.Series:
     """Coerce a Series of datetimes (naive = UTC, or any timezone) to datetime64[ns, UTC]."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):

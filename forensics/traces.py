@@ -966,11 +966,7 @@ def _without_lone_surrogates(obj: Any) -> Any:
     """``obj`` with every lone surrogate in its strings (JSON allows ``"\\ud800"``, UTF-8
     cannot hold it) replaced by U+FFFD."""
     if isinstance(obj, str):
-        try:
-            obj.encode("utf-8")
-            return obj
-        except UnicodeEncodeError:
-            return obj.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return schema.storable_text(obj)
     if isinstance(obj, dict):
         return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -982,15 +978,16 @@ def _parse(items: list[tuple[Any, str]], source_object: str | None) -> pd.DataFr
     """Decoded documents (each with its JSON-path prefix) -> the spans table; documents with
     a lone surrogate in a string are read again with it replaced (rare: only then the cost)."""
     try:
-        parts = _Parts()
-        for doc, prefix in items:
-            _collect(doc, parts, prefix)
-        return _frame(parts.done(), source_object)
+        return _parse_once(items, source_object)
     except UnicodeEncodeError:
-        parts = _Parts()
-        for doc, prefix in items:
-            _collect(_without_lone_surrogates(doc), parts, prefix)
-        return _frame(parts.done(), source_object)
+        return _parse_once([(_without_lone_surrogates(doc), prefix) for doc, prefix in items], source_object)
+
+
+def _parse_once(items: list[tuple[Any, str]], source_object: str | None) -> pd.DataFrame:
+    parts = _Parts()
+    for doc, prefix in items:
+        _collect(doc, parts, prefix)
+    return _frame(parts.done(), source_object)
 
 
 def read_trace_file(path: str | Path) -> pd.DataFrame:

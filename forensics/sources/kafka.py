@@ -52,7 +52,7 @@ from forensics.collect import CollectRequest, SourceResult
 from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.errors import SourceError
 from forensics.profiles import Profile, Topic
-from forensics.schema import DLQ_RECORDS, conform
+from forensics.schema import DLQ_RECORDS, conform, storable_text
 from forensics.timeutil import Window, coerce_timestamps, utcnow
 
 SOURCE = "kafka"
@@ -264,13 +264,7 @@ def _field_text(value: Any) -> str | None:
     """
     if value is None:
         return None
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
+    return storable_text(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
 
 
 def _times(values: list[Any] | np.ndarray) -> pa.Array:

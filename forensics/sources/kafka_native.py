@@ -118,14 +118,19 @@ def _strings(col: dict[str, Any], rows: int) -> pa.Array:
                                  null_count=col["nulls"])
 
 
+def _replaced(array: pa.Array, rows: list[int], values: pa.Array) -> pa.Array:
+    """``array`` with the values at ``rows`` (ascending) replaced by ``values``."""
+    mask = np.zeros(len(array), dtype=bool)
+    mask[rows] = True
+    return pc.replace_with_mask(array, pa.array(mask), values)
+
+
 def _patched(array: pa.Array, patches: dict[int, Any]) -> pa.Array:
-    """``array`` with the values at the given rows replaced."""
+    """``array`` with the values at the given rows replaced (Python values of its type)."""
     if not patches:
         return array
-    mask = np.zeros(len(array), dtype=bool)
     rows = sorted(patches)
-    mask[rows] = True
-    return pc.replace_with_mask(array, pa.array(mask), pa.array([patches[r] for r in rows], array.type))
+    return _replaced(array, rows, pa.array([patches[r] for r in rows], array.type))
 
 
 def batch_columns(batch: dict[str, Any], headers: bool, max_bytes: int) -> dict[str, pa.Array]:
@@ -152,11 +157,14 @@ def batch_columns(batch: dict[str, Any], headers: bool, max_bytes: int) -> dict[
             patches["headers"][row], found = kafka.decode_headers(pairs, cache)
             for column, value in found.items():
                 patches[column][row] = value
-        if patches["original_timestamp"]:  # decode_headers gives epoch ms; the column holds ns
-            rows_ms = list(patches["original_timestamp"])
-            ns = kafka._ms_times([patches["original_timestamp"][r] for r in rows_ms])
-            patches["original_timestamp"] = dict(zip(rows_ms, ns.to_pylist(), strict=True))
-        cols.update({c: _patched(a, patches[c]) for c, a in {**text, **ints}.items()})
+        ms = patches.pop("original_timestamp")  # decode_headers gives epoch ms; the column holds ns
+        cols.update({c: _patched(a, patches[c]) for c, a in {**text, **ints}.items() if c in patches})
+        if ms:
+            rows_ms = sorted(ms)
+            cols["original_timestamp"] = _replaced(ints["original_timestamp"], rows_ms,
+                                                   kafka._ms_times([ms[r] for r in rows_ms]))
+        else:
+            cols["original_timestamp"] = ints["original_timestamp"]
 
     fields = {c: _strings(batch[c], rows) for c in _FIELDS[:4]}
     payload = _strings(batch["payload"], rows)
@@ -182,10 +190,7 @@ def batch_columns(batch: dict[str, Any], headers: bool, max_bytes: int) -> dict[
     cols.update({c: _patched(a, field_patches[c]) for c, a in fields.items()})
     if time_patches:  # coerce_timestamps works value by value: the patched rows alone
         rows_patched = sorted(time_patches)
-        patched = kafka._times([time_patches[r] for r in rows_patched])
-        mask = np.zeros(rows, dtype=bool)
-        mask[rows_patched] = True
-        times = pc.replace_with_mask(times, pa.array(mask), patched)
+        times = _replaced(times, rows_patched, kafka._times([time_patches[r] for r in rows_patched]))
     cols["event_time"] = times
     cols["payload"] = _patched(payload, payload_patches)
     cols["payload_bytes"] = _numbers(batch["payload_bytes"], rows, pa.int64())
