@@ -204,19 +204,10 @@ impl Bytes {
         self.offsets.push(self.data.len() as i64);
         self.valid.push(true);
     }
-    fn push_hex(&mut self, value: &[u8]) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for b in value {
-            self.data.push(HEX[(b >> 4) as usize]);
-            self.data.push(HEX[(b & 15) as usize]);
-        }
-        self.offsets.push(self.data.len() as i64);
-        self.valid.push(true);
-    }
     /// UTF-8 text as is, else lowercase hex (Python's ``text_or_hex``).
     fn push_text_or_hex(&mut self, value: Option<&[u8]>) {
         match value {
-            Some(v) if std::str::from_utf8(v).is_err() => self.push_hex(v),
+            Some(v) if std::str::from_utf8(v).is_err() => self.push(Some(&hex(v))),
             _ => self.push(value),
         }
     }
@@ -760,7 +751,6 @@ struct State {
     max_payload_bytes: usize,
     msgs: Vec<*mut RdMessage>,
     widths: Widths,
-    stats: [f64; 5],
     closed: bool,
 }
 
@@ -815,16 +805,11 @@ impl State {
             // What is queued now, without waiting: with a timeout, consume_batch_queue waits
             // for a *full* batch. Only when nothing is queued, wait for the first message.
             // SAFETY: msgs has room for `want` pointers; each returned message is destroyed below.
-            let t0 = Instant::now();
             let mut n = unsafe { (self.api.consume_batch_queue)(self.queue, 0, self.msgs.as_mut_ptr(), want) };
             if n == 0 {
                 let wait = left.as_millis().clamp(1, 200) as c_int;
                 n = unsafe { (self.api.consume_batch_queue)(self.queue, wait, self.msgs.as_mut_ptr(), 1) };
-                self.stats[1] += 1.0;
             }
-            self.stats[0] += t0.elapsed().as_secs_f64();
-            self.stats[2] += 1.0;
-            self.stats[3] += n.max(0) as f64;
             if n < 0 {
                 return Err("consume_batch_queue failed".into());
             }
@@ -840,7 +825,6 @@ impl State {
             if let Some(f) = failure {
                 return Err(f);
             }
-            self.stats[4] += t0.elapsed().as_secs_f64();
         }
         if batch.rows > 0 {
             self.widths = batch.widths();
@@ -1005,7 +989,7 @@ impl RangeReader {
                 state: State {
                     api, rk, queue, topics: Vec::new(), ranges: Vec::new(), index: HashMap::new(),
                     topic_of_rkt: HashMap::new(), open: 0, headers, max_payload_bytes,
-                    msgs: vec![std::ptr::null_mut(); 10_000], widths: Widths::default(), stats: [0.0; 5], closed: false,
+                    msgs: vec![std::ptr::null_mut(); 10_000], widths: Widths::default(), closed: false,
                 },
             })
         }
@@ -1066,13 +1050,6 @@ impl RangeReader {
     fn records(&self) -> Vec<(String, i32, u64)> {
         let s = &self.state;
         s.ranges.iter().map(|r| (s.topics[r.topic].to_string_lossy().into_owned(), r.partition, r.records)).collect()
-    }
-
-    /// Diagnostics: [seconds in consume calls, waits for a first message, consume calls,
-    /// messages, seconds in consume + decode].
-    #[getter]
-    fn stats(&self) -> Vec<f64> {
-        self.state.stats.to_vec()
     }
 
     /// librdkafka's version string.
