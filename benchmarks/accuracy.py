@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from forensics.analysis import analyze
+from forensics.analysis.pipeline import analyze
 from forensics.simulate import SCENARIOS, simulate
 
 PROFILES = ("runbook", "chat4all-v2")

@@ -34,8 +34,8 @@ print(json.dumps({"simulate_and_write_s": round(time.perf_counter() - t0, 2),
 ANALYZE = r"""
 import json, resource, sys, time
 from forensics.bundle import read_bundle
-from forensics.analysis import analyze
-from forensics import detectors
+from forensics.analysis.pipeline import analyze
+from forensics.analysis import detectors
 
 def rss():
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -12,7 +12,7 @@ process, so that its peak resident memory (``ru_maxrss``) is the load's own:
   cursor-raw      find_raw_batches({}): no filter, no projection, no decoding (server floor)
   cursor-query    find_raw_batches(window filter, projection): what the fast path asks for
   naive           pd.DataFrame(list(coll.find())) + pd.json_normalize(docs)
-  naive+canon     naive, then forensics.documents.status_events_from_documents
+  naive+canon     naive, then forensics.sources.documents.status_events_from_documents
   documents       MongoSource(arrow=False).status_rows(window): canonical frame via dicts
   arrow           MongoSource(arrow=True).status_rows(window): canonical frame via pymongoarrow
   arrow-naive-q   naive's query (no filter, no projection) decoded the fast way into the canonical
@@ -137,8 +137,8 @@ def measure(name: str, uri: str, database: str) -> dict:
     import pandas as pd
 
     from forensics.config import Limits
-    from forensics.documents import status_events_from_documents
     from forensics.schema import empty
+    from forensics.sources.documents import status_events_from_documents
     from forensics.sources.mongo import MongoSource, time_range
     from forensics.timeutil import Window
 

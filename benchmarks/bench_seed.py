@@ -19,8 +19,8 @@ import time
 import uuid
 
 from forensics.config import connection
-from forensics.seed import TARGETS, Placement, seed_evidence
 from forensics.simulate import render, simulate
+from forensics.simulate.seed import TARGETS, Placement, seed_evidence
 from forensics.timeutil import utcnow
 
 UNIT = {"mongo": "documents", "kafka": "records", "jaeger": "spans", "postgres": "rows", "redis": "keys"}

@@ -84,7 +84,7 @@ def cmd_simulate(args) -> int:
 
 def cmd_collect(args) -> int:
     from forensics.bundle import write_bundle
-    from forensics.collect import collect
+    from forensics.sources.registry import collect
 
     progress = Progress(args.quiet)
     window = _window(args)
@@ -294,7 +294,7 @@ def _identity_and_locks(message, profile) -> tuple[object, object]:
 
 
 def cmd_report(args) -> int:
-    from forensics.report import build_report
+    from forensics.report.rca import build_report
 
     progress = Progress(args.quiet)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
@@ -322,7 +322,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    from forensics.batch import build_batch
+    from forensics.report.batch import build_batch
 
     progress = Progress(args.quiet)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
@@ -341,7 +341,7 @@ def cmd_batch(args) -> int:
 
 def cmd_demo(args) -> int:
     from forensics.bundle import custody_entry, write_bundle
-    from forensics.report import build_report
+    from forensics.report.rca import build_report
     from forensics.simulate import simulate
 
     _check_scenario_and_profile(args.scenario, args.profile)
@@ -367,7 +367,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_seed(args) -> int:
-    from forensics.seed import TARGETS, Placement, seed
+    from forensics.simulate.seed import TARGETS, Placement, seed
     from forensics.timeutil import iso
 
     _check_scenario_and_profile(args.scenario, args.profile)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from forensics import schema
-from forensics.alerts import (
+from forensics.analysis.alerts import (
     EVIDENCE_SERIES,
     PromQLError,
     UnsupportedPromQL,

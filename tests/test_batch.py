@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from forensics.batch import Incident, find_bundles, incident_names, render_index
 from forensics.bundle import write_bundle
 from forensics.cli import main
+from forensics.report.batch import Incident, find_bundles, incident_names, render_index
 from forensics.simulate import simulate
 
 

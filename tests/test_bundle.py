@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from forensics.bundle import append_custody, read_bundle, read_manifest, verify_bundle, write_bundle
-from forensics.documents import messages_from_documents, status_events_from_documents
 from forensics.errors import BundleError
 from forensics.evidence import Evidence
+from forensics.sources.documents import messages_from_documents, status_events_from_documents
 from forensics.timeutil import Window
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from forensics.analysis.classify import COLUMNS, classify, classify_series, normalise
 from forensics.catalog import CATEGORIES, conflicts, load_catalog
-from forensics.classify import COLUMNS, classify, classify_series, normalise
 
 GRAPH_RATE = ('{"error":{"message":"(#130429) Rate limit hit","type":"OAuthException","code":130429,'
               '"error_data":{"messaging_product":"whatsapp","details":"Cloud API message throughput has been '

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from forensics import schema
-from forensics.detectors import DETECTORS, Thresholds, detect, detector, run_detectors
+from forensics.analysis.detectors import DETECTORS, Thresholds, detect, detector, run_detectors
 from forensics.errors import ParameterError
 from forensics.evidence import Evidence
 from forensics.timeutil import Window

@@ -5,7 +5,7 @@ import datetime as dt
 import pandas as pd
 
 from forensics import schema
-from forensics.documents import messages_from_documents, status_events_from_documents
+from forensics.sources.documents import messages_from_documents, status_events_from_documents
 
 T0 = pd.Timestamp("2025-12-03T14:00:00Z")
 

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forensics import figures, schema
+from forensics import schema
+from forensics.report import figures
 
 T0 = pd.Timestamp("2025-12-03T14:00:00Z")
 
@@ -151,7 +152,7 @@ def test_conversation_sequence_rows_in_creation_order_one_marker_per_transition(
 
 
 def test_alert_panels_draw_each_rule_against_its_threshold():
-    from forensics.analysis import analyze
+    from forensics.analysis.pipeline import analyze
     from forensics.simulate import simulate
 
     ev = simulate("router-outage", messages=1500, seed=3)

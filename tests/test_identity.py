@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from forensics import schema
-from forensics.identity import format_valid, is_valid, problem
+from forensics.sources.identity import format_valid, is_valid, problem
 
 VALID = [
     ("WHATSAPP", "+5511999999999"),

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from forensics import schema
-from forensics.collect import CollectRequest
 from forensics.errors import SourceError
 from forensics.profiles import load_profile
 from forensics.sources.logs import collect, read_log_stream, read_logs, service_from_path, service_name
+from forensics.sources.registry import CollectRequest
 from forensics.timeutil import Window
 
 MID = "0b4f4a2e-1c1e-4d6e-9a51-2b8a9d1e0c11"

@@ -287,7 +287,7 @@ def test_queries_are_recorded_as_json():
 
 def test_message_story_shows_durations_errors_limits_identity_and_locks():
     from forensics.cli import message_story
-    from forensics.documents import messages_from_documents, status_events_from_documents
+    from forensics.sources.documents import messages_from_documents, status_events_from_documents
 
     msg = messages_from_documents([{
         "_id": "o1", "message_id": "m1", "conversation_id": "c1", "recipient_ids": ["+5511999999999"],

@@ -9,7 +9,7 @@ import pytest
 
 from forensics.bundle import write_bundle
 from forensics.errors import ParameterError
-from forensics.report import ROOT, run_notebook
+from forensics.report.rca import ROOT, run_notebook
 from forensics.simulate import simulate
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

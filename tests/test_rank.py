@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from forensics import schema
-from forensics.analysis import DEFAULT_THRESHOLDS, analyze
-from forensics.detectors import detect
+from forensics.analysis.detectors import detect
+from forensics.analysis.pipeline import DEFAULT_THRESHOLDS, analyze
+from forensics.analysis.rank import RULES, Hypothesis, hypotheses, rank, signals
 from forensics.evidence import Evidence
-from forensics.rank import RULES, Hypothesis, hypotheses, rank, signals
 from forensics.simulate import SCENARIOS, simulate
 from forensics.timeutil import Window
 
@@ -178,7 +178,7 @@ def test_hypothesis_row_is_json_ready():
 
 
 def test_default_thresholds_are_exposed_for_parameter_validation():
-    from forensics.params import validate_thresholds
+    from forensics.report.params import validate_thresholds
 
     assert DEFAULT_THRESHOLDS["failed_rate"] == 0.05 and DEFAULT_THRESHOLDS["p95_latency_s"] == 5.0
     assert validate_thresholds({"failed_rate": 0.1}) == {"failed_rate": 0.1}

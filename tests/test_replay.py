@@ -4,8 +4,7 @@ import pandas as pd
 import pytest
 
 from forensics import schema
-from forensics.redact import Redactor
-from forensics.replay import (
+from forensics.analysis.replay import (
     COLUMNS,
     VERDICTS,
     error_classes,
@@ -14,6 +13,7 @@ from forensics.replay import (
     replay_safety,
     verdict_counts,
 )
+from forensics.report.redact import Redactor
 from forensics.simulate import simulate
 
 T0 = pd.Timestamp("2025-12-03T14:00:00Z")

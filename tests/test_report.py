@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
 
-from forensics import report, schema
+from forensics import schema
 from forensics.bundle import write_bundle
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
-from forensics.params import validate_report_params
-from forensics.redact import Redactor, redact_frame, redact_text
+from forensics.report import rca as report
+from forensics.report.params import validate_report_params
+from forensics.report.redact import Redactor, redact_frame, redact_text
 from forensics.timeutil import Window
 
 SCRIPT = "<script>alert(1)</script>"
@@ -175,7 +176,7 @@ def test_bad_parameters_fail_before_the_kernel_starts(bundle, tmp_path, paramete
 
 
 def test_markdown_report_straight_from_an_analysis():
-    from forensics.analysis import analyze
+    from forensics.analysis.pipeline import analyze
 
     evidence = hostile_evidence(300)
     md = report.markdown_report(evidence, analyze(evidence))

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from forensics import schema
-from forensics.documents import messages_from_documents, status_events_from_documents
 from forensics.errors import ScenarioError
-from forensics.partitioner import murmur2, murmur2_many, partition_for, partitions_for, to_positive
 from forensics.profiles import load_profile
 from forensics.simulate import REFERENCE_END, SCENARIOS, render, scenario_names, simulate
 from forensics.simulate.population import IDENTITY_FORMATS, TEXT_LIMITS, WA
+from forensics.sources.documents import messages_from_documents, status_events_from_documents
+from forensics.sources.partitioner import murmur2, murmur2_many, partition_for, partitions_for, to_positive
 
 PROFILES = ("runbook", "chat4all-v2")
 ROOT_CAUSES = {

@@ -1,9 +1,9 @@
 import pandas as pd
 
 from forensics import schema
-from forensics.detectors import detect
+from forensics.analysis.detectors import detect
+from forensics.analysis.timeline import build_timeline
 from forensics.evidence import Evidence
-from forensics.timeline import build_timeline
 from forensics.timeutil import Window
 
 END = pd.Timestamp("2025-12-03T15:00:00Z")
@@ -104,7 +104,7 @@ def test_a_large_incident_gives_a_small_timeline():
 
 
 def test_alert_replay_is_on_the_timeline():
-    from forensics.analysis import analyze
+    from forensics.analysis.pipeline import analyze
     from forensics.simulate import simulate
 
     a = analyze(simulate("router-outage", messages=1500, seed=3))

@@ -10,7 +10,7 @@ Two kinds of data ship here, both YAML:
 
 :func:`load_rules` reads the shipped file or any rule file a user gives (the deployed
 platform's ``infrastructure/prometheus/alerts.yml``, say); :func:`metric_names` gives a
-profile's names. Replaying rules is :mod:`forensics.alerts`' job.
+profile's names. Replaying rules is :mod:`forensics.analysis.alerts`' job.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def parse_rules(data: Any, origin: str = "<rules>") -> list[Rule]:
     """Rules from a parsed rule file (``{"groups": [...]}``); RuleFileError names the bad place.
 
     Expressions are kept as text: whether the replay understands one is
-    :mod:`forensics.alerts`' question, and a rule it cannot evaluate is reported, not fatal.
+    :mod:`forensics.analysis.alerts`' question, and a rule it cannot evaluate is reported, not fatal.
     """
     if not isinstance(data, dict) or not isinstance(data.get("groups"), list):
         raise RuleFileError(f"{origin}: expected a Prometheus rule file with a top-level 'groups' list")

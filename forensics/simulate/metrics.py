@@ -15,7 +15,7 @@ sampled every minute on the minute like a scrape, in the canonical ``metrics`` t
   are lower bounds);
 - ``up`` = 1 for every service of the profile.
 
-The derivations are the ones :mod:`forensics.alerts` uses to replay alerts from the
+The derivations are the ones :mod:`forensics.analysis.alerts` uses to replay alerts from the
 canonical tables, so a rule replayed over these metrics and the same rule replayed from
 the evidence agree (up to histogram interpolation for quantiles).
 
@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from forensics import schema
-from forensics.alerts import (
+from forensics.analysis.alerts import (
     NS,
     delivery_observations,
     http_error_counts,
@@ -43,7 +43,7 @@ from forensics.alerts import (
     stuck_intervals,
     transitions,
 )
-from forensics.detectors import to_ns
+from forensics.analysis.detectors import to_ns
 from forensics.errors import ParameterError
 from forensics.evidence import Evidence
 from forensics.profiles import Profile, load_profile

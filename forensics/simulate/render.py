@@ -32,9 +32,9 @@ from typing import Any
 import pandas as pd
 
 from forensics.evidence import Evidence
-from forensics.partitioner import partition_for
 from forensics.profiles import Profile, load_profile
 from forensics.simulate import population as pop
+from forensics.sources.partitioner import partition_for
 
 Record = tuple[str, int, bytes, bytes, list[tuple[str, bytes]], int]
 _MIME = {pop.CONTENT_TYPES[ct]: (mime, stem, ext) for ct, (_m, _s, mime, stem, ext) in pop.FILE_SHAPES.items()}

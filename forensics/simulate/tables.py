@@ -21,7 +21,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensics import schema
-from forensics.partitioner import partitions_for
 from forensics.simulate import population as pop
 from forensics.simulate.columns import (
     MS,
@@ -55,6 +54,7 @@ from forensics.simulate.failures import (
     stored_errors,
 )
 from forensics.simulate.traffic import Traffic
+from forensics.sources.partitioner import partitions_for
 
 STATUS = {s: i for i, s in enumerate(schema.STATUSES)}
 PENDING, SENT, DELIVERED, READ, FAILED = (STATUS[s] for s in ("PENDING", "SENT", "DELIVERED", "READ", "FAILED"))

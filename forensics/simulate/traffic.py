@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from forensics.partitioner import partitions_for
 from forensics.profiles import Profile
 from forensics.simulate import population as pop
 from forensics.simulate.columns import MS, NAT, NS, lognormal_s, uuids
 from forensics.simulate.failures import ATTEMPT_S, IS_CALLBACK, KIND, KINDS, NOISE
+from forensics.sources.partitioner import partitions_for
 
 MAX_RETRIES = 3
 NOISE_RATE = 0.003

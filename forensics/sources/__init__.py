@@ -1,4 +1,4 @@
 """Evidence sources, one module each; every one returns canonical DataFrames only.
 
-The registry of names lives in :mod:`forensics.collect` (``SOURCES``).
+The registry of names lives in :mod:`forensics.sources.registry` (``SOURCES``).
 """

@@ -28,10 +28,10 @@ import pandas as pd
 import requests
 
 from forensics import schema
-from forensics.collect import CollectRequest, SourceResult
 from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import host_of, mask_uri
 from forensics.errors import SourceError, is_connection_refused
+from forensics.sources.registry import CollectRequest, SourceResult
 from forensics.traces import parse_traces, tag_values
 
 DEFAULT_LOOKBACK = pd.Timedelta(days=2)

@@ -47,12 +47,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from forensics import partitioner
-from forensics.collect import CollectRequest, SourceResult
 from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.errors import SourceError
 from forensics.profiles import Profile, Topic
 from forensics.schema import DLQ_RECORDS, conform, storable_text
+from forensics.sources import partitioner
+from forensics.sources.registry import CollectRequest, SourceResult
 from forensics.timeutil import Window, coerce_timestamps, utcnow
 
 SOURCE = "kafka"

@@ -45,9 +45,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensics import schema
-from forensics.collect import CollectRequest, SourceResult
 from forensics.errors import SourceError
 from forensics.profiles import Profile, load_profile
+from forensics.sources.registry import CollectRequest, SourceResult
 from forensics.timeutil import Window, coerce_timestamps
 
 SOURCE = "logs"

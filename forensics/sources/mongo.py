@@ -5,7 +5,7 @@ monitoring aggregates) with canonical frames or small aggregate tables:
 
 - messages: one by id, many by ids, a conversation in order, a window;
 - status histories (``message_status_history`` joined to messages, the initial PENDING
-  derived by :mod:`forensics.documents`) of a message, a conversation or a window;
+  derived by :mod:`forensics.sources.documents`) of a message, a conversation or a window;
 - stuck messages, FAILED messages grouped by error, retry counts and status counts over
   time, all computed on the server (filters and aggregation pipelines);
 - file metadata checked against the platforms' limits (runbook R3.2).
@@ -50,18 +50,18 @@ from bson import errors as bson_errors
 from pymongo import errors as mongo_errors
 
 from forensics import schema
-from forensics.collect import CollectRequest, SourceResult
 from forensics.config import DEFAULT_LIMITS, Limits, connection, limits_from_options
 from forensics.credentials import mask_uri
-from forensics.documents import (
+from forensics.errors import ParameterError, SourceError
+from forensics.profiles import Profile, load_profile
+from forensics.sources.documents import (
     files_from_documents,
     flatten_documents,
     messages_from_documents,
     status_events_from_documents,
     with_derived_pending,
 )
-from forensics.errors import ParameterError, SourceError
-from forensics.profiles import Profile, load_profile
+from forensics.sources.registry import CollectRequest, SourceResult
 from forensics.timeutil import Window, iso, parse_time
 
 with warnings.catch_warnings():

@@ -1,7 +1,7 @@
 """Recipient identities from PostgreSQL (the user-service database) into ``identities``.
 
 ``external_identities`` joined to ``users`` (runbook R3.1, "Recipient not found"), with
-``format_valid`` from :mod:`forensics.identity`. Names come from the profile: the runbook's
+``format_valid`` from :mod:`forensics.sources.identity`. Names come from the profile: the runbook's
 data model keys users by ``users.user_id``, the deployed code (JPA) by ``users.id``. Columns
 that only one schema has (``verified`` exists in the JPA entity, not in the Flyway
 migration; ``display_name``) are looked up first and read as null when absent.
@@ -28,12 +28,12 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from forensics import schema
-from forensics.collect import CollectRequest, SourceResult
 from forensics.config import DEFAULT_LIMITS, Limits, connection, int_option, limits_from_options
 from forensics.credentials import mask_uri
 from forensics.errors import SourceError
-from forensics.identity import format_valid
 from forensics.profiles import Profile, load_profile
+from forensics.sources.identity import format_valid
+from forensics.sources.registry import CollectRequest, SourceResult
 
 SOURCE = "postgres"
 DEFAULT_IDENTITY_LIMIT = 100_000

@@ -37,11 +37,11 @@ import pandas as pd
 import requests
 
 from forensics import schema
-from forensics.collect import CollectRequest, SourceResult
 from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import host_of, mask_uri
 from forensics.errors import ParameterError, SourceError, is_connection_refused
 from forensics.rules import metric_names
+from forensics.sources.registry import CollectRequest, SourceResult
 
 MAX_POINTS = 1100
 """Points per series a range query may return (Prometheus itself refuses more than 11 000)."""

@@ -35,11 +35,11 @@ import pandas as pd
 import redis as redis_client
 
 from forensics import schema
-from forensics.collect import CollectRequest, SourceResult
 from forensics.config import DEFAULT_LIMITS, Limits, connection, int_option, limits_from_options
 from forensics.credentials import mask_uri
 from forensics.errors import SourceError
 from forensics.profiles import Profile, load_profile
+from forensics.sources.registry import CollectRequest, SourceResult
 from forensics.timeutil import utcnow
 
 SOURCE = "redis"

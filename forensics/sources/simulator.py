@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from forensics.collect import CollectRequest, SourceResult
+from forensics.sources.registry import CollectRequest, SourceResult
 
 
 def collect(request: CollectRequest) -> SourceResult:

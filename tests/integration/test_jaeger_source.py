@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 from forensics import schema, traces
-from forensics.collect import CollectRequest
 from forensics.profiles import load_profile
 from forensics.sources import jaeger
 from forensics.sources.jaeger import BadQuery, JaegerClient, JaegerUnavailable, NotJSON, NoTracesFound
+from forensics.sources.registry import CollectRequest
 from forensics.timeutil import Window
 
 pytestmark = pytest.mark.integration

@@ -325,7 +325,7 @@ def test_message_event_order_within_conversations(profile, kafka_admin, kafka_bo
 
 
 def test_collect_fills_dlq_and_lag_and_names_missing_topics(profile, seeded_dlq, kafka_bootstrap, reader):
-    from forensics.collect import collect
+    from forensics.sources.registry import collect
 
     ev, queries, custody = collect(["kafka"], WINDOW, profile, options={"bootstrap": kafka_bootstrap})
     assert not ev.missing
@@ -341,7 +341,7 @@ def test_collect_fills_dlq_and_lag_and_names_missing_topics(profile, seeded_dlq,
 
 
 def test_unreachable_broker_is_a_source_error(profile):
-    from forensics.collect import collect
+    from forensics.sources.registry import collect
 
     ev, _q, _c = collect(["kafka"], WINDOW, profile,
                          options={"bootstrap": "127.0.0.1:9", "timeout_s": 2})
@@ -360,7 +360,7 @@ def test_reading_commits_no_offsets_and_creates_no_group(profile, seeded_dlq, ka
     kafka.read_message_events(profile, WINDOW, bootstrap=kafka_bootstrap)
     kafka.consumer_lag(kafka.group_topics(profile), bootstrap=kafka_bootstrap)
     kafka.topic_inventory(profile, bootstrap=kafka_bootstrap)
-    from forensics.collect import collect
+    from forensics.sources.registry import collect
 
     collect(["kafka"], WINDOW, profile, options={"bootstrap": kafka_bootstrap})
 

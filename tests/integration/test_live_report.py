@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
-from forensics.report import build_report
-from forensics.seed import Placement, seed
+from forensics.report.rca import build_report
+from forensics.simulate.seed import Placement, seed
 from forensics.timeutil import iso
 
 SOURCES = "mongo,kafka,jaeger,postgres,redis"

@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 
 from forensics import schema
-from forensics.collect import collect
 from forensics.config import Limits
 from forensics.errors import ParameterError, SourceError
 from forensics.sources import mongo
 from forensics.sources.mongo import MongoSource
+from forensics.sources.registry import collect
 from forensics.timeutil import Window
 
 pytestmark = pytest.mark.integration

@@ -12,11 +12,11 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from forensics import schema
-from forensics.collect import CollectRequest
 from forensics.config import Limits
 from forensics.errors import SourceError
 from forensics.profiles import load_profile
 from forensics.sources.postgres import collect, conninfo, identities_of_failed, read_identities
+from forensics.sources.registry import CollectRequest
 from forensics.timeutil import Window
 
 pytestmark = pytest.mark.integration
@@ -229,7 +229,7 @@ def test_collect_reads_platform_ids_from_options(pg_schema):
 
 @pytest.mark.parametrize("profile", ["runbook", "chat4all-v2"])
 def test_a_seeded_incident_reads_back_as_simulated(pg_dsn, pg_schema, profile):
-    from forensics.seed import Placement, seed
+    from forensics.simulate.seed import Placement, seed
 
     result = seed("recipient-not-on-whatsapp", profile=profile, messages=300, seed=4, targets=["postgres"],
                   placement=Placement(pg_schema=pg_schema.name), connections={"postgres": pg_dsn})

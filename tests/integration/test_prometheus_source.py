@@ -22,9 +22,7 @@ import yaml
 from stack_tools import REPO, free_ports, run_services
 
 from forensics import schema
-from forensics.alerts import detection, evaluate
-from forensics.collect import CollectRequest
-from forensics.collect import collect as run_collect
+from forensics.analysis.alerts import detection, evaluate
 from forensics.errors import ParameterError, SourceError
 from forensics.profiles import load_profile
 from forensics.simulate import simulate
@@ -39,6 +37,8 @@ from forensics.sources.prometheus import (
     collect,
     health_snapshot,
 )
+from forensics.sources.registry import CollectRequest
+from forensics.sources.registry import collect as run_collect
 from forensics.timeutil import Window
 
 pytestmark = pytest.mark.integration
@@ -267,7 +267,7 @@ def test_actuator_snapshots_join_the_metrics_table(prom):
 def test_seed_backfills_the_scenario_history_into_prometheus(tmp_path, promtool):
     """`forensics seed --targets prometheus`: the scenario's metrics as blocks in the data
     directory; a server started on it answers range queries over the past window."""
-    from forensics.seed import seed_evidence
+    from forensics.simulate.seed import seed_evidence
 
     ev = simulate("router-outage", messages=1200, seed=5)
     stack = tmp_path / "stack"

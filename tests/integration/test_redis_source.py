@@ -9,7 +9,6 @@ import pytest
 import redis
 
 from forensics import schema
-from forensics.collect import CollectRequest
 from forensics.config import Limits
 from forensics.errors import SourceError
 from forensics.profiles import load_profile
@@ -21,6 +20,7 @@ from forensics.sources.redis import (
     replay_blockers,
     stuck_locks,
 )
+from forensics.sources.registry import CollectRequest
 from forensics.timeutil import Window
 
 pytestmark = pytest.mark.integration
@@ -181,7 +181,7 @@ def test_collect_scans_the_profile_patterns(redis_url, redis_db):
 
 
 def test_a_seeded_incident_reads_back_as_simulated(redis_url, redis_db):
-    from forensics.seed import Placement, seed
+    from forensics.simulate.seed import Placement, seed
 
     result = seed("router-outage", profile="chat4all-v2", messages=300, seed=4, targets=["redis"],
                   placement=Placement(redis_prefix=redis_db.prefix), connections={"redis": redis_url})

@@ -18,9 +18,9 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from forensics.partitioner import partition_for
 from forensics.profiles import load_profile
-from forensics.seed import Placement, TargetNotEmpty, seed
+from forensics.simulate.seed import Placement, TargetNotEmpty, seed
+from forensics.sources.partitioner import partition_for
 from forensics.timeutil import utcnow
 
 pytestmark = pytest.mark.integration

@@ -47,8 +47,8 @@ import numpy as np
 import pandas as pd
 
 from forensics import schema
+from forensics.analysis.detectors import Detection, Finding
 from forensics.catalog import load_catalog
-from forensics.detectors import Detection, Finding
 
 SEVERITY_STRENGTH = {"critical": 1.0, "warning": 0.5, "info": 0.15}
 FULL_MAGNITUDE = 0.01

@@ -15,7 +15,7 @@ to_dict()``, already redacted) as an output of its own mimetype; Markdown and JS
 rendered from that, so the three formats always agree. ``markdown_report`` renders the same
 Markdown straight from an Analysis, without a notebook.
 
-Exports are redacted by default (:mod:`forensics.redact`); every text that comes from
+Exports are redacted by default (:mod:`forensics.report.redact`); every text that comes from
 evidence is escaped for the format it goes into (HTML entities, Markdown escapes, JSON).
 Everything is written into a temporary sibling directory and moved into place only when all
 formats succeeded, so a half-written report never looks complete.
@@ -43,15 +43,15 @@ from traitlets import default
 from forensics import __version__, schema
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
-from forensics.figures import PLOTLY_MIMETYPE
-from forensics.params import EvidenceParams, ReportParams, validate_report_params
-from forensics.redact import Redactor
+from forensics.report.figures import PLOTLY_MIMETYPE
+from forensics.report.params import EvidenceParams, ReportParams, validate_report_params
+from forensics.report.redact import Redactor
 from forensics.timeutil import Window, iso, utcnow
 
 if TYPE_CHECKING:
-    from forensics.analysis import Analysis
+    from forensics.analysis.pipeline import Analysis
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REPORT_NOTEBOOK = "rca_report"
 HTML_TEMPLATE = "rca"
 MARKDOWN_TEMPLATE = "postmortem.md.j2"
@@ -145,7 +145,7 @@ def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None
     scoped to the window; or the live sources collected over the window, each source that
     fails recorded in ``Evidence.missing`` with its reason (partial evidence, no error)."""
     from forensics.bundle import read_bundle
-    from forensics.collect import collect
+    from forensics.sources.registry import collect
 
     if params.bundle is not None:
         evidence = read_bundle(params.bundle, verify=True)
@@ -389,7 +389,7 @@ class RcaReport:
 
     def alert_replay(self) -> list[str]:
         """One sentence per alert rule: when it fired or would have fired, and the time to detect."""
-        from forensics.alerts import describe_detection
+        from forensics.analysis.alerts import describe_detection
 
         alerts = self.analysis.alerts
         if alerts is None or alerts.empty:

@@ -14,12 +14,12 @@ from typing import Any
 
 import pandas as pd
 
-from forensics.collect import SOURCES
+from forensics.analysis.detectors import Thresholds
 from forensics.credentials import mask_secrets
-from forensics.detectors import Thresholds
 from forensics.errors import ForensicsError, ParameterError
 from forensics.profiles import load_profile
 from forensics.schema import CHANNELS
+from forensics.sources.registry import SOURCES
 from forensics.timeutil import Window, iso, parse_time, utcnow
 
 
@@ -58,7 +58,7 @@ class EvidenceParams:
     profile: str = "runbook"
     """Naming profile for live sources; a bundle keeps the profile it was collected with."""
     sources: tuple[str, ...] = ()
-    """Live sources to collect from (forensics.collect.SOURCES) when there is no bundle."""
+    """Live sources to collect from (forensics.sources.registry.SOURCES) when there is no bundle."""
     source_options: dict[str, Any] = field(default_factory=dict)
     """Options of the live sources (connection strings, timeouts, ...), as ``forensics collect -o``."""
 

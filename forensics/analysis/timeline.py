@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from forensics import schema
-from forensics.detectors import NAT, Detection, Finding, to_ns
+from forensics.analysis.detectors import NAT, Detection, Finding, to_ns
 
 GROUPED = ("error_groups", "log_errors")
 """Detectors whose info-level findings stay off the timeline (one per error signature and source)."""

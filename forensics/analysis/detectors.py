@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from forensics import schema
+from forensics.analysis.classify import classify_series
 from forensics.catalog import PLATFORM_NAMES, load_catalog
-from forensics.classify import classify_series
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
 from forensics.profiles import Profile, load_profile

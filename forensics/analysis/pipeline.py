@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 
 from forensics import schema
+from forensics.analysis.detectors import NAT, NS, Detection, Thresholds, detect
+from forensics.analysis.rank import Hypothesis, coverage, hypotheses, hypotheses_frame
+from forensics.analysis.timeline import build_timeline
 from forensics.catalog import PLATFORM_NAMES
-from forensics.detectors import NAT, NS, Detection, Thresholds, detect
 from forensics.evidence import Evidence
-from forensics.rank import Hypothesis, coverage, hypotheses, hypotheses_frame
-from forensics.timeline import build_timeline
 from forensics.timeutil import iso
 
 DEFAULT_THRESHOLDS: dict[str, float] = Thresholds().to_dict()
@@ -51,7 +51,7 @@ class Analysis:
     ranked: list[Hypothesis] = field(default_factory=list)
     detection: Detection | None = field(default=None, repr=False)
     alerts: pd.DataFrame | None = None
-    """The platform's alert rules replayed over the window (forensics.alerts.detection):
+    """The platform's alert rules replayed over the window (forensics.analysis.alerts.detection):
     when each alert fired or would have fired, and the time to detect."""
 
     @property
@@ -192,7 +192,7 @@ def impact(detection: Detection) -> dict[str, Any]:
 def analyze(evidence: Evidence, thresholds: Thresholds | Mapping[str, Any] | None = None) -> Analysis:
     """Run the detectors over ``evidence``, rank the root causes, build the timeline, group
     the errors and measure the impact. ``thresholds`` overrides :data:`DEFAULT_THRESHOLDS`."""
-    from forensics.alerts import detection as replay_alerts
+    from forensics.analysis.alerts import detection as replay_alerts
 
     th = Thresholds.from_dict(thresholds)
     detection = detect(evidence, th)

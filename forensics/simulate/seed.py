@@ -9,7 +9,7 @@ would hold (:mod:`forensics.simulate.render`) and writes it:
 - Kafka: the profile's topics with its partition counts (a topic the scenario lost is not
   created), records keyed as Chat4All keys them (conversation id: message events and
   outbound; message id: status-updates and dead letters) on the partition Kafka's default
-  partitioner picks (murmur2, :mod:`forensics.partitioner`, computed here and checked against
+  partitioner picks (murmur2, :mod:`forensics.sources.partitioner`, computed here and checked against
   the renderer's), CreateTime timestamps from the scenario, Spring's ``kafka_dlt-*`` headers on
   dead letters; consumer groups whose committed offsets reproduce the scenario's last lag
   sample (committed = high watermark - lag, per partition). The runbook's per-channel outbound
@@ -73,10 +73,10 @@ from forensics.config import DEFAULT_LIMITS, ENV, connection
 from forensics.credentials import mask_uri
 from forensics.errors import ForensicsError, ParameterError, SourceError
 from forensics.evidence import Evidence
-from forensics.partitioner import partitions_for
 from forensics.profiles import Profile, load_profile
 from forensics.simulate import render
 from forensics.sources.kafka import open_admin, open_consumer
+from forensics.sources.partitioner import partitions_for
 from forensics.sources.redis import key_patterns
 from forensics.timeutil import Window, parse_time, utcnow
 

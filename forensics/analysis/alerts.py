@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from forensics import schema
-from forensics.detectors import Thresholds, to_ns
+from forensics.analysis.detectors import Thresholds, to_ns
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
 from forensics.rules import Rule as Rule

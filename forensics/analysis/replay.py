@@ -10,7 +10,7 @@ judges each DLQ record against the MongoDB message and the Redis keys:
    collected window, or never stored): look it up before replaying.
 3. ``not_failed``: MongoDB has the message in another status than FAILED (DELIVERED, READ:
    a replay sends it twice; PENDING, SENT: it may still be on its way).
-4. ``not_retryable``: the error class (:func:`forensics.classify.classify_series`) says an
+4. ``not_retryable``: the error class (:func:`forensics.analysis.classify.classify_series`) says an
    unchanged retry fails again (expired token, unknown recipient, content over the limit):
    do the runbook step first.
 5. ``blocked``: the router's processed key of the message (``router:processed:{id}``) still
@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 from forensics import schema
-from forensics.classify import classify_series
+from forensics.analysis.classify import classify_series
 from forensics.evidence import Evidence
-from forensics.redact import Redactor
+from forensics.report.redact import Redactor
 from forensics.sources.redis import replay_blockers
 
 VERDICTS: dict[str, str] = {
