@@ -4,9 +4,9 @@ Layout of a bundle directory::
 
     manifest.json          what, when, from where, how; sha256 of every file; custody log
     manifest.sha256        sha256 of manifest.json (catches an edited manifest)
-    messages.parquet       one Parquet file per collected table, named after the table
-    status_events.parquet
-    ...
+    messages.parquet       one Parquet file per collected table, named after the table;
+    status_events.parquet  a big table is written slice by slice as row groups of the same
+    ...                    file (:class:`BundleWriter`), so writing memory stays flat
 
 The single-file form is the same directory as an uncompressed-member ``.tar.gz``
 (``forensics bundle pack``/``write_bundle(..., archive=True)``); every reader accepts both.
@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from forensics import __version__, schema
 from forensics.credentials import mask_secrets
@@ -73,68 +75,141 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and any(path.name.endswith(s) for s in ARCHIVE_SUFFIXES)
 
 
+class BundleWriter:
+    """A bundle written table by table and, for a big table, slice by slice.
+
+    Each :meth:`append` validates one slice of a table against the schema and adds it to the
+    table's single Parquet file as row groups (pyarrow's ``ParquetWriter``), so memory holds
+    one slice at a time however large the window: the simulator and the live sources stream
+    into it. The layout is the same whether a table came in one slice or many
+    (``<prefix><table>.parquet``). The bundle is built in a temporary sibling and renamed
+    into place by :meth:`close`; leaving the ``with`` block on an exception (or
+    :meth:`abort`) removes it, so an interrupted write never leaves something that looks
+    like a complete bundle.
+    """
+
+    def __init__(self, path: str | Path, *, overwrite: bool = False, archive: bool = False,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise BundleError(f"{self.path} already exists; choose another path or pass overwrite")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.archive = archive
+        self.progress = progress
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._entries: dict[str, dict[str, Any]] = {}
+
+    def __enter__(self) -> BundleWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def append(self, name: str, frame: pd.DataFrame, *, query: Any = None, prefix: str = "") -> None:
+        """Add ``frame`` (one slice of table ``name``, canonical schema) to ``<prefix><name>.parquet``.
+
+        ``query``: the query or parameters behind the table (stored with credentials masked;
+        the first non-null one given for a table is kept). ``prefix``: a folder inside the
+        bundle (e.g. ``"baseline/"``) for a second set of the same tables.
+        """
+        schema.validate(name, frame)
+        file = f"{prefix}{name}.parquet"
+        if self.progress:
+            self.progress(f"writing {file} ({len(frame):,} rows)")
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        writer = self._writers.get(file)
+        if writer is None:
+            (self.tmp / file).parent.mkdir(parents=True, exist_ok=True)
+            writer = pq.ParquetWriter(self.tmp / file, table.schema, compression="zstd")
+            self._writers[file] = writer
+            self._entries[file] = {"file": file, "rows": 0, "columns": len(frame.columns),
+                                   "query": None, "row_groups": 0}
+        writer.write_table(table.cast(writer.schema))
+        entry = self._entries[file]
+        entry["rows"] += len(frame)
+        entry["row_groups"] += 1
+        if entry["query"] is None and query is not None:
+            entry["query"] = mask_secrets(query)
+
+    def tables(self, prefix: str = "") -> dict[str, dict[str, Any]]:
+        """Table name -> manifest entry (file, rows, columns, query, row_groups) of the tables
+        written under ``prefix`` so far (sha256 is added by :meth:`close`)."""
+        return {file[len(prefix):-len(".parquet")]: entry for file, entry in self._entries.items()
+                if file.startswith(prefix) and "/" not in file[len(prefix):]}
+
+    def close(self, evidence: Evidence, *, queries: dict[str, Any] | None = None,
+              custody: list[dict] | None = None) -> Path:
+        """Write the manifest (window, profile, sources, scenario from ``evidence``; the tables
+        appended so far) and move the bundle into place; returns its path."""
+        try:
+            for writer in self._writers.values():
+                writer.close()
+            self._writers.clear()
+            files = {p.relative_to(self.tmp).as_posix(): sha256_file(p)
+                     for p in sorted(self.tmp.rglob("*")) if p.is_file()}
+            for entry in self._entries.values():
+                entry["sha256"] = files[entry["file"]]
+            tables = self.tables()
+            for name, query in (queries or {}).items():
+                if name in tables and tables[name]["query"] is None:
+                    tables[name]["query"] = mask_secrets(query)
+            log = list(custody or []) + [custody_entry("written", {"tables": {n: t["rows"] for n, t in tables.items()}})]
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "toolkit_version": __version__,
+                "created_at": iso(utcnow()),
+                "profile": evidence.profile,
+                "window": evidence.window.to_dict(),
+                "scenario": evidence.scenario,
+                "sources": mask_secrets(evidence.sources),
+                "missing_sources": mask_secrets(evidence.missing),
+                "tables": tables,
+                "files": files,
+                "custody": log,
+            }
+            _write_manifest(self.tmp, manifest)
+            built = self.tmp
+            if self.archive:
+                built = self.tmp.with_suffix(".tar.gz")
+                _pack(self.tmp, built)
+                shutil.rmtree(self.tmp)
+                self.tmp = built
+            if self.path.exists():
+                shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()
+            os.replace(built, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial bundle."""
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except (OSError, pa.ArrowException):
+                pass
+        self._writers.clear()
+        shutil.rmtree(self.tmp, ignore_errors=True) if self.tmp.is_dir() else self.tmp.unlink(missing_ok=True)
+
+
 def write_bundle(evidence: Evidence, path: str | Path, *, queries: dict[str, Any] | None = None,
                  custody: list[dict] | None = None, overwrite: bool = False, archive: bool = False,
                  progress: Callable[[str], None] | None = None) -> Path:
     """Write ``evidence`` as a bundle at ``path`` (a directory, or a .tar.gz when ``archive``).
 
-    Tables are validated against the schema first. The bundle is built in a temporary
-    sibling and renamed into place at the end, so an interrupted write never leaves
-    something that looks like a complete bundle. ``queries`` maps table -> the query or
-    parameters that produced it (stored, credentials masked). ``custody`` entries are
-    prepended to the log (e.g. collection steps); a "written" entry is appended.
+    Tables are validated against the schema first (see :class:`BundleWriter`, which this
+    uses with one slice per table). ``queries`` maps table -> the query or parameters that
+    produced it (stored, credentials masked). ``custody`` entries are prepended to the log
+    (e.g. collection steps); a "written" entry is appended.
     """
-    path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise BundleError(f"{path} already exists; choose another path or pass overwrite")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    try:
-        tables: dict[str, Any] = {}
+    with BundleWriter(path, overwrite=overwrite, archive=archive, progress=progress) as writer:
         for name, frame in evidence.tables.items():
-            schema.validate(name, frame)
-            if progress:
-                progress(f"writing {name} ({len(frame):,} rows)")
-            file = f"{name}.parquet"
-            frame.to_parquet(tmp / file, index=False, compression="zstd")
-            tables[name] = {
-                "file": file,
-                "rows": len(frame),
-                "columns": len(frame.columns),
-                "query": mask_secrets((queries or {}).get(name)),
-            }
-        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        for entry in tables.values():
-            entry["sha256"] = files[entry["file"]]
-        log = list(custody or []) + [custody_entry("written", {"tables": {n: t["rows"] for n, t in tables.items()}})]
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "toolkit_version": __version__,
-            "created_at": iso(utcnow()),
-            "profile": evidence.profile,
-            "window": evidence.window.to_dict(),
-            "scenario": evidence.scenario,
-            "sources": mask_secrets(evidence.sources),
-            "missing_sources": mask_secrets(evidence.missing),
-            "tables": tables,
-            "files": files,
-            "custody": log,
-        }
-        _write_manifest(tmp, manifest)
-        if archive:
-            packed = tmp.with_suffix(".tar.gz")
-            _pack(tmp, packed)
-            shutil.rmtree(tmp)
-            tmp = packed
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        raise
-    return path
+            writer.append(name, frame, query=(queries or {}).get(name))
+        return writer.close(evidence, custody=custody)
 
 
 def _write_manifest(directory: Path, manifest: dict) -> None:

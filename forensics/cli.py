@@ -63,20 +63,15 @@ def cmd_scenarios(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from forensics.bundle import custody_entry, write_bundle
-    from forensics.simulate import simulate
+    from forensics.simulate.stream import simulate_bundle
     from forensics.timeutil import parse_time
 
     _check_scenario_and_profile(args.scenario, args.profile)
     progress = Progress(args.quiet)
     end = parse_time(args.end) if args.end else None
     progress(f"simulating {args.scenario} with {args.messages:,} messages (seed {args.seed})")
-    ev = simulate(args.scenario, messages=args.messages, seed=args.seed, end=end, profile=args.profile,
-                  progress=progress)
-    progress(f"writing bundle {args.out}")
-    path = write_bundle(ev, args.out, overwrite=args.force, archive=args.archive, progress=progress,
-                        custody=[custody_entry("simulated", {"scenario": args.scenario, "messages": args.messages,
-                                                             "seed": args.seed})])
+    path = simulate_bundle(args.scenario, args.out, messages=args.messages, seed=args.seed, end=end,
+                           profile=args.profile, overwrite=args.force, archive=args.archive, progress=progress)
     progress("done")
     print(path)
     return 0
@@ -340,9 +335,8 @@ def cmd_batch(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from forensics.bundle import custody_entry, write_bundle
     from forensics.report.rca import build_report
-    from forensics.simulate import simulate
+    from forensics.simulate.stream import simulate_bundle
 
     _check_scenario_and_profile(args.scenario, args.profile)
     progress = Progress(args.quiet)
@@ -350,10 +344,8 @@ def cmd_demo(args) -> int:
     bundle = out / "bundle"
     report_dir = out / "report"
     progress(f"simulating the demo incident '{args.scenario}' ({args.messages:,} messages)")
-    ev = simulate(args.scenario, messages=args.messages, seed=args.seed, profile=args.profile, progress=progress)
-    progress(f"writing evidence bundle {bundle}")
-    write_bundle(ev, bundle, overwrite=True, progress=progress,
-                 custody=[custody_entry("simulated", {"scenario": args.scenario, "messages": args.messages})])
+    simulate_bundle(args.scenario, bundle, messages=args.messages, seed=args.seed, profile=args.profile,
+                    overwrite=True, progress=progress)
     progress("building the RCA report (papermill + nbconvert)")
     written = build_report(bundle, report_dir, progress=progress)
     progress("done")

@@ -2,9 +2,10 @@ import json
 import tarfile
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
-from forensics.bundle import append_custody, read_bundle, read_manifest, verify_bundle, write_bundle
+from forensics.bundle import BundleWriter, append_custody, read_bundle, read_manifest, verify_bundle, write_bundle
 from forensics.errors import BundleError
 from forensics.evidence import Evidence
 from forensics.sources.documents import messages_from_documents, status_events_from_documents
@@ -33,6 +34,38 @@ def test_round_trip_is_exact(evidence, tmp_path):
     for name, frame in evidence.tables.items():
         pd.testing.assert_frame_equal(back.tables[name], frame)
     assert back.window == evidence.window and back.missing == {"kafka": "unreachable"}
+
+
+def test_slices_stream_into_one_file_as_row_groups(evidence, tmp_path):
+    m = evidence.tables["messages"]
+    slices = [m.iloc[:10], m.iloc[10:10], m.iloc[10:25], m.iloc[25:]]
+    with BundleWriter(tmp_path / "b") as writer:
+        for part in slices:
+            writer.append("messages", part.reset_index(drop=True), query={"slice": "any"})
+        path = writer.close(evidence)
+    assert verify_bundle(path).ok
+    assert pq.ParquetFile(path / "messages.parquet").metadata.num_row_groups == 4
+    entry = read_manifest(path)["tables"]["messages"]
+    assert (entry["rows"], entry["row_groups"], entry["query"]) == (40, 4, {"slice": "any"})
+    pd.testing.assert_frame_equal(read_bundle(path).tables["messages"], m)
+
+
+def test_a_column_null_in_the_first_slice_takes_values_in_a_later_one(evidence, tmp_path):
+    m = evidence.tables["messages"]
+    first = m.iloc[:5].assign(error_message=pd.Series([None] * 5, dtype="string")).reset_index(drop=True)
+    with BundleWriter(tmp_path / "b") as writer:
+        writer.append("messages", first)
+        writer.append("messages", m.iloc[5:].reset_index(drop=True))
+        path = writer.close(evidence)
+    back = read_bundle(path).tables["messages"]
+    assert back["error_message"].iloc[5:].equals(m["error_message"].iloc[5:])
+
+
+def test_an_interrupted_streamed_write_leaves_nothing(evidence, tmp_path):
+    with pytest.raises(RuntimeError), BundleWriter(tmp_path / "b") as writer:
+        writer.append("messages", evidence.tables["messages"])
+        raise RuntimeError("collection died")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_manifest_contents_and_no_secrets(evidence, tmp_path):

@@ -48,7 +48,7 @@ MAX_MESSAGES = 20_000_000
 def simulate(scenario: str, messages: int = 5000, seed: int = 7, end: pd.Timestamp | str | None = None,
              profile: str | Profile | None = "runbook", progress: Callable[[str, float], None] | None = None, *,
              detail_sample: int = telemetry.DETAIL_SAMPLE, failure_sample: int = telemetry.FAILURE_SAMPLE,
-             message_id_tag_fraction: float | None = None) -> Evidence:
+             message_id_tag_fraction: float | None = None, part: tuple[int, int] = (0, 1)) -> Evidence:
     """Simulate one incident and return its evidence.
 
     scenario: a name from ``scenario_names()``. messages: number of messages in the window
@@ -58,8 +58,12 @@ def simulate(scenario: str, messages: int = 5000, seed: int = 7, end: pd.Timesta
     optional callback ``progress(stage, fraction_done)``. detail_sample / failure_sample:
     caps of the span/log samples (messages). message_id_tag_fraction: share of sampled
     messages whose spans carry a ``message_id`` tag (default 0.5 for the runbook flow, 0 for
-    the deployed flow, which tags none). Raises ScenarioError for an unknown scenario or a
-    bad parameter.
+    the deployed flow, which tags none). part: ``(k, parts)``: slice k of an incident
+    simulated in ``parts`` independent slices of conversations (see
+    :mod:`forensics.simulate.stream`): every slice shares the incident's own draws (trigger,
+    affected channel, bursts) and draws its own traffic; the incident-wide log lines and
+    Redis keys are in slice 0 only. Raises ScenarioError for an unknown scenario or a bad
+    parameter.
     """
     sc = _scenario(scenario)
     messages, seed = _check(messages, seed, detail_sample, failure_sample, message_id_tag_fraction)
@@ -74,6 +78,10 @@ def simulate(scenario: str, messages: int = 5000, seed: int = 7, end: pd.Timesta
 
     traffic_rng, scenario_rng, detail_rng, extra_rng = (np.random.default_rng(s)
                                                         for s in np.random.SeedSequence(seed).spawn(4))
+    k, parts = _part(part)
+    if parts > 1:
+        traffic_rng, detail_rng, extra_rng = (np.random.default_rng(s)
+                                              for s in np.random.SeedSequence([seed, k, parts]).spawn(3))
     trigger_ns = None
     if sc.has_trigger:
         trigger_ns = start_ns + int(scenario_rng.uniform(0.35, 0.55) * sc.duration_s * 1000) * 1_000_000
@@ -95,15 +103,17 @@ def simulate(scenario: str, messages: int = 5000, seed: int = 7, end: pd.Timesta
     samples = telemetry.choose_samples(t, detail_rng, detail_sample, failure_sample, tag_fraction)
     ev_tables = {"spans": telemetry.build_spans(t, samples, detail_rng, incident.router_down_from,
                                                 incident.mongo_trouble)}
+    incident_wide = k == 0
     ev_tables["log_events"] = telemetry.log_frame(
-        telemetry.message_logs(t, samples, detail_rng, incident.router_down_from) + incident.logs)
+        telemetry.message_logs(t, samples, detail_rng, incident.router_down_from)
+        + (incident.logs if incident_wide else []))
     report("kafka", 0.5)
     ev_tables["dlq_records"] = tables.dlq_records(t)
     ev_tables["consumer_lag"] = tables.consumer_lag(t, incident.missing_topics)
     ev_tables["topics"] = tables.topics(t, incident.missing_topics)
     report("postgres/redis", 0.6)
     ev_tables["identities"] = tables.identities(t)
-    ev_tables["locks"] = tables.locks(t, incident.locks)
+    ev_tables["locks"] = tables.locks(t, incident.locks if incident_wide else [])
     report("mongodb", 0.7)
     tr = tables.transitions(t)
     ev_tables["messages"] = tables.messages(t, tr)
@@ -148,6 +158,16 @@ def _scenario(name: str) -> Scenario:
         return SCENARIOS[name]
     except (KeyError, TypeError):
         raise ScenarioError(f"unknown scenario {name!r}; known: {', '.join(scenario_names())}") from None
+
+
+def _part(part) -> tuple[int, int]:
+    try:
+        k, parts = (int(v) for v in part)
+    except (TypeError, ValueError):
+        raise ScenarioError(f"part must be (k, parts), got {part!r}") from None
+    if not 0 <= k < parts:
+        raise ScenarioError(f"part must satisfy 0 <= k < parts, got {part!r}")
+    return k, parts
 
 
 def _check(messages, seed, detail_sample, failure_sample, tag_fraction) -> tuple[int, int]:

@@ -1,0 +1,71 @@
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from forensics.bundle import read_bundle, verify_bundle, write_bundle
+from forensics.errors import ScenarioError
+from forensics.simulate import simulate
+from forensics.simulate.stream import simulate_bundle, slice_sizes
+
+
+def test_slice_sizes_are_near_equal_and_capped():
+    assert slice_sizes(10, 4) == [4, 3, 3]
+    assert slice_sizes(8, 4) == [4, 4]
+    assert slice_sizes(3, 4) == [3]
+    assert sum(slice_sizes(10_000_001)) == 10_000_001 and max(slice_sizes(10_000_001)) <= 250_000
+
+
+def test_one_slice_is_exactly_simulate(tmp_path):
+    streamed = read_bundle(simulate_bundle("token-expired", tmp_path / "a", messages=2000, seed=5))
+    whole = simulate("token-expired", messages=2000, seed=5)
+    write_bundle(whole, tmp_path / "b")
+    back = read_bundle(tmp_path / "b")
+    assert streamed.tables.keys() == back.tables.keys()
+    for name, frame in back.tables.items():
+        pd.testing.assert_frame_equal(streamed.tables[name], frame)
+
+
+@pytest.fixture(scope="module")
+def sliced(tmp_path_factory):
+    path = simulate_bundle("router-outage", tmp_path_factory.mktemp("s") / "b", messages=6000, seed=2,
+                           slice_messages=2000)
+    return path, read_bundle(path)
+
+
+def test_slices_are_one_incident(sliced):
+    path, ev = sliced
+    assert verify_bundle(path).ok
+    m = ev.tables["messages"]
+    assert len(m) == 6000 and m["message_id"].is_unique
+    assert pq.ParquetFile(path / "messages.parquet").metadata.num_row_groups == 3
+    whole = simulate("router-outage", messages=2000, seed=2)
+    # every slice shares the incident's trigger: nothing moves past PENDING after it
+    assert ev.scenario["started_at"] == whole.scenario["started_at"] and ev.scenario["messages"] == 6000
+    assert ev.sources["simulator"]["slices"] == 3 and ev.sources["simulator"]["messages"] == 6000
+    started = pd.Timestamp(ev.scenario["started_at"])
+    after = m[m["created_at"] > started + pd.Timedelta(seconds=5)]
+    assert len(after) and (after["status"] == "PENDING").all()
+
+
+def test_platform_wide_tables_are_merged_once(sliced):
+    path, ev = sliced
+    lag = ev.tables["consumer_lag"]
+    assert not lag.duplicated(["sampled_at", "group", "topic", "partition"]).any()
+    assert (lag["lag"] == lag["end_offset"] - lag["committed_offset"]).all()
+    # the router group's lag at the end counts every slice's unconsumed events
+    last = lag[lag["sampled_at"] == lag["sampled_at"].max()]
+    slice_lag = simulate("router-outage", messages=2000, seed=2, part=(0, 3)).tables["consumer_lag"]
+    assert last["lag"].sum() > slice_lag[slice_lag["sampled_at"] == slice_lag["sampled_at"].max()]["lag"].sum()
+    metrics = ev.tables["metrics"]
+    assert (metrics.loc[metrics["metric"] == "up", "value"] == 1).all()
+    assert not metrics.duplicated(["metric", "labels", "timestamp"]).any()
+    assert ev.tables["topics"]["topic"].is_unique
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["tables"]["messages"]["row_groups"] == 3
+
+
+def test_a_bad_part_is_refused():
+    with pytest.raises(ScenarioError, match="part"):
+        simulate("baseline", messages=100, part=(3, 3))
