@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from forensics import __version__, schema
 from forensics.credentials import mask_secrets
 from forensics.errors import BundleError, SchemaError
-from forensics.evidence import Evidence
+from forensics.evidence import Evidence, StoredTable
 from forensics.timeutil import Window, iso, utcnow
 
 FORMAT = "chat4all-forensics-bundle"
@@ -308,22 +308,27 @@ def read_manifest(path: str | Path) -> dict:
         raise BundleError(f"{mpath}: not valid JSON ({exc})") from exc
 
 
-def read_bundle(path: str | Path, *, verify: bool = True, tables: list[str] | None = None) -> Evidence:
+def read_bundle(path: str | Path, *, verify: bool = True, tables: list[str] | None = None,
+                keep_on_disk: tuple[str, ...] = ()) -> Evidence:
     """Read a bundle (directory or archive) back into an :class:`Evidence`.
 
     With ``verify`` (the default) a bundle that fails verification is refused with a
     BundleError naming the file(s). ``tables`` limits which tables are loaded.
+    ``keep_on_disk``: tables left in their Parquet files (``Evidence.stored``, read by
+    :mod:`forensics.scan`; e.g. :data:`forensics.evidence.STORED_TABLES` for an analysis)
+    when the bundle is a directory; an archive's are read whole.
     """
     path = Path(path)
     if not path.exists():
         raise BundleError(f"{path}: no such bundle")
     if is_archive(path):
         with tempfile.TemporaryDirectory(prefix="forensics-read-") as tmp:
-            return _read_dir(_unpack(path, Path(tmp)), verify, tables, label=str(path))
-    return _read_dir(path, verify, tables, label=str(path))
+            return _read_dir(_unpack(path, Path(tmp)), verify, tables, (), label=str(path))
+    return _read_dir(path, verify, tables, keep_on_disk, label=str(path))
 
 
-def _read_dir(path: Path, verify: bool, wanted: list[str] | None, label: str) -> Evidence:
+def _read_dir(path: Path, verify: bool, wanted: list[str] | None, keep_on_disk: tuple[str, ...],
+              label: str) -> Evidence:
     if verify:
         result = _verify_dir(path)
         if not result.ok:
@@ -344,11 +349,23 @@ def _read_dir(path: Path, verify: bool, wanted: list[str] | None, label: str) ->
         if name not in schema.TABLES:
             continue  # a table from a newer toolkit: keep the file, skip the load
         try:
-            frame = pd.read_parquet(path / entry["file"])
-            ev.tables[name] = schema.validate(name, schema.conform(name, frame))
+            if name in keep_on_disk:
+                ev.stored[name] = _stored(name, path / entry["file"], entry.get("rows"))
+            else:
+                frame = pd.read_parquet(path / entry["file"])
+                ev.tables[name] = schema.validate(name, schema.conform(name, frame))
         except (OSError, ValueError, SchemaError) as exc:
             raise BundleError(f"{label}: {entry.get('file')}: cannot be read ({exc})") from exc
     return ev
+
+
+def _stored(name: str, file: Path, rows: Any) -> StoredTable:
+    """A table left on disk, once its Parquet schema holds every declared column."""
+    names = set(pq.read_schema(file).names)
+    missing = [c for c in schema.table(name).names if c not in names]
+    if missing:
+        raise SchemaError(name, missing[0], f"missing column(s): {', '.join(missing)}")
+    return StoredTable(name, file, rows if isinstance(rows, int) else None)
 
 
 def append_custody(path: str | Path, action: str, detail: str | dict | None = None) -> dict:

@@ -9,12 +9,28 @@ so a report can say exactly what it could not see.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from forensics import schema
 from forensics.timeutil import Window
+
+STORED_TABLES = ("status_events", "locks")
+"""Tables an analysis reads through :mod:`forensics.scan` and may therefore leave on disk."""
+
+
+@dataclass(frozen=True)
+class StoredTable:
+    """A table left in a bundle's Parquet file, scoped to a window and a channel (None: all)."""
+
+    name: str
+    path: Path
+    rows: int | None
+    """Rows in scope when known (the manifest's count of an unscoped table)."""
+    window: Window | None = None
+    channel: str | None = None
 
 
 @dataclass
@@ -28,6 +44,9 @@ class Evidence:
     """Source name -> why its evidence is absent (not configured, unreachable, ...)."""
     scenario: dict[str, Any] | None = None
     """For simulated incidents: name, seed, messages, root_cause, description."""
+    stored: dict[str, StoredTable] = field(default_factory=dict)
+    """Tables left on disk (a large bundle's ``status_events``, ``locks``): the analysis asks
+    :mod:`forensics.scan` about them; ``table(name)`` reads one whole on first use."""
 
     @classmethod
     def from_records(cls, window: Window, scenario: dict[str, Any] | None = None, *, source: str = "crafted",
@@ -44,16 +63,25 @@ class Evidence:
         return ev
 
     def table(self, name: str) -> pd.DataFrame:
-        """The table ``name``, or an empty one of the right shape when it was not collected."""
+        """The table ``name``, or an empty one of the right shape when it was not collected.
+        A stored table is read whole here (and kept): drill-down, not whole-window analysis."""
         frame = self.tables.get(name)
+        if frame is None and name in self.stored:
+            from forensics.scan import materialise
+
+            frame = self.tables[name] = materialise(self.stored.pop(name))
         return frame if frame is not None else schema.empty(name)
 
     def has(self, name: str) -> bool:
-        return name in self.tables
+        return name in self.tables or name in self.stored
 
     def put(self, name: str, frame: pd.DataFrame) -> None:
         """Store a table after checking it against the schema."""
+        self.stored.pop(name, None)
         self.tables[name] = schema.validate(name, frame)
 
     def row_counts(self) -> dict[str, int]:
-        return {name: len(frame) for name, frame in self.tables.items()}
+        from forensics.scan import count
+
+        stored = {name: s.rows if s.rows is not None else count(self, name) for name, s in self.stored.items()}
+        return {**{name: len(frame) for name, frame in self.tables.items()}, **stored}

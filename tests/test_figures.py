@@ -5,9 +5,16 @@ import pandas as pd
 import pytest
 
 from forensics import schema
+from forensics.evidence import Evidence
 from forensics.report import figures
+from forensics.timeutil import Window
 
 T0 = pd.Timestamp("2025-12-03T14:00:00Z")
+
+
+def _evidence(messages: pd.DataFrame, events: pd.DataFrame) -> Evidence:
+    """The frames as evidence (partial columns are enough: figures read only what they name)."""
+    return Evidence(Window(T0, T0 + pd.Timedelta("2h")), tables={"messages": messages, "status_events": events})
 
 
 def _messages(n: int, seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -43,8 +50,8 @@ def test_time_bucket_keeps_series_short():
 @pytest.mark.slow
 def test_a_million_messages_give_small_figures(million):
     messages, events = million
-    built = [figures.status_flow(events), figures.failure_rate(messages),
-             figures.delivery_latency(messages, events)]
+    built = [figures.status_flow(_evidence(messages, events)), figures.failure_rate(messages),
+             figures.delivery_latency(_evidence(messages, events))]
     sizes = [len(f.to_json()) for f in built]
     assert max(sizes) < 100_000, sizes
 
@@ -67,7 +74,8 @@ def test_status_flow_counts_transitions_and_never_draws_a_cycle():
     retry = pd.DataFrame({"message_id": pd.array(["r"] * 5, dtype="string"),
                           "new_status": pd.array(["PENDING", "SENT", "FAILED", "PENDING", "SENT"], dtype="string"),
                           "timestamp": [T0 + pd.Timedelta(seconds=s) for s in range(5)]})
-    sankey = figures.status_flow(pd.concat([events, retry], ignore_index=True)).data[0]
+    sankey = figures.status_flow(_evidence(schema.empty("messages"),
+                                           pd.concat([events, retry], ignore_index=True))).data[0]
     x = list(sankey.node.x)
     assert all(x[s] < x[t] for s, t in zip(sankey.link.source, sankey.link.target, strict=True))
     labels = list(sankey.node.label)
@@ -78,7 +86,7 @@ def test_status_flow_counts_transitions_and_never_draws_a_cycle():
 
 def test_delivery_latency_p95_against_the_sla():
     messages, events = _messages(3000)
-    fig = figures.delivery_latency(messages, events, sla_s=5.0)
+    fig = figures.delivery_latency(_evidence(messages, events), sla_s=5.0)
     assert 1.0 < float(np.nanmedian(fig.data[0].y)) < 10.0
     assert any(s.y0 == 5.0 for s in fig.layout.shapes)
 
@@ -93,9 +101,9 @@ def test_consumer_lag_sums_partitions_and_caps_series():
 
 
 @pytest.mark.parametrize("build", [
-    lambda: figures.status_flow(schema.empty("status_events")),
+    lambda: figures.status_flow(_evidence(schema.empty("messages"), schema.empty("status_events"))),
     lambda: figures.failure_rate(schema.empty("messages")),
-    lambda: figures.delivery_latency(schema.empty("messages"), schema.empty("status_events")),
+    lambda: figures.delivery_latency(_evidence(schema.empty("messages"), schema.empty("status_events"))),
     lambda: figures.consumer_lag(schema.empty("consumer_lag")),
     lambda: figures.error_groups(pd.DataFrame({"group": [], "count": []})),
     lambda: figures.timeline_swimlane(schema.empty("timeline")),

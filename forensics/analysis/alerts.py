@@ -56,6 +56,8 @@ from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
 from forensics.rules import Rule as Rule
 from forensics.rules import RuleFileError, load_rules, parse_duration, renames
+from forensics.scan import message_status
+from forensics.scan import transitions as scan_transitions
 from forensics.timeutil import Window
 
 NS = 1_000_000_000
@@ -1247,60 +1249,55 @@ _NEVER = np.iinfo(np.int64).max
 
 @dataclass
 class _MessageIndex:
-    """Per message (integer code): creation and first exit from PENDING; and the status events."""
+    """Per message code (:func:`forensics.scan.message_status`): creation and first exit from PENDING."""
 
     created: np.ndarray
     """Creation ns: messages.created_at, else the message's first status event; NAT when unknown."""
     left: np.ndarray
     """First status event to another status, else messages.updated_at when the document is not
     PENDING; _NEVER when it never left."""
-    events: pd.DataFrame
-    """Status events with a time: code, status, channel, at (ns)."""
+    transitions: dict[str, pd.DataFrame]
+    """Status -> its status events (code, channel, at), fetched on first use."""
 
 
+_FINISHED = ("DELIVERED", "FAILED")
 _INDEX_CACHE: list[tuple[weakref.ref, weakref.ref, _MessageIndex]] = []
-"""The index of the last (messages, status_events) pair, dropped with the messages frame."""
+"""The index of the last (evidence, messages) pair, dropped with the messages frame."""
 
 
 def _message_index(ev: Evidence) -> _MessageIndex:
-    """Built once per pair of (messages, status_events) frames: every derivation reads it."""
-    m, se = ev.table("messages"), ev.table("status_events")
-    if _INDEX_CACHE and _INDEX_CACHE[0][0]() is m and _INDEX_CACHE[0][1]() is se:
+    """Built once per evidence and messages frame: every derivation reads it."""
+    m = ev.table("messages")
+    if _INDEX_CACHE and _INDEX_CACHE[0][0]() is ev and _INDEX_CACHE[0][1]() is m:
         return _INDEX_CACHE[0][2]
-    codes, uniques = pd.factorize(pd.concat([m["message_id"], se["message_id"]], ignore_index=True))
-    n = len(uniques)
-    cm, cs = codes[: len(m)], codes[len(m):]
-    at = _ns(se["timestamp"])
-    ok = (cs >= 0) & (at != _NAT)
-    created = np.full(n, _NEVER, dtype=np.int64)
-    np.minimum.at(created, cs[ok], at[ok])
-    status = se["new_status"]
-    moved = ok & (status.notna() & (status != "PENDING")).to_numpy(dtype=bool, na_value=False)
-    left = np.full(n, _NEVER, dtype=np.int64)
-    np.minimum.at(left, cs[moved], at[moved])
-    if len(m):
+    h = message_status(ev, m["message_id"])
+    n = len(m)
+    created = h.first_at.copy()
+    left = np.where(h.left_pending_at == _NAT, _NEVER, h.left_pending_at)
+    if n:
         made = _ns(m["created_at"])
-        has = (cm >= 0) & (made != _NAT)
-        created[cm[has][::-1]] = made[has][::-1]  # messages.created_at wins; the first document wins
+        created[:n] = np.where(made != _NAT, made, created[:n])  # messages.created_at wins
         gone = (m["status"].notna() & (m["status"] != "PENDING")).to_numpy(dtype=bool, na_value=False)
         upd = _ns(m["updated_at"])
-        fill = gone & (cm >= 0) & (upd != _NAT)
-        fill[fill] = left[cm[fill]] == _NEVER
-        left[cm[fill]] = upd[fill]
-    created[created == _NEVER] = _NAT
-    events = pd.DataFrame({"code": cs, "status": status.to_numpy(dtype=object, na_value=None),
-                           "channel": se["channel"].fillna("UNKNOWN").astype(str).to_numpy(), "at": at})[ok]
-    index = _MessageIndex(created, left, events.reset_index(drop=True))
-    _INDEX_CACHE[:] = [(weakref.ref(m), weakref.ref(se), index)]
+        fill = gone & (upd != _NAT) & (left[:n] == _NEVER)
+        left[:n][fill] = upd[fill]
+        created[h.repeated] = _NAT  # the first document of an id counts
+        left[h.repeated] = _NEVER
+    index = _MessageIndex(created, left, {})
+    _INDEX_CACHE[:] = [(weakref.ref(ev), weakref.ref(m), index)]
     weakref.finalize(m, _INDEX_CACHE.clear)
     return index
 
 
 def transitions(ev: Evidence, status: str) -> pd.DataFrame:
     """Every status event to ``status``: code (message), channel, at (ns), sorted by time."""
-    events = _message_index(ev).events
-    out = events.loc[events["status"] == status, ["code", "channel", "at"]]
-    return out.sort_values("at", kind="stable").reset_index(drop=True)
+    index = _message_index(ev)
+    if status not in index.transitions:
+        wanted = _FINISHED if status in _FINISHED else (status,)  # one scan answers both
+        rows = scan_transitions(ev, ev.table("messages")["message_id"], wanted)
+        for s in wanted:
+            index.transitions[s] = rows.loc[rows["status"] == s, ["code", "channel", "at"]].reset_index(drop=True)
+    return index.transitions[status]
 
 
 def delivery_observations(ev: Evidence) -> pd.DataFrame:
@@ -1309,7 +1306,7 @@ def delivery_observations(ev: Evidence) -> pd.DataFrame:
     What a delivery-time histogram observes: every DELIVERED event (duplicates included),
     at the time of the event.
     """
-    d = transitions(ev, "DELIVERED")
+    d = transitions(ev, "DELIVERED").copy()
     start = _message_index(ev).created[d["code"].to_numpy()]
     d["latency_s"] = np.where(start != _NAT, (d["at"].to_numpy() - start) / NS, np.nan)
     return d[np.isfinite(d["latency_s"]) & (d["latency_s"] >= 0)].reset_index(drop=True)

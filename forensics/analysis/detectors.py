@@ -31,6 +31,7 @@ from forensics.catalog import PLATFORM_NAMES, load_catalog
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
 from forensics.profiles import Profile, load_profile
+from forensics.scan import MessageStatus, lock_rows, message_status, repeated_status_events, status_rows
 
 NS = 1_000_000_000
 NAT = np.iinfo(np.int64).min
@@ -203,8 +204,10 @@ class Context:
         """The messages table; when it is absent but status events exist, one row per message
         derived from them (status = last new_status, created_at = first timestamp)."""
         m = self.table("messages")
+        if len(m) or not self.evidence.has("status_events"):
+            return m if _default_index(m) else m.reset_index(drop=True)
         ev = self.table("status_events")
-        if len(m) or not len(ev):
+        if not len(ev):
             return m.reset_index(drop=True)
         order = ev.sort_values("timestamp", kind="stable")
         g = order.groupby("message_id", sort=False)
@@ -279,22 +282,16 @@ class Context:
         return idx.get_indexer(message_ids)
 
     @cached_property
+    def history(self) -> MessageStatus:
+        """Per message, what its status events say (first DELIVERED, DELIVERED count, last SENT,
+        ...), computed by DuckDB wherever the status events are (:func:`forensics.scan.message_status`)."""
+        return message_status(self.evidence, self.messages["message_id"])
+
+    @cached_property
     def _delivered(self) -> tuple[np.ndarray, np.ndarray]:
-        ev = self.table("status_events")
-        first = np.full(self.n_messages, NAT, dtype=np.int64)
-        count = np.zeros(self.n_messages, dtype=np.int64)
-        if not len(ev) or not self.n_messages:
-            return first, count
-        d = ev.loc[ev["new_status"] == "DELIVERED", ["message_id", "timestamp"]]
-        pos = self.positions(d["message_id"])
-        ok = pos >= 0
-        pos, ts = pos[ok], to_ns(d["timestamp"])[ok]
-        count = np.bincount(pos, minlength=self.n_messages).astype(np.int64)
-        if len(pos):
-            order = np.lexsort((ts, pos))
-            p, t = pos[order], ts[order]
-            head = np.r_[True, p[1:] != p[:-1]]
-            first[p[head]] = t[head]
+        h = self.history
+        first, count = h.first_delivered_at[:self.n_messages], h.delivered_count[:self.n_messages].copy()
+        count[h.repeated] = 0
         return first, count
 
     @property
@@ -342,10 +339,8 @@ class Context:
                 parts.append(pd.DataFrame({"position": pos[keep], "text": frame[text_col].to_numpy()[keep],
                                            "origin": origin, "prio": prio}))
 
-        ev = self.table("status_events")
-        if len(ev):
-            add(ev.loc[(ev["new_status"] == "FAILED").to_numpy(dtype=bool), ["message_id", "error_message"]],
-                "error_message", "status_events.error_message", 1)
+        add(status_rows(self.evidence, ("FAILED",), ("message_id", "error_message")), "error_message",
+            "status_events.error_message", 1)
         add(self.table("dlq_records")[["message_id", "exception_message"]], "exception_message",
             "dlq_records.exception_message", 2)
         logs = self.table("log_events")
@@ -446,6 +441,11 @@ def run_detectors(evidence: Evidence, thresholds: Thresholds | Mapping[str, Any]
 
 # ---- helpers --------------------------------------------------------------------------------
 
+def _default_index(frame: pd.DataFrame) -> bool:
+    idx = frame.index
+    return isinstance(idx, pd.RangeIndex) and idx.start == 0 and idx.step == 1
+
+
 def _message_refs(ctx: Context, positions: np.ndarray) -> list[dict]:
     ids = ctx.messages["message_id"].iloc[positions[:MAX_REF_VALUES * 4]]
     return [ref("messages", "message_id", ids, total=len(positions))]
@@ -522,15 +522,8 @@ def stuck_sent(ctx: Context) -> Iterable[Finding]:
     if not len(sent):
         return []
     since = ctx.updated_ns[sent]
-    ev = ctx.table("status_events")
-    if len(ev):
-        s = ev.loc[ev["new_status"] == "SENT", ["message_id", "timestamp"]]
-        s = s[s["message_id"].isin(ctx.messages["message_id"].iloc[sent])]  # few messages are still SENT
-        pos = ctx.positions(s["message_id"])
-        ok = pos >= 0
-        last = np.full(ctx.n_messages, NAT, dtype=np.int64)
-        np.maximum.at(last, pos[ok], to_ns(s["timestamp"])[ok])
-        since = np.where(last[sent] != NAT, last[sent], since)
+    last = ctx.history.last_sent_at[sent]
+    since = np.where(last != NAT, last, since)
     since = np.where(since == NAT, ctx.created_ns[sent], since)
     stuck = sent[(since != NAT) & (ctx.now_ns - since > ctx.t.stuck_sent_s * NS)]
     out = []
@@ -818,27 +811,19 @@ def duplicate_deliveries(ctx: Context) -> Iterable[Finding]:
             _ts(int(ctx.delivered_ns[dup].min())), None, None, len(dup), float(extra), 0.0,
             _message_refs(ctx, dup) + [ref("messages", "conversation_id", convs, total=len(pd.unique(convs)))],
             dup, {"conversations": len(pd.unique(convs))}))
-    ev = ctx.table("status_events")
-    if len(ev):
-        # exact repeats need a repeated (timestamp, new_status) first: a cheap numeric pre-filter
-        t = to_ns(ev["timestamp"])
-        status_code = pd.factorize(ev["new_status"])[0].astype(np.int64)
-        key = (t - t.min()) * (int(status_code.max()) + 2) + status_code + 1 if len(t) else t
-        candidate = pd.Series(key).duplicated(keep=False).to_numpy()
-        rep = pd.Series(False, index=ev.index)
-        if candidate.any():
-            sub = ev.loc[candidate, ["message_id", "new_status", "timestamp"]]
-            rep.loc[sub.index] = sub.duplicated(keep="first").to_numpy()
-        if rep.any():
-            ids = ev.loc[rep, "message_id"]
-            pos = ctx.positions(ids)
-            out.append(Finding(
-                "duplicate_deliveries", "status_events_repeated", "warning",
-                f"{int(rep.sum()):,} status events recorded twice",
-                "Identical (message_id, new_status, timestamp) rows in the status history: a transition "
-                "written twice (double processing) or a collection artefact.",
-                ev.loc[rep, "timestamp"].min(), ev.loc[rep, "timestamp"].max(), None, int(rep.sum()),
-                float(rep.sum()), 0.0, [ref("status_events", "message_id", ids)], np.unique(pos[pos >= 0])))
+    rep = repeated_status_events(ctx.evidence)
+    if len(rep):
+        ids = rep["message_id"]
+        pos = ctx.positions(ids)
+        times = pd.to_datetime(rep["at"], utc=True)
+        total = int(rep["repeats"].sum())
+        out.append(Finding(
+            "duplicate_deliveries", "status_events_repeated", "warning",
+            f"{total:,} status events recorded twice",
+            "Identical (message_id, new_status, timestamp) rows in the status history: a transition "
+            "written twice (double processing) or a collection artefact.",
+            times.min(), times.max(), None, total, float(total), 0.0, [ref("status_events", "message_id", ids)],
+            np.unique(pos[pos >= 0])))
     dlq = ctx.table("dlq_records")
     if len(dlq):
         same_offset = dlq.duplicated(["topic", "partition", "offset"], keep="first")
@@ -958,10 +943,7 @@ def missing_topics(ctx: Context) -> Iterable[Finding]:
 def stuck_locks(ctx: Context) -> Iterable[Finding]:
     """Conversation locks without a TTL, or with a TTL longer than ``lock_ttl_s`` (they outlive
     any holder): the conversation's next messages wait on them (R4.2)."""
-    locks = ctx.table("locks")
-    if not len(locks):
-        return []
-    lk = locks[locks["kind"] == "conversation_lock"]
+    lk = lock_rows(ctx.evidence, "conversation_lock")
     ttl = lk["ttl_s"]
     bad = lk[ttl.isna() | (ttl < 0) | (ttl > ctx.t.lock_ttl_s)]
     if not len(bad):
@@ -985,17 +967,15 @@ def stuck_locks(ctx: Context) -> Iterable[Finding]:
 def replay_blockers(ctx: Context) -> Iterable[Finding]:
     """``processed`` keys of FAILED messages: a manual replay (R2.4, R3.3) of those messages
     is silently dropped by the router while the key lives (7 days)."""
-    locks = ctx.table("locks")
-    if not len(locks) or not ctx.n_messages:
+    if not ctx.evidence.has("locks") or not ctx.n_messages:
         return []
     failed = np.flatnonzero(ctx.failed)
     if not len(failed):
         return []
-    keys = locks.loc[locks["kind"] == "processed", ["key", "message_id", "sampled_at"]]
-    hit = keys["message_id"].isin(ctx.messages["message_id"].iloc[failed]).to_numpy(dtype=bool)
-    if not hit.any():
+    keys = lock_rows(ctx.evidence, "processed", ctx.messages["message_id"].iloc[failed])
+    if not len(keys):
         return []
-    pos = ctx.positions(keys.loc[hit, "message_id"])
+    pos = ctx.positions(keys["message_id"])
     p = np.unique(pos[pos >= 0])
     return [Finding(
         "replay_blockers", "", "warning" if len(p) >= 10 else "info",
@@ -1003,7 +983,7 @@ def replay_blockers(ctx: Context) -> Iterable[Finding]:
         f"{len(p):,} FAILED messages still have their processed key in Redis (TTL up to 7 days): republishing "
         "them (R2.4 / R3.3) is silently ignored by the router until the keys are deleted.",
         keys["sampled_at"].min(), None, None, len(p), float(len(p)), 0.0,
-        [ref("locks", "key", keys.loc[hit, "key"].head(MAX_REF_VALUES), total=int(hit.sum()))]
+        [ref("locks", "key", keys["key"].head(MAX_REF_VALUES), total=len(keys))]
         + _message_refs(ctx, p), p)]
 
 

@@ -21,6 +21,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from forensics.evidence import Evidence
+from forensics.scan import NAT, message_status, status_steps
+
 TIME_BUCKETS = tuple(pd.Timedelta(s) for s in (
     "1s", "2s", "5s", "10s", "15s", "30s", "1min", "2min", "5min", "10min", "15min", "30min",
     "1h", "2h", "3h", "6h", "12h", "1D", "2D", "7D"))
@@ -89,31 +92,16 @@ def _threshold(fig: go.Figure, value: float, text: str) -> None:
                   annotation_text=text, annotation_position="top left", annotation_font_color=THRESHOLD_COLOR)
 
 
-def status_flow(status_events: pd.DataFrame) -> go.Figure:
+def status_flow(evidence: Evidence) -> go.Figure:
     """Sankey of status transitions, step by step (PENDING -> SENT -> DELIVERED -> READ, and
-    the failure and retry branches). Nodes are (step, status) so retries never draw a cycle."""
+    the failure and retry branches). Nodes are (step, status) so retries never draw a cycle.
+    The steps are counted by DuckDB wherever the status events are (:func:`forensics.scan.status_steps`)."""
     title = "How messages moved between statuses"
-    ev = status_events.dropna(subset=["message_id", "new_status"])
-    if ev.empty:
+    if not evidence.has("status_events"):
         return _empty(title, "no status transitions in the evidence")
-    # integer codes and one lexsort: a million messages' transitions sort in well under a second
-    msg, _ = pd.factorize(ev["message_id"])
-    order = np.lexsort((ev["timestamp"].to_numpy(dtype="datetime64[ns]"), msg))
-    msg = msg[order]
-    status_code, names = pd.factorize(ev["new_status"])
-    status_code = status_code[order]
-    same = msg[1:] == msg[:-1]
-    starts = np.r_[0, np.flatnonzero(~same) + 1]
-    first_of_message = np.repeat(starts, np.diff(np.r_[starts, len(msg)]))
-    step = np.minimum(np.arange(len(msg)) - first_of_message, MAX_STEPS)
-    links = pd.DataFrame({"src_step": step[:-1][same], "src": status_code[:-1][same],
-                          "dst_step": step[1:][same], "dst": status_code[1:][same]})
-    links = links[links["src_step"] < links["dst_step"]]  # folded steps past MAX_STEPS
+    links = status_steps(evidence, MAX_STEPS)
     if links.empty:
         return _empty(title, "no message changed status")
-    links = links.groupby(["src_step", "src", "dst_step", "dst"], as_index=False).size()
-    labels = np.asarray(names, dtype=object)
-    links["src"], links["dst"] = labels[links["src"]], labels[links["dst"]]
     nodes = pd.concat([links[["src_step", "src"]].set_axis(["step", "status"], axis=1),
                        links[["dst_step", "dst"]].set_axis(["step", "status"], axis=1)]).drop_duplicates()
     nodes = nodes.sort_values(["step", "status"]).reset_index(drop=True)
@@ -158,22 +146,21 @@ def failure_rate(messages: pd.DataFrame, threshold: float = 0.05, bucket: pd.Tim
     return _layout(fig, f"{title} (per {_label(bucket)})", "messages FAILED")
 
 
-def delivery_latency(messages: pd.DataFrame, status_events: pd.DataFrame, sla_s: float = 5.0,
-                     bucket: pd.Timedelta | None = None) -> go.Figure:
+def delivery_latency(evidence: Evidence, sla_s: float = 5.0, bucket: pd.Timedelta | None = None) -> go.Figure:
     """P95 of the time from creation (PENDING) to the first DELIVERED, per creation-time bucket,
     against the delivery SLA (runbook: P95 > 5 s). Messages never delivered are not in it:
     the failure-rate figure shows them."""
     title = "Delivery time P95 (created → DELIVERED)"
-    delivered = status_events.loc[status_events["new_status"].eq("DELIVERED").fillna(False), ["message_id", "timestamp"]]
-    if delivered.empty or messages.empty:
+    messages = evidence.table("messages")
+    if messages.empty or not evidence.has("status_events"):
         return _empty(title, "no DELIVERED transitions in the evidence")
-    created = messages[["message_id", "created_at"]].dropna()
-    # one factorize over both id columns, then integer group-bys (string keys are slow at 1M rows)
-    codes, _ = pd.factorize(pd.concat([created["message_id"], delivered["message_id"]], ignore_index=True))
-    first = delivered["timestamp"].set_axis(codes[len(created):]).groupby(level=0).min()
-    joined = created[["created_at"]].set_axis(codes[:len(created)]).join(first.rename("delivered_at"), how="inner")
-    if joined.empty:
+    first = message_status(evidence, messages["message_id"]).first_delivered_at[:len(messages)]
+    created = messages["created_at"]
+    known = (first != NAT) & created.notna().to_numpy()
+    if not known.any():
         return _empty(title, "DELIVERED transitions match no message")
+    joined = pd.DataFrame({"created_at": created[known].to_numpy(),
+                           "delivered_at": pd.to_datetime(first[known], utc=True)})
     latency_s = (joined["delivered_at"] - joined["created_at"]).dt.total_seconds()
     when, bucket = _bucket_of(joined["created_at"], bucket)
     p95 = latency_s.groupby(when).quantile(0.95)

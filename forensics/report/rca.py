@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,7 @@ from traitlets import default
 
 from forensics import __version__, schema
 from forensics.errors import ForensicsError, ParameterError
-from forensics.evidence import Evidence
+from forensics.evidence import STORED_TABLES, Evidence
 from forensics.report.figures import PLOTLY_MIMETYPE
 from forensics.report.params import EvidenceParams, ReportParams, validate_report_params
 from forensics.report.redact import Redactor
@@ -136,8 +136,11 @@ def scope(evidence: Evidence, window: Window, channel: str | None = None) -> Evi
         if channel is not None and "channel" in frame.columns:
             keep &= frame["channel"].isna() | frame["channel"].eq(channel)
         tables[name] = frame[keep.to_numpy()].reset_index(drop=True)
+    stored = {name: replace(s, rows=None, window=window if window != evidence.window else s.window,
+                            channel=channel if channel is not None else s.channel)
+              for name, s in evidence.stored.items()}
     return Evidence(window=window, profile=evidence.profile, tables=tables, sources=evidence.sources,
-                    missing=evidence.missing, scenario=evidence.scenario)
+                    missing=evidence.missing, scenario=evidence.scenario, stored=stored)
 
 
 def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None = None) -> Evidence:
@@ -148,7 +151,7 @@ def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None
     from forensics.sources.registry import collect
 
     if params.bundle is not None:
-        evidence = read_bundle(params.bundle, verify=True)
+        evidence = read_bundle(params.bundle, verify=True, keep_on_disk=STORED_TABLES)
         return scope(evidence, params.window(evidence.window), params.channel)
     if not params.sources:
         raise ParameterError('bundle: expected an evidence bundle path, or sources (e.g. "mongo,kafka") and since '

@@ -1,0 +1,81 @@
+"""The big tables answered by DuckDB: the same answers from a bundle's Parquet left on disk and
+from frames in memory."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forensics import scan
+from forensics.analysis import analyze
+from forensics.bundle import read_bundle, write_bundle
+from forensics.evidence import STORED_TABLES, Evidence
+from forensics.report import scope
+from forensics.simulate import simulate
+from forensics.timeutil import Window
+
+T0 = pd.Timestamp("2025-12-03T14:00:00Z")
+
+
+@pytest.fixture(scope="module")
+def incident(tmp_path_factory):
+    ev = simulate("partition-rebalance", messages=4000, seed=4)
+    path = write_bundle(ev, tmp_path_factory.mktemp("scan") / "b")
+    return ev, path
+
+
+def test_stored_tables_stay_on_disk_and_give_the_same_analysis(incident):
+    ev, path = incident
+    on_disk = read_bundle(path, keep_on_disk=STORED_TABLES)
+    assert set(on_disk.stored) == set(STORED_TABLES) and not set(on_disk.tables) & set(STORED_TABLES)
+    assert on_disk.row_counts() == ev.row_counts()
+    a, b = analyze(ev), analyze(on_disk)
+    pd.testing.assert_frame_equal(a.findings, b.findings)
+    pd.testing.assert_frame_equal(a.hypotheses, b.hypotheses)
+    pd.testing.assert_frame_equal(a.alerts, b.alerts)
+    assert a.impact == b.impact
+    assert set(on_disk.stored) == set(STORED_TABLES)  # the analysis never read them whole
+
+
+def test_a_stored_table_is_scoped_like_a_frame_and_read_whole_on_demand(incident):
+    ev, path = incident
+    window = Window(ev.window.start + pd.Timedelta("20min"), ev.window.end)
+    mem = scope(ev, window, "WHATSAPP")
+    disk = scope(read_bundle(path, keep_on_disk=STORED_TABLES), window, "WHATSAPP")
+    assert disk.row_counts() == mem.row_counts()
+    assert analyze(disk).impact == analyze(mem).impact
+    whole = disk.table("status_events")
+    assert "status_events" not in disk.stored
+    key = ["message_id", "timestamp", "new_status"]
+    pd.testing.assert_frame_equal(whole.sort_values(key).reset_index(drop=True),
+                                  mem.table("status_events").sort_values(key).reset_index(drop=True))
+
+
+def test_message_status_per_position_with_orphans_and_repeated_ids():
+    messages = pd.DataFrame({"message_id": pd.array(["a", "b", "a", "c"], dtype="string")})
+    ts = [T0 + pd.Timedelta(seconds=s) for s in range(7)]
+    events = pd.DataFrame({
+        "message_id": pd.array(["a", "a", "a", "b", "z", "z", "a"], dtype="string"),
+        "new_status": pd.array(["PENDING", "DELIVERED", "DELIVERED", "SENT", "PENDING", "FAILED", "READ"],
+                               dtype="string"),
+        "timestamp": pd.Series(ts, dtype="datetime64[ns, UTC]"), "channel": pd.array([None] * 7, dtype="string")})
+    ev = Evidence(Window(T0, T0 + pd.Timedelta("1h")), tables={"messages": messages, "status_events": events})
+    h = scan.message_status(ev, messages["message_id"])
+    ns = [t.value for t in ts]
+    assert h.delivered_count.tolist() == [2, 0, 0, 0, 0]
+    assert h.first_delivered_at[0] == ns[1] and h.first_delivered_at[1] == scan.NAT
+    assert h.left_pending_at.tolist()[:2] == [ns[1], ns[3]] and h.last_sent_at[1] == ns[3]
+    assert h.first_at[2] == scan.NAT and h.first_at[3] == scan.NAT  # repeated id, no history
+    assert h.orphan_ids.tolist() == ["z"] and h.first_at[4] == ns[4] and h.left_pending_at[4] == ns[5]
+    assert h.repeated.tolist() == [2]
+    t = scan.transitions(ev, messages["message_id"], ("DELIVERED", "FAILED"))
+    assert t["code"].tolist() == [0, 0, 4] and t["status"].tolist() == ["DELIVERED", "DELIVERED", "FAILED"]
+    assert np.array_equal(t["at"].to_numpy(), [ns[1], ns[2], ns[5]])
+
+
+def test_status_steps_and_repeats_on_disk(incident):
+    ev, path = incident
+    disk = read_bundle(path, keep_on_disk=STORED_TABLES)
+    pd.testing.assert_frame_equal(scan.status_steps(disk, 6), scan.status_steps(ev, 6))
+    rep = scan.repeated_status_events(disk)
+    assert (rep["repeats"] >= 1).all()
+    pd.testing.assert_frame_equal(rep, scan.repeated_status_events(ev))
