@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from forensics import __version__, schema
 from forensics.credentials import mask_secrets
 from forensics.errors import BundleError, SchemaError
-from forensics.evidence import Evidence, StoredTable
+from forensics.evidence import STORED_TABLES, UNREAD_COLUMNS, Evidence, StoredTable
 from forensics.timeutil import Window, iso, utcnow
 
 FORMAT = "chat4all-forensics-bundle"
@@ -309,26 +309,29 @@ def read_manifest(path: str | Path) -> dict:
 
 
 def read_bundle(path: str | Path, *, verify: bool = True, tables: list[str] | None = None,
-                keep_on_disk: tuple[str, ...] = ()) -> Evidence:
+                lean: bool = False) -> Evidence:
     """Read a bundle (directory or archive) back into an :class:`Evidence`.
 
     With ``verify`` (the default) a bundle that fails verification is refused with a
-    BundleError naming the file(s). ``tables`` limits which tables are loaded.
-    ``keep_on_disk``: tables left in their Parquet files (``Evidence.stored``, read by
-    :mod:`forensics.scan`; e.g. :data:`forensics.evidence.STORED_TABLES` for an analysis)
-    when the bundle is a directory; an archive's are read whole.
+    BundleError naming the file(s). ``tables`` limits which tables are loaded. ``lean``: what
+    an analysis needs, whatever the window: the tables of :data:`~forensics.evidence.STORED_TABLES`
+    stay in their Parquet files (``Evidence.stored``, asked through :mod:`forensics.scan`;
+    an archive's are read whole) and the columns of :data:`~forensics.evidence.UNREAD_COLUMNS`
+    are not read (null, listed in ``Evidence.unread``).
     """
     path = Path(path)
     if not path.exists():
         raise BundleError(f"{path}: no such bundle")
     if is_archive(path):
         with tempfile.TemporaryDirectory(prefix="forensics-read-") as tmp:
-            return _read_dir(_unpack(path, Path(tmp)), verify, tables, (), label=str(path))
-    return _read_dir(path, verify, tables, keep_on_disk, label=str(path))
+            ev = _read_dir(_unpack(path, Path(tmp)), verify, tables, lean, label=str(path))
+            for name in list(ev.stored):
+                ev.table(name)
+            return ev
+    return _read_dir(path, verify, tables, lean, label=str(path))
 
 
-def _read_dir(path: Path, verify: bool, wanted: list[str] | None, keep_on_disk: tuple[str, ...],
-              label: str) -> Evidence:
+def _read_dir(path: Path, verify: bool, wanted: list[str] | None, lean: bool, label: str) -> Evidence:
     if verify:
         result = _verify_dir(path)
         if not result.ok:
@@ -349,11 +352,16 @@ def _read_dir(path: Path, verify: bool, wanted: list[str] | None, keep_on_disk: 
         if name not in schema.TABLES:
             continue  # a table from a newer toolkit: keep the file, skip the load
         try:
-            if name in keep_on_disk:
+            unread = UNREAD_COLUMNS.get(name, ()) if lean else ()
+            if lean and name in STORED_TABLES:
                 ev.stored[name] = _stored(name, path / entry["file"], entry.get("rows"))
             else:
-                frame = pd.read_parquet(path / entry["file"])
+                file = path / entry["file"]
+                columns = [c for c in pq.read_schema(file).names if c not in unread] if unread else None
+                frame = pd.read_parquet(file, columns=columns)
                 ev.tables[name] = schema.validate(name, schema.conform(name, frame))
+                if unread:
+                    ev.unread[name] = unread
         except (OSError, ValueError, SchemaError) as exc:
             raise BundleError(f"{label}: {entry.get('file')}: cannot be read ({exc})") from exc
     return ev

@@ -19,6 +19,9 @@ from forensics.timeutil import Window
 
 STORED_TABLES = ("status_events", "locks")
 """Tables an analysis reads through :mod:`forensics.scan` and may therefore leave on disk."""
+UNREAD_COLUMNS = {"messages": ("content", "sender_id", "platform_message_id", "file_id"),
+                  "dlq_records": ("payload", "headers")}
+"""Columns no analysis reads (texts, payloads): a lean read of a bundle leaves them on disk."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class Evidence:
     stored: dict[str, StoredTable] = field(default_factory=dict)
     """Tables left on disk (a large bundle's ``status_events``, ``locks``): the analysis asks
     :mod:`forensics.scan` about them; ``table(name)`` reads one whole on first use."""
+    unread: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Table -> columns a lean bundle read left on disk (null here): read the bundle again for them."""
 
     @classmethod
     def from_records(cls, window: Window, scenario: dict[str, Any] | None = None, *, source: str = "crafted",

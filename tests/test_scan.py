@@ -25,9 +25,11 @@ def incident(tmp_path_factory):
 
 def test_stored_tables_stay_on_disk_and_give_the_same_analysis(incident):
     ev, path = incident
-    on_disk = read_bundle(path, keep_on_disk=STORED_TABLES)
+    on_disk = read_bundle(path, lean=True)
     assert set(on_disk.stored) == set(STORED_TABLES) and not set(on_disk.tables) & set(STORED_TABLES)
     assert on_disk.row_counts() == ev.row_counts()
+    assert on_disk.unread["messages"] == ("content", "sender_id", "platform_message_id", "file_id")
+    assert on_disk.table("messages")["content"].isna().all() and on_disk.table("dlq_records")["payload"].isna().all()
     a, b = analyze(ev), analyze(on_disk)
     pd.testing.assert_frame_equal(a.findings, b.findings)
     pd.testing.assert_frame_equal(a.hypotheses, b.hypotheses)
@@ -36,11 +38,18 @@ def test_stored_tables_stay_on_disk_and_give_the_same_analysis(incident):
     assert set(on_disk.stored) == set(STORED_TABLES)  # the analysis never read them whole
 
 
+def test_a_lean_archive_reads_its_stored_tables_whole(incident, tmp_path):
+    ev, _ = incident
+    packed = write_bundle(ev, tmp_path / "b.tar.gz", archive=True)
+    lean = read_bundle(packed, lean=True)
+    assert not lean.stored and len(lean.table("status_events")) == len(ev.table("status_events"))
+
+
 def test_a_stored_table_is_scoped_like_a_frame_and_read_whole_on_demand(incident):
     ev, path = incident
     window = Window(ev.window.start + pd.Timedelta("20min"), ev.window.end)
     mem = scope(ev, window, "WHATSAPP")
-    disk = scope(read_bundle(path, keep_on_disk=STORED_TABLES), window, "WHATSAPP")
+    disk = scope(read_bundle(path, lean=True), window, "WHATSAPP")
     assert disk.row_counts() == mem.row_counts()
     assert analyze(disk).impact == analyze(mem).impact
     whole = disk.table("status_events")
@@ -74,7 +83,7 @@ def test_message_status_per_position_with_orphans_and_repeated_ids():
 
 def test_status_steps_and_repeats_on_disk(incident):
     ev, path = incident
-    disk = read_bundle(path, keep_on_disk=STORED_TABLES)
+    disk = read_bundle(path, lean=True)
     pd.testing.assert_frame_equal(scan.status_steps(disk, 6), scan.status_steps(ev, 6))
     rep = scan.repeated_status_events(disk)
     assert (rep["repeats"] >= 1).all()

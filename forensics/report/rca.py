@@ -42,7 +42,7 @@ from traitlets import default
 
 from forensics import __version__, schema
 from forensics.errors import ForensicsError, ParameterError
-from forensics.evidence import STORED_TABLES, Evidence
+from forensics.evidence import Evidence
 from forensics.report.figures import PLOTLY_MIMETYPE
 from forensics.report.params import EvidenceParams, ReportParams, validate_report_params
 from forensics.report.redact import Redactor
@@ -140,18 +140,21 @@ def scope(evidence: Evidence, window: Window, channel: str | None = None) -> Evi
                             channel=channel if channel is not None else s.channel)
               for name, s in evidence.stored.items()}
     return Evidence(window=window, profile=evidence.profile, tables=tables, sources=evidence.sources,
-                    missing=evidence.missing, scenario=evidence.scenario, stored=stored)
+                    missing=evidence.missing, scenario=evidence.scenario, stored=stored, unread=evidence.unread)
 
 
-def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None = None) -> Evidence:
+def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None = None, *,
+                  lean: bool = False) -> Evidence:
     """The evidence a notebook is about, scoped to its channel: the bundle, verified and
     scoped to the window; or the live sources collected over the window, each source that
-    fails recorded in ``Evidence.missing`` with its reason (partial evidence, no error)."""
+    fails recorded in ``Evidence.missing`` with its reason (partial evidence, no error).
+    ``lean``: a bundle read for the analysis only (``read_bundle(lean=True)``: memory flat in
+    the big tables, texts and payloads left on disk); drill-down notebooks read it whole."""
     from forensics.bundle import read_bundle
     from forensics.sources.registry import collect
 
     if params.bundle is not None:
-        evidence = read_bundle(params.bundle, verify=True, keep_on_disk=STORED_TABLES)
+        evidence = read_bundle(params.bundle, verify=True, lean=lean)
         return scope(evidence, params.window(evidence.window), params.channel)
     if not params.sources:
         raise ParameterError('bundle: expected an evidence bundle path, or sources (e.g. "mongo,kafka") and since '
