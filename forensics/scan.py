@@ -81,10 +81,16 @@ def _stored_relation(con: duckdb.DuckDBPyConnection, stored: StoredTable) -> duc
     return rel
 
 
+def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pd.DataFrame:
+    """The result of ``sql`` as a DataFrame through Arrow: strings stay Arrow strings (no
+    Python object per value, which at tens of millions of rows would cost gigabytes)."""
+    return con.sql(sql, params=params or None).to_arrow_table().to_pandas()
+
+
 def query(evidence: Evidence, sql: str, tables: tuple[str, ...], params: list | None = None) -> pd.DataFrame:
     """``sql`` (table names as in the schema) over the evidence's ``tables``, as a DataFrame."""
     with connect(evidence, *tables) as con:
-        return con.execute(sql, params or []).df()
+        return fetch(con, sql, params)
 
 
 def count(evidence: Evidence, name: str) -> int:
@@ -95,7 +101,7 @@ def count(evidence: Evidence, name: str) -> int:
 def materialise(stored: StoredTable) -> pd.DataFrame:
     """A stored table read whole into its canonical frame (drill-down; small windows)."""
     with _open() as con:
-        frame = _stored_relation(con, stored).arrow().read_all().to_pandas()
+        frame = _stored_relation(con, stored).to_arrow_table().to_pandas()
     return schema.validate(stored.name, schema.conform(stored.name, frame))
 
 
@@ -125,13 +131,14 @@ _CODES = """
         SELECT DISTINCT message_id FROM status_events WHERE message_id IS NOT NULL
         EXCEPT SELECT message_id FROM first)),
     codes AS (SELECT * FROM first UNION ALL SELECT * FROM orphan)"""
-_PER_MESSAGE = """
+_PER_MESSAGE = """  -- NAT (int64 min) for "none", so that only int64 columns come back
     SELECT codes.code,
-           min(epoch_ns(timestamp)) AS first_at,
-           min(epoch_ns(timestamp)) FILTER (WHERE new_status IS NOT NULL AND new_status <> 'PENDING') AS left_pending_at,
-           min(epoch_ns(timestamp)) FILTER (WHERE new_status = 'DELIVERED') AS first_delivered_at,
+           coalesce(min(epoch_ns(timestamp)), -9223372036854775807 - 1) AS first_at,
+           coalesce(min(epoch_ns(timestamp)) FILTER (WHERE new_status IS NOT NULL AND new_status <> 'PENDING'), -9223372036854775807 - 1)
+               AS left_pending_at,
+           coalesce(min(epoch_ns(timestamp)) FILTER (WHERE new_status = 'DELIVERED'), -9223372036854775807 - 1) AS first_delivered_at,
            count(*) FILTER (WHERE new_status = 'DELIVERED') AS delivered_count,
-           max(epoch_ns(timestamp)) FILTER (WHERE new_status = 'SENT') AS last_sent_at
+           coalesce(max(epoch_ns(timestamp)) FILTER (WHERE new_status = 'SENT'), -9223372036854775807 - 1) AS last_sent_at
     FROM status_events JOIN codes USING (message_id) GROUP BY codes.code"""
 _COLUMNS = ("first_at", "left_pending_at", "first_delivered_at", "delivered_count", "last_sent_at")
 _STATUS_CACHE: list = []
@@ -152,17 +159,16 @@ def message_status(evidence: Evidence, message_ids: pd.Series) -> MessageStatus:
     n = len(message_ids)
     with connect(evidence, "status_events") as con:
         con.register("ids", _ids(message_ids))
-        per = con.execute(f"WITH {_CODES} {_PER_MESSAGE}", [n]).df()  # noqa: S608 (constant SQL)
-        orphans = con.execute(f"WITH {_CODES} SELECT message_id FROM orphan ORDER BY code", [n]).df()  # noqa: S608
-        repeated = con.execute("SELECT pos FROM ids WHERE pos NOT IN (SELECT min(pos) FROM ids GROUP BY message_id)"
-                               ).df()
+        per = fetch(con, f"WITH {_CODES} {_PER_MESSAGE}", [n])  # noqa: S608 (constant SQL)
+        orphans = fetch(con, f"WITH {_CODES} SELECT message_id FROM orphan ORDER BY code", [n])  # noqa: S608
+        repeated = fetch(con, "SELECT pos FROM ids WHERE pos NOT IN (SELECT min(pos) FROM ids GROUP BY message_id)")
     size = n + len(orphans)
     code = per["code"].to_numpy(dtype=np.int64)
     out = {}
     for c in _COLUMNS:
         fill = 0 if c == "delivered_count" else NAT
         arr = np.full(size, fill, dtype=np.int64)
-        arr[code] = per[c].fillna(fill).to_numpy(dtype=np.int64)
+        arr[code] = per[c].to_numpy(dtype=np.int64)
         out[c] = arr
     result = MessageStatus(**out, orphan_ids=orphans["message_id"].to_numpy(dtype=object),
                            repeated=np.sort(repeated["pos"].to_numpy(dtype=np.int64)))
@@ -176,12 +182,12 @@ def transitions(evidence: Evidence, message_ids: pd.Series, statuses: tuple[str,
     marks = ", ".join("?" for _ in statuses)
     with connect(evidence, "status_events") as con:
         con.register("ids", _ids(message_ids))
-        return con.execute(f"""WITH {_CODES}
+        return fetch(con, f"""WITH {_CODES}
             SELECT codes.code, new_status AS status, coalesce(channel, 'UNKNOWN') AS channel,
                    epoch_ns(timestamp) AS "at"
             FROM status_events JOIN codes USING (message_id)
             WHERE new_status IN ({marks}) AND timestamp IS NOT NULL ORDER BY "at", codes.code""",  # noqa: S608
-                           [len(message_ids), *statuses]).df()
+                     [len(message_ids), *statuses])
 
 
 def status_rows(evidence: Evidence, statuses: tuple[str, ...], columns: tuple[str, ...]) -> pd.DataFrame:
@@ -225,4 +231,4 @@ def lock_rows(evidence: Evidence, kind: str, message_ids: pd.Series | None = Non
         if message_ids is not None:
             con.register("wanted", pd.DataFrame({"message_id": message_ids.dropna().unique()}))
             sql += " AND message_id IN (SELECT message_id FROM wanted)"
-        return schema.conform("locks", con.execute(sql + " ORDER BY sampled_at, key", [kind]).df())
+        return schema.conform("locks", fetch(con, sql + " ORDER BY sampled_at, key", [kind]))

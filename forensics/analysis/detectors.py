@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from forensics import schema
 from forensics.analysis.classify import classify_series
@@ -156,11 +158,6 @@ def to_ns(series: pd.Series) -> np.ndarray:
     return schema.to_utc(series).astype(schema.UTC_TS).array.asi8.copy()
 
 
-def _str(series: pd.Series) -> np.ndarray:
-    """A string column as an object array with None for nulls."""
-    return series.astype(object).where(series.notna(), None).to_numpy()
-
-
 def _value(v: Any) -> Any:
     """A scalar from a frame, with NA as None."""
     return None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
@@ -232,7 +229,9 @@ class Context:
 
     @cached_property
     def status(self) -> np.ndarray:
-        return _str(self.messages["status"])
+        """Status per message as objects (None for null), sharing one object per distinct status."""
+        codes, uniques = self.codes("status")
+        return np.append(uniques, None).astype(object)[np.where(codes >= 0, codes, len(uniques))]
 
     @cached_property
     def _factorized(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -267,19 +266,17 @@ class Context:
         return names[np.where(codes >= 0, codes, len(uniques))]
 
     @cached_property
-    def _message_index(self) -> pd.Index:
-        return pd.Index(self.messages["message_id"])
+    def _message_ids(self) -> pa.Array:
+        return pa.array(self.messages["message_id"].array, type=pa.large_string())
 
     def positions(self, message_ids: pd.Series) -> np.ndarray:
-        """Positions in ``messages`` of ``message_ids`` (-1 where unknown)."""
+        """Positions in ``messages`` of ``message_ids`` (-1 where unknown; a repeated id: its
+        first position). Arrow's hash lookup, built per call: no index of every id kept."""
         if not len(message_ids) or not self.n_messages:
             return np.full(len(message_ids), -1, dtype=np.int64)
-        idx = self._message_index
-        if not idx.is_unique:
-            idx = idx.drop_duplicates()
-            pos = idx.get_indexer(message_ids)
-            return np.where(pos >= 0, self._message_index.get_indexer(idx)[np.maximum(pos, 0)], -1)
-        return idx.get_indexer(message_ids)
+        wanted = pa.array(message_ids.astype(schema.STR).array, type=pa.large_string())
+        pos = pc.index_in(wanted, value_set=self._message_ids)
+        return pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
     @cached_property
     def history(self) -> MessageStatus:
