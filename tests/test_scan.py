@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from forensics import scan
-from forensics.analysis import analyze
+from forensics.analysis.pipeline import analyze
 from forensics.bundle import read_bundle, write_bundle
 from forensics.evidence import STORED_TABLES, Evidence
-from forensics.report import scope
+from forensics.report.rca import scope
 from forensics.simulate import simulate
 from forensics.timeutil import Window
 
