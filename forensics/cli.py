@@ -78,7 +78,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from forensics.bundle import write_bundle
+    from forensics.bundle import BundleWriter
     from forensics.sources.registry import collect
 
     progress = Progress(args.quiet)
@@ -86,11 +86,12 @@ def cmd_collect(args) -> int:
     options = {"scenario": args.scenario, "messages": args.messages, "seed": args.seed}
     options.update(dict(kv.split("=", 1) for kv in args.option or []))
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
-    ev, queries, custody = collect(sources, window, args.profile, options, progress)
-    if not ev.tables:
-        raise ForensicsError("no source returned evidence: " + "; ".join(f"{k}: {v}" for k, v in ev.missing.items()))
-    path = write_bundle(ev, args.out, queries=queries, custody=custody, overwrite=args.force,
-                        archive=args.archive, progress=progress)
+    with BundleWriter(args.out, overwrite=args.force, archive=args.archive, progress=progress) as writer:
+        ev, queries, custody = collect(sources, window, args.profile, options, progress, writer=writer)
+        if not writer.tables():
+            raise ForensicsError("no source returned evidence: "
+                                 + "; ".join(f"{k}: {v}" for k, v in ev.missing.items()))
+        path = writer.close(ev, queries=queries, custody=custody)
     for name, why in ev.missing.items():
         print(f"warning: source {name} missing from the bundle: {why}", file=sys.stderr)
     print(path)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from forensics.bundle import custody_entry
+from forensics.bundle import BundleWriter, custody_entry
 from forensics.errors import ForensicsError
 from forensics.evidence import Evidence
 from forensics.profiles import Profile, load_profile
@@ -63,12 +63,14 @@ def _collector(name: str) -> Callable[[CollectRequest], SourceResult]:
 
 
 def collect(sources: list[str], window: Window, profile: str | Profile | None = None,
-            options: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None
-            ) -> tuple[Evidence, dict[str, Any], list[dict]]:
+            options: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None,
+            writer: BundleWriter | None = None) -> tuple[Evidence, dict[str, Any], list[dict]]:
     """Run ``sources`` over ``window``. Returns the evidence, per-table queries and custody entries.
 
     A source that raises a ForensicsError or an OSError is recorded as missing with its
-    reason; any other exception is a bug and propagates.
+    reason; any other exception is a bug and propagates. ``writer``: each source's tables go
+    into this bundle as soon as the source returns, instead of into the evidence, so memory
+    holds one source's tables at a time (``forensics collect``).
     """
     prof = load_profile(profile)
     request = CollectRequest(window, prof, dict(options or {}), progress)
@@ -89,6 +91,9 @@ def collect(sources: list[str], window: Window, profile: str | Profile | None = 
                 progress(f"{name}: FAILED: {exc}")
             continue
         for table, frame in result.tables.items():
+            if writer is not None:
+                writer.append(table, frame, query=result.queries.get(table))
+                continue
             if ev.has(table) and len(frame):
                 # Two sources may fill one table (Prometheus and actuator metrics): keep both.
                 frame = pd.concat([ev.tables[table], frame], ignore_index=True) if len(ev.tables[table]) else frame
