@@ -229,9 +229,9 @@ def test_column_wise_reading_gives_what_value_by_value_reading_gives(monkeypatch
     doc = {"data": [_mixed_trace(), v1_trace("2" * 32), _mixed_trace(40)]}
     fast = parse_traces(doc)
     # the general paths: small chunks, every tag value and every log written one by one
-    monkeypatch.setattr(traces, "_CHUNK", 7)
-    monkeypatch.setattr(traces, "_TYPED_GROUP", 10**9)
-    monkeypatch.setattr(traces, "_LOGS_COLUMNWISE", 10**9)
+    monkeypatch.setattr(traces.v1, "_CHUNK", 7)
+    monkeypatch.setattr(traces.jsontext, "_TYPED_GROUP", 10**9)
+    monkeypatch.setattr(traces.v1, "_LOGS_COLUMNWISE", 10**9)
     pd.testing.assert_frame_equal(fast, parse_traces(doc))
     assert fast["logs"].notna().sum() == 200 + 1 + 26
     assert json.loads(fast.loc[50, "tags"])["thread.name"] == 'say "hi"\nbye'

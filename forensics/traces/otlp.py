@@ -1,0 +1,99 @@
+"""OTLP JSON ``resourceSpans`` (api/v3 answers, OpenTelemetry exports) read span by span."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from forensics.traces.jsontext import TEXT_DICT, dumps
+from forensics.traces.table import NAT_NS, Block, as_text, exception_message, iso_us
+
+_OTLP_KIND = {0: None, 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+_OTLP_KIND_NAMES = {f"SPAN_KIND_{v.upper()}": v for v in _OTLP_KIND.values() if v} | {"SPAN_KIND_UNSPECIFIED": None}
+
+
+def _any_value(v: Mapping) -> Any:
+    """An OTLP JSON AnyValue ({"stringValue": ...}, {"intValue": "12"}, arrays, maps) as plain Python."""
+    for typ, x in v.items():
+        if typ == "stringValue" or typ == "boolValue" or typ == "doubleValue":
+            return x
+        if typ == "intValue":
+            return int(x)
+        if typ == "arrayValue":
+            return [_any_value(e) for e in (x or {}).get("values") or ()]
+        if typ == "kvlistValue":
+            return {kv.get("key"): _any_value(kv.get("value") or {}) for kv in (x or {}).get("values") or ()}
+        return x  # bytesValue stays base64 text
+    return None
+
+
+def _otlp_events(events: list) -> tuple[str, str | None]:
+    out, exc = [], None
+    for ev in events:
+        entry: dict[str, Any] = {"timestamp": iso_us(int(ev.get("timeUnixNano") or 0)), "event": ev.get("name")}
+        for a in ev.get("attributes") or ():
+            entry[a.get("key")] = _any_value(a.get("value") or {})
+        exc = exc or exception_message(entry)
+        out.append(entry)
+    return dumps(out), exc
+
+
+_OTLP_ROW = ("trace_id", "span_id", "parent_span_id", "service", "operation", "kind", "start", "duration", "error",
+             "status_message", "exception", "logs")
+
+
+def otlp_block(resource_spans: Iterable[Mapping], where: str) -> Block:
+    """OTLP JSON ``resourceSpans`` (api/v3 answers, OTLP exports) -> one block.
+
+    Read in Python, span by span: api/v3 answers are small, and attribute values nest.
+    """
+    rows: list[tuple] = []
+    keys: list = []
+    values: list = []
+    tag_counts: list[int] = []
+    paths: list[tuple[str, int]] = []
+    for r, rs in enumerate(resource_spans or ()):
+        service = None
+        for a in (rs.get("resource") or {}).get("attributes") or ():
+            if a.get("key") == "service.name":
+                service = _any_value(a.get("value") or {})
+        scopes = rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or ()
+        for s, ss in enumerate(scopes):
+            # Jaeger's v1 view carries the instrumentation scope as tags: keep both views equal
+            scope = ss.get("scope") or ss.get("instrumentationLibrary") or {}
+            scope_tags = [(k, scope[f]) for k, f in (("otel.scope.name", "name"), ("otel.scope.version", "version"))
+                          if scope.get(f)]
+            spans = ss.get("spans") or ()
+            paths.append((f"{where}resourceSpans[{r}].scopeSpans[{s}].spans", len(spans)))
+            for sp in spans:
+                tags = scope_tags + [(a.get("key"), _any_value(a.get("value") or {})) for a in sp.get("attributes") or ()]
+                links = sp.get("links")
+                if links:
+                    tags.append(("follows_from", [ln.get("spanId") for ln in links]))
+                keys.extend(k for k, _ in tags)
+                values.extend(v for _, v in tags)
+                tag_counts.append(len(tags))
+                st = sp.get("status") or {}
+                code = st.get("code")
+                events = sp.get("events")
+                logs_json, exc = _otlp_events(events) if events else (None, None)
+                kind = sp.get("kind")
+                start, end = sp.get("startTimeUnixNano"), sp.get("endTimeUnixNano")
+                start_ns = NAT_NS if start in (None, "", "0", 0) else int(start)
+                rows.append((
+                    sp.get("traceId"), sp.get("spanId"), sp.get("parentSpanId") or None, service, sp.get("name"),
+                    _OTLP_KIND.get(kind) if isinstance(kind, int) else _OTLP_KIND_NAMES.get(kind, kind),
+                    start_ns, int(end) - start_ns if end not in (None, "") and start_ns != NAT_NS else 0,
+                    code == 2 or code == "STATUS_CODE_ERROR", st.get("message") or None, exc, logs_json,
+                ))
+    n = len(rows)
+    c = dict(zip(_OTLP_ROW, zip(*rows, strict=True), strict=True)) if n else {k: () for k in _OTLP_ROW}
+    columns = {k: as_text(np.array(c[k], dtype=object)) for k in Block.STRINGS if k in c}
+    columns.update(start=np.array(c["start"], dtype="int64"), duration=np.array(c["duration"], dtype="int64"),
+                   error=np.array(c["error"], dtype=bool), warnings=pa.nulls(n, pa.string()))
+    return Block(columns, pc.cast(as_text(np.array(keys, dtype=object)), TEXT_DICT),
+                  np.fromiter(values, dtype=object, count=len(values)), np.repeat(np.arange(n), tag_counts), paths)

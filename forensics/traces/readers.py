@@ -1,0 +1,161 @@
+"""Trace documents and files of every shape -> the spans table.
+
+:func:`parse_traces` finds the spans in decoded JSON of any shape the Jaeger UI accepts:
+v1 ``{"data": [...]}`` envelopes (UI downloads, ``/api/traces`` answers), single v1
+traces, bare arrays of traces or spans, OTLP JSON ``{"resourceSpans": [...]}`` and
+api/v3's ``{"result": {"resourceSpans": [...]}}``; :func:`read_trace_file` adds JSON Lines.
+Each shape has its reader (:mod:`~forensics.traces.v1`, :mod:`~forensics.traces.otlp`),
+which gives :class:`~forensics.traces.table.Block` s for :func:`~forensics.traces.table.spans_frame`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from forensics import schema
+from forensics.errors import ForensicsError
+from forensics.traces.otlp import otlp_block
+from forensics.traces.table import Block, spans_frame
+from forensics.traces.v1 import v1_block
+
+
+class TraceFileError(ForensicsError):
+    """A trace file or document of a shape no Jaeger tool produces."""
+
+
+class _Parts:
+    """The blocks of a document, in document order. Consecutive v1 parts (a JSON Lines file of
+    traces, an array of envelopes) are kept back and made one block (many small blocks cost
+    more than one), unless their spans must be coerced or anything fails: then block by block,
+    as on their own, so that coercion and the error raised are those of each part alone."""
+
+    def __init__(self) -> None:
+        self.blocks: list[Block] = []
+        self.v1: list[tuple[list[Mapping], list[str]]] = []
+
+    def add_v1(self, traces: list[Mapping], prefixes: list[str]) -> None:
+        self.v1.append((traces, prefixes))
+
+    def done(self) -> list[Block]:
+        """The blocks so far, v1 parts kept back included (call before anything else can fail,
+        so that the first failure in document order is the one raised)."""
+        if len(self.v1) > 1:
+            try:
+                self.blocks.append(v1_block([t for ts, _ in self.v1 for t in ts], [p for _, ps in self.v1 for p in ps],
+                                             as_is=True))
+            except Exception:  # noqa: BLE001 - redone part by part, which raises the first failure
+                self.blocks.extend(v1_block(ts, ps) for ts, ps in self.v1)
+        elif self.v1:
+            self.blocks.append(v1_block(*self.v1[0]))
+        self.v1 = []
+        return self.blocks
+
+
+def _is_v1_trace(doc: Any) -> bool:
+    return isinstance(doc, Mapping) and "spans" in doc and "resourceSpans" not in doc
+
+
+def _collect(doc: Any, parts: _Parts, where: str) -> None:
+    """Find the spans in ``doc`` (any accepted shape) and add them to ``parts``."""
+    if isinstance(doc, list):
+        if doc and all(isinstance(d, Mapping) and "spanID" in d for d in doc):
+            parts.add_v1([{"spans": doc}], [where.rstrip(".")])  # a bare array of v1 spans
+        elif doc and all(_is_v1_trace(d) for d in doc):
+            parts.add_v1(doc, [f"{where}[{i}].spans" for i in range(len(doc))])
+        else:
+            for i, item in enumerate(doc):
+                _collect(item, parts, f"{where}[{i}].")
+        return
+    if not isinstance(doc, Mapping):
+        parts.done()
+        raise TraceFileError(f"{where or 'document'}: expected a JSON object or array, got {type(doc).__name__}")
+    if "resourceSpans" in doc:
+        parts.done().append(otlp_block(doc.get("resourceSpans") or (), where))
+    elif isinstance(doc.get("result"), Mapping) and "resourceSpans" in doc["result"]:
+        parts.done().append(otlp_block(doc["result"].get("resourceSpans") or (), f"{where}result."))
+    elif "data" in doc and (doc["data"] is None or isinstance(doc["data"], list | Mapping)):
+        data = doc["data"] or []
+        data = data if isinstance(data, list) else [data]
+        for i, trace in enumerate(data):
+            if not isinstance(trace, Mapping):
+                parts.done()
+                raise TraceFileError(f"{where}data[{i}]: expected a trace object, got {type(trace).__name__}")
+        parts.add_v1(data, [f"{where}data[{i}].spans" for i in range(len(data))])
+    elif "spans" in doc:
+        parts.add_v1([doc], [f"{where}spans"])
+    else:
+        parts.done()
+        keys = ", ".join(map(str, list(doc)[:6])) or "none"
+        raise TraceFileError(f"{where or 'document'}: not a Jaeger or OTLP trace document (keys: {keys}); "
+                             "expected data, spans, resourceSpans or result.resourceSpans")
+
+
+def parse_traces(doc: Any, source_object: str | None = None) -> pd.DataFrame:
+    """Decoded JSON of any Jaeger/OTLP trace shape -> the canonical ``spans`` table.
+
+    Accepts ``{"data": [trace, ...]}`` (v1 API answers and UI downloads), one v1 trace
+    ``{"traceID", "spans", "processes"}``, a bare list of traces or of such documents,
+    ``{"resourceSpans": [...]}`` (OTLP JSON) and ``{"result": {"resourceSpans": ...}}``
+    (api/v3). ``source_object`` names the file or endpoint; ``source_ref`` of each row is
+    the JSON path of the span within it (``data[0].spans[3]``), so duplicates can be told apart.
+    Times are nanoseconds internally; v1 microseconds and OTLP nanoseconds are both exact.
+    """
+    return _parse([(doc, "")], source_object)
+
+
+def _without_lone_surrogates(obj: Any) -> Any:
+    """``obj`` with every lone surrogate in its strings (JSON allows ``"\\ud800"``, UTF-8
+    cannot hold it) replaced by U+FFFD."""
+    if isinstance(obj, str):
+        return schema.storable_text(obj)
+    if isinstance(obj, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_without_lone_surrogates(v) for v in obj]
+    return obj
+
+
+def _parse(items: list[tuple[Any, str]], source_object: str | None) -> pd.DataFrame:
+    """Decoded documents (each with its JSON-path prefix) -> the spans table; documents with
+    a lone surrogate in a string are read again with it replaced (rare: only then the cost)."""
+    try:
+        return _parse_once(items, source_object)
+    except UnicodeEncodeError:
+        return _parse_once([(_without_lone_surrogates(doc), prefix) for doc, prefix in items], source_object)
+
+
+def _parse_once(items: list[tuple[Any, str]], source_object: str | None) -> pd.DataFrame:
+    parts = _Parts()
+    for doc, prefix in items:
+        _collect(doc, parts, prefix)
+    return spans_frame(parts.done(), source_object)
+
+
+def read_trace_file(path: str | Path) -> pd.DataFrame:
+    """A trace file (any shape :func:`parse_traces` takes, or JSON Lines of them) -> spans table."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise TraceFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        items = [(json.loads(text), "")]
+    except json.JSONDecodeError as whole:
+        lines = text.splitlines()
+        if whole.msg != "Extra data" or len(lines) < 2:
+            raise TraceFileError(f"{path}: not JSON ({whole.msg} at line {whole.lineno})") from whole
+        items = []
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append((json.loads(line), f"line {n}: "))
+            except json.JSONDecodeError as exc:
+                _parse(items, path.name)  # a failure in an earlier line is the one to report
+                raise TraceFileError(f"{path}: line {n} of JSON Lines is not JSON ({exc.msg})") from exc
+    return _parse(items, path.name)
