@@ -10,15 +10,19 @@ which gives :class:`~forensics.traces.table.Block` s for :func:`~forensics.trace
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 
 from forensics import schema
 from forensics.errors import ForensicsError
+from forensics.traces.model import is_model_span, is_thrift_span, v1_spans
 from forensics.traces.otlp import otlp_block
 from forensics.traces.table import Block, spans_frame
 from forensics.traces.v1 import v1_block
@@ -39,7 +43,9 @@ class _Parts:
         self.v1: list[tuple[list[Mapping], list[str]]] = []
 
     def add_v1(self, traces: list[Mapping], prefixes: list[str]) -> None:
-        self.v1.append((traces, prefixes))
+        """Add traces of v1 shape (``{"spans": [...], ...}``); traces whose spans are written as
+        Jaeger's domain model or Thrift-style JSON are read into v1 spans first."""
+        self.v1.append(([_as_v1_trace(t) for t in traces], prefixes))
 
     def done(self) -> list[Block]:
         """The blocks so far, v1 parts kept back included (call before anything else can fail,
@@ -60,11 +66,27 @@ def _is_v1_trace(doc: Any) -> bool:
     return isinstance(doc, Mapping) and "spans" in doc and "resourceSpans" not in doc
 
 
+def _is_span(doc: Any) -> bool:
+    """A Jaeger span of any writing (v1, domain model, Thrift style), not an OTLP one."""
+    return (isinstance(doc, Mapping) and ("spanID" in doc or "spanId" in doc)
+            and "startTimeUnixNano" not in doc)
+
+
+def _as_v1_trace(trace: Mapping) -> Mapping:
+    """A trace whose spans are domain-model or Thrift-style JSON (told by its first span) with
+    v1 spans instead; a v1 trace as it is."""
+    spans = trace.get("spans")
+    first = spans[0] if isinstance(spans, list) and spans else None
+    if not (is_model_span(first) or is_thrift_span(first)):
+        return trace
+    return {"traceID": trace.get("traceID"), "spans": v1_spans(spans, trace), "warnings": trace.get("warnings")}
+
+
 def _collect(doc: Any, parts: _Parts, where: str) -> None:
     """Find the spans in ``doc`` (any accepted shape) and add them to ``parts``."""
     if isinstance(doc, list):
-        if doc and all(isinstance(d, Mapping) and "spanID" in d for d in doc):
-            parts.add_v1([{"spans": doc}], [where.rstrip(".")])  # a bare array of v1 spans
+        if doc and all(_is_span(d) for d in doc):
+            parts.add_v1([{"spans": doc}], [where.rstrip(".")])  # a bare array of spans
         elif doc and all(_is_v1_trace(d) for d in doc):
             parts.add_v1(doc, [f"{where}[{i}].spans" for i in range(len(doc))])
         else:
@@ -93,6 +115,16 @@ def _collect(doc: Any, parts: _Parts, where: str) -> None:
         keys = ", ".join(map(str, list(doc)[:6])) or "none"
         raise TraceFileError(f"{where or 'document'}: not a Jaeger or OTLP trace document (keys: {keys}); "
                              "expected data, spans, resourceSpans or result.resourceSpans")
+
+
+def _decode(raw: bytes) -> Any:
+    """JSON by orjson (several times faster than the standard library on big downloads); what
+    orjson refuses and JSON allows (a lone surrogate, an integer beyond 64 bits) by the standard
+    library, whose error (``json.JSONDecodeError``, with the line) stands for both."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def parse_traces(doc: Any, source_object: str | None = None) -> pd.DataFrame:
@@ -137,25 +169,44 @@ def _parse_once(items: list[tuple[Any, str]], source_object: str | None) -> pd.D
 
 
 def read_trace_file(path: str | Path) -> pd.DataFrame:
-    """A trace file (any shape :func:`parse_traces` takes, or JSON Lines of them) -> spans table."""
+    """A trace file -> the spans table: any shape :func:`parse_traces` takes, JSON Lines of
+    them (one document per line), gzip-compressed or not (told by its first bytes).
+
+    Anything else raises :class:`TraceFileError` with one line naming the file and where:
+    ``FILE: not JSON (Expecting value at line 3)``, ``FILE: line 7 of JSON Lines is not JSON``,
+    ``FILE: data[0]: expected a trace object``.
+    """
     path = Path(path)
     try:
-        text = path.read_bytes()
+        raw = path.read_bytes()
     except OSError as exc:
         raise TraceFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise TraceFileError(f"{path}: not a readable gzip file ({exc})") from exc
     try:
-        items = [(json.loads(text), "")]
+        return _parse(_documents(raw, path), path.name)
+    except TraceFileError as exc:
+        raise TraceFileError(f"{path}: {exc}") from exc
+
+
+def _documents(raw: bytes, path: Path) -> list[tuple[Any, str]]:
+    """The JSON documents of a file, each with its JSON-path prefix (``line 7: `` in JSON Lines)."""
+    try:
+        return [(_decode(raw), "")]
     except json.JSONDecodeError as whole:
-        lines = text.splitlines()
+        lines = raw.splitlines()
         if whole.msg != "Extra data" or len(lines) < 2:
-            raise TraceFileError(f"{path}: not JSON ({whole.msg} at line {whole.lineno})") from whole
-        items = []
-        for n, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append((json.loads(line), f"line {n}: "))
-            except json.JSONDecodeError as exc:
-                _parse(items, path.name)  # a failure in an earlier line is the one to report
-                raise TraceFileError(f"{path}: line {n} of JSON Lines is not JSON ({exc.msg})") from exc
-    return _parse(items, path.name)
+            raise TraceFileError(f"not JSON ({whole.msg} at line {whole.lineno})") from whole
+    items = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append((_decode(line), f"line {n}: "))
+        except json.JSONDecodeError as exc:
+            _parse(items, path.name)  # a failure in an earlier line is the one to report
+            raise TraceFileError(f"line {n} of JSON Lines is not JSON ({exc.msg})") from exc
+    return items

@@ -62,7 +62,7 @@ class Block:
     (keys dictionary-encoded, :data:`TEXT_DICT`).
     """
 
-    STRINGS = ("trace_id", "span_id", "parent_span_id", "service", "operation", "kind", "status_message",
+    STRINGS = ("trace_id", "span_id", "parent_span_id", "parent_ref_type", "service", "operation", "kind", "status_message",
                "exception", "logs", "warnings")
 
     def __init__(self, columns: dict[str, Any], tag_keys: pa.Array, tag_values: np.ndarray, tag_span: np.ndarray,
@@ -286,20 +286,24 @@ def spans_frame(blocks: list[Block], source_object: str | None) -> pd.DataFrame:
     t = _tag_columns(joined([b.tag_keys for b in blocks]), joined([b.tag_values for b in blocks]),
                      joined([b.tag_span + o for b, o in zip(blocks, first, strict=True)]), n)
     start_ns, dur_ns = cat("start"), cat("duration")
-    end_ns = np.where(start_ns == NAT_NS, NAT_NS, start_ns + dur_ns)
+    missing = (start_ns == NAT_NS) | (dur_ns == NAT_NS)  # not given, or unreadable (then warned)
+    end_ns = np.where(missing, NAT_NS, start_ns + dur_ns)
     error = cat("error") | t["error"]
     # status message: OTLP status, else otel.status_description, else an error span's exception
     message = pc.coalesce(cat("status_message"), t["status_message"])
     message = pc.if_else(pa.array(error), pc.coalesce(message, cat("exception")), message)
+    parent = normalise_ids(cat("parent_span_id"), 16, zero_is_null=True)
     frame = pd.DataFrame({
         "trace_id": string_series(normalise_ids(cat("trace_id"), 32)),
         "span_id": string_series(normalise_ids(cat("span_id"), 16)),
-        "parent_span_id": string_series(normalise_ids(cat("parent_span_id"), 16, zero_is_null=True)),
+        "parent_span_id": string_series(parent),
+        "parent_ref_type": string_series(pc.if_else(pc.is_null(parent), pa.scalar(None, pa.string()),
+                                                    cat("parent_ref_type"))),
         "service": string_series(cat("service")),
         "operation": string_series(cat("operation")),
         "kind": string_series(pc.utf8_lower(pc.coalesce(cat("kind"), t["kind"]))),
         "start": pd.Series(start_ns.view("datetime64[ns]")).dt.tz_localize("UTC"),
-        "duration_ms": dur_ns / 1e6,
+        "duration_ms": np.where(dur_ns == NAT_NS, np.nan, dur_ns / 1e6),
         "end": pd.Series(end_ns.view("datetime64[ns]")).dt.tz_localize("UTC"),
         "error": pd.array(error, dtype=schema.BOOL),
         "status_message": string_series(message),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensics.traces.jsontext import TEXT_DICT, dumps, json_maps, json_values, last_of_each_key, sort_rank
+from forensics.traces.parents import CHILD_OF, jaeger_parents, reference_types
 from forensics.traces.table import EXCEPTION_KEYS, NAT_NS, Block, exception_message, iso_us, second_text
+from forensics.traces.values import Unreadable, duration_us, time_us
 
 
 def _v1_logs(logs: list) -> tuple[str, str | None]:
@@ -97,7 +99,8 @@ def _v1_span_type(log: pa.StructType) -> pa.StructType:
     """What is read of a v1 span in C++, with ``log`` as what is read of its log entries."""
     return pa.struct([
         ("traceID", pa.string()), ("spanID", pa.string()), ("operationName", pa.string()),
-        ("references", pa.list_(pa.struct([("refType", pa.string()), ("spanID", pa.string())]))),
+        ("references", pa.list_(pa.struct([("refType", pa.string()), ("traceID", pa.string()),
+                                            ("spanID", pa.string())]))),
         ("startTime", pa.int64()), ("duration", pa.int64()),
         ("tags", pa.list_(pa.struct([("key", TEXT_DICT)]))), ("logs", pa.list_(log)),
         ("processID", TEXT_DICT), ("process", pa.struct([("serviceName", pa.string())])),
@@ -117,35 +120,43 @@ _TAGS, _VALUE = operator.itemgetter("tags"), operator.itemgetter("value")
 
 
 def _v1_sanitised(sp: Any) -> dict | None:
-    """A v1 span of odd types (times as strings, numeric ids, ...) in the types of :data:`_V1_SPAN`."""
+    """A v1 span of odd types (times as strings, numeric ids, ...) in the types of :data:`_V1_SPAN`.
+
+    Times and durations given as text are read (decimal µs, RFC 3339, Go durations); a value
+    that cannot be read becomes null and is named in the span's warnings.
+    """
     if not isinstance(sp, Mapping):
         return None
+    unread: list[str] = []
 
     def text(v: Any) -> str | None:
         return None if v is None else str(v)
 
-    def integer(v: Any) -> int | None:
+    def read(reader: Callable[[str, Any], int | None], field: str, v: Any) -> int | None:
         try:
-            return None if v in (None, "") else int(float(v)) if not isinstance(v, int) else v
-        except (TypeError, ValueError):
+            return reader(field, None if v == "" else v)
+        except Unreadable as exc:
+            unread.append(str(exc))
             return None
 
     def dicts(v: Any) -> list:
         return [d for d in v if isinstance(d, Mapping)] if isinstance(v, list) else []
 
     process = sp.get("process")
+    given = sp.get("warnings")
     return {
         "traceID": text(sp.get("traceID")), "spanID": text(sp.get("spanID")),
         "operationName": text(sp.get("operationName")),
-        "references": [{"refType": text(r.get("refType")), "spanID": text(r.get("spanID"))}
-                       for r in dicts(sp.get("references"))],
-        "startTime": integer(sp.get("startTime")), "duration": integer(sp.get("duration")),
+        "references": [{"refType": text(r.get("refType")), "traceID": text(r.get("traceID")),
+                        "spanID": text(r.get("spanID"))} for r in dicts(sp.get("references"))],
+        "startTime": read(time_us, "startTime", sp.get("startTime")),
+        "duration": read(duration_us, "duration", sp.get("duration")),
         "tags": [{"key": text(t.get("key")), "value": t.get("value")} for t in dicts(sp.get("tags"))],
-        "logs": [{"timestamp": integer(lg.get("timestamp")), "fields": lg.get("fields")} for lg in dicts(sp.get("logs"))],
+        "logs": [{"timestamp": read(time_us, "log timestamp", lg.get("timestamp")), "fields": lg.get("fields")}
+                 for lg in dicts(sp.get("logs"))],
         "processID": text(sp.get("processID")),
         "process": {"serviceName": text(process.get("serviceName"))} if isinstance(process, Mapping) else None,
-        "warnings": [str(w) for w in sp.get("warnings") or () if w is not None]
-        if isinstance(sp.get("warnings"), list) else None,
+        "warnings": ([str(w) for w in given if w is not None] if isinstance(given, list) else []) + unread or None,
     }
 
 
@@ -211,6 +222,12 @@ class _Unread(Exception):
     """Spans pyarrow could not read as they are (raised with :func:`v1_block`'s ``as_is``)."""
 
 
+def _ns(us: pa.Array) -> np.ndarray:
+    """µs (null: missing or unreadable) as int64 ns, null as :data:`NAT_NS`."""
+    values = pc.fill_null(us, NAT_NS).to_numpy()
+    return np.where(values == NAT_NS, NAT_NS, values * 1000)
+
+
 def v1_block(traces: list[Mapping], prefixes: list[str], as_is: bool = False) -> Block:
     """v1 trace objects (``{"traceID", "spans", "processes"}``) -> one block, vectorised.
 
@@ -257,21 +274,18 @@ def v1_block(traces: list[Mapping], prefixes: list[str], as_is: bool = False) ->
     service = pc.take(pa.array([name for _, name in table] + [None], pa.string()),
                       pa.array(np.where(keys[at] == span_proc, at, len(table))))
     service = pc.coalesce(f["process"].flatten()[0], service)
-    # parent: the first CHILD_OF reference; FOLLOWS_FROM references become a follows_from tag
+    trace_id = pc.coalesce(f["traceID"], pc.take(trace_ids, pa.array(trace_of, pa.int64())))
+    # parent: Jaeger's rule (parents.py); references other than the parent's CHILD_OF become a
+    # follows_from tag (the links Jaeger draws)
     refs = f["references"]
     ref_owner = pc.list_parent_indices(refs).to_numpy()
-    ref_type, ref_span = refs.flatten().flatten()
-    is_child = pc.fill_null(pc.is_in(ref_type, pa.array(["CHILD_OF", "child_of"])), False).to_numpy(
-        zero_copy_only=False)
-    child = np.flatnonzero(is_child)
-    owners, first = np.unique(ref_owner[child], return_index=True)
-    pick = np.full(n, -1, dtype="int64")
-    pick[owners] = child[first]
-    parent = pc.take(ref_span, pa.array(pick, mask=pick < 0))
+    ref_type, ref_trace, ref_span = refs.flatten().flatten()
+    ref_type = reference_types(ref_type)
+    parent, parent_type = jaeger_parents(ref_owner, ref_type, ref_trace, ref_span, trace_id)
     # tags: keys from C++, values (any JSON type) from the dicts
     tag_span = pc.list_parent_indices(f["tags"]).to_numpy()
     tag_keys = f["tags"].flatten().flatten()[0]
-    follows = np.flatnonzero(~is_child)
+    follows = np.flatnonzero(~pc.fill_null(pc.equal(ref_type, CHILD_OF), False).to_numpy(zero_copy_only=False))
     if len(follows):
         links: dict[int, list] = defaultdict(list)
         for owner, span_id in zip(ref_owner[follows], pc.take(ref_span, pa.array(follows)).to_pylist(), strict=True):
@@ -291,13 +305,11 @@ def v1_block(traces: list[Mapping], prefixes: list[str], as_is: bool = False) ->
     trace_warnings = [("; ".join(map(str, t["warnings"])) if t.get("warnings") else None) for t in traces]
     if any(trace_warnings):
         warnings = pc.coalesce(warnings, pc.take(pa.array(trace_warnings, pa.string()), pa.array(trace_of)))
-    start = pc.fill_null(f["startTime"], NAT_NS).to_numpy()
-    start = np.where(start == NAT_NS, NAT_NS, start * 1000)
     columns = {
-        "trace_id": pc.coalesce(f["traceID"], pc.take(trace_ids, pa.array(trace_of, pa.int64()))),
-        "span_id": f["spanID"], "parent_span_id": parent, "service": service, "operation": f["operationName"],
-        "kind": pa.nulls(n, pa.string()), "start": start,
-        "duration": pc.fill_null(f["duration"], 0).to_numpy() * 1000,
+        "trace_id": trace_id, "span_id": f["spanID"], "parent_span_id": parent, "parent_ref_type": parent_type,
+        "service": service, "operation": f["operationName"],
+        "kind": pa.nulls(n, pa.string()), "start": _ns(f["startTime"]),
+        "duration": _ns(f["duration"]),
         "error": np.zeros(n, dtype=bool), "status_message": pa.nulls(n, pa.string()),
         "exception": exception, "logs": logs, "warnings": warnings,
     }
