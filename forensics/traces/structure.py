@@ -11,13 +11,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensics import schema
-from forensics.traces.table import as_ns, string_series
+from forensics.traces.table import NAT_NS, as_ns, string_series
 
 
 def _keys(frame: pd.DataFrame, column: str) -> pd.Index:
-    """``trace_id/<column>`` per row, for hash lookups of (trace, span) pairs."""
+    """``trace_id/<column>`` per row, for hash lookups of (trace, span) pairs.
+
+    A null id never matches (Jaeger's rule: a span with no id is nobody's parent, a null
+    parent id names nobody): its key is unique to its row and column, ``\\0column\\0row``.
+    """
     joined = pc.binary_join_element_wise(pa.array(frame["trace_id"].array), pa.array(frame[column].array),
                                          pa.scalar("/", pa.large_string()))
+    if joined.null_count:
+        alone = pc.binary_join_element_wise(f"\0{column}\0", pc.cast(pa.array(np.arange(len(frame))), pa.string()),
+                                            "")
+        joined = pc.coalesce(joined, pc.cast(alone, joined.type))
     return pd.Index(string_series(joined))
 
 
@@ -27,6 +35,8 @@ class Structure:
 
     frame: pd.DataFrame
     """The spans, first occurrence of each (trace_id, span_id), index reset."""
+    rows: np.ndarray
+    """Position in ``frame`` of each row of the spans given (a duplicate: its first copy's)."""
     parent: np.ndarray
     """Row position of the parent, -1 for a root or an orphan (parent not in the trace)."""
     root: np.ndarray
@@ -35,12 +45,14 @@ class Structure:
     """0 for roots, -1 under a cycle."""
     start: np.ndarray
     end: np.ndarray
+    """Start and end, int64 ns, :data:`~forensics.traces.table.NAT_NS` when not known."""
 
 
 def structure_of(spans: pd.DataFrame) -> Structure:
-    first = ~_keys(spans, "span_id").duplicated(keep="first")
+    all_keys = _keys(spans, "span_id")
+    first = ~all_keys.duplicated(keep="first")
     frame = spans.loc[first].reset_index(drop=True)
-    keys = _keys(frame, "span_id")
+    keys = all_keys[first]
     parent = keys.get_indexer(_keys(frame, "parent_span_id")).astype("int64")
     n = len(frame)
     pos = np.arange(n)
@@ -54,7 +66,8 @@ def structure_of(spans: pd.DataFrame) -> Structure:
     reached = parent[jump] < 0 if n else np.zeros(0, bool)
     root = np.where(reached, jump, -1)
     depth = np.where(reached, dist, -1)
-    return Structure(frame, parent, root, depth, as_ns(frame["start"]), as_ns(frame["end"]))
+    return Structure(frame, keys.get_indexer(all_keys), parent, root, depth, as_ns(frame["start"]),
+                     as_ns(frame["end"]))
 
 
 def _cycle_members(st: Structure) -> np.ndarray:
@@ -88,16 +101,17 @@ def span_flags(spans: pd.DataFrame) -> pd.DataFrame:
       the trace has no single root there.
     """
     st = structure_of(spans)
-    keys = _keys(spans, "span_id")
-    pos = pd.Index(_keys(st.frame, "span_id")).get_indexer(keys)
+    pos = st.rows
     parent = st.parent[pos]
     has_parent_ref = spans["parent_span_id"].notna().to_numpy()
     start, end = as_ns(spans["start"]), as_ns(spans["end"])
-    pstart = np.where(parent >= 0, st.start[parent], 0)
-    pend = np.where(parent >= 0, st.end[parent], 0)
-    before = np.where(parent >= 0, pstart - start, 0)
-    after = np.where(parent >= 0, end - pend, 0)
-    skew = (parent >= 0) & ((before > 0) | (after > 0))
+    timed = (parent >= 0) & (start != NAT_NS) & (end != NAT_NS)  # times not known: no skew to tell
+    timed[timed] &= (st.start[parent[timed]] != NAT_NS) & (st.end[parent[timed]] != NAT_NS)
+    pstart = np.where(timed, st.start[parent], 0)
+    pend = np.where(timed, st.end[parent], 0)
+    before = np.where(timed, pstart - start, 0)
+    after = np.where(timed, end - pend, 0)
+    skew = timed & ((before > 0) | (after > 0))
     on_cycle = _cycle_members(st)[pos]
     return pd.DataFrame({
         "trace_id": spans["trace_id"].to_numpy(),
@@ -105,7 +119,7 @@ def span_flags(spans: pd.DataFrame) -> pd.DataFrame:
         "orphan": has_parent_ref & (parent < 0) & ~on_cycle,
         "clock_skew": skew,
         "skew_ms": np.where(skew, np.maximum(before, after) / 1e6, 0.0),
-        "duplicate_span_id": keys.duplicated(keep=False),
+        "duplicate_span_id": _keys(spans, "span_id").duplicated(keep=False),
         "cycle": on_cycle,
     }, index=spans.index).astype({"trace_id": schema.STR, "span_id": schema.STR, "orphan": schema.BOOL,
                                   "clock_skew": schema.BOOL, "duplicate_span_id": schema.BOOL,
@@ -113,9 +127,12 @@ def span_flags(spans: pd.DataFrame) -> pd.DataFrame:
 
 
 def _self_ns(st: Structure) -> np.ndarray:
-    """Span duration minus the union of its children's intervals clipped to the span (ns)."""
+    """Span duration minus the union of its children's intervals clipped to the span (ns, float);
+    NaN for a span whose times are not known, whose children of unknown times do not count."""
     n = len(st.parent)
-    child = np.flatnonzero(st.parent >= 0)
+    known = (st.start != NAT_NS) & (st.end != NAT_NS)
+    child = np.flatnonzero((st.parent >= 0) & known)
+    child = child[known[st.parent[child]]]
     par = st.parent[child]
     cs = np.maximum(st.start[child], st.start[par])
     ce = np.minimum(st.end[child], st.end[par])
@@ -132,7 +149,7 @@ def _self_ns(st: Structure) -> np.ndarray:
         prev[np.r_[True, par[1:] != par[:-1]]] = np.iinfo("int64").min
     covered = np.clip(ce - np.maximum(cs, prev), 0, None)
     total = np.bincount(par, weights=covered, minlength=n) if len(par) else np.zeros(n)
-    return np.clip((st.end - st.start) - total, 0, None)
+    return np.where(known, np.clip((st.end - st.start) - total, 0, None), np.nan)
 
 
 def span_tree(spans: pd.DataFrame) -> pd.DataFrame:
