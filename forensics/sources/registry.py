@@ -82,11 +82,13 @@ def collect(sources: list[str], window: Window, profile: str | Profile | None = 
         try:
             result = collector(request)
         except (ForensicsError, OSError) as exc:
-            ev.missing[name] = str(exc)
-            ev.sources[name] = {"status": "failed", "error": str(exc)}
-            custody.append(custody_entry("collect-failed", {"source": name, "error": str(exc)}))
+            # the reason without the source's name in front: it is said once, by whoever shows it
+            reason = str(exc).removeprefix(f"{name}: ")
+            ev.missing[name] = reason
+            ev.sources[name] = {"status": "failed", "error": reason}
+            custody.append(custody_entry("collect-failed", {"source": name, "error": reason}))
             if progress:
-                progress(f"{name}: FAILED: {exc}")
+                progress(f"{name}: FAILED: {reason}")
             continue
         for table, frame in result.tables.items():
             if ev.has(table) and len(frame):

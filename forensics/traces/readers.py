@@ -13,7 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ def _collect(doc: Any, parts: _Parts, where: str) -> None:
         return
     if not isinstance(doc, Mapping):
         parts.done()
-        raise TraceFileError(f"{where or 'document'}: expected a JSON object or array, got {type(doc).__name__}")
+        raise TraceFileError(f"{where.rstrip('. :') or 'document'}: expected a JSON object or array, got {type(doc).__name__}")
     if "resourceSpans" in doc:
         parts.done().append(otlp_block(doc.get("resourceSpans") or (), where))
     elif isinstance(doc.get("result"), Mapping) and "resourceSpans" in doc["result"]:
@@ -113,7 +113,7 @@ def _collect(doc: Any, parts: _Parts, where: str) -> None:
     else:
         parts.done()
         keys = ", ".join(map(str, list(doc)[:6])) or "none"
-        raise TraceFileError(f"{where or 'document'}: not a Jaeger or OTLP trace document (keys: {keys}); "
+        raise TraceFileError(f"{where.rstrip('. :') or 'document'}: not a Jaeger or OTLP trace document (keys: {keys}); "
                              "expected data, spans, resourceSpans or result.resourceSpans")
 
 
@@ -210,3 +210,37 @@ def _documents(raw: bytes, path: Path) -> list[tuple[Any, str]]:
             _parse(items, path.name)  # a failure in an earlier line is the one to report
             raise TraceFileError(f"line {n} of JSON Lines is not JSON ({exc.msg})") from exc
     return items
+
+
+TRACE_FILE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz")
+"""Files taken from a directory given to :func:`read_trace_files` (``x.json.gz`` ends in .gz)."""
+
+
+def trace_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files and directories (searched recursively for :data:`TRACE_FILE_SUFFIXES`, in name
+    order) -> the trace files, each once, in the order given. A path that does not exist, or
+    a directory without trace files, raises :class:`TraceFileError`."""
+    found: dict[Path, None] = {}
+    for given in paths:
+        path = Path(given).expanduser()
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(TRACE_FILE_SUFFIXES))
+            if not inside:
+                raise TraceFileError(f"{path}: no trace files in this directory (looked for "
+                                     f"{', '.join(TRACE_FILE_SUFFIXES)}, recursively)")
+            found.update(dict.fromkeys(inside))
+        elif path.is_file():
+            found[path] = None
+        else:
+            raise TraceFileError(f"{path}: no such file or directory")
+    return list(found)
+
+
+def read_trace_files(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Every trace file of ``paths`` (:func:`trace_files`) read by :func:`read_trace_file` into
+    one spans table; ``source_object`` is each span's file as found (two directories may
+    hold files of one name). The first file that cannot be read raises (nothing is silently
+    left out)."""
+    frames = [read_trace_file(p).assign(source_object=str(p)) for p in trace_files(paths)]
+    frames = [f for f in frames if len(f)]
+    return schema.conform("spans", pd.concat(frames, ignore_index=True)) if frames else schema.empty("spans")
