@@ -10,10 +10,12 @@ which gives :class:`~forensics.traces.table.Block` s for :func:`~forensics.trace
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
 import json
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -187,9 +189,24 @@ def read_trace_file(path: str | Path) -> pd.DataFrame:
         except (OSError, EOFError, zlib.error) as exc:
             raise TraceFileError(f"{path}: not a readable gzip file ({exc})") from exc
     try:
-        return _parse(_documents(raw, path), path.name)
+        with _without_gc():
+            return _parse(_documents(raw, path), path.name)
     except TraceFileError as exc:
         raise TraceFileError(f"{path}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _without_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: decoding a download makes millions of dicts and
+    lists (none in a cycle), and each collection pass would walk them all again, which more
+    than doubles the decoding time. Reference counting still frees everything."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _documents(raw: bytes, path: Path) -> list[tuple[Any, str]]:
