@@ -192,6 +192,13 @@ def test_unreadable_values_of_each_shape_are_null_and_named(doc, column, warning
     schema.validate("spans", got)
 
 
+def test_unreadable_log_time_is_null_in_the_log_with_a_warning():
+    got = parse_traces([{"traceID": "1", "spanID": "2", "startTime": 1, "duration": 1,
+                         "logs": [{"timestamp": "noon", "fields": [{"key": "event", "value": "x"}]}]}]).iloc[0]
+    assert json.loads(got["logs"]) == [{"event": "x", "timestamp": None}]
+    assert got["warnings"] == "log timestamp: cannot read 'noon'"
+
+
 # ---- Jaeger's parent rule ----------------------------------------------------------------
 
 def _refs(*refs: tuple[str, str, str]) -> pd.DataFrame:

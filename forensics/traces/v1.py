@@ -29,7 +29,8 @@ def _v1_logs(logs: list) -> tuple[str, str | None]:
     out, exc = [], None
     for log in logs:
         log = log or {}
-        entry: dict[str, Any] = {"timestamp": iso_us(int(log.get("timestamp") or 0) * 1000)}
+        when = log.get("timestamp")  # null: not given, or unreadable (then warned on the span)
+        entry: dict[str, Any] = {"timestamp": None if when is None else iso_us(int(when) * 1000)}
         for f in log.get("fields") or ():
             entry[f.get("key")] = f.get("value")
         exc = exc or exception_message(entry)
@@ -61,7 +62,8 @@ def _v1_log_columns(logs: list[list], read: pa.ListArray | None, values: np.ndar
         fields = entries.field("fields")
         field_keys = fields.flatten().field("key")
         time_us = pc.fill_null(entries.field("timestamp"), 0).to_numpy()
-    if (read is None or values is None or entries.null_count or fields.flatten().null_count or field_keys.null_count
+    if (read is None or values is None or entries.null_count or entries.field("timestamp").null_count
+            or fields.flatten().null_count or field_keys.null_count
             or len(values) != len(field_keys) or not np.all((time_us >= 0) & (time_us < _LOG_TIME_END))):
         pairs = [_v1_logs(lg) for lg in logs]
         return pa.array([p[0] for p in pairs], pa.string()), pa.array([p[1] for p in pairs], pa.string())
