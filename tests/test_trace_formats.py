@@ -192,6 +192,17 @@ def test_unreadable_values_of_each_shape_are_null_and_named(doc, column, warning
     schema.validate("spans", got)
 
 
+def test_unreadable_otlp_integer_and_event_time_are_null_with_warnings():
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "01", "spanId": "02", "startTimeUnixNano": "1", "endTimeUnixNano": "5",
+        "attributes": [{"key": "retries", "value": {"intValue": "many"}}],
+        "events": [{"name": "exception", "timeUnixNano": "later"}]}]}]}]}
+    got = parse_traces(doc).iloc[0]
+    assert json.loads(got["tags"]) == {"retries": None}
+    assert json.loads(got["logs"]) == [{"event": "exception", "timestamp": None}]
+    assert got["warnings"] == "retries: cannot read 'many'; event timeUnixNano: cannot read 'later'"
+
+
 def test_unreadable_log_time_is_null_in_the_log_with_a_warning():
     got = parse_traces([{"traceID": "1", "spanID": "2", "startTime": 1, "duration": 1,
                          "logs": [{"timestamp": "noon", "fields": [{"key": "event", "value": "x"}]}]}]).iloc[0]

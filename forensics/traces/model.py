@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from forensics.traces.values import (
-    Unreadable,
+    Warnings,
     duration_us,
     has_typed_value,
     hex_id,
@@ -47,18 +47,11 @@ def is_model_span(span: Any) -> bool:
             or (isinstance(tags, list) and bool(tags) and has_typed_value(tags[0])))
 
 
-class _Reader:
+class _Reader(Warnings):
     """Reads one span's values, collecting a warning for each that cannot be read."""
 
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-
     def __call__(self, read: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return read(*args)
-        except Unreadable as exc:
-            self.warnings.append(str(exc))
-            return None
+        return self.read(read, *args)
 
     def fields(self, items: Any) -> list[dict]:
         out = []
@@ -73,7 +66,7 @@ class _Reader:
                 for log in (logs if isinstance(logs, list) else ()) if isinstance(log, Mapping)]
 
     def finish(self, span: dict, given: Any) -> dict:
-        span["warnings"] = ([str(w) for w in given] if isinstance(given, list) else []) + self.warnings or None
+        span["warnings"] = ([str(w) for w in given] if isinstance(given, list) else []) + self or None
         return span
 
 

@@ -12,33 +12,36 @@ import pyarrow.compute as pc
 from forensics.traces.jsontext import TEXT_DICT, dumps
 from forensics.traces.parents import CHILD_OF, FOLLOWS_FROM, jaeger_parents
 from forensics.traces.table import NAT_NS, Block, as_text, exception_message, iso_us
-from forensics.traces.values import Unreadable, integer
+from forensics.traces.values import Warnings, integer
 
 _OTLP_KIND = {0: None, 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 _OTLP_KIND_NAMES = {f"SPAN_KIND_{v.upper()}": v for v in _OTLP_KIND.values() if v} | {"SPAN_KIND_UNSPECIFIED": None}
 
 
-def _any_value(v: Mapping) -> Any:
-    """An OTLP JSON AnyValue ({"stringValue": ...}, {"intValue": "12"}, arrays, maps) as plain Python."""
+def _any_value(v: Mapping, unread: Warnings, key: Any) -> Any:
+    """An OTLP JSON AnyValue ({"stringValue": ...}, {"intValue": "12"}, arrays, maps) as plain
+    Python; an integer that cannot be read is None, noted in ``unread`` under ``key``."""
     for typ, x in v.items():
         if typ == "stringValue" or typ == "boolValue" or typ == "doubleValue":
             return x
         if typ == "intValue":
-            return int(x)
+            return unread.read(integer, str(key), x)
         if typ == "arrayValue":
-            return [_any_value(e) for e in (x or {}).get("values") or ()]
+            return [_any_value(e, unread, key) for e in (x or {}).get("values") or ()]
         if typ == "kvlistValue":
-            return {kv.get("key"): _any_value(kv.get("value") or {}) for kv in (x or {}).get("values") or ()}
+            return {kv.get("key"): _any_value(kv.get("value") or {}, unread, kv.get("key"))
+                    for kv in (x or {}).get("values") or ()}
         return x  # bytesValue stays base64 text
     return None
 
 
-def _otlp_events(events: list) -> tuple[str, str | None]:
+def _otlp_events(events: list, unread: Warnings) -> tuple[str, str | None]:
     out, exc = [], None
     for ev in events:
-        entry: dict[str, Any] = {"timestamp": iso_us(int(ev.get("timeUnixNano") or 0)), "event": ev.get("name")}
+        when = unread.read(integer, "event timeUnixNano", ev.get("timeUnixNano"))
+        entry: dict[str, Any] = {"timestamp": None if when is None else iso_us(when), "event": ev.get("name")}
         for a in ev.get("attributes") or ():
-            entry[a.get("key")] = _any_value(a.get("value") or {})
+            entry[a.get("key")] = _any_value(a.get("value") or {}, unread, a.get("key"))
         exc = exc or exception_message(entry)
         out.append(entry)
     return dumps(out), exc
@@ -48,14 +51,10 @@ _OTLP_ROW = ("trace_id", "span_id", "service", "operation", "kind", "start", "du
              "status_message", "exception", "logs", "warnings")
 
 
-def _time_ns(field: str, value: Any, unread: list[str]) -> int:
+def _time_ns(field: str, value: Any, unread: Warnings) -> int:
     """An OTLP time (ns since the epoch, as text or number) as int64 ns; missing or 0 (OTLP's
     "not set") and unreadable as :data:`NAT_NS`, the unreadable named in ``unread``."""
-    try:
-        ns = integer(field, None if value == "" else value)
-    except Unreadable as exc:
-        unread.append(str(exc))
-        return NAT_NS
+    ns = unread.read(integer, field, None if value == "" else value)
     return NAT_NS if not ns else ns
 
 
@@ -77,7 +76,7 @@ def otlp_block(resource_spans: Iterable[Mapping], where: str) -> Block:
         service = None
         for a in (rs.get("resource") or {}).get("attributes") or ():
             if a.get("key") == "service.name":
-                service = _any_value(a.get("value") or {})
+                service = _any_value(a.get("value") or {}, Warnings(), "service.name")
         scopes = rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or ()
         for s, ss in enumerate(scopes):
             # Jaeger's v1 view carries the instrumentation scope as tags: keep both views equal
@@ -87,7 +86,9 @@ def otlp_block(resource_spans: Iterable[Mapping], where: str) -> Block:
             spans = ss.get("spans") or ()
             paths.append((f"{where}resourceSpans[{r}].scopeSpans[{s}].spans", len(spans)))
             for sp in spans:
-                tags = scope_tags + [(a.get("key"), _any_value(a.get("value") or {})) for a in sp.get("attributes") or ()]
+                unread = Warnings()
+                tags = scope_tags + [(a.get("key"), _any_value(a.get("value") or {}, unread, a.get("key")))
+                                     for a in sp.get("attributes") or ()]
                 links = [ln for ln in sp.get("links") or () if isinstance(ln, Mapping)]
                 if links:
                     tags.append(("follows_from", [ln.get("spanId") for ln in links]))
@@ -100,9 +101,8 @@ def otlp_block(resource_spans: Iterable[Mapping], where: str) -> Block:
                 st = sp.get("status") or {}
                 code = st.get("code")
                 events = sp.get("events")
-                logs_json, exc = _otlp_events(events) if events else (None, None)
+                logs_json, exc = _otlp_events(events, unread) if events else (None, None)
                 kind = sp.get("kind")
-                unread: list[str] = []
                 start_ns = _time_ns("startTimeUnixNano", sp.get("startTimeUnixNano"), unread)
                 end_ns = _time_ns("endTimeUnixNano", sp.get("endTimeUnixNano"), unread)
                 rows.append((

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from forensics.traces.jsontext import TEXT_DICT, dumps, json_maps, json_values, last_of_each_key, sort_rank
 from forensics.traces.parents import CHILD_OF, jaeger_parents, reference_types
 from forensics.traces.table import EXCEPTION_KEYS, NAT_NS, Block, exception_message, iso_us, second_text
-from forensics.traces.values import Unreadable, duration_us, time_us
+from forensics.traces.values import Warnings, duration_us, time_us
 
 
 def _v1_logs(logs: list) -> tuple[str, str | None]:
@@ -129,17 +129,13 @@ def _v1_sanitised(sp: Any) -> dict | None:
     """
     if not isinstance(sp, Mapping):
         return None
-    unread: list[str] = []
+    unread = Warnings()
 
     def text(v: Any) -> str | None:
         return None if v is None else str(v)
 
     def read(reader: Callable[[str, Any], int | None], field: str, v: Any) -> int | None:
-        try:
-            return reader(field, None if v == "" else v)
-        except Unreadable as exc:
-            unread.append(str(exc))
-            return None
+        return unread.read(reader, field, None if v == "" else v)
 
     def dicts(v: Any) -> list:
         return [d for d in v if isinstance(d, Mapping)] if isinstance(v, list) else []

@@ -11,6 +11,7 @@ import base64
 import binascii
 import re
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -27,6 +28,17 @@ class Unreadable(ValueError):
     def __init__(self, field: str, value: Any) -> None:
         self.field, self.value = field, value
         super().__init__(f"{field}: cannot read {value!r}"[:200])
+
+
+class Warnings(list):
+    """The warnings of one span: :meth:`read` runs a reader and notes what it could not read."""
+
+    def read(self, reader: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return reader(*args)
+        except Unreadable as exc:
+            self.append(str(exc))
+            return None
 
 
 def is_number_text(text: str) -> bool:
