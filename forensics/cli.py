@@ -366,6 +366,36 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_notebooks(args) -> int:
+    from forensics.lab import copy_notebooks
+
+    for path in copy_notebooks(args.out, force=args.force):
+        print(path)
+    return 0
+
+
+def cmd_lab(args) -> int:
+    import os
+
+    from forensics.lab import configured_sources, copy_notebooks, lab_argv, lab_parameters
+
+    parameters = lab_parameters(args.bundle, since=args.since, profile=args.profile)
+    directory = Path(args.dir).resolve()
+    copies = copy_notebooks(directory, parameters, force=args.force)
+    print(f"notebooks in {directory}: {', '.join(p.name for p in copies)}", file=sys.stderr)
+    if args.bundle:
+        print(f"bundle filled in: {parameters['bundle']}", file=sys.stderr)
+    else:
+        for name, where in configured_sources().items():
+            print(f"live source filled in: {name} ({where})", file=sys.stderr)
+        print(f"window filled in: since {args.since}", file=sys.stderr)
+    argv = lab_argv(directory, port=args.port, open_browser=not args.no_browser)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # JupyterLab takes over this process (Ctrl-C stops it)
+    return 0  # not reached
+
+
 def cmd_seed(args) -> int:
     from forensics.simulate.seed import TARGETS, Placement, seed
     from forensics.timeutil import iso
@@ -482,6 +512,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "add prometheus (opt-in) to backfill its history (FORENSICS_PROMETHEUS_DATA)")
     _add_common(p)
     p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("notebooks", help="copy the investigation notebooks (shipped with the package) into a directory")
+    p.add_argument("--out", required=True, help="directory to copy them into (created)")
+    p.add_argument("--force", action="store_true", help="overwrite notebooks already there")
+    p.set_defaults(func=cmd_notebooks)
+
+    p = sub.add_parser("lab", help="open JupyterLab on the notebooks, with the bundle or the live connections "
+                                   "filled in")
+    p.add_argument("--bundle", default=None, help="evidence bundle; omit to read the live sources whose FORENSICS_* "
+                                                  "variables are set")
+    p.add_argument("--since", default="2h", help="(live) window start: ISO 8601 or relative (default 2h)")
+    p.add_argument("--dir", default="forensics-lab", help="where the filled-in notebooks go (default ./forensics-lab)")
+    p.add_argument("--force", action="store_true", help="overwrite notebooks already in --dir")
+    p.add_argument("--port", type=int, default=None, help="JupyterLab's port (default its own, 8888)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--profile", default="runbook", help="(live) naming profile: runbook, chat4all-v2, or a YAML file")
+    p.set_defaults(func=cmd_lab)
 
     p = sub.add_parser("verify", help="verify a bundle's hashes; non-zero exit naming any bad file")
     p.add_argument("bundle")

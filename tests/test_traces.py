@@ -465,11 +465,12 @@ def test_critical_path_covers_each_simulated_root_exactly(simulated):
 def test_message_investigation_notebook_runs_on_a_simulated_bundle(tmp_path):
     from forensics.bundle import write_bundle
     from forensics.errors import ParameterError
-    from forensics.report.rca import ROOT, run_notebook
+    from forensics.report.rca import run_notebook
+    from forensics.resources import find_notebook
     from forensics.simulate import simulate
 
     bundle = write_bundle(simulate("whatsapp-rate-limit", messages=1500, seed=11), tmp_path / "bundle")
-    notebook = ROOT / "notebooks" / "message_investigation.ipynb"
+    notebook = find_notebook("message_investigation")
     executed = run_notebook(notebook, tmp_path / "out.ipynb", {"bundle": str(bundle), "message_id": ""}, cwd=tmp_path)
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o["output_type"] == "error"]

@@ -46,12 +46,12 @@ from forensics.evidence import Evidence
 from forensics.report.figures import PLOTLY_MIMETYPE
 from forensics.report.params import EvidenceParams, ReportParams, validate_report_params
 from forensics.report.redact import Redactor
+from forensics.resources import find_notebook, find_template
 from forensics.timeutil import Window, iso, utcnow
 
 if TYPE_CHECKING:
     from forensics.analysis.pipeline import Analysis
 
-ROOT = Path(__file__).resolve().parents[2]
 REPORT_NOTEBOOK = "rca_report"
 HTML_TEMPLATE = "rca"
 MARKDOWN_TEMPLATE = "postmortem.md.j2"
@@ -101,22 +101,6 @@ IMPACT_HIDDEN = ("window_start", "window_end")
 """Impact entries the report header already shows."""
 ERROR_GROUP_VIEW = ("group", "category", "count", "share", "channels", "first_seen", "last_seen", "retryable",
                     "runbook_step", "example_message_ids")
-
-
-def find_notebook(name: str) -> Path:
-    """``notebooks/<name>.ipynb`` at the repository root (``name`` with or without suffix)."""
-    path = ROOT / "notebooks" / (name if name.endswith(".ipynb") else f"{name}.ipynb")
-    if not path.is_file():
-        raise ForensicsError(f"notebook {name!r} not found at {path}")
-    return path
-
-
-def find_template(name: str) -> Path:
-    """``templates/<name>`` at the repository root (a template directory or file)."""
-    path = ROOT / "templates" / name
-    if not path.exists():
-        raise ForensicsError(f"template {name!r} not found at {path}")
-    return path
 
 
 # --------------------------------------------------------------------------- loading
