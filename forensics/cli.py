@@ -396,6 +396,13 @@ def cmd_lab(args) -> int:
     return 0  # not reached
 
 
+def cmd_schema(args) -> int:
+    from forensics.contracts import contract_text
+
+    print(contract_text(args.name), end="")
+    return 0
+
+
 def cmd_seed(args) -> int:
     from forensics.simulate.seed import TARGETS, Placement, seed
     from forensics.timeutil import iso
@@ -529,6 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--profile", default="runbook", help="(live) naming profile: runbook, chat4all-v2, or a YAML file")
     p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of what automation reads (summary: summary.json)")
+    p.add_argument("name", help="summary")
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("verify", help="verify a bundle's hashes; non-zero exit naming any bad file")
     p.add_argument("bundle")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from test_notebooks import NOTEBOOK_PARAMETERS
+from test_summary_contract import assert_valid
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_INPUTS = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "forensics", "notebooks", "templates")
@@ -86,6 +87,7 @@ def test_wheel_holds_the_notebooks_and_templates_of_the_checkout(wheel):
                     inside = f"forensics/{folder}/{path.relative_to(ROOT / folder).as_posix()}"
                     assert inside in names, f"{inside} missing from the wheel"
                     assert z.read(inside) == path.read_bytes(), f"{inside} differs from {folder}/ in the checkout"
+        assert "forensics/contracts/summary.schema.json" in names
         metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     declared = {line.split(": ", 1)[1].replace(" ", "") for line in metadata.splitlines()
                 if line.startswith("Requires-Dist: ") and "extra ==" not in line}
@@ -100,6 +102,7 @@ def test_installed_wheel_runs_the_demo_and_every_notebook_outside_the_checkout(v
     _run([venv / "forensics", "demo", "--messages", "1500", "--out", "demo", "-q"], tmp_path, outside)
     summary = json.loads((tmp_path / "demo" / "report" / "summary.json").read_text())
     assert summary["hypotheses"][0]["cause"] == "platform_rate_limit"
+    assert_valid(summary)
     assert "<html" in (tmp_path / "demo" / "report" / "report.html").read_text(encoding="utf-8")[:500].lower()
 
     copies = _run([venv / "forensics", "notebooks", "--out", "nbs"], tmp_path, outside).stdout.split()

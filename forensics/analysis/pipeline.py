@@ -67,33 +67,90 @@ class Analysis:
         return out
 
     def detection_summary(self) -> list[dict[str, Any]]:
-        """Per alert rule (and replay source): when it would have fired, and time to detect."""
+        """Per alert rule (and replay source): when it would have fired, when Prometheus fired
+        it (when known), and the time to detect in seconds."""
         if self.alerts is None or self.alerts.empty:
             return []
         out = []
-        for row in self.alerts.itertuples(index=False):
-            fired = row.would_fire_at if pd.notna(row.would_fire_at) else None
-            out.append({"rule": row.rule, "source": row.source,
-                        "would_fire_at": fired.isoformat() if fired is not None else None,
-                        "time_to_detect_s": None if pd.isna(row.time_to_detect_s) else float(row.time_to_detect_s),
-                        "note": row.note if isinstance(row.note, str) and row.note else None})
+        for row in self.alerts.to_dict(orient="records"):
+            out.append({"rule": row["rule"], "source": row["source"], "would_fire_at": _iso(row.get("would_fire_at")),
+                        "fired_at": _iso(row.get("fired_at")), "time_to_detect_s": _float(row.get("time_to_detect_s")),
+                        "note": row["note"] if isinstance(row.get("note"), str) and row["note"] else None})
+        return out
+
+    def first_finding_at(self) -> pd.Timestamp | None:
+        """When the first warning or critical finding began (the first finding when all are info)."""
+        f = self.findings.dropna(subset=["first_seen"])
+        alarming = f[f["severity"].ne("info")]
+        times = (alarming if len(alarming) else f)["first_seen"]
+        return times.min() if len(times) else None
+
+    def findings_detail(self) -> list[dict[str, Any]]:
+        """Every finding for summary.json, most severe first, with its value against the
+        threshold and, when a baseline was compared, against the baseline."""
+        f = self.findings
+        f = f.assign(_rank=f["severity"].map({s: i for i, s in enumerate(reversed(schema.SEVERITIES))}))
+        out = []
+        for row in f.sort_values(["_rank", "first_seen"], kind="stable").to_dict(orient="records"):
+            out.append({"finding_id": row["finding_id"], "detector": row["detector"], "severity": row["severity"],
+                        "title": row["title"], "first_seen": _iso(row["first_seen"]),
+                        "last_seen": _iso(row["last_seen"]), "channel": _str(row["channel"]),
+                        "count": None if pd.isna(row["count"]) else int(row["count"]),
+                        "value": _float(row["metric"]), "threshold": _float(row["threshold"]),
+                        # compared with a baseline period (issue 13); null until a baseline is read
+                        "baseline_value": _float(row.get("baseline_value")), "change": _str(row.get("change")),
+                        "change_ratio": _float(row.get("change_ratio")), "onset": _iso(row.get("onset"))})
         return out
 
     def summary(self) -> dict[str, Any]:
-        """``summary.json``: hypotheses most likely first, window, impact, missing sources, scenario."""
+        """``summary.json`` (the contract in forensics/contracts/summary.schema.json): window,
+        impact, missing sources, findings, detection times, and the hypotheses most likely
+        first, each with its evidence (finding ids), first seen, blast radius and action."""
+        from forensics.contracts import SUMMARY_SCHEMA_VERSION
+
         out: dict[str, Any] = {
-            "hypotheses": [{"cause": h.cause, "confidence": round(h.confidence, 4), "title": h.title,
-                            "runbook_step": h.runbook_step} for h in self.ranked],
+            "schema_version": SUMMARY_SCHEMA_VERSION,
             "window": self.evidence.window.to_dict(),
+            "profile": self.evidence.profile,
             "impact": self.impact,
             "missing_sources": self.missing_sources(),
             "findings": {s: int((self.findings["severity"] == s).sum()) for s in schema.SEVERITIES},
-            "profile": self.evidence.profile,
-            "detection": self.detection_summary(),
+            "findings_detail": self.findings_detail(),
+            "detection": {"first_finding_at": _iso(self.first_finding_at()), "alerts": self.detection_summary()},
+            "hypotheses": [hypothesis_summary(h) for h in self.ranked],
         }
         if self.evidence.scenario:
             out["scenario"] = dict(self.evidence.scenario)
         return out
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None or not isinstance(value, pd.Timestamp | str) or pd.isna(value) else iso(value)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def hypothesis_summary(h: Hypothesis) -> dict[str, Any]:
+    """One hypothesis as summary.json holds it: evidence as {statement, finding_id, signal}."""
+
+    def evidence(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"statement": str(i.get("statement") or i.get("finding_id") or ""), "finding_id": i.get("finding_id"),
+                 "signal": i.get("signal")} for i in items]
+
+    return {"rank": h.rank, "cause": h.cause, "title": h.title, "confidence": round(h.confidence, 4),
+            # margin and score come with the calibrated ranking (issue 13); null until then
+            "margin": getattr(h, "margin", None), "score": getattr(h, "score", None),
+            "evidence_for": evidence(h.evidence_for), "evidence_against": evidence(h.evidence_against),
+            "first_seen": _iso(h.first_seen),
+            "blast_radius": {"messages": h.messages_affected, "conversations": h.conversations_affected,
+                             "channels": list(h.channels_affected), "customers": h.customers_affected},
+            "runbook_step": h.runbook_step, "recommended_action": h.recommended_action}
 
 
 def _channels_text(channels: np.ndarray) -> tuple[str | None, str]:
