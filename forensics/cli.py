@@ -377,7 +377,8 @@ def cmd_notebooks(args) -> int:
 def cmd_lab(args) -> int:
     import os
 
-    from forensics.lab import configured_sources, copy_notebooks, lab_argv, lab_parameters
+    from forensics.config import configured_sources
+    from forensics.lab import copy_notebooks, lab_argv, lab_parameters
 
     parameters = lab_parameters(args.bundle, since=args.since, profile=args.profile)
     directory = Path(args.dir).resolve()
@@ -394,6 +395,50 @@ def cmd_lab(args) -> int:
     sys.stdout.flush()
     os.execv(argv[0], argv)  # JupyterLab takes over this process (Ctrl-C stops it)
     return 0  # not reached
+
+
+def cmd_watch(args) -> int:
+    import signal
+
+    import pandas as pd
+
+    from forensics.config import configured_sources
+    from forensics.errors import ParameterError
+    from forensics.watch import Watcher, WatchServer, parse_listen
+
+    listen = parse_listen(args.listen)
+    try:
+        lookback = pd.Timedelta(args.lookback)
+    except ValueError:
+        raise ParameterError(f"--lookback: expected a duration like 1h or 30m, got {args.lookback!r}") from None
+    sources = ([s.strip() for s in args.sources.split(",") if s.strip()] if args.sources
+               else list(configured_sources()))
+    progress = Progress(args.quiet)
+    watcher = Watcher(args.out, sources, profile=args.profile, options=dict(kv.split("=", 1) for kv in args.option or []),
+                      lookback=lookback, max_concurrent=args.max_concurrent,
+                      formats=[f.strip() for f in args.formats.split(",") if f.strip()], redact=not args.no_redact,
+                      alert_names=[a.strip() for a in (args.alerts or "").split(",") if a.strip()], progress=progress)
+    try:
+        server = WatchServer(listen, watcher)
+    except OSError as exc:
+        watcher.close()
+        raise ForensicsError(f"--listen {args.listen}: {exc.strerror or exc}") from None
+
+    def stop(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    progress(f"listening on http://{args.listen.rpartition(':')[0]}:{server.server_port}/ for Alertmanager "
+             f"notifications; sources {', '.join(sources)}; lookback {lookback}; at most {args.max_concurrent} "
+             f"investigation(s) at once; incidents in {args.out} (index.html)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        progress("stopping: queued investigations dropped, waiting for the running ones")
+    finally:
+        server.server_close()
+        watcher.close()
+    return 0
 
 
 def cmd_schema(args) -> int:
@@ -536,6 +581,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--profile", default="runbook", help="(live) naming profile: runbook, chat4all-v2, or a YAML file")
     p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("watch", help="Alertmanager webhook receiver: an RCA report for each alert group that fires")
+    p.add_argument("--listen", default="127.0.0.1:19096", help="HOST:PORT to listen on (default 127.0.0.1:19096)")
+    p.add_argument("--out", required=True, help="incidents go to OUT/<incident>/{bundle,report}, with OUT/index.html")
+    p.add_argument("--sources", default=None, help="live sources to collect (default: those whose FORENSICS_* "
+                                                    "variables are set)")
+    p.add_argument("--lookback", default="1h", help="the window starts this long before the alert's start (default 1h)")
+    p.add_argument("--max-concurrent", type=int, default=2, help="investigations at once; others wait (default 2)")
+    p.add_argument("--alerts", default=None, help="comma-separated alert names that open an incident (default all)")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="extra source option")
+    p.add_argument("--formats", default="html,md,json", help="comma-separated: html, md, json (json always)")
+    p.add_argument("--no-redact", action="store_true", help="keep phone numbers, handles and content in exports")
+    _add_common(p)
+    p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("schema", help="print the JSON Schema of what automation reads (summary: summary.json)")
     p.add_argument("name", help="summary")

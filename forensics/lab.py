@@ -17,18 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from forensics.config import ENV, connection
-from forensics.credentials import mask_uri
+from forensics.config import ENV, LIVE_SOURCES, configured_sources
 from forensics.errors import ForensicsError
 from forensics.resources import NOTEBOOKS, resource_dir
-
-LIVE_SOURCES = ("mongo", "kafka", "jaeger", "postgres", "redis", "prometheus")
-"""Sources a notebook can read live when their FORENSICS_* variable is set."""
-
-
-def configured_sources() -> dict[str, str]:
-    """Live source -> its connection string (masked), for each source whose FORENSICS_* variable is set."""
-    return {name: mask_uri(connection(name)) or "" for name in LIVE_SOURCES if connection(name)}
 
 
 def lab_parameters(bundle: str | Path | None, since: str = "2h", profile: str = "runbook") -> dict[str, Any]:
