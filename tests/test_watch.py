@@ -187,25 +187,26 @@ def test_alert_names_filter_what_opens_an_incident(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_alert_is_investigated_into_a_verified_bundle_and_a_report(tmp_path):
-    """The real pipeline: the simulator stands in for the live sources (the same collect call)."""
+def test_alerts_are_investigated_at_once_into_verified_bundles_and_reports(tmp_path):
+    """The real pipeline, two groups at once (two report kernels in one process); the simulator
+    stands in for the live sources (the same collect call)."""
     watcher = Watcher(tmp_path, ["simulator"], options={"scenario": "whatsapp-rate-limit", "messages": 1200},
-                      lookback=pd.Timedelta("1h"))
+                      lookback=pd.Timedelta("1h"), max_concurrent=2)
     try:
-        status, answer = watcher.receive(Notification.parse(json.dumps(payload()).encode()))
-        assert status == 202
-        _wait(lambda: watcher.incidents[0].status in ("ok", "failed"), "the investigation", timeout=300)
+        answers = [watcher.receive(Notification.parse(json.dumps(payload(group)).encode()))
+                   for group in ("HighFailedRate", "DeliveryLatencyP95")]
+        assert [status for status, _ in answers] == [202, 202]
+        _wait(lambda: all(i.status in ("ok", "failed") for i in watcher.incidents), "the investigations", timeout=300)
     finally:
         watcher.close()
-    incident = watcher.incidents[0]
-    assert incident.status == "ok", incident.error
-    home = tmp_path / answer["incident"]
-    assert verify_bundle(home / "bundle").ok
-    manifest = json.loads((home / "bundle" / "manifest.json").read_text())
-    assert manifest["custody"][0]["action"] == "alert"
-    assert manifest["custody"][0]["detail"]["alerts"] == ["HighFailedRate"]
-    assert incident.cause == "platform_rate_limit"
-    assert (tmp_path / incident.files["html"]).is_file()
+    assert [i.status for i in watcher.incidents] == ["ok", "ok"], [i.error for i in watcher.incidents]
+    for (_, answer), incident in zip(answers, watcher.incidents, strict=True):
+        home = tmp_path / answer["incident"]
+        assert verify_bundle(home / "bundle").ok
+        custody = json.loads((home / "bundle" / "manifest.json").read_text())["custody"][0]
+        assert custody["action"] == "alert" and custody["detail"]["alerts"] == incident.alerts
+        assert incident.cause == "platform_rate_limit"
+        assert (tmp_path / incident.files["html"]).is_file()
     index = json.loads((tmp_path / "index.json").read_text())
-    assert index["incidents"][0]["cause"] == "platform_rate_limit"
-    assert Path(index["incidents"][0]["bundle"]) == home / "bundle"
+    assert [i["cause"] for i in index["incidents"]] == ["platform_rate_limit"] * 2
+    assert Path(index["incidents"][0]["bundle"]) == tmp_path / answers[0][1]["incident"] / "bundle"

@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -715,7 +716,9 @@ def markdown_report(evidence: Evidence, analysis: Analysis, *, redact: bool = Tr
 
 class ThisPythonKernelManager(AsyncKernelManager):
     """Runs notebooks on this interpreter (``sys.executable``), whatever kernelspecs a global
-    Jupyter installation has, over IPC sockets in the working directory (no TCP ports)."""
+    Jupyter installation has, over IPC sockets (no TCP ports) named after the kernel under the
+    temporary directory: absolute and unique, so kernels run at once from one process (the
+    watcher's concurrent investigations) never share a socket."""
 
     @property
     def kernel_spec(self) -> KernelSpec:
@@ -726,6 +729,11 @@ class ThisPythonKernelManager(AsyncKernelManager):
     @default("transport")
     def _default_transport(self) -> str:
         return "ipc"
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        # jupyter_client's default, "kernel-ipc", is relative: two kernels started at once pick the same files
+        return str(Path(tempfile.gettempdir()) / f"forensics-kernel-{uuid.uuid4().hex[:16]}-ipc")
 
 
 def _one_line(text: str) -> str:
