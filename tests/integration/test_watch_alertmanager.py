@@ -58,7 +58,7 @@ def _index(out: Path) -> dict:
 
 
 @pytest.fixture
-def alerting(stack, mongo_db, kafka_admin, kafka_topic_prefix, pg_schema, redis_db, tmp_path):
+def alerting(stack, mongo_db, kafka_topic_prefix, pg_schema, redis_db, tmp_path):
     """The incident seeded (its window ends 20 min from now: at this moment it is under way),
     then Prometheus and Alertmanager up in a private stack dir, the webhook aimed at a port
     for the watcher. Yields (environment for the watcher, watcher port, seed result, profile file)."""
@@ -98,13 +98,6 @@ def alerting(stack, mongo_db, kafka_admin, kafka_topic_prefix, pg_schema, redis_
         yield watch_env, watch_port, f"http://127.0.0.1:{alertmanager_port}", result, profile
     finally:
         run_services("down", "--only", "prometheus,alertmanager", env=services_env, timeout=300)
-        listed = kafka_admin.list_consumer_groups(request_timeout=10).result(timeout=10)
-        mine = [g.group_id for g in listed.valid if g.group_id.startswith(kafka_topic_prefix)]
-        for fut in (kafka_admin.delete_consumer_groups(mine, request_timeout=10).values() if mine else ()):
-            try:
-                fut.result(timeout=10)
-            except Exception:  # noqa: BLE001 - best-effort cleanup
-                pass
 
 
 def test_a_firing_alert_from_alertmanager_becomes_one_incident_with_its_report(alerting, tmp_path):
