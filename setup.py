@@ -1,5 +1,5 @@
 """Build hook: the wheel carries the top-level notebooks/ and templates/ (their source of truth)
-inside the package, as forensics/notebooks and forensics/templates, where forensics.resources
+inside the package, as forensics/notebooks and forensics/templates, where forensics.report.resources
 finds them. An editable install copies nothing: it reads the checkout's folders."""
 
 from pathlib import Path

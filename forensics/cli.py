@@ -367,7 +367,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_notebooks(args) -> int:
-    from forensics.lab import copy_notebooks
+    from forensics.report.lab import copy_notebooks
 
     for path in copy_notebooks(args.out, force=args.force):
         print(path)
@@ -378,7 +378,7 @@ def cmd_lab(args) -> int:
     import os
 
     from forensics.config import configured_sources
-    from forensics.lab import copy_notebooks, lab_argv, lab_parameters
+    from forensics.report.lab import copy_notebooks, lab_argv, lab_parameters
 
     parameters = lab_parameters(args.bundle, since=args.since, profile=args.profile)
     directory = Path(args.dir).resolve()
@@ -404,7 +404,7 @@ def cmd_watch(args) -> int:
 
     from forensics.config import configured_sources
     from forensics.errors import ParameterError
-    from forensics.watch import Watcher, WatchServer, parse_listen
+    from forensics.report.watch import Watcher, WatchServer, parse_listen
 
     listen = parse_listen(args.listen)
     try:

@@ -16,8 +16,8 @@ import pytest
 
 from forensics.cli import main
 from forensics.errors import ForensicsError
-from forensics.lab import copy_notebooks, lab_parameters
-from forensics.resources import notebook_names
+from forensics.report.lab import copy_notebooks, lab_parameters
+from forensics.report.resources import notebook_names
 
 LIVE = {"FORENSICS_MONGO_URI": "mongodb://u:s3cretpw@db:27017/chat4all", "FORENSICS_KAFKA_BOOTSTRAP": "k:9092"}
 

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from jsonschema import Draft202012Validator
 
-from forensics.analysis import analyze
+from forensics.analysis.pipeline import analyze
 from forensics.cli import main
 from forensics.contracts import SUMMARY_SCHEMA_VERSION, contract, contract_text
 from forensics.evidence import Evidence
-from forensics.params import validate_report_params
-from forensics.report import RcaReport
+from forensics.report.params import validate_report_params
+from forensics.report.rca import RcaReport
 from forensics.simulate import simulate
 from forensics.timeutil import Window
 

@@ -466,7 +466,7 @@ def test_message_investigation_notebook_runs_on_a_simulated_bundle(tmp_path):
     from forensics.bundle import write_bundle
     from forensics.errors import ParameterError
     from forensics.report.rca import run_notebook
-    from forensics.resources import find_notebook
+    from forensics.report.resources import find_notebook
     from forensics.simulate import simulate
 
     bundle = write_bundle(simulate("whatsapp-rate-limit", messages=1500, seed=11), tmp_path / "bundle")

@@ -17,7 +17,7 @@ import pytest
 
 from forensics.bundle import verify_bundle
 from forensics.errors import ParameterError
-from forensics.watch import Notification, PayloadError, Watcher, WatchServer, incident_name, parse_listen
+from forensics.report.watch import Notification, PayloadError, Watcher, WatchServer, incident_name, parse_listen
 
 STARTS_AT = "2026-01-15T13:40:00.123456789Z"
 

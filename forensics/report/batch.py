@@ -165,7 +165,7 @@ def write_index(out: Path, incidents: list[Incident], seconds: float, *, kind: s
                 columns: Iterable[tuple[str, Callable[[Any], Any]]] = ()) -> tuple[Path, Path]:
     """index.json and index.html of a batch (every incident, finished or not), each replaced
     whole. ``kind`` names the run's entry in index.json (with ``extra`` counts); ``columns``
-    are (header, value of an incident) shown after the status (forensics.watch adds its own)."""
+    are (header, value of an incident) shown after the status (forensics.report.watch adds its own)."""
     meta = {"generated_at": iso(utcnow()), "toolkit_version": __version__, "seconds": round(seconds, 1),
             "incidents": len(incidents), "ok": sum(i.status == "ok" for i in incidents),
             "failed": sum(i.status == "failed" for i in incidents), **(extra or {})}

@@ -47,7 +47,7 @@ from forensics.evidence import Evidence
 from forensics.report.figures import PLOTLY_MIMETYPE
 from forensics.report.params import EvidenceParams, ReportParams, validate_report_params
 from forensics.report.redact import Redactor
-from forensics.resources import find_notebook, find_template
+from forensics.report.resources import find_notebook, find_template
 from forensics.timeutil import Window, iso, utcnow
 
 if TYPE_CHECKING:

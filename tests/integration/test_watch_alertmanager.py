@@ -25,7 +25,7 @@ import yaml
 from stack_tools import REPO, free_ports, run_services
 
 from forensics.bundle import read_bundle, verify_bundle
-from forensics.seed import Placement, seed
+from forensics.simulate.seed import Placement, seed
 
 pytestmark = pytest.mark.integration
 

@@ -34,9 +34,9 @@ from typing import Any
 
 import pandas as pd
 
-from forensics.batch import INDEX_JSON, Incident, incident_error, write_index
 from forensics.errors import ForensicsError, ParameterError
-from forensics.report import FORMATS
+from forensics.report.batch import INDEX_JSON, Incident, incident_error, write_index
+from forensics.report.rca import FORMATS
 from forensics.timeutil import Window, iso, utcnow
 
 PAYLOAD_VERSION = "4"
@@ -262,8 +262,8 @@ class Watcher:
     def collect_and_report(self, incident: AlertIncident, window: Window) -> None:
         """Collect ``window`` from the live sources into the incident's bundle, then its report."""
         from forensics.bundle import custody_entry, write_bundle
-        from forensics.collect import collect
-        from forensics.report import build_report
+        from forensics.report.rca import build_report
+        from forensics.sources.registry import collect
 
         home = self.out / incident.name
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from forensics.config import ENV, LIVE_SOURCES, configured_sources
 from forensics.errors import ForensicsError
-from forensics.resources import NOTEBOOKS, resource_dir
+from forensics.report.resources import NOTEBOOKS, resource_dir
 
 
 def lab_parameters(bundle: str | Path | None, since: str = "2h", profile: str = "runbook") -> dict[str, Any]:
