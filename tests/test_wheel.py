@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 from test_notebooks import NOTEBOOK_PARAMETERS
 from test_summary_contract import assert_valid
 
@@ -89,10 +90,16 @@ def test_wheel_holds_the_notebooks_and_templates_of_the_checkout(wheel):
                     assert z.read(inside) == path.read_bytes(), f"{inside} differs from {folder}/ in the checkout"
         assert "forensics/contracts/summary.schema.json" in names
         metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    declared = {line.split(": ", 1)[1].replace(" ", "") for line in metadata.splitlines()
+    declared = {_requirement(line.split(": ", 1)[1]) for line in metadata.splitlines()
                 if line.startswith("Requires-Dist: ") and "extra ==" not in line}
-    wanted = {r.replace(" ", "") for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    wanted = {_requirement(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
     assert declared == wanted
+
+
+def _requirement(text: str) -> tuple:
+    """A requirement as name, extras and version specifiers (in any order)."""
+    r = Requirement(text)
+    return r.name.lower(), frozenset(r.extras), r.specifier
 
 
 def test_installed_wheel_runs_the_demo_and_every_notebook_outside_the_checkout(venv, tmp_path, outside):
