@@ -324,7 +324,7 @@ def test_the_baseline_borrows_the_windows_identities_but_not_its_locks():
 
 
 def test_a_poison_record_is_a_partition_problem_in_the_catalog():
-    from forensics.classify import classify_series
+    from forensics.analysis.classify import classify_series
 
     texts = pd.Series(["org.apache.kafka.common.errors.RecordDeserializationException: Error deserializing "
                        "key/value for partition chat-events-3 at offset 1234",
