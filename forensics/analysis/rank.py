@@ -81,8 +81,9 @@ RUNBOOK_READING = 0.3
 """Weight of the runbook's reading of a conflicting code, relative to the documented one."""
 BLIP = 0.3
 """Strength left to a signal whose findings are all blips (over within ``blip_s`` and recovered
-well before the window's end) while no message FAILED or got stuck anew: a broker restart or
-a rebalance that drained, not an impairment."""
+well before the window's end) while the messages show none FAILED or stuck anew: a broker
+restart or a rebalance that drained, not an impairment. Without the messages nothing can be
+called harmless."""
 WINDOWED = ("delivery_p95", "failed_rate")
 """Detectors whose findings span whole ``rate_window_s`` windows."""
 LOSSES = ("stuck_pending", "stuck_sent", "failed_rate", "error_groups")
@@ -375,7 +376,7 @@ def signals(detection: Detection) -> dict[str, Signal]:
     for key in ("cause", "runbook_cause"):
         for sig in _error_signals(detection, items, key).values():
             put(sig)
-    if not any(f.detector in LOSSES and f.severity != "info" for f in items):
+    if ctx.n_messages and not any(f.detector in LOSSES and f.severity != "info" for f in items):
         for sig in out.values():
             if sig.findings and all(_blip(f, ctx) for f in sig.findings):
                 sig.strength *= BLIP
