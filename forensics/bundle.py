@@ -7,6 +7,8 @@ Layout of a bundle directory::
     messages.parquet       one Parquet file per collected table, named after the table;
     status_events.parquet  a big table is written slice by slice as row groups of the same
     ...                    file (:class:`BundleWriter`), so writing memory stays flat
+    baseline/              the baseline period's tables, when one was collected (manifest
+      messages.parquet     key ``baseline``: kind, window, tables, sources)
 
 The single-file form is the same directory as an uncompressed-member ``.tar.gz``
 (``forensics bundle pack``/``write_bundle(..., archive=True)``); every reader accepts both.
@@ -47,6 +49,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+BASELINE_DIR = "baseline/"
+"""Where a bundle keeps its baseline's tables (manifest key ``baseline``)."""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -142,7 +146,8 @@ class BundleWriter:
     def close(self, evidence: Evidence, *, queries: dict[str, Any] | None = None,
               custody: list[dict] | None = None) -> Path:
         """Write the manifest (window, profile, sources, scenario from ``evidence``; the tables
-        appended so far) and move the bundle into place; returns its path."""
+        appended so far; the baseline section from ``evidence.baseline`` and the tables appended
+        under :data:`BASELINE_DIR`) and move the bundle into place; returns its path."""
         try:
             for writer in self._writers.values():
                 writer.close()
@@ -155,6 +160,12 @@ class BundleWriter:
             for name, query in (queries or {}).items():
                 if name in tables and tables[name]["query"] is None:
                     tables[name]["query"] = mask_secrets(query)
+            baseline = None
+            if evidence.baseline is not None:
+                base = evidence.baseline
+                baseline = {"kind": evidence.baseline_kind, "window": base.window.to_dict(),
+                            "tables": self.tables(BASELINE_DIR), "sources": mask_secrets(base.sources),
+                            "missing_sources": mask_secrets(base.missing)}
             log = list(custody or []) + [custody_entry("written", {"tables": {n: t["rows"] for n, t in tables.items()}})]
             manifest = {
                 "format": FORMAT,
@@ -167,6 +178,7 @@ class BundleWriter:
                 "sources": mask_secrets(evidence.sources),
                 "missing_sources": mask_secrets(evidence.missing),
                 "tables": tables,
+                **({"baseline": baseline} if baseline else {}),
                 "files": files,
                 "custody": log,
             }
@@ -198,17 +210,22 @@ class BundleWriter:
 
 def write_bundle(evidence: Evidence, path: str | Path, *, queries: dict[str, Any] | None = None,
                  custody: list[dict] | None = None, overwrite: bool = False, archive: bool = False,
-                 progress: Callable[[str], None] | None = None) -> Path:
+                 progress: Callable[[str], None] | None = None, baseline_queries: dict[str, Any] | None = None
+                 ) -> Path:
     """Write ``evidence`` as a bundle at ``path`` (a directory, or a .tar.gz when ``archive``).
 
     Tables are validated against the schema first (see :class:`BundleWriter`, which this
     uses with one slice per table). ``queries`` maps table -> the query or parameters that
     produced it (stored, credentials masked). ``custody`` entries are prepended to the log
-    (e.g. collection steps); a "written" entry is appended.
+    (e.g. collection steps); a "written" entry is appended. The evidence's baseline, if any,
+    goes under ``baseline/`` (``baseline_queries`` as ``queries``).
     """
     with BundleWriter(path, overwrite=overwrite, archive=archive, progress=progress) as writer:
         for name, frame in evidence.tables.items():
             writer.append(name, frame, query=(queries or {}).get(name))
+        if evidence.baseline is not None:
+            for name, frame in evidence.baseline.tables.items():
+                writer.append(name, frame, query=(baseline_queries or {}).get(name), prefix=BASELINE_DIR)
         return writer.close(evidence, custody=custody)
 
 
@@ -287,7 +304,8 @@ def _verify_dir(path: Path) -> Verification:
     present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
     for name in sorted(present - set(files) - {MANIFEST, MANIFEST_HASH}):
         problems.append(f"{name}: added (not in manifest)")
-    for table, entry in (manifest.get("tables") or {}).items():
+    baseline_tables = (manifest.get("baseline") or {}).get("tables") or {}
+    for table, entry in [*(manifest.get("tables") or {}).items(), *baseline_tables.items()]:
         if entry.get("file") not in files:
             problems.append(f"{entry.get('file')}: listed for table {table} but not hashed")
     return Verification(not problems, problems, manifest)
@@ -325,8 +343,9 @@ def read_bundle(path: str | Path, *, verify: bool = True, tables: list[str] | No
     if is_archive(path):
         with tempfile.TemporaryDirectory(prefix="forensics-read-") as tmp:
             ev = _read_dir(_unpack(path, Path(tmp)), verify, tables, lean, label=str(path))
-            for name in list(ev.stored):
-                ev.table(name)
+            for part in (ev, ev.baseline):
+                for name in list(part.stored) if part is not None else []:
+                    part.table(name)
             return ev
     return _read_dir(path, verify, tables, lean, label=str(path))
 
@@ -346,25 +365,40 @@ def _read_dir(path: Path, verify: bool, wanted: list[str] | None, lean: bool, la
     ev = Evidence(window=window, profile=manifest.get("profile", "runbook"),
                   sources=manifest.get("sources") or {}, missing=manifest.get("missing_sources") or {},
                   scenario=manifest.get("scenario"))
-    for name, entry in (manifest.get("tables") or {}).items():
+    _read_tables(ev, path, manifest.get("tables") or {}, wanted, lean, label)
+    base = manifest.get("baseline")
+    if isinstance(base, dict) and base.get("tables") is not None:
+        try:
+            base_window = Window.parse(base["window"]["start"], base["window"]["end"])
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"{label}: manifest has a baseline without a valid window") from exc
+        ev.baseline = Evidence(window=base_window, profile=ev.profile, sources=base.get("sources") or {},
+                               missing=base.get("missing_sources") or {})
+        ev.baseline_kind = str(base.get("kind") or "preceding")
+        _read_tables(ev.baseline, path, base["tables"], wanted, lean, label)
+    return ev
+
+
+def _read_tables(ev: Evidence, path: Path, entries: dict[str, Any], wanted: list[str] | None, lean: bool,
+                 label: str) -> None:
+    for name, entry in entries.items():
         if wanted is not None and name not in wanted:
             continue
         if name not in schema.TABLES:
             continue  # a table from a newer toolkit: keep the file, skip the load
         try:
+            file = path / entry["file"]
             unread = UNREAD_COLUMNS.get(name, ()) if lean else ()
             if lean and name in STORED_TABLES:
-                ev.stored[name] = _stored(name, path / entry["file"], entry.get("rows"))
-            else:
-                file = path / entry["file"]
-                columns = [c for c in pq.read_schema(file).names if c not in unread] if unread else None
-                frame = pd.read_parquet(file, columns=columns)
-                ev.tables[name] = schema.validate(name, schema.conform(name, frame))
-                if unread:
-                    ev.unread[name] = unread
+                ev.stored[name] = _stored(name, file, entry.get("rows"))
+                continue
+            columns = [c for c in pq.read_schema(file).names if c not in unread] if unread else None
+            frame = pd.read_parquet(file, columns=columns)
+            ev.tables[name] = schema.validate(name, schema.conform(name, frame))
+            if unread:
+                ev.unread[name] = unread
         except (OSError, ValueError, SchemaError) as exc:
             raise BundleError(f"{label}: {entry.get('file')}: cannot be read ({exc})") from exc
-    return ev
 
 
 def _stored(name: str, file: Path, rows: Any) -> StoredTable:

@@ -78,20 +78,25 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from forensics.bundle import BundleWriter
-    from forensics.sources.registry import collect
+    from forensics.bundle import BASELINE_DIR, BundleWriter
+    from forensics.sources.registry import baseline_window, collect, collect_baseline
 
     progress = Progress(args.quiet)
     window = _window(args)
     options = {"scenario": args.scenario, "messages": args.messages, "seed": args.seed}
     options.update(dict(kv.split("=", 1) for kv in args.option or []))
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    baseline_window(args.baseline, window)  # a bad --baseline fails before anything is collected
     with BundleWriter(args.out, overwrite=args.force, archive=args.archive, progress=progress) as writer:
         ev, queries, custody = collect(sources, window, args.profile, options, progress, writer=writer)
         if not writer.tables():
             raise ForensicsError("no source returned evidence: "
                                  + "; ".join(f"{k}: {v}" for k, v in ev.missing.items()))
-        path = writer.close(ev, queries=queries, custody=custody)
+        baseline_queries, baseline_custody = collect_baseline(ev, sources, args.baseline, options, progress)
+        if ev.baseline is not None:
+            for name, frame in ev.baseline.tables.items():
+                writer.append(name, frame, query=baseline_queries.get(name), prefix=BASELINE_DIR)
+        path = writer.close(ev, queries=queries, custody=custody + baseline_custody)
     for name, why in ev.missing.items():
         print(f"warning: source {name} missing from the bundle: {why}", file=sys.stderr)
     print(path)
@@ -302,7 +307,7 @@ def cmd_report(args) -> int:
     if args.sources:
         # live: the notebook collects; connection strings come from the FORENSICS_* variables
         params.update(sources=args.sources, source_options=dict(kv.split("=", 1) for kv in args.option or []),
-                      profile=args.profile)
+                      profile=args.profile, baseline=args.baseline)
     elif not args.bundle:
         raise ForensicsError("give a bundle, or --sources and --since to collect live")
     written = build_report(args.bundle, args.out, formats=formats, parameters=params, redact=not args.no_redact,
@@ -359,6 +364,88 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_notebooks(args) -> int:
+    from forensics.report.lab import copy_notebooks
+
+    for path in copy_notebooks(args.out, force=args.force):
+        print(path)
+    return 0
+
+
+def cmd_lab(args) -> int:
+    import os
+
+    from forensics.config import configured_sources
+    from forensics.report.lab import copy_notebooks, lab_argv, lab_parameters
+
+    parameters = lab_parameters(args.bundle, since=args.since, profile=args.profile)
+    directory = Path(args.dir).resolve()
+    copies = copy_notebooks(directory, parameters, force=args.force)
+    print(f"notebooks in {directory}: {', '.join(p.name for p in copies)}", file=sys.stderr)
+    if args.bundle:
+        print(f"bundle filled in: {parameters['bundle']}", file=sys.stderr)
+    else:
+        for name, where in configured_sources().items():
+            print(f"live source filled in: {name} ({where})", file=sys.stderr)
+        print(f"window filled in: since {args.since}", file=sys.stderr)
+    argv = lab_argv(directory, port=args.port, open_browser=not args.no_browser)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # JupyterLab takes over this process (Ctrl-C stops it)
+    return 0  # not reached
+
+
+def cmd_watch(args) -> int:
+    import signal
+
+    import pandas as pd
+
+    from forensics.config import configured_sources
+    from forensics.errors import ParameterError
+    from forensics.report.watch import Watcher, WatchServer, parse_listen
+
+    listen = parse_listen(args.listen)
+    try:
+        lookback = pd.Timedelta(args.lookback)
+    except ValueError:
+        raise ParameterError(f"--lookback: expected a duration like 1h or 30m, got {args.lookback!r}") from None
+    sources = ([s.strip() for s in args.sources.split(",") if s.strip()] if args.sources
+               else list(configured_sources()))
+    progress = Progress(args.quiet)
+    watcher = Watcher(args.out, sources, profile=args.profile, options=dict(kv.split("=", 1) for kv in args.option or []),
+                      lookback=lookback, max_concurrent=args.max_concurrent,
+                      formats=[f.strip() for f in args.formats.split(",") if f.strip()], redact=not args.no_redact,
+                      alert_names=[a.strip() for a in (args.alerts or "").split(",") if a.strip()], progress=progress)
+    try:
+        server = WatchServer(listen, watcher)
+    except OSError as exc:
+        watcher.close()
+        raise ForensicsError(f"--listen {args.listen}: {exc.strerror or exc}") from None
+
+    def stop(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    progress(f"listening on http://{args.listen.rpartition(':')[0]}:{server.server_port}/ for Alertmanager "
+             f"notifications; sources {', '.join(sources)}; lookback {lookback}; at most {args.max_concurrent} "
+             f"investigation(s) at once; incidents in {args.out} (index.html)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        progress("stopping: queued investigations dropped, waiting for the running ones")
+    finally:
+        server.server_close()
+        watcher.close()
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from forensics.contracts import contract_text
+
+    print(contract_text(args.name), end="")
+    return 0
+
+
 def cmd_seed(args) -> int:
     from forensics.simulate.seed import TARGETS, Placement, seed
     from forensics.timeutil import iso
@@ -380,6 +467,12 @@ def cmd_seed(args) -> int:
 def _add_window(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--since", required=required, help="window start: ISO 8601 (2025-12-03T14:00:00Z) or relative (2h)")
     p.add_argument("--until", default=None, help="window end: ISO 8601 or relative; default now")
+
+
+def _add_baseline(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baseline", default="preceding",
+                   help="normal period to compare the window with: preceding (default: the window's length right "
+                        "before it), none, or START/END (ISO 8601 or relative, e.g. 4h/2h)")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -427,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--messages", type=int, default=5000, help="(simulator) messages")
     p.add_argument("--seed", type=int, default=7, help="(simulator) seed")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="extra source option")
+    _add_baseline(p)
     p.add_argument("--archive", action="store_true")
     p.add_argument("--force", action="store_true")
     _add_common(p)
@@ -437,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", default=None, help="collect live instead: comma-separated, e.g. mongo,kafka,jaeger")
     _add_window(p, required=False)
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="(live) extra source option")
+    _add_baseline(p)
     p.add_argument("--profile", default="runbook", help="(live) naming profile: runbook, chat4all-v2, or a YAML file")
     p.add_argument("--out", required=True)
     p.add_argument("--formats", default="html,md,json", help="comma-separated: html, md, json")
@@ -475,6 +570,41 @@ def build_parser() -> argparse.ArgumentParser:
                    "add prometheus (opt-in) to backfill its history (FORENSICS_PROMETHEUS_DATA)")
     _add_common(p)
     p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("notebooks", help="copy the investigation notebooks (shipped with the package) into a directory")
+    p.add_argument("--out", required=True, help="directory to copy them into (created)")
+    p.add_argument("--force", action="store_true", help="overwrite notebooks already there")
+    p.set_defaults(func=cmd_notebooks)
+
+    p = sub.add_parser("lab", help="open JupyterLab on the notebooks, with the bundle or the live connections "
+                                   "filled in")
+    p.add_argument("--bundle", default=None, help="evidence bundle; omit to read the live sources whose FORENSICS_* "
+                                                  "variables are set")
+    p.add_argument("--since", default="2h", help="(live) window start: ISO 8601 or relative (default 2h)")
+    p.add_argument("--dir", default="forensics-lab", help="where the filled-in notebooks go (default ./forensics-lab)")
+    p.add_argument("--force", action="store_true", help="overwrite notebooks already in --dir")
+    p.add_argument("--port", type=int, default=None, help="JupyterLab's port (default its own, 8888)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--profile", default="runbook", help="(live) naming profile: runbook, chat4all-v2, or a YAML file")
+    p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("watch", help="Alertmanager webhook receiver: an RCA report for each alert group that fires")
+    p.add_argument("--listen", default="127.0.0.1:19096", help="HOST:PORT to listen on (default 127.0.0.1:19096)")
+    p.add_argument("--out", required=True, help="incidents go to OUT/<incident>/{bundle,report}, with OUT/index.html")
+    p.add_argument("--sources", default=None, help="live sources to collect (default: those whose FORENSICS_* "
+                                                    "variables are set)")
+    p.add_argument("--lookback", default="1h", help="the window starts this long before the alert's start (default 1h)")
+    p.add_argument("--max-concurrent", type=int, default=2, help="investigations at once; others wait (default 2)")
+    p.add_argument("--alerts", default=None, help="comma-separated alert names that open an incident (default all)")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="extra source option")
+    p.add_argument("--formats", default="html,md,json", help="comma-separated: html, md, json (json always)")
+    p.add_argument("--no-redact", action="store_true", help="keep phone numbers, handles and content in exports")
+    _add_common(p)
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of what automation reads (summary: summary.json)")
+    p.add_argument("name", help="summary")
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("verify", help="verify a bundle's hashes; non-zero exit naming any bad file")
     p.add_argument("bundle")

@@ -30,6 +30,17 @@ def connection(source: str, explicit: str | None = None) -> str | None:
     return os.environ.get(var) if var else None
 
 
+LIVE_SOURCES = ("mongo", "kafka", "jaeger", "postgres", "redis", "prometheus")
+"""Sources read over a connection named by a FORENSICS_* variable."""
+
+
+def configured_sources() -> dict[str, str]:
+    """Live source -> its connection string (masked), for each source whose FORENSICS_* variable is set."""
+    from forensics.credentials import mask_uri
+
+    return {name: mask_uri(connection(name)) or "" for name in LIVE_SOURCES if connection(name)}
+
+
 @dataclass(frozen=True)
 class Limits:
     """Bounds on every query against a production system."""

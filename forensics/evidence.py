@@ -4,11 +4,16 @@ Sources fill an :class:`Evidence`; bundles write and read it; analysis and repor
 consume it. Tables are always in the canonical schema (:mod:`forensics.schema`); a table
 that was not collected is absent from ``tables`` and its source is named in ``missing``,
 so a report can say exactly what it could not see.
+
+A baseline is an :class:`Evidence` of its own (the same canonical tables over a normal
+period, usually the one right before the window) held in ``baseline``; ``baseline_kind``
+says how it was chosen (:data:`BASELINE_KINDS`). The analysis compares every finding of the
+window with the same measure over the baseline (:mod:`forensics.analysis.change`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,12 @@ import pandas as pd
 
 from forensics import schema
 from forensics.timeutil import Window
+
+BASELINE_KINDS = ("preceding", "explicit", "pre-onset", "none")
+"""How a baseline was chosen: the period of the window's length right before it, a range
+given by hand, the part of the window before the detected onset (analysis only), or none."""
+SNAPSHOT_TABLES = ("identities", "locks", "topics")
+"""Tables that describe a state at collection time rather than events over time."""
 
 STORED_TABLES = ("status_events", "locks")
 """Tables an analysis reads through :mod:`forensics.scan` and may therefore leave on disk."""
@@ -47,6 +58,10 @@ class Evidence:
     """Source name -> why its evidence is absent (not configured, unreachable, ...)."""
     scenario: dict[str, Any] | None = None
     """For simulated incidents: name, seed, messages, root_cause, description."""
+    baseline: Evidence | None = None
+    """The same tables over a normal period to compare the window with (None: not collected)."""
+    baseline_kind: str = "none"
+    """One of BASELINE_KINDS."""
     stored: dict[str, StoredTable] = field(default_factory=dict)
     """Tables left on disk (a large bundle's ``status_events``, ``locks``): the analysis asks
     :mod:`forensics.scan` about them; ``table(name)`` reads one whole on first use."""
@@ -90,3 +105,22 @@ class Evidence:
 
         stored = {name: s.rows if s.rows is not None else count(self, name) for name, s in self.stored.items()}
         return {**{name: len(frame) for name, frame in self.tables.items()}, **stored}
+
+    def between(self, start: pd.Timestamp, end: pd.Timestamp) -> Evidence:
+        """The evidence of [start, end): every table with a time column cut to it (messages by
+        creation), snapshot tables (:data:`SNAPSHOT_TABLES`) left out, since they say nothing
+        about a part of the window. No baseline, no scenario. A stored table stays stored,
+        scoped to the part."""
+        part = Evidence(Window(start, end), self.profile, sources=self.sources, missing=dict(self.missing),
+                        unread=dict(self.unread))
+        lo, hi = start.value, end.value
+        for name, frame in self.tables.items():
+            column = schema.table(name).time_column
+            if name in SNAPSHOT_TABLES or column is None:
+                continue
+            ns = schema.to_utc(frame[column]).astype(schema.UTC_TS).array.asi8
+            part.tables[name] = frame[(ns >= lo) & (ns < hi)].reset_index(drop=True)
+        for name, stored in self.stored.items():
+            if name not in SNAPSHOT_TABLES and schema.table(name).time_column is not None:
+                part.stored[name] = replace(stored, rows=None, window=part.window)
+        return part

@@ -38,6 +38,8 @@ value outside this vocabulary (the document itself stays referenced by source_re
 
 CHANNELS = ("WHATSAPP", "TELEGRAM", "INSTAGRAM", "INTERNAL")
 SEVERITIES = ("info", "warning", "critical")
+CHANGES = ("new", "worse", "unchanged", "better")
+"""Verdicts of a finding against its baseline (forensics.analysis.change)."""
 
 
 @dataclass(frozen=True)
@@ -175,14 +177,16 @@ SPANS = _evidence(
     "spans",
     "One row per tracing span (Jaeger v1 JSON, api/v3 OTLP JSON, or files).",
     [
-        _c("trace_id", STR, "32 lowercase hex characters", nullable=False),
-        _c("span_id", STR, "16 lowercase hex characters", nullable=False),
-        _c("parent_span_id", STR, "parent span id (first CHILD_OF reference), null for roots"),
+        _c("trace_id", STR, "32 lowercase hex characters; null when a file's value cannot be read (see warnings)"),
+        _c("span_id", STR, "16 lowercase hex characters; null when a file's value cannot be read (see warnings)"),
+        _c("parent_span_id", STR, "parent span id by Jaeger's rule (first CHILD_OF reference into the same trace, "
+                                  "else first FOLLOWS_FROM into it), null for roots"),
+        _c("parent_ref_type", STR, "CHILD_OF or FOLLOWS_FROM: the reference the parent came from"),
         _c("service", STR, "service name (process serviceName / service.name)"),
         _c("operation", STR, "operation name"),
         _c("kind", STR, "server, client, producer, consumer, internal"),
-        _c("start", UTC_TS, "span start", "UTC", nullable=False),
-        _c("duration_ms", FLOAT, "span duration", "milliseconds"),
+        _c("start", UTC_TS, "span start; null when a file's value cannot be read (see warnings)", "UTC"),
+        _c("duration_ms", FLOAT, "span duration; null when not given or unreadable", "milliseconds"),
         _c("end", UTC_TS, "span end", "UTC"),
         _c("error", BOOL, "error tag or OTLP status ERROR"),
         _c("status_message", STR, "otel.status_description or error message"),
@@ -313,6 +317,10 @@ FINDINGS = _derived(
         _c("metric", FLOAT, "observed value"),
         _c("threshold", FLOAT, "threshold the value was compared against"),
         _c("evidence", STR, "JSON list of {table, column, values} references (capped)"),
+        _c("baseline_value", FLOAT, "the same measure over the baseline period (null: no baseline)"),
+        _c("change", STR, "against the baseline: new, worse, unchanged, better (null: no baseline)"),
+        _c("change_ratio", FLOAT, "window rate / baseline rate (inf: none in the baseline)"),
+        _c("onset", UTC_TS, "change point: when the signal's rate rose (null: not within the window)", "UTC"),
     ],
     key=("finding_id",),
     time_column="first_seen",
@@ -325,7 +333,9 @@ HYPOTHESES = _derived(
         _c("rank", INT, "1 = most likely", nullable=False),
         _c("cause", STR, "cause identifier (same vocabulary as scenario.root_cause)", nullable=False),
         _c("title", STR, "cause in words", nullable=False),
-        _c("confidence", FLOAT, "0..1", "probability-like score"),
+        _c("confidence", FLOAT, "calibrated probability that this is the cause (simulator incident mix)", "0..1"),
+        _c("margin", FLOAT, "confidence minus the next hypothesis' (the top one: its lead over the runner-up)",
+           "0..1"),
         _c("evidence_for", STR, "JSON list of finding ids and statements supporting it"),
         _c("evidence_against", STR, "JSON list of statements against it"),
         _c("first_seen", UTC_TS, "first moment its evidence shows on the timeline", "UTC"),
@@ -472,6 +482,7 @@ def validate(name: str, frame: pd.DataFrame) -> pd.DataFrame:
         ("status_events", "new_status"): STATUSES,
         ("status_events", "old_status"): STATUSES,
         ("findings", "severity"): SEVERITIES,
+        ("findings", "change"): CHANGES,
         ("timeline", "severity"): SEVERITIES,
     }
     for (tname, col), allowed in vocab.items():

@@ -1,7 +1,10 @@
-"""Critical path, one named case per situation (after Jaeger UI's CriticalPath/testCases).
+"""Critical path, one named case per situation: the Jaeger UI's nine CriticalPath/testCases
+(``packages/jaeger-ui/src/components/TracePage/CriticalPath/testCases/test1..9``, rewritten
+here as our own fixtures), then cases of our own, the Kafka producer/consumer hops first.
 
 Each case is a small trace drawn in microseconds; the expected path is a list of
-(span, section start, section end), in time order.
+(span, section start, section end), in time order (the UI lists the same sections from the
+end back).
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ def _id(name: str) -> str:
 
 
 def trace(*spans: tuple, trace_id: str = "7" * 32):
-    """Spans as (name, parent name or None, start µs, end µs) -> a spans frame via the v1 parser."""
-    return parse_traces({"traceID": trace_id, "processes": {"p1": {"serviceName": "svc"}}, "spans": [
-        {"traceID": trace_id, "spanID": _id(name), "operationName": name, "processID": "p1",
-         "startTime": T0 + start, "duration": end - start,
-         "references": [{"refType": "CHILD_OF", "spanID": _id(parent)}] if parent else []}
-        for name, parent, start, end in spans]})
+    """Spans as (name, parent name or None, start µs, end µs[, reference type[, span kind]])
+    -> a spans frame via the v1 parser, in the order given (document order)."""
+    def span(name, parent, start, end, ref="CHILD_OF", kind=None):
+        return {"traceID": trace_id, "spanID": _id(name), "operationName": name, "processID": "p1",
+                "startTime": T0 + start, "duration": end - start,
+                "references": [{"refType": ref, "traceID": trace_id, "spanID": _id(parent)}] if parent else [],
+                "tags": [{"key": "span.kind", "type": "string", "value": kind}] if kind else []}
+    return parse_traces({"traceID": trace_id, "processes": {"p1": {"serviceName": "svc"}},
+                         "spans": [span(*s) for s in spans]})
 
 
 def path(spans, trace_id: str | None = None) -> list[tuple[str, int, int]]:
@@ -33,6 +39,95 @@ def path(spans, trace_id: str | None = None) -> list[tuple[str, int, int]]:
     return [(names[s], (a.value // 1000) - T0, (b.value // 1000) - T0)
             for s, a, b in zip(cp["span_id"], cp["section_start"], cp["section_end"], strict=True)]
 
+
+# ---- the Jaeger UI's test cases ----------------------------------------------------------
+
+def test_ui_case_1_sequential_children_listed_out_of_order():
+    spans = trace(("E", "C", 50, 60), ("C", None, 1, 101), ("D", "C", 20, 40))
+    assert path(spans) == [("C", 1, 20), ("D", 20, 40), ("C", 40, 50), ("E", 50, 60), ("C", 60, 101)]
+
+
+def test_ui_case_2_overlapping_siblings_the_last_finishing_one_wins():
+    spans = trace(("X", None, 1, 101), ("A", "X", 10, 50), ("C", "X", 20, 60))
+    assert path(spans) == [("X", 1, 20), ("C", 20, 60), ("X", 60, 101)]
+
+
+def test_ui_case_3_child_starting_after_its_parent_ended_is_dropped():
+    spans = trace(("A", None, 100, 140, "CHILD_OF", "producer"), ("B", "A", 200, 500, "CHILD_OF", "client"))
+    assert path(spans) == [("A", 100, 140)]
+
+
+def test_ui_case_4_child_after_its_parent_is_dropped_with_its_subtree():
+    spans = trace(("A", None, 1, 31), ("B", "A", 40, 80), ("C", "B", 50, 60))
+    assert path(spans) == [("A", 1, 31)]
+
+
+def test_ui_case_5_follows_from_child_is_not_blocking():
+    spans = trace(("A", None, 1, 31), ("B", "A", 10, 20, "FOLLOWS_FROM"), ("C", "B", 12, 14))
+    assert path(spans) == [("A", 1, 31)]
+
+
+def test_ui_case_6_grandchild_starting_before_its_clipped_parent():
+    spans = trace(("A", None, 1, 30), ("B", "A", 15, 35), ("C", "B", 10, 25))
+    assert path(spans) == [("A", 1, 15), ("C", 15, 25), ("B", 25, 30)]
+
+
+def test_ui_case_7_chain_overflowing_the_root():
+    spans = trace(("A", None, 1, 30), ("B", "A", 15, 35), ("C", "B", 20, 40))
+    assert path(spans) == [("A", 1, 15), ("B", 15, 20), ("C", 20, 30)]
+
+
+def test_ui_case_8_child_longer_than_parent_on_both_sides():
+    spans = trace(("A", None, 10, 30), ("B", "A", 5, 35))
+    assert path(spans) == [("B", 10, 30)]
+
+
+def test_ui_case_9_child_ending_before_its_parent_started_is_dropped():
+    spans = trace(("A", None, 10, 30), ("B", "A", 1, 5))
+    assert path(spans) == [("A", 10, 30)]
+
+
+# ---- Kafka hops: producer -> consumer is not blocking ------------------------------------
+
+def test_kafka_consumer_under_the_producer_is_pruned():
+    # message-service publishes (producer span); the router's consumer span is its child and
+    # runs on long after: the API request did not wait for it
+    spans = trace(("POST /messages", None, 0, 100, "CHILD_OF", "server"),
+                  ("chat-events send", "POST /messages", 20, 30, "CHILD_OF", "producer"),
+                  ("chat-events process", "chat-events send", 25, 400, "CHILD_OF", "consumer"),
+                  ("route", "chat-events process", 30, 390, "CHILD_OF", "internal"))
+    assert path(spans) == [("POST /messages", 0, 20), ("chat-events send", 20, 30), ("POST /messages", 30, 100)]
+
+
+def test_kafka_consumer_linked_by_follows_from_is_pruned():
+    spans = trace(("send", None, 0, 50, "CHILD_OF", "producer"),
+                  ("process", "send", 10, 40, "FOLLOWS_FROM", "consumer"))
+    assert path(spans) == [("send", 0, 50)]
+
+
+def test_consumer_under_a_non_producer_still_blocks():
+    # a consumer span inside the router's own work (a poll loop) holds the router up
+    spans = trace(("poll", None, 0, 100, "CHILD_OF", "internal"),
+                  ("process", "poll", 10, 60, "CHILD_OF", "consumer"))
+    assert path(spans) == [("poll", 0, 10), ("process", 10, 60), ("poll", 60, 100)]
+
+
+def test_producer_child_of_a_consumer_blocks_the_consumer():
+    # the router consumes, then publishes to the connector topic before committing
+    spans = trace(("process", None, 0, 100, "CHILD_OF", "consumer"),
+                  ("send whatsapp", "process", 40, 70, "CHILD_OF", "producer"))
+    assert path(spans) == [("process", 0, 40), ("send whatsapp", 40, 70), ("process", 70, 100)]
+
+
+def test_consumer_trace_of_its_own_gets_its_path():
+    # when the consumer starts a trace of its own (no propagated context) it is a root
+    a = trace(("send", None, 0, 10, "CHILD_OF", "producer"), trace_id="1" * 32)
+    b = trace(("process", None, 20, 80, "CHILD_OF", "consumer"), ("deliver", "process", 30, 70), trace_id="2" * 32)
+    assert path(pd.concat([a, b], ignore_index=True)) == [
+        ("send", 0, 10), ("process", 20, 30), ("deliver", 30, 70), ("process", 70, 80)]
+
+
+# ---- our own cases -----------------------------------------------------------------------
 
 def test_single_span():
     assert path(trace(("X", None, 0, 100))) == [("X", 0, 100)]
@@ -43,10 +138,18 @@ def test_sequential_children():
     assert path(spans) == [("X", 0, 10), ("A", 10, 40), ("X", 40, 50), ("B", 50, 90), ("X", 90, 100)]
 
 
-def test_sequential_children_touching_stay_on_the_path():
-    # The UI takes children ending strictly before the cursor and would hand A's time to X.
+def test_back_to_back_children_the_first_falls_off_as_in_the_ui():
+    # the UI takes children ending strictly before the cursor: A ends when B starts, so A's
+    # time goes to X
     spans = trace(("X", None, 0, 100), ("A", "X", 10, 50), ("B", "X", 50, 90))
-    assert path(spans) == [("X", 0, 10), ("A", 10, 50), ("B", 50, 90), ("X", 90, 100)]
+    assert path(spans) == [("X", 0, 50), ("B", 50, 90), ("X", 90, 100)]
+
+
+@pytest.mark.parametrize("first", ["A", "B"])
+def test_identical_siblings_the_first_in_document_order_wins(first):
+    twins = [("A", "X", 10, 80), ("B", "X", 10, 80)]
+    spans = trace(("X", None, 0, 100), *(twins if first == "A" else twins[::-1]))
+    assert path(spans) == [("X", 0, 10), (first, 10, 80), ("X", 80, 100)]
 
 
 def test_overlapping_siblings():
@@ -105,6 +208,12 @@ def test_zero_length_child_does_not_loop():
 def test_children_ending_together_the_earlier_start_wins():
     spans = trace(("X", None, 0, 100), ("A", "X", 10, 80), ("B", "X", 30, 80))
     assert path(spans) == [("X", 0, 10), ("A", 10, 80), ("X", 80, 100)]
+
+
+def test_span_of_unreadable_duration_is_left_out_with_its_subtree():
+    spans = trace(("X", None, 0, 100), ("A", "X", 10, 50), ("A1", "A", 20, 40))
+    spans.loc[spans["operation"] == "A", ["duration_ms", "end"]] = [float("nan"), pd.NaT]
+    assert path(spans) == [("X", 0, 100)]
 
 
 def test_spans_on_a_reference_cycle_have_no_path():

@@ -9,10 +9,12 @@ import pytest
 
 from forensics.bundle import write_bundle
 from forensics.errors import ParameterError
-from forensics.report.rca import ROOT, run_notebook
+from forensics.report.rca import run_notebook
+from forensics.report.resources import NOTEBOOKS as NOTEBOOK_DIR
+from forensics.report.resources import find_notebook, resource_dir
 from forensics.simulate import simulate
 
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted(resource_dir(NOTEBOOK_DIR).glob("*.ipynb"))
 
 # Notebook name -> its parameters for the test run ({bundle} is replaced by a simulated bundle).
 # A new notebook needs an entry here; small values keep the suite fast.
@@ -60,7 +62,7 @@ def test_notebook_executes(path, bundle, tmp_path):
 
 def test_wrong_parameter_type_is_one_parameter_error_line(bundle, tmp_path):
     with pytest.raises(ParameterError) as err:
-        run_notebook(ROOT / "notebooks" / "rca_report.ipynb", tmp_path / "out.ipynb",
+        run_notebook(find_notebook("rca_report"), tmp_path / "out.ipynb",
                      {"bundle": str(bundle), "thresholds": "failed_rate=0.1"}, cwd=tmp_path)
     message = str(err.value)
     assert "\n" not in message and "thresholds" in message and "dict" in message

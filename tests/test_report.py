@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
+from test_summary_contract import assert_valid
 
 from forensics import schema
 from forensics.bundle import write_bundle
@@ -93,6 +94,7 @@ def test_build_report_writes_every_format_and_the_audit_notebook(unredacted):
     assert all(p.is_file() and p.stat().st_size for p in unredacted.values())
     assert unredacted["html"].stat().st_size < 10_000_000
     assert not list(unredacted["html"].parent.parent.glob(".*partial*"))
+    assert_valid(json.loads(unredacted["json"].read_text()))
 
 
 def test_rebuilding_replaces_the_whole_earlier_report(bundle, tmp_path):
@@ -289,6 +291,7 @@ def test_unreachable_live_sources_give_a_report_that_names_them(tmp_path, monkey
         "sources": "mongo,kafka", "since": "2h", "source_options": options})
     summary = json.loads(written["json"].read_text())
     assert {"mongo", "kafka"} <= set(summary["missing_sources"])
+    assert_valid(summary)
     assert summary["report"]["parameters"]["sources"] == "mongo,kafka"
     page = _page(written["html"])
     assert "Source mongo was not read: mongodb: cannot reach" in page and "Source kafka was not read" in page

@@ -229,9 +229,9 @@ def test_column_wise_reading_gives_what_value_by_value_reading_gives(monkeypatch
     doc = {"data": [_mixed_trace(), v1_trace("2" * 32), _mixed_trace(40)]}
     fast = parse_traces(doc)
     # the general paths: small chunks, every tag value and every log written one by one
-    monkeypatch.setattr(traces, "_CHUNK", 7)
-    monkeypatch.setattr(traces, "_TYPED_GROUP", 10**9)
-    monkeypatch.setattr(traces, "_LOGS_COLUMNWISE", 10**9)
+    monkeypatch.setattr(traces.v1, "_CHUNK", 7)
+    monkeypatch.setattr(traces.jsontext, "_TYPED_GROUP", 10**9)
+    monkeypatch.setattr(traces.v1, "_LOGS_COLUMNWISE", 10**9)
     pd.testing.assert_frame_equal(fast, parse_traces(doc))
     assert fast["logs"].notna().sum() == 200 + 1 + 26
     assert json.loads(fast.loc[50, "tags"])["thread.name"] == 'say "hi"\nbye'
@@ -465,11 +465,12 @@ def test_critical_path_covers_each_simulated_root_exactly(simulated):
 def test_message_investigation_notebook_runs_on_a_simulated_bundle(tmp_path):
     from forensics.bundle import write_bundle
     from forensics.errors import ParameterError
-    from forensics.report.rca import ROOT, run_notebook
+    from forensics.report.rca import run_notebook
+    from forensics.report.resources import find_notebook
     from forensics.simulate import simulate
 
     bundle = write_bundle(simulate("whatsapp-rate-limit", messages=1500, seed=11), tmp_path / "bundle")
-    notebook = ROOT / "notebooks" / "message_investigation.ipynb"
+    notebook = find_notebook("message_investigation")
     executed = run_notebook(notebook, tmp_path / "out.ipynb", {"bundle": str(bundle), "message_id": ""}, cwd=tmp_path)
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o["output_type"] == "error"]

@@ -64,6 +64,12 @@ class Thresholds:
     """Consumer lag that is a problem (runbook 1.2, recommended alert 3)."""
     consumer_lag_normal: float = 100
     """Consumer lag below this is normal (runbook 1.2)."""
+    blip_s: float = 300.0
+    """A disturbance that lasted at most this long and ended at least this long before the
+    window's end, with no message FAILED or stuck, is a blip (ranking)."""
+    partition_share: float = 0.8
+    """Share of the peak lag (and of the stuck conversations) on one partition that confines a
+    change to that partition."""
     connector_5xx_per_min: float = 10
     """5xx answers per minute per service (recommended alert 4)."""
     p95_latency_s: float = 5.0
@@ -123,6 +129,17 @@ class Finding:
     evidence: list[dict] = field(default_factory=list)
     messages: np.ndarray | None = None
     tags: dict[str, Any] = field(default_factory=dict)
+    times: np.ndarray | None = None
+    """Times (int64 ns) of the events the finding counts, where they are not its messages'
+    creation times (log lines, dead letters): the change point is found on them."""
+    baseline_value: float | None = None
+    """The same measure over the baseline (forensics.analysis.change); None without a baseline."""
+    change: str | None = None
+    """new, worse, unchanged or better against the baseline; None without a baseline."""
+    change_ratio: float | None = None
+    """Window rate / baseline rate (inf when the baseline had none)."""
+    onset: pd.Timestamp | None = None
+    """Change point of the signal: when its rate rose (None when it did not within the window)."""
 
     @property
     def finding_id(self) -> str:
@@ -133,7 +150,9 @@ class Finding:
                 "title": self.title, "detail": self.detail, "first_seen": self.first_seen,
                 "last_seen": self.last_seen, "channel": self.channel, "count": self.count,
                 "metric": self.metric, "threshold": self.threshold,
-                "evidence": json.dumps(self.evidence, default=str, ensure_ascii=False)}
+                "evidence": json.dumps(self.evidence, default=str, ensure_ascii=False),
+                "baseline_value": self.baseline_value, "change": self.change, "change_ratio": self.change_ratio,
+                "onset": self.onset}
 
 
 def ref(table: str, column: str, values: Iterable[Any] | pd.Series | np.ndarray, total: int | None = None
@@ -403,6 +422,8 @@ class Detection:
     items: list[Finding]
     errors: dict[str, str] = field(default_factory=dict)
     """Detector name -> error, for a detector that raised (the others still ran)."""
+    baseline: Detection | None = None
+    """The same detectors over the baseline, when there is one (forensics.analysis.change)."""
 
     @cached_property
     def findings(self) -> pd.DataFrame:
@@ -629,6 +650,70 @@ def consumer_lag(ctx: Context) -> Iterable[Finding]:
             None, {"group": group, "topic": topic, "trend": trend, "skewed": skewed, "hot_partitions": hot,
                    "final": final, "router": group == ctx.profile.kafka.router_group}))
     return out
+
+
+# ---- localisation: a change confined to one partition (4.2) ---------------------------------
+
+@detector("partition_confined")
+def partition_confined(ctx: Context) -> Iterable[Finding]:
+    """The router's lag on the message events topic held on one partition, and the stuck
+    PENDING messages whose conversations hash there (Kafka's murmur2 partitioner on the
+    conversation id, the topic's partition count from the lag samples or the profile).
+
+    At the sample of peak total lag, a partition holding at least ``partition_share`` of it,
+    and a backlog of at least ``min_window_messages`` records, confines the lag to that
+    partition (the total may stay under the lag alert: one partition of ten); when the
+    conversations of the stuck messages (at least ``min_window_messages`` / 4 of them) also
+    hash to it in that share, the stall is the partition's (a poison record, a stuck
+    consumer thread), not the router's as a whole: critical. A router that is down leaves
+    every partition's lag growing and stuck conversations on all of them."""
+    from forensics.sources.partitioner import partitions_for
+
+    lag = ctx.table("consumer_lag")
+    topic = ctx.profile.kafka.message_events
+    group = ctx.profile.kafka.router_group
+    if not len(lag):
+        return []
+    mine = lag[(lag["group"] == group) & (lag["topic"] == topic.name)]
+    if not len(mine):
+        return []
+    total = mine.groupby("sampled_at")["lag"].sum()
+    peak_at = total.idxmax()
+    peak = float(total.max())
+    at_peak = mine[mine["sampled_at"] == peak_at].groupby("partition")["lag"].sum()
+    if len(at_peak) < 2 or float(at_peak.max()) < ctx.t.min_window_messages:
+        return []
+    hot = int(at_peak.idxmax())
+    share = float(at_peak.max()) / peak
+    if share < ctx.t.partition_share:
+        return []
+    n_parts = max(int(mine["partition"].max()) + 1, int(topic.partitions or 0))
+    age_ns = ctx.now_ns - ctx.created_ns
+    stuck = np.flatnonzero((ctx.status == "PENDING") & (ctx.created_ns != NAT) & (age_ns > ctx.t.stuck_pending_s * NS)
+                           & (ctx.codes("conversation_id")[0] >= 0))
+    convs = pd.unique(ctx.values("conversation_id", stuck)) if len(stuck) else np.empty(0, dtype=object)
+    on_hot = partitions_for([str(c) for c in convs], n_parts) == hot if len(convs) else np.zeros(0, dtype=bool)
+    stuck_share = float(on_hot.mean()) if len(convs) else 0.0
+    enough = len(convs) >= ctx.t.min_window_messages / 4
+    confined = enough and stuck_share >= ctx.t.partition_share
+    hot_convs = set(convs[on_hot]) if len(convs) else set()
+    affected = stuck[np.isin(ctx.values("conversation_id", stuck), list(hot_convs))] if confined else stuck[:0]
+    others = at_peak.drop(hot)
+    return [Finding(
+        "partition_confined", f"{group}/{topic.name}:{hot}", "critical" if confined else "warning",
+        f"Lag of {group} confined to partition {hot} of {topic.name}"
+        + (f"; the {len(hot_convs):,} conversations stuck PENDING hash to it" if confined else ""),
+        f"At the peak ({peak_at:%H:%M:%S} UTC) partition {hot} held {at_peak.max():,.0f} of {peak:,.0f} lag "
+        f"({share:.0%}); the other {len(others)} partitions at most {others.max():,.0f}. "
+        + (f"{stuck_share:.0%} of the {len(convs):,} conversations with messages stuck PENDING hash to partition "
+           f"{hot} (murmur2 of the conversation id over {n_parts} partitions): the partition is stalled (a poison "
+           "record the router cannot deserialize, a stuck consumer), not the router as a whole (runbook 4.2)."
+           if confined else f"{stuck_share:.0%} of {len(convs):,} stuck conversations hash to it."),
+        pd.Timestamp(peak_at), pd.Timestamp(peak_at), None, len(affected), share, ctx.t.partition_share,
+        [ref("consumer_lag", "partition", [str(hot)]), _message_refs(ctx, affected)[0]] if confined
+        else [ref("consumer_lag", "partition", [str(hot)])],
+        affected, {"partition": hot, "group": group, "topic": topic.name, "lag_share": share,
+                   "stuck_share": stuck_share, "conversations": len(hot_convs), "confined": confined})]
 
 
 # ---- recommended alert 4: connector 5xx -----------------------------------------------------
@@ -1093,7 +1178,8 @@ def log_errors(ctx: Context) -> Iterable[Finding]:
             [ref(source, "source_ref", rows["ref"], total=n),
              {"table": "catalog", "column": "id", "values": [str(sig)], "total": 1}],
             pos[pos >= 0], {"signature": sig, "category": _value(first["category"]), "cause": _value(first["cause"]),
-                   "source": source, "service": service, "messages": messages, "share": (messages or n) / volume}))
+                   "source": source, "service": service, "messages": messages, "share": (messages or n) / volume},
+            ts.to_numpy()))
     return out
 
 

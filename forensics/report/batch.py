@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -113,7 +115,7 @@ def incident_names(bundles: list[Path]) -> list[str]:
     return names
 
 
-def _one_line(exc: BaseException) -> str:
+def incident_error(exc: BaseException) -> str:
     """The error on one line; the toolkit's own errors say what they are, others get their type."""
     text = " ".join(str(exc).split())
     return text if isinstance(exc, ForensicsError) else f"{type(exc).__name__}: {text}"
@@ -149,7 +151,7 @@ def build_batch(paths: Iterable[str | Path], out_dir: str | Path, formats: Itera
             incident.files = {kind: path.relative_to(out).as_posix() for kind, path in written.items()}
             incident.status = "ok"
         except Exception as exc:  # noqa: BLE001 - one incident's failure must not stop the batch
-            incident.status, incident.error = "failed", _one_line(exc)
+            incident.status, incident.error = "failed", incident_error(exc)
             say(f"  {incident.name}: FAILED: {incident.error}")
         incident.seconds = round(time.monotonic() - t0, 2)
         write_index(out, incidents, time.monotonic() - started)
@@ -158,17 +160,28 @@ def build_batch(paths: Iterable[str | Path], out_dir: str | Path, formats: Itera
     return BatchResult(out, incidents, *paths_written, seconds=seconds)
 
 
-def write_index(out: Path, incidents: list[Incident], seconds: float) -> tuple[Path, Path]:
-    """index.json and index.html of a batch (every incident, finished or not)."""
+def write_index(out: Path, incidents: list[Incident], seconds: float, *, kind: str = "batch",
+                extra: dict[str, Any] | None = None, title: str = "Incident batch",
+                columns: Iterable[tuple[str, Callable[[Any], Any]]] = ()) -> tuple[Path, Path]:
+    """index.json and index.html of a batch (every incident, finished or not), each replaced
+    whole. ``kind`` names the run's entry in index.json (with ``extra`` counts); ``columns``
+    are (header, value of an incident) shown after the status (forensics.report.watch adds its own)."""
     meta = {"generated_at": iso(utcnow()), "toolkit_version": __version__, "seconds": round(seconds, 1),
             "incidents": len(incidents), "ok": sum(i.status == "ok" for i in incidents),
-            "failed": sum(i.status == "failed" for i in incidents)}
+            "failed": sum(i.status == "failed" for i in incidents), **(extra or {})}
     index_json = out / INDEX_JSON
-    index_json.write_text(json.dumps({"batch": meta, "incidents": [asdict(i) for i in incidents]}, indent=2,
-                                     default=str) + "\n", encoding="utf-8")
+    _replace(index_json, json.dumps({kind: meta, "incidents": [asdict(i) for i in incidents]}, indent=2,
+                                    default=str) + "\n")
     index_html = out / INDEX_HTML
-    index_html.write_text(render_index(incidents, meta), encoding="utf-8")
+    _replace(index_html, render_index(incidents, meta, title, tuple(columns)))
     return index_json, index_html
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` whole (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _cell(value: Any) -> str:
@@ -180,8 +193,9 @@ def _count(impact: dict, key: str) -> str | None:
     return None if value is None else f"{value:,}"
 
 
-def render_index(incidents: list[Incident], meta: dict) -> str:
-    """The batch index page: one row per incident, every text escaped, links relative."""
+def render_index(incidents: list[Incident], meta: dict, title: str = "Incident batch",
+                 columns: tuple[tuple[str, Callable[[Any], Any]], ...] = ()) -> str:
+    """The index page: one row per incident, every text escaped, links relative."""
     e = html.escape
     rows = []
     for i in incidents:
@@ -194,11 +208,12 @@ def render_index(incidents: list[Incident], meta: dict) -> str:
                 _cell(i.title) + _cell(None if i.confidence is None else f"{i.confidence:.0%}")
                 + _cell(f"{i.window_start} to {i.window_end}" if i.window_start else None) + _cell(affected)
                 + _cell(_count(i.impact, "customers_affected")) + _cell(sla))
-        rows.append(f'<tr class="{e(i.status)}"><td>{name}</td>{_cell(i.status)}{what}'
+        more = "".join(_cell(value(i)) for _, value in columns)
+        rows.append(f'<tr class="{e(i.status)}"><td>{name}</td>{_cell(i.status)}{more}{what}'
                     f'{_cell(", ".join(i.missing_sources))}{_cell(i.seconds)}</tr>')
-    head = ("incident", "status", "most likely cause", "confidence", "window", "messages affected", "customers",
-            "SLA", "missing sources", "seconds")
-    title = f"Incident batch: {meta['incidents']} incidents, {meta['ok']} reported, {meta['failed']} failed"
+    head = ("incident", "status", *(h for h, _ in columns), "most likely cause", "confidence", "window",
+            "messages affected", "customers", "SLA", "missing sources", "seconds")
+    title = f"{title}: {meta['incidents']} incidents, {meta['ok']} reported, {meta['failed']} failed"
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,17 +42,19 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
 from forensics import __version__, schema
+from forensics.analysis.change import LEVELS
+from forensics.analysis.rank import close_call
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
 from forensics.report.figures import PLOTLY_MIMETYPE
 from forensics.report.params import EvidenceParams, ReportParams, validate_report_params
 from forensics.report.redact import Redactor
+from forensics.report.resources import find_notebook, find_template
 from forensics.timeutil import Window, iso, utcnow
 
 if TYPE_CHECKING:
     from forensics.analysis.pipeline import Analysis
 
-ROOT = Path(__file__).resolve().parents[2]
 REPORT_NOTEBOOK = "rca_report"
 HTML_TEMPLATE = "rca"
 MARKDOWN_TEMPLATE = "postmortem.md.j2"
@@ -103,27 +106,12 @@ ERROR_GROUP_VIEW = ("group", "category", "count", "share", "channels", "first_se
                     "runbook_step", "example_message_ids")
 
 
-def find_notebook(name: str) -> Path:
-    """``notebooks/<name>.ipynb`` at the repository root (``name`` with or without suffix)."""
-    path = ROOT / "notebooks" / (name if name.endswith(".ipynb") else f"{name}.ipynb")
-    if not path.is_file():
-        raise ForensicsError(f"notebook {name!r} not found at {path}")
-    return path
-
-
-def find_template(name: str) -> Path:
-    """``templates/<name>`` at the repository root (a template directory or file)."""
-    path = ROOT / "templates" / name
-    if not path.exists():
-        raise ForensicsError(f"template {name!r} not found at {path}")
-    return path
-
-
 # --------------------------------------------------------------------------- loading
 
 def scope(evidence: Evidence, window: Window, channel: str | None = None) -> Evidence:
     """The evidence restricted to ``window`` (rows whose time is unknown are kept) and, when
-    given, to one channel (rows of another known channel are dropped; unknown kept)."""
+    given, to one channel (rows of another known channel are dropped; unknown kept); its
+    baseline keeps its own window and is scoped to the same channel."""
     if window == evidence.window and channel is None:
         return evidence
     tables = {}
@@ -139,19 +127,22 @@ def scope(evidence: Evidence, window: Window, channel: str | None = None) -> Evi
     stored = {name: replace(s, rows=None, window=window if window != evidence.window else s.window,
                             channel=channel if channel is not None else s.channel)
               for name, s in evidence.stored.items()}
+    baseline = scope(evidence.baseline, evidence.baseline.window, channel) if evidence.baseline is not None else None
     return Evidence(window=window, profile=evidence.profile, tables=tables, sources=evidence.sources,
-                    missing=evidence.missing, scenario=evidence.scenario, stored=stored, unread=evidence.unread)
+                    missing=evidence.missing, scenario=evidence.scenario, stored=stored, unread=evidence.unread,
+                    baseline=baseline, baseline_kind=evidence.baseline_kind)
 
 
 def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None = None, *,
                   lean: bool = False) -> Evidence:
     """The evidence a notebook is about, scoped to its channel: the bundle, verified and
     scoped to the window; or the live sources collected over the window, each source that
-    fails recorded in ``Evidence.missing`` with its reason (partial evidence, no error).
-    ``lean``: a bundle read for the analysis only (``read_bundle(lean=True)``: memory flat in
-    the big tables, texts and payloads left on disk); drill-down notebooks read it whole."""
+    fails recorded in ``Evidence.missing`` with its reason (partial evidence, no error), with
+    the baseline period ``params.baseline`` collected too. ``lean``: a bundle read for the
+    analysis only (``read_bundle(lean=True)``: memory flat in the big tables, texts and
+    payloads left on disk); drill-down notebooks read it whole."""
     from forensics.bundle import read_bundle
-    from forensics.sources.registry import collect
+    from forensics.sources.registry import collect, collect_baseline
 
     if params.bundle is not None:
         evidence = read_bundle(params.bundle, verify=True, lean=lean)
@@ -161,6 +152,7 @@ def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None
                              "to collect live")
     evidence, _queries, _custody = collect(list(params.sources), params.live_window(), params.profile,
                                            params.source_options, progress)
+    collect_baseline(evidence, list(params.sources), params.baseline, params.source_options, progress)
     return scope(evidence, evidence.window, params.channel)
 
 
@@ -393,6 +385,52 @@ class RcaReport:
         f = f.assign(_rank=f["severity"].map(SEVERITY_RANK)).sort_values(["_rank", "first_seen"])
         return self.frame(f[cols].reset_index(drop=True))
 
+    def baseline_note(self) -> str:
+        """Which baseline the verdicts are against, and when the incident began (or that it was
+        already under way when the window opened)."""
+        used, onset = self.analysis.baseline_used, self.analysis.onset
+        window = used.get("window") or {}
+        span = f"{_fmt_time(window.get('start'))} to {_fmt_time(window.get('end'))}" if window else ""
+        text = {"preceding": f"Compared with the period of the same length right before the window ({span}).",
+                "explicit": f"Compared with the baseline period chosen for it ({span}).",
+                "pre-onset": f"No baseline was collected: compared with the part of the window before the onset "
+                             f"({span}).",
+                }.get(used.get("kind"), "No baseline: no period before the incident was collected and no onset "
+                                        "splits the window, so every finding is judged on its own.")
+        if onset.get("under_way_at_window_start"):
+            text += (f" The incident was already under way when the window opened: the earliest evidence is at "
+                     f"{_fmt_time(onset.get('earliest_evidence'))}; collect again from "
+                     f"{_fmt_time(onset.get('suggested_since'))} to see it begin.")
+        elif onset.get("start"):
+            text += f" What changed began at {_fmt_time(onset['start'])}."
+        return text
+
+    def _changes(self, frame: pd.DataFrame) -> pd.DataFrame:
+        f = frame.assign(_rank=frame["severity"].map(SEVERITY_RANK)).sort_values(["_rank", "onset", "first_seen"])
+        out = pd.DataFrame({"change": f["change"], "severity": f["severity"], "title": f["title"],
+                            "now": f["metric"].where(f["detector"].isin(LEVELS), f["count"].astype("Float64")),
+                            "baseline": f["baseline_value"],
+                            "ratio": f["change_ratio"].mask(f["change_ratio"] == float("inf")),
+                            "onset": f["onset"], "detector": f["detector"]})
+        return self.frame(out.reset_index(drop=True))
+
+    def close_call_text(self) -> str:
+        """When the top two causes are close: say so, and the check that separates them."""
+        call = close_call(self.analysis.ranked)
+        if not call:
+            return ""
+        a, b = (self.analysis.hypotheses.set_index("cause").loc[c, "title"] for c in call["causes"])
+        return (f"A close call: {a} leads {b} by only {call['margin']:.0%}. To separate them: "
+                f"{call['separating_check']}")
+
+    def what_changed_rows(self) -> pd.DataFrame:
+        """Findings new or worse than the baseline: the value now and before, the ratio, the onset."""
+        return self._changes(self.analysis.what_changed)
+
+    def chronic_rows(self) -> pd.DataFrame:
+        """Findings that were there in the baseline too: never the cause."""
+        return self._changes(self.analysis.chronic)
+
     def alert_replay(self) -> list[str]:
         """One sentence per alert rule: when it fired or would have fired, and the time to detect."""
         from forensics.analysis.alerts import describe_detection
@@ -562,6 +600,10 @@ class RcaReport:
             "detection": self.detection(),
             "alert_replay": self.alert_replay(),
             "findings": _records(self.findings()),
+            "baseline_note": self.baseline_note(),
+            "close_call": self.close_call_text(),
+            "what_changed": _records(self.what_changed_rows().head(MAX_TABLE_ROWS)),
+            "chronic": _records(self.chronic_rows().head(MAX_TABLE_ROWS)),
             "timeline": _records(self.timeline_highlights(MAX_TIMELINE_ROWS)),
             "timeline_total": len(self.analysis.timeline),
             "error_groups": _records(self.error_groups().head(MAX_TABLE_ROWS)),
@@ -659,8 +701,11 @@ def root_cause_card(rca: RcaReport) -> Any:
 
     return HTML(
         f'<div class="report-callout"><h3>{e(str(h["title"]))} '
-        f'<span class="report-note">({e(str(h["cause"]))}, confidence {_number(h["confidence"]) or 0:.0%})</span></h3>'
+        f'<span class="report-note">({e(str(h["cause"]))}, confidence {_number(h["confidence"]) or 0:.0%}, '
+        f'{_number(h.get("margin")) or 0:.0%} ahead of the next)</span></h3>'
         f"<p>First seen {e(_fmt_time(h.get('first_seen')))}{e(_radius(h))}.</p>"
+        + (f'<p class="report-note">{e(rca.close_call_text())}</p>' if rca.close_call_text() else "")
+        +
         f"<h3>Evidence for</h3>{items(h['evidence_for'])}<h3>Evidence against</h3>{items(h['evidence_against'])}"
         f"<p><b>Runbook step:</b> {e(str(h.get('runbook_step') or 'none'))}<br>"
         f"<b>Recommended action:</b> {e(str(h.get('recommended_action') or 'none'))}</p></div>")
@@ -737,7 +782,9 @@ def markdown_report(evidence: Evidence, analysis: Analysis, *, redact: bool = Tr
 
 class ThisPythonKernelManager(AsyncKernelManager):
     """Runs notebooks on this interpreter (``sys.executable``), whatever kernelspecs a global
-    Jupyter installation has, over IPC sockets in the working directory (no TCP ports)."""
+    Jupyter installation has, over IPC sockets (no TCP ports) named after the kernel under the
+    temporary directory: absolute and unique, so kernels run at once from one process (the
+    watcher's concurrent investigations) never share a socket."""
 
     @property
     def kernel_spec(self) -> KernelSpec:
@@ -748,6 +795,11 @@ class ThisPythonKernelManager(AsyncKernelManager):
     @default("transport")
     def _default_transport(self) -> str:
         return "ipc"
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        # jupyter_client's default, "kernel-ipc", is relative: two kernels started at once pick the same files
+        return str(Path(tempfile.gettempdir()) / f"forensics-kernel-{uuid.uuid4().hex[:16]}-ipc")
 
 
 def _one_line(text: str) -> str:
@@ -910,7 +962,7 @@ def _record_parameters(nb, parameters: dict[str, Any], path: Path) -> None:
 
 
 def _known(parameters: dict[str, Any]) -> dict[str, Any]:
-    allowed = ("sources", "source_options", "since", "until", "channel", "thresholds", "profile", "title")
+    allowed = ("sources", "source_options", "since", "until", "channel", "thresholds", "profile", "title", "baseline")
     unknown = sorted(set(parameters) - set(allowed))
     if unknown:
         raise ParameterError(f"parameters: unknown {', '.join(unknown)}; expected any of {', '.join(allowed)}")

@@ -4,7 +4,8 @@ The client speaks both query APIs and finds out which one a server has, probing
 ``/api/v3/services`` (OTLP JSON, Jaeger v2) then ``/api/services`` (v1 JSON; releases
 after v2.20 remove its search). Every answer becomes the canonical ``spans`` table
 through :func:`forensics.traces.parse_traces`, so a live Jaeger and a downloaded file
-give the same frame.
+give the same frame; with the ``files`` option the source reads trace files (any shape
+:func:`forensics.traces.read_trace_file` reads) instead of the query API.
 
 Failures are distinct :class:`~forensics.errors.SourceError` subclasses, each naming
 what to check: :class:`JaegerUnavailable` (connection refused, timeout),
@@ -32,7 +33,8 @@ from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import host_of, mask_uri
 from forensics.errors import SourceError, is_connection_refused
 from forensics.sources.registry import CollectRequest, SourceResult
-from forensics.traces import parse_traces, tag_values
+from forensics.traces import TraceFileError, parse_traces, tag_values
+from forensics.traces.readers import read_trace_files, trace_files
 
 DEFAULT_LOOKBACK = pd.Timedelta(days=2)
 """Search window when none is given (the v1 API's own default)."""
@@ -120,8 +122,8 @@ class JaegerClient:
                  retries: int = 2, backoff_s: float = 0.25, session: requests.Session | None = None) -> None:
         resolved = connection("jaeger", url)
         if not resolved:
-            raise JaegerError("no Jaeger query URL given", "--jaeger-url or FORENSICS_JAEGER_URL, e.g. "
-                              "http://127.0.0.1:16686")
+            raise JaegerError("no Jaeger query URL given", "-o jaeger_url=URL or FORENSICS_JAEGER_URL, e.g. "
+                              "http://127.0.0.1:16686; or trace files: -o files=PATH[,PATH...]")
         if api not in (None, "v1", "v3"):
             raise ValueError(f"api must be 'v1', 'v3' or None (detect), not {api!r}")
         self.url = resolved.rstrip("/")
@@ -369,15 +371,59 @@ def _traces_with_tagged_span(spans: pd.DataFrame, service: str, tags: dict[str, 
     return spans[spans["trace_id"].isin(keep)].reset_index(drop=True)
 
 
+def _file_paths(value: str | Iterable[str]) -> list[str]:
+    """``files`` as given: ``"a.json,dir/"`` (the command line) or a list of paths."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [str(p).strip() for p in items if str(p).strip()]
+
+
+def collect_files(request: CollectRequest, paths: list[str]) -> SourceResult:
+    """Spans from trace files instead of the query API: every file of ``paths`` (files, or
+    directories searched recursively) in any shape :func:`~forensics.traces.read_trace_file`
+    reads, keeping the traces with a span starting in the request window (whole traces, as a
+    search returns them). Spans repeated across files (one trace downloaded twice) are kept
+    once. A file that cannot be read fails the source with its one-line reason."""
+    limits: Limits = request.options.get("limits") or DEFAULT_LIMITS
+    try:
+        files = trace_files(paths)
+        if request.progress:
+            request.progress(f"jaeger: reading {len(files)} trace file(s)")
+        spans = read_trace_files(files)
+    except TraceFileError as exc:
+        raise SourceError("jaeger", str(exc), "the files given with -o files=") from exc
+    notes: list[str] = []
+    repeated = spans.duplicated(["trace_id", "span_id", "start", "duration_ms", "operation", "service"])
+    if repeated.any():
+        notes.append(f"{int(repeated.sum())} span(s) repeated across files kept once")
+        spans = spans[~repeated]
+    inside = spans["start"].ge(request.window.start) & spans["start"].lt(request.window.end)
+    keep = spans["trace_id"].isin(spans.loc[inside.fillna(False).astype(bool), "trace_id"])
+    outside = spans.loc[~keep, "trace_id"].nunique()
+    if outside:
+        notes.append(f"{outside} trace(s) with no span starting in the window left out")
+    spans = spans[keep].reset_index(drop=True)
+    if len(spans) > limits.max_rows:
+        notes.append(f"spans truncated at {limits.max_rows} rows")
+        spans = spans.iloc[:limits.max_rows]
+    description = {"kind": "jaeger-files", "files": [str(f) for f in files], "traces": int(spans["trace_id"].nunique()),
+                   "notes": notes}
+    return SourceResult(tables={"spans": schema.conform("spans", spans)}, description=description,
+                        queries={"spans": [{"file": str(f)} for f in files]})
+
+
 def collect(request: CollectRequest) -> SourceResult:
     """Spans of every trace touching the profile's services within the request window.
 
-    Options: ``jaeger_url`` (default FORENSICS_JAEGER_URL), ``jaeger_api`` (v1/v3, default
-    detect), ``services`` (default the profile's), ``traces_per_service`` (default 200) and
-    ``limits``. A service that reaches the per-service limit is named in the notes: the
-    window holds more traces than were read. Services Jaeger has never seen are noted too.
+    Options: ``files`` (trace files or directories, comma-separated: read them instead of
+    the query API, :func:`collect_files`), ``jaeger_url`` (default FORENSICS_JAEGER_URL),
+    ``jaeger_api`` (v1/v3, default detect), ``services`` (default the profile's),
+    ``traces_per_service`` (default 200) and ``limits``. A service that reaches the
+    per-service limit is named in the notes: the window holds more traces than were read.
+    Services Jaeger has never seen are noted too.
     """
     opts = request.options
+    if opts.get("files"):
+        return collect_files(request, _file_paths(opts["files"]))
     limits: Limits = opts.get("limits") or DEFAULT_LIMITS
     client = JaegerClient(opts.get("jaeger_url"), api=opts.get("jaeger_api"), limits=limits)
     per_service = int(opts.get("traces_per_service") or 200)

@@ -6,12 +6,13 @@ from forensics.sources.registry import CollectRequest, SourceResult
 
 
 def collect(request: CollectRequest) -> SourceResult:
-    """Simulate ``options["scenario"]`` (default baseline) ending at the request window's end."""
+    """Simulate ``options["scenario"]`` (default baseline) ending at the request window's end;
+    a baseline period (``options["period"] == "baseline"``) is the normal traffic without the incident."""
     from forensics.simulate import simulate
 
     opts = request.options
     params = {
-        "scenario": opts.get("scenario") or "baseline",
+        "scenario": "baseline" if opts.get("period") == "baseline" else opts.get("scenario") or "baseline",
         "messages": int(opts.get("messages") or 5000),
         "seed": int(opts.get("seed") or 7),
         "end": request.window.end,

@@ -251,17 +251,21 @@ def kafka_admin(kafka_bootstrap: str):
 
 @pytest.fixture
 def kafka_topic_prefix(kafka_admin) -> str:
-    """A unique topic-name prefix (e.g. 't-1712345678-ab12cd34-'); the topics that carry it
-    are deleted after the test. Auto topic creation is off: create topics explicitly."""
+    """A unique topic-name prefix (e.g. 't-1712345678-ab12cd34-'); the topics and consumer
+    groups that carry it are deleted after the test. Auto topic creation is off: create
+    topics explicitly."""
     prefix = unique_name("t").replace("_", "-") + "-"
     yield prefix
+    groups = [g.group_id for g in kafka_admin.list_consumer_groups(request_timeout=10).result(timeout=10).valid
+              if g.group_id.startswith(prefix)]
     topics = [t for t in kafka_admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-    if topics:
-        for future in kafka_admin.delete_topics(topics, operation_timeout=30).values():
-            try:
-                future.result(timeout=30)
-            except Exception:  # noqa: BLE001 - best-effort cleanup
-                pass
+    futures = [*(kafka_admin.delete_consumer_groups(groups, request_timeout=10).values() if groups else ()),
+               *(kafka_admin.delete_topics(topics, operation_timeout=30).values() if topics else ())]
+    for future in futures:
+        try:
+            future.result(timeout=30)
+        except Exception:  # noqa: BLE001 - best-effort cleanup
+            pass
 
 
 # ---- Jaeger ---------------------------------------------------------------

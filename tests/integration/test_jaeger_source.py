@@ -9,6 +9,7 @@ come from tests/integration/conftest.py (skip, or fail under CI, when Jaeger is 
 
 from __future__ import annotations
 
+import gzip
 import random
 import socket
 import time
@@ -16,6 +17,7 @@ import uuid
 
 import pandas as pd
 import pytest
+import requests
 
 from forensics import schema, traces
 from forensics.profiles import load_profile
@@ -348,3 +350,19 @@ def test_retries_are_bounded(jaeger_url):
             JaegerClient(proxy.url, api="v1", retries=1, backoff_s=0.05).services()
     finally:
         proxy.close()
+
+
+def test_downloaded_answers_read_as_files_give_the_live_spans(jaeger_url, sent, tmp_path):
+    # what a user saves: the v1 answer (the UI download's shape) and the api/v3 answer, one
+    # gzip-compressed; read back through -o files= they give what the live query gives
+    tid = sent["ids"]["B"]
+    (tmp_path / "v1.json").write_bytes(requests.get(f"{jaeger_url}/api/traces/{tid}", timeout=10).content)
+    v3 = requests.get(f"{jaeger_url}/api/v3/traces/{tid}", timeout=10).content
+    (tmp_path / "v3.json.gz").write_bytes(gzip.compress(v3))
+    live = JaegerClient(jaeger_url, api="v1").trace(tid)
+    for name in ("v1.json", "v3.json.gz"):
+        request = CollectRequest(Window(sent["start"], sent["end"]), load_profile("chat4all-v2"),
+                                 {"files": str(tmp_path / name)})
+        from_file = jaeger.collect(request).tables["spans"]
+        assert set(from_file["source_object"]) == {str(tmp_path / name)}
+        pd.testing.assert_frame_equal(_comparable(from_file), _comparable(live))

@@ -16,7 +16,7 @@ SOURCES = "mongo,kafka,jaeger,postgres,redis"
 
 
 @pytest.fixture
-def seeded(stack, mongo_db, kafka_admin, kafka_topic_prefix, pg_schema, redis_db, tmp_path):
+def seeded(stack, mongo_db, kafka_topic_prefix, pg_schema, redis_db, tmp_path):
     """The whatsapp-rate-limit incident in the stack, and the placed profile as a YAML file."""
     placement = Placement(database=mongo_db.name, topic_prefix=kafka_topic_prefix, pg_schema=pg_schema.name,
                           redis_prefix=redis_db.prefix, service_prefix=kafka_topic_prefix)
@@ -27,13 +27,6 @@ def seeded(stack, mongo_db, kafka_admin, kafka_topic_prefix, pg_schema, redis_db
     profile = tmp_path / "placed-profile.yaml"
     profile.write_text(yaml.safe_dump({k: v for k, v in dataclasses.asdict(result.profile).items() if k != "path"}))
     yield result, profile
-    listed = kafka_admin.list_consumer_groups(request_timeout=10).result(timeout=10)
-    mine = [g.group_id for g in listed.valid if g.group_id.startswith(kafka_topic_prefix)]
-    for fut in (kafka_admin.delete_consumer_groups(mine, request_timeout=10).values() if mine else ()):
-        try:
-            fut.result(timeout=10)
-        except Exception:  # noqa: BLE001 - best-effort cleanup
-            pass
 
 
 def test_live_report_of_a_seeded_incident(seeded, stack, tmp_path):
