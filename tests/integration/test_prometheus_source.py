@@ -22,7 +22,8 @@ import yaml
 from stack_tools import REPO, free_ports, run_services
 
 from forensics import schema
-from forensics.analysis.alerts import detection, evaluate
+from forensics.analysis.alerts import detection
+from forensics.analysis.promql_eval import evaluate
 from forensics.errors import ParameterError, SourceError
 from forensics.profiles import load_profile
 from forensics.simulate import simulate
