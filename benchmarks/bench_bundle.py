@@ -35,7 +35,7 @@ elif step == "read":
     extra = {"rows": sum(len(f) for f in ev.tables.values())}
 elif step == "report":
     from pathlib import Path
-    from forensics.report.rca import build_report
+    from forensics.report.runner import build_report
     out = build_report(path, Path(path).with_name("report"))
     extra = {"html_mb": round(out["html"].stat().st_size / 1e6, 2)}
 elif step == "demo":

@@ -294,7 +294,7 @@ def _identity_and_locks(message, profile) -> tuple[object, object]:
 
 
 def cmd_report(args) -> int:
-    from forensics.report.rca import build_report
+    from forensics.report.runner import build_report
 
     progress = Progress(args.quiet)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
@@ -341,7 +341,7 @@ def cmd_batch(args) -> int:
 
 def cmd_demo(args) -> int:
     from forensics.bundle import custody_entry, write_bundle
-    from forensics.report.rca import build_report
+    from forensics.report.runner import build_report
     from forensics.simulate import simulate
 
     _check_scenario_and_profile(args.scenario, args.profile)

@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from forensics.report.rca import build_report
+from forensics.report.runner import build_report
 from forensics.simulate.seed import Placement, seed
 from forensics.timeutil import iso
 
