@@ -7,17 +7,13 @@ import pytest
 
 from forensics.schema import validate
 from forensics.sources.kafka import (
-    BATCH,
-    decode_headers,
-    decode_payload,
-    dlq_frame,
-    event_frame,
     lag_band,
     lag_trend,
     out_of_order_events,
     partition_for,
     runbook_md5_partition,
 )
+from forensics.sources.kafka_records import BATCH, decode_headers, decode_payload, dlq_frame, event_frame
 
 T0 = pd.Timestamp("2025-12-03T14:00:00Z")
 T0_MS = int(T0.timestamp() * 1000)
