@@ -84,13 +84,14 @@ def cmd_simulate(args) -> int:
 
 def cmd_collect(args) -> int:
     from forensics.bundle import write_bundle
+    from forensics.sources.base import parse_option_args
     from forensics.sources.registry import collect
 
     progress = Progress(args.quiet)
     window = _window(args)
-    options = {"scenario": args.scenario, "messages": args.messages, "seed": args.seed}
-    options.update(dict(kv.split("=", 1) for kv in args.option or []))
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    options = {"scenario": args.scenario, "messages": args.messages, "seed": args.seed} if "simulator" in sources else {}
+    options.update(parse_option_args(args.option))
     ev, queries, custody = collect(sources, window, args.profile, options, progress)
     if not ev.tables:
         raise ForensicsError("no source returned evidence: " + "; ".join(f"{k}: {v}" for k, v in ev.missing.items()))
@@ -295,6 +296,7 @@ def _identity_and_locks(message, profile) -> tuple[object, object]:
 
 def cmd_report(args) -> int:
     from forensics.report.runner import build_report
+    from forensics.sources.base import parse_option_args
 
     progress = Progress(args.quiet)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
@@ -305,7 +307,7 @@ def cmd_report(args) -> int:
         params.update(since=args.since or "", until=args.until or "")
     if args.sources:
         # live: the notebook collects; connection strings come from the FORENSICS_* variables
-        params.update(sources=args.sources, source_options=dict(kv.split("=", 1) for kv in args.option or []),
+        params.update(sources=args.sources, source_options=parse_option_args(args.option),
                       profile=args.profile)
     elif not args.bundle:
         raise ForensicsError("give a bundle, or --sources and --since to collect live")

@@ -33,7 +33,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from hashlib import md5
 from typing import Any
 
@@ -42,10 +42,12 @@ import pandas as pd
 import pyarrow as pa
 
 from forensics.config import DEFAULT_LIMITS, Limits, connection
+from forensics.credentials import host_of
 from forensics.errors import SourceError
 from forensics.profiles import Profile, Topic
 from forensics.schema import conform
 from forensics.sources import kafka_native, partitioner
+from forensics.sources.base import EvidenceSource, Option, SourceResult
 from forensics.sources.kafka_records import (
     BATCH,
     MAX_PAYLOAD_BYTES,
@@ -58,7 +60,6 @@ from forensics.sources.kafka_records import (
     normalise_events,
     raw_columns,
 )
-from forensics.sources.registry import CollectRequest, SourceResult
 from forensics.timeutil import Window, utcnow
 
 LAG_NORMAL = 100
@@ -588,47 +589,47 @@ def partition_for(key: str | bytes, partitions: int) -> dict[str, Any]:
 
 # ---- the evidence source -------------------------------------------------------------------
 
-def collect(request: CollectRequest) -> SourceResult:
-    """DLQ records and one consumer-lag snapshot (or ``samples`` of them) for the request window.
+class Source(EvidenceSource):
+    """DLQ records and one consumer-lag snapshot (or ``samples`` of them) for the window.
 
     Options: ``bootstrap`` (else FORENSICS_KAFKA_BOOTSTRAP), ``samples`` (1) and
-    ``interval_s`` (10) for lag, ``max_records`` and ``timeout_s`` (config Limits),
-    ``max_payload_bytes``. The description carries the topic inventory (``topics``) and the
-    expected topics the cluster lacks (``missing_topics``, runbook R1.2).
+    ``interval_s`` (10) for lag, ``max_records`` (the record cap, else ``max_rows``) and the
+    other query bounds, ``max_payload_bytes``. The description carries the topic inventory
+    (``topics``) and the expected topics the cluster lacks (``missing_topics``, runbook R1.2).
     """
-    opts = request.options
-    servers = bootstrap_servers(opts.get("bootstrap"))
-    limits = Limits(max_rows=int(opts.get("max_records") or DEFAULT_LIMITS.max_rows),
-                    timeout_s=float(opts.get("timeout_s") or DEFAULT_LIMITS.timeout_s))
-    max_payload = int(opts.get("max_payload_bytes") or MAX_PAYLOAD_BYTES)
-    samples, interval = int(opts.get("samples") or 1), float(opts.get("interval_s") or 10.0)
-    profile = request.profile
 
-    inventory = topic_inventory(profile, bootstrap=servers, limits=limits)
-    missing = inventory.loc[~inventory["present"].astype(bool), "topic"].tolist()
-    dlq = read_dlq(profile, request.window, bootstrap=servers, limits=limits, max_payload_bytes=max_payload,
-                   progress=request.progress)
-    groups = group_topics(profile)
-    lag = sample_consumer_lag(groups, samples=samples, interval_s=interval, bootstrap=servers, limits=limits)
+    name = "kafka"
+    tables = ("dlq_records", "consumer_lag")
+    connection, env = "bootstrap", "kafka"
+    options = (
+        Option("samples", "int", 1, "consumer-lag snapshots", minimum=1),
+        Option("interval_s", "float", 10.0, "seconds between lag snapshots", minimum=0),
+        Option("max_records", "int", None, "DLQ records read at most (default max_rows)", minimum=1),
+        Option("max_payload_bytes", "int", MAX_PAYLOAD_BYTES, "payloads over this are kept unparsed", minimum=1),
+    )
 
-    from forensics.credentials import host_of
-
-    inventory_rows = [{k: (None if pd.isna(v) else v) for k, v in row.items()}
-                      for row in inventory.astype(object).to_dict("records")]
-    description = {
-        "kind": SOURCE,
-        "bootstrap": ",".join(host_of(f"kafka://{s.strip()}") for s in servers.split(",")),
-        "missing_topics": missing,
-        "topics": inventory_rows,
-        "dlq": dlq.describe(),
-        "lag": {"groups": groups, "samples": samples, "interval_s": interval},
-    }
-    if dlq.truncated:
-        description["notes"] = [f"dlq_records truncated: {dlq.truncated}"]
-    queries = {
-        "dlq_records": {"topics": [t.name for t in profile.kafka.dlq], "window": request.window.to_dict(),
-                        "ranges": dlq.ranges, "max_records": limits.max_rows, "timeout_s": limits.timeout_s},
-        "consumer_lag": {"groups": groups, "samples": samples, "interval_s": interval},
-    }
-    return SourceResult(tables={"dlq_records": dlq.frame, "consumer_lag": lag}, description=description,
-                        queries=queries)
+    def read(self, window: Window) -> SourceResult:
+        opts, profile = self.opts, self.profile
+        servers = bootstrap_servers(opts.connection)
+        limits = replace(opts.limits, max_rows=opts["max_records"] or opts.limits.max_rows)
+        samples, interval = opts["samples"], opts["interval_s"]
+        inventory = topic_inventory(profile, bootstrap=servers, limits=limits)
+        missing = inventory.loc[~inventory["present"].astype(bool), "topic"].tolist()
+        dlq = read_dlq(profile, window, bootstrap=servers, limits=limits, max_payload_bytes=opts["max_payload_bytes"],
+                       progress=self.say)
+        groups = group_topics(profile)
+        lag = sample_consumer_lag(groups, samples=samples, interval_s=interval, bootstrap=servers, limits=limits)
+        inventory_rows = [{k: (None if pd.isna(v) else v) for k, v in row.items()}
+                          for row in inventory.astype(object).to_dict("records")]
+        tables = {"dlq_records": dlq.frame, "consumer_lag": lag}
+        description = self.describe(
+            tables, notes=[f"dlq_records truncated: {dlq.truncated}"] if dlq.truncated else [],
+            truncated=bool(dlq.truncated), connection=",".join(host_of(f"kafka://{s.strip()}") for s in servers.split(",")),
+            missing_topics=missing, topics=inventory_rows, dlq=dlq.describe(),
+            lag={"groups": groups, "samples": samples, "interval_s": interval})
+        queries = {
+            "dlq_records": {"topics": [t.name for t in profile.kafka.dlq], "window": window.to_dict(),
+                            "ranges": dlq.ranges, "max_records": limits.max_rows, "timeout_s": limits.timeout_s},
+            "consumer_lag": {"groups": groups, "samples": samples, "interval_s": interval},
+        }
+        return SourceResult(tables=tables, description=description, queries=queries)

@@ -45,10 +45,11 @@ from bson import errors as bson_errors
 from pymongo import errors as mongo_errors
 
 from forensics import schema
-from forensics.config import DEFAULT_LIMITS, Limits, connection, limits_from_options
+from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import mask_uri
 from forensics.errors import ParameterError, SourceError
 from forensics.profiles import Profile, load_profile
+from forensics.sources.base import EvidenceSource, Option, SourceResult
 from forensics.sources.documents import (
     files_from_documents,
     flatten_documents,
@@ -73,7 +74,6 @@ from forensics.sources.mongo_query import (
     time_range,
     times_before,
 )
-from forensics.sources.registry import CollectRequest, SourceResult
 from forensics.timeutil import Window, iso, parse_time
 
 with warnings.catch_warnings():
@@ -733,38 +733,43 @@ def _with_attrs(out: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 # ---- the registry entry ---------------------------------------------------------------------
 
-def source_from_options(options: Mapping[str, Any], profile: Profile | str | None) -> MongoSource:
-    """A MongoSource from collect options: ``mongo_uri``, ``mongo_database``, ``max_rows``,
-    ``timeout_s``, ``connect_timeout_s``, ``mongo_load`` (arrow or documents)."""
-    limits = limits_from_options(dict(options), "mongo")
-    load = str(options.get("mongo_load") or "arrow")
-    if load not in ("arrow", "documents"):
-        raise ParameterError(f"mongo_load must be arrow or documents, got {load!r}")
-    return MongoSource(options.get("mongo_uri"), profile, limits, database=options.get("mongo_database"),
-                       arrow=load == "arrow")
+class Source(EvidenceSource):
+    """``messages`` and ``status_events`` of the window (:meth:`MongoSource.window_evidence`),
+    file sizes filled from the files collection where it still has them. Options: ``mongo_uri``
+    (default FORENSICS_MONGO_URI), ``mongo_database`` (default the profile's), ``mongo_load``
+    (arrow or documents) and the query bounds."""
 
+    name = "mongo"
+    tables = ("messages", "status_events")
+    connection, env = "mongo_uri", "mongo"
+    options = (
+        Option("mongo_database", "text", None, "database (default: the profile's)"),
+        Option("mongo_load", "choice", "arrow", "how documents are loaded", choices=("arrow", "documents")),
+    )
 
-def collect(request: CollectRequest) -> SourceResult:
-    """``messages`` and ``status_events`` of the request window (:meth:`MongoSource.window_evidence`),
-    file sizes filled from the files collection where it still has them."""
-    progress = request.progress or (lambda _m: None)
-    with source_from_options(request.options, request.profile) as src:
-        progress(f"mongodb: messages and status history of {request.window} from {src.masked_uri}")
-        messages, events = src.window_evidence(request.window)
-        notes: list[str] = []
-        try:
-            messages = src.with_file_sizes(messages)
-        except SourceError as exc:  # files expire after 24 h; their absence must not cost the messages
-            notes.append(f"file sizes not read: {exc}")
-        progress(f"mongodb: {len(messages):,} messages, {len(events):,} status events")
-        by_purpose = src.queries_by_purpose()
-        queries = {
-            "messages": [q for p in ("messages in window", "messages by id", "files") for q in by_purpose.get(p, [])],
-            "status_events": by_purpose.get("status events in window", []),
-        }
-        description = {**src.describe(), "window": request.window.to_dict(), "notes": notes + src.warnings,
-                       "method": "messages: created or updated in the window, and those of its status events; "
-                                 "status_events: history rows timed in the window, the initial PENDING derived "
-                                 "from the message's creation time"}
-    return SourceResult(tables={"messages": messages, "status_events": events}, description=description,
-                        queries=queries)
+    def read(self, window: Window) -> SourceResult:
+        opts = self.opts
+        with MongoSource(opts.connection, self.profile, opts.limits, database=opts["mongo_database"],
+                         arrow=opts["mongo_load"] == "arrow") as src:
+            self.say(f"mongodb: messages and status history of {window} from {src.masked_uri}")
+            messages, events = src.window_evidence(window)
+            notes: list[str] = []
+            try:
+                messages = src.with_file_sizes(messages)
+            except SourceError as exc:  # files expire after 24 h; their absence must not cost the messages
+                notes.append(f"file sizes not read: {exc}")
+            self.say(f"mongodb: {len(messages):,} messages, {len(events):,} status events")
+            by_purpose = src.queries_by_purpose()
+            queries = {
+                "messages": [q for p in ("messages in window", "messages by id", "files")
+                             for q in by_purpose.get(p, [])],
+                "status_events": by_purpose.get("status events in window", []),
+            }
+            tables = {"messages": messages, "status_events": events}
+            details = {k: v for k, v in src.describe().items() if k not in ("kind", "uri")}
+            description = self.describe(
+                tables, notes=notes + src.warnings, connection=src.masked_uri, window=window.to_dict(),
+                method="messages: created or updated in the window, and those of its status events; "
+                       "status_events: history rows timed in the window, the initial PENDING derived "
+                       "from the message's creation time", **details)
+        return SourceResult(tables=tables, description=description, queries=queries)

@@ -28,12 +28,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from forensics import schema
-from forensics.config import DEFAULT_LIMITS, Limits, connection, int_option, limits_from_options
+from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import mask_uri
 from forensics.errors import SourceError
 from forensics.profiles import Profile, load_profile
+from forensics.sources.base import EvidenceSource, Option, SourceResult
 from forensics.sources.identity import format_valid
-from forensics.sources.registry import CollectRequest, SourceResult
+from forensics.timeutil import Window
 
 SOURCE = "postgres"
 DEFAULT_IDENTITY_LIMIT = 100_000
@@ -238,30 +239,25 @@ def _frame(rows: list[tuple], prof: Profile, has_pk: bool) -> pd.DataFrame:
 
 # ---- collection --------------------------------------------------------------
 
-def _list_option(value: Any) -> list[str] | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return [str(v) for v in value]
+class Source(EvidenceSource):
+    """Identities for ``platform_ids`` (list or comma-separated), else all identities up to
+    ``identity_limit``; connection from ``postgres_dsn`` or FORENSICS_POSTGRES_DSN."""
 
+    name = "postgres"
+    tables = ("identities",)
+    connection, env = "postgres_dsn", "postgres"
+    options = (
+        Option("platform_ids", "list", None, "recipients' platform ids to look up (default: all)"),
+        Option("identity_limit", "int", DEFAULT_IDENTITY_LIMIT, "identities read at most", minimum=1),
+    )
 
-def collect(request: CollectRequest) -> SourceResult:
-    """Identities for ``options["platform_ids"]`` (list or comma-separated), else all identities
-    up to ``options["identity_limit"]``; connection from ``options["postgres_dsn"]`` or
-    FORENSICS_POSTGRES_DSN."""
-    opts = request.options
-    dsn = connection(SOURCE, opts.get("postgres_dsn"))
-    ids = _list_option(opts.get("platform_ids"))
-    limit = int_option(opts, "identity_limit", DEFAULT_IDENTITY_LIMIT)
-    limits = limits_from_options(opts, SOURCE)
-    if request.progress:
-        request.progress(f"postgres: identities from {mask_uri(dsn) if dsn else '(no DSN)'}")
-    frame = read_identities(dsn, profile=request.profile, platform_ids=ids, limit=limit, limits=limits)
-    parameters = {"platform_ids": len(ids) if ids is not None else None, "limit": limit}
-    description = {"kind": "postgres", "connection": mask_uri(dsn), "parameters": parameters, "rows": len(frame),
-                   "truncated": bool(frame.attrs.get("truncated"))}
-    if frame.attrs.get("truncated"):
-        description["note"] = f"truncated at {limit} identities"
-    return SourceResult(tables={"identities": frame}, description=description,
-                        queries={"identities": {"postgres": frame.attrs.get("query")}})
+    def read(self, window: Window) -> SourceResult:
+        dsn, ids, limit = self.opts.connection, self.opts["platform_ids"], self.opts["identity_limit"]
+        self.say(f"postgres: identities from {mask_uri(dsn) if dsn else '(no DSN)'}")
+        frame = read_identities(dsn, profile=self.profile, platform_ids=ids, limit=limit, limits=self.opts.limits)
+        tables = {"identities": frame}
+        notes = [f"truncated at {limit} identities"] if frame.attrs.get("truncated") else []
+        description = self.describe(tables, notes=notes, parameters={
+            "platform_ids": len(ids) if ids is not None else None, "identity_limit": limit})
+        return SourceResult(tables=tables, description=description,
+                            queries={"identities": {"postgres": frame.attrs.get("query")}})

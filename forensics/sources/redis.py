@@ -35,12 +35,12 @@ import pandas as pd
 import redis as redis_client
 
 from forensics import schema
-from forensics.config import DEFAULT_LIMITS, Limits, connection, int_option, limits_from_options
+from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import mask_uri
 from forensics.errors import SourceError
 from forensics.profiles import Profile, load_profile
-from forensics.sources.registry import CollectRequest, SourceResult
-from forensics.timeutil import utcnow
+from forensics.sources.base import EvidenceSource, Option, SourceResult
+from forensics.timeutil import Window, utcnow
 
 SOURCE = "redis"
 KINDS = ("conversation_lock", "idempotency", "processed", "ratelimit")
@@ -263,25 +263,30 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 # ---- collection --------------------------------------------------------------
 
-def collect(request: CollectRequest) -> SourceResult:
-    """SCAN the profile's key patterns; connection from ``options["redis_url"]`` or
-    FORENSICS_REDIS_URL, namespace from ``options["redis_key_prefix"]``, cap from
-    ``options["redis_max_keys"]``."""
-    opts = request.options
-    url = connection(SOURCE, opts.get("redis_url"))
-    prefix = str(opts.get("redis_key_prefix") or "")
-    max_keys = int_option(opts, "redis_max_keys", DEFAULT_MAX_KEYS)
-    limits = limits_from_options(opts, SOURCE)
-    if request.progress:
-        request.progress(f"redis: scanning {mask_uri(url) if url else '(no URL)'}")
-    frame = read_locks(url, profile=request.profile, key_prefix=prefix, max_keys=max_keys, limits=limits)
-    patterns = [p.glob for p in key_patterns(request.profile, prefix)]
-    parameters = {"match": patterns, "count": SCAN_COUNT, "max_keys": max_keys, "value_chars": VALUE_CHARS}
-    description = {"kind": "redis", "connection": mask_uri(url), "parameters": parameters, "rows": len(frame),
-                   "truncated": bool(frame.attrs.get("truncated")),
-                   "stuck_locks": len(stuck_locks(frame, request.profile))}
-    if frame.attrs.get("truncated"):
-        description["note"] = f"SCAN stopped at {len(frame)} keys (cap {max_keys} or time limit {limits.timeout_s:g} s)"
-    return SourceResult(tables={"locks": frame}, description=description,
-                        queries={"locks": {"redis": {"commands": "SCAN MATCH/COUNT, TYPE, PTTL, GETRANGE, STRLEN",
-                                                     **parameters}}})
+class Source(EvidenceSource):
+    """SCAN the profile's key patterns; connection from ``redis_url`` or FORENSICS_REDIS_URL,
+    namespace from ``redis_key_prefix``, cap from ``redis_max_keys``."""
+
+    name = "redis"
+    tables = ("locks",)
+    connection, env = "redis_url", "redis"
+    options = (
+        Option("redis_key_prefix", "text", "", "namespace before every key pattern"),
+        Option("redis_max_keys", "int", DEFAULT_MAX_KEYS, "keys read at most", minimum=1),
+    )
+
+    def read(self, window: Window) -> SourceResult:
+        url, prefix, max_keys = self.opts.connection, self.opts["redis_key_prefix"], self.opts["redis_max_keys"]
+        limits = self.opts.limits
+        self.say(f"redis: scanning {mask_uri(url) if url else '(no URL)'}")
+        frame = read_locks(url, profile=self.profile, key_prefix=prefix, max_keys=max_keys, limits=limits)
+        patterns = [p.glob for p in key_patterns(self.profile, prefix)]
+        parameters = {"match": patterns, "count": SCAN_COUNT, "max_keys": max_keys, "value_chars": VALUE_CHARS}
+        tables = {"locks": frame}
+        notes = [f"SCAN stopped at {len(frame)} keys (cap {max_keys} or time limit {limits.timeout_s:g} s)"] \
+            if frame.attrs.get("truncated") else []
+        description = self.describe(tables, notes=notes, parameters=parameters,
+                                    stuck_locks=len(stuck_locks(frame, self.profile)))
+        return SourceResult(tables=tables, description=description,
+                            queries={"locks": {"redis": {"commands": "SCAN MATCH/COUNT, TYPE, PTTL, GETRANGE, STRLEN",
+                                                         **parameters}}})

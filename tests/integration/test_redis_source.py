@@ -12,15 +12,15 @@ from forensics import schema
 from forensics.config import Limits
 from forensics.errors import SourceError
 from forensics.profiles import load_profile
+from forensics.sources.base import CollectRequest
 from forensics.sources.redis import (
     KeyPattern,
-    collect,
+    Source,
     key_patterns,
     read_locks,
     replay_blockers,
     stuck_locks,
 )
-from forensics.sources.registry import CollectRequest
 from forensics.timeutil import Window
 
 pytestmark = pytest.mark.integration
@@ -171,7 +171,7 @@ def test_collect_scans_the_profile_patterns(redis_url, redis_db):
     seed(redis_db)
     window = Window.parse("2025-12-03T14:00:00Z", "2025-12-03T15:00:00Z")
     options = {"redis_url": redis_url, "redis_key_prefix": redis_db.prefix}
-    result = collect(CollectRequest(window, load_profile("chat4all-v2"), options))
+    result = Source.collect(CollectRequest(window, load_profile("chat4all-v2"), options))
     frame = schema.validate("locks", result.tables["locks"])
     assert len(frame) == 7
     assert result.description["stuck_locks"] == 2 and result.description["truncated"] is False
