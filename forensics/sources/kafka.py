@@ -62,13 +62,6 @@ from forensics.sources.kafka_records import (
 )
 from forensics.timeutil import Window, utcnow
 
-LAG_NORMAL = 100
-"""Runbook step 1.2: consumer lag under 100 messages is normal."""
-LAG_PROBLEM = 1000
-"""Runbook step 1.2: consumer lag over 1000 messages is a problem (and the alert threshold)."""
-
-
-
 # ---- connections ---------------------------------------------------------------------------
 
 def bootstrap_servers(explicit: str | None = None) -> str:
@@ -457,58 +450,6 @@ def sample_consumer_lag(groups: dict[str, list[str]], *, samples: int = 1, inter
             time.sleep(interval_s)
         frames.append(consumer_lag(groups, bootstrap=servers, limits=limits, admin=admin))
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-
-
-def lag_band(lag: pd.Series) -> pd.Series:
-    """Runbook bands per lag value: ``normal`` (< 100), ``elevated`` (100..1000), ``problem`` (> 1000)."""
-    lag = lag.astype("Int64")
-    band = pd.Series(pd.array([None] * len(lag), dtype="string"), index=lag.index)
-    band[lag < LAG_NORMAL] = "normal"
-    band[(lag >= LAG_NORMAL) & (lag <= LAG_PROBLEM)] = "elevated"
-    band[lag > LAG_PROBLEM] = "problem"
-    return band
-
-
-def lag_trend(lag: pd.DataFrame) -> pd.DataFrame:
-    """Whether each group's lag on each topic grows or drains over the samples.
-
-    Per group and topic, the lag summed over partitions at each ``sampled_at`` is fitted
-    with a least-squares line; its change over the sampled span (slope x span) says
-    ``growing`` (> +0.5 messages), ``draining`` (< -0.5) or ``steady``; one sample gives
-    ``single sample``. Columns: group, topic, samples, first_sampled_at, last_sampled_at,
-    first_lag, last_lag, slope_per_s (messages/second), trend, band (of the last lag).
-    """
-    cols = ["group", "topic", "samples", "first_sampled_at", "last_sampled_at", "first_lag", "last_lag",
-            "slope_per_s", "trend", "band"]
-    if lag.empty:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
-    totals = (lag.groupby(["group", "topic", "sampled_at"], observed=True)["lag"].sum(min_count=1)
-              .reset_index().sort_values("sampled_at"))
-    rows = []
-    for (g, t), s in totals.groupby(["group", "topic"], sort=True):
-        s = s.dropna(subset=["lag"])
-        first = s.iloc[0] if len(s) else None
-        last = s.iloc[-1] if len(s) else None
-        slope, trend = float("nan"), "no committed offsets"
-        if len(s) == 1:
-            trend = "single sample"
-        elif len(s) > 1:
-            x = (s["sampled_at"] - s["sampled_at"].iloc[0]).dt.total_seconds().to_numpy()
-            y = s["lag"].astype("float64").to_numpy()
-            slope = float(np.polyfit(x, y, 1)[0]) if x[-1] > 0 else 0.0
-            change = slope * x[-1]
-            trend = "growing" if change > 0.5 else "draining" if change < -0.5 else "steady"
-        rows.append({"group": g, "topic": t, "samples": len(s),
-                     "first_sampled_at": first["sampled_at"] if first is not None else pd.NaT,
-                     "last_sampled_at": last["sampled_at"] if last is not None else pd.NaT,
-                     "first_lag": first["lag"] if first is not None else None,
-                     "last_lag": last["lag"] if last is not None else None,
-                     "slope_per_s": slope, "trend": trend})
-    out = pd.DataFrame(rows)
-    out["first_lag"] = out["first_lag"].astype("Int64")
-    out["last_lag"] = out["last_lag"].astype("Int64")
-    out["band"] = lag_band(out["last_lag"])
-    return out[cols]
 
 
 # ---- topic inventory -----------------------------------------------------------------------

@@ -13,11 +13,9 @@ GETRANGE (strings, truncated server-side) or a length (other types). PTTL -1 mea
 (``ttl_s`` null); -2 means the key vanished between SCAN and read, and it is left out.
 Only read commands are sent.
 
-What the rows mean for an incident (:func:`stuck_locks`, :func:`replay_blockers`):
-a conversation lock without a TTL, or with a TTL longer than the profile's ``lock_ttl_s``,
-will hold the conversation beyond its intended life (runbook R4.2); a processed key of a
-FAILED message makes the router's deduplication silently drop a manual replay (R2.4, R3.3)
-until it expires (7 days in the deployed code).
+What the rows mean for an incident is the detectors' job (``stuck_locks``, ``replay_blockers``
+in :mod:`forensics.analysis.detectors.state`) and the DLQ triage's
+(:func:`forensics.analysis.replay.replay_blockers`); this module only reads.
 
 Provenance: ``source="redis"``, ``source_object`` = the key pattern, ``source_ref`` = the key.
 """
@@ -125,21 +123,6 @@ def read_locks(url: str | None = None, *, profile: Profile | str | None = None,
     frame = _frame(rows)
     frame.attrs.update(truncated=truncated, keys_matched=len(candidates))
     return frame
-
-
-def stuck_locks(locks: pd.DataFrame, profile: Profile | str | None = None) -> pd.DataFrame:
-    """Conversation locks that will not go away in time: no TTL at all, or a TTL longer than the
-    profile's ``lock_ttl_s`` (30 s in the runbook's connector configuration)."""
-    ttl_limit = load_profile(profile).redis.lock_ttl_s
-    mine = locks[(locks["kind"] == "conversation_lock").fillna(False)]
-    return mine[(mine["ttl_s"].isna() | (mine["ttl_s"] > ttl_limit)).to_numpy(dtype=bool)]
-
-
-def replay_blockers(locks: pd.DataFrame, message_ids: Iterable[str]) -> pd.DataFrame:
-    """Processed keys of ``message_ids`` (the FAILED messages to replay): while one exists the
-    router's deduplication drops a manual replay of that message without a word."""
-    wanted = set(_ids(message_ids))
-    return locks[((locks["kind"] == "processed") & locks["message_id"].isin(wanted)).fillna(False)]
 
 
 def _ids(values: Iterable[str] | None) -> list[str]:
@@ -285,8 +268,7 @@ class Source(EvidenceSource):
         tables = {"locks": frame}
         notes = [f"SCAN stopped at {len(frame)} keys (cap {max_keys} or time limit {limits.timeout_s:g} s)"] \
             if frame.attrs.get("truncated") else []
-        description = self.describe(tables, notes=notes, parameters=parameters,
-                                    stuck_locks=len(stuck_locks(frame, self.profile)))
+        description = self.describe(tables, notes=notes, parameters=parameters)
         return SourceResult(tables=tables, description=description,
                             queries={"locks": {"redis": {"commands": "SCAN MATCH/COUNT, TYPE, PTTL, GETRANGE, STRLEN",
                                                          **parameters}}})
