@@ -132,7 +132,7 @@ def message_story(message, events, files=None, *, as_of=None, identities=None, l
     """
     import pandas as pd
 
-    from forensics.sources.mongo import check_platform_limits
+    from forensics.catalog import check_platform_limits
     from forensics.timeutil import iso
 
     def val(v, fmt="{}"):

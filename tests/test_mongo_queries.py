@@ -10,6 +10,7 @@ from bson import ObjectId
 from pymongo.read_preferences import Secondary
 
 from forensics import schema
+from forensics.catalog import check_platform_limits
 from forensics.config import Limits
 from forensics.errors import ParameterError, SourceError
 from forensics.sources import mongo, mongo_arrow, mongo_query
@@ -18,7 +19,6 @@ from forensics.sources.mongo_arrow import arrow_kinds, arrow_schema, arrow_to_fl
 from forensics.sources.mongo_query import (
     any_path_in,
     as_date,
-    check_platform_limits,
     date_bucket,
     literal_id,
     literal_ids,
@@ -26,6 +26,7 @@ from forensics.sources.mongo_query import (
     times_before,
 )
 
+MB = 1024 * 1024
 T0 = pd.Timestamp("2025-12-03T14:00:00Z")
 T1 = pd.Timestamp("2025-12-03T15:00:00Z")
 CLOSED_PORT = "mongodb://forensics:s3cret-pw@127.0.0.1:9/?directConnection=true&authSource=admin"
@@ -166,14 +167,14 @@ def test_platform_limits_of_the_runbook():
         "content_type": ["TEXT", "VIDEO", "FILE", "TEXT", "IMAGE", "VIDEO", "TEXT"],
         "content_length": pd.array([4097, None, 10, 1001, None, None, 99999], dtype="Int64"),
         "mime_type": pd.array([None, "video/mp4", None, None, "image/png", "video/mp4", None], dtype="string"),
-        "file_size": pd.array([None, 100 * mongo_query.MB + 1, 3 * 1024 * mongo_query.MB, None, 8 * mongo_query.MB + 1,
-                               50 * mongo_query.MB, None], dtype="Int64"),
+        "file_size": pd.array([None, 100 * MB + 1, 3 * 1024 * MB, None, 8 * MB + 1,
+                               50 * MB, None], dtype="Int64"),
     })
     out = check_platform_limits(frame)
     assert out["text_over_limit"].tolist() == [True, pd.NA, False, True, pd.NA, pd.NA, pd.NA]
     assert out["file_over_limit"].tolist() == [pd.NA, True, True, pd.NA, True, pd.NA, pd.NA]
-    assert out["file_limit_bytes"].tolist()[:5] == [100 * mongo_query.MB, 100 * mongo_query.MB, 2048 * mongo_query.MB, pd.NA,
-                                                    8 * mongo_query.MB]
+    assert out["file_limit_bytes"].tolist()[:5] == [100 * MB, 100 * MB, 2048 * MB, pd.NA,
+                                                    8 * MB]
     assert pd.isna(out.loc[5, "file_limit_bytes"])  # Instagram's 8 MB is for images only
     assert out.loc[6, ["text_limit_chars", "file_limit_bytes"]].isna().all()  # INTERNAL: no platform
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forensics.catalog import load_catalog
 from forensics.simulate.columns import concat, int_text, text, uuids
 
 CHANNELS = ("WHATSAPP", "TELEGRAM", "INSTAGRAM", "INTERNAL")
@@ -38,10 +39,10 @@ FILE_SHAPES = {
     FILE: (2_000_000, 1.0, "application/zip", "FILE", "zip"),
 }
 
-TEXT_LIMITS = {WA: 4096, TG: 4096, IG: 1000}
-"""Platform text limits in characters (runbook R3.2)."""
-FILE_LIMITS = {WA: 100 * 1024**2, TG: 2 * 1024**3, IG: 8 * 1024**2}
-"""Platform file limits in bytes (runbook R3.2: WhatsApp 100 MB, Telegram 2 GB, Instagram 8 MB images)."""
+TEXT_LIMITS = {c: int(load_catalog().limits[CHANNELS[c]]["text_chars"]) for c in EXTERNAL}
+"""Platform text limits in characters (runbook R3.2; the catalog's ``limits``)."""
+FILE_LIMITS = {c: int(load_catalog().limits[CHANNELS[c]]["file_bytes"]) for c in EXTERNAL}
+"""Platform file limits in bytes (runbook R3.2; the catalog's ``limits``)."""
 
 IDENTITY_FORMATS = {
     "WHATSAPP": r"^\+[1-9]\d{7,14}$",

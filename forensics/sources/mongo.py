@@ -45,6 +45,7 @@ from bson import errors as bson_errors
 from pymongo import errors as mongo_errors
 
 from forensics import schema
+from forensics.catalog import check_platform_limits
 from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import mask_uri
 from forensics.errors import ParameterError, SourceError
@@ -61,7 +62,6 @@ from forensics.sources.mongo_arrow import arrow_kinds, arrow_schema, arrow_to_fl
 from forensics.sources.mongo_query import (
     all_of,
     any_path_in,
-    check_platform_limits,
     date_bucket,
     first_date_of,
     first_of,

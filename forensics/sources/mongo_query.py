@@ -3,7 +3,7 @@
 Ids must be ``str`` and only ever appear as the operand of ``$eq``/``$in``; times may be BSON
 dates, epoch seconds, milliseconds or ISO strings and :func:`time_range` covers all four;
 where the profile lists several paths for one field the filter accepts any of them
-(:func:`any_path_in`, :func:`first_of`). Also the runbook R3.2 platform-limit check.
+(:func:`any_path_in`, :func:`first_of`).
 """
 
 
@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from bson import json_util
 
-from forensics import schema
 from forensics.errors import ParameterError
 from forensics.timeutil import iso, parse_time
 
@@ -26,23 +24,6 @@ from forensics.timeutil import iso, parse_time
 _MS_FROM, _US_FROM, _NS_FROM = 1e11, 1e14, 1e17
 _ISO_MIN, _ISO_MAX = "0000-01-01", "9999-12-31"
 
-MB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class PlatformLimit:
-    text_chars: int
-    file_bytes: int
-    file_kinds: str = "any"
-    """``any`` file, or ``image`` when the platform's stated limit is for images only."""
-
-
-PLATFORM_LIMITS: dict[str, PlatformLimit] = {
-    "WHATSAPP": PlatformLimit(4096, 100 * MB),
-    "TELEGRAM": PlatformLimit(4096, 2048 * MB),
-    "INSTAGRAM": PlatformLimit(1000, 8 * MB, "image"),
-}
-"""Runbook R3.2 platform limits: text in characters, files in bytes (MB = 1024 x 1024)."""
 
 
 # ---- literal parameters -------------------------------------------------------------
@@ -176,33 +157,6 @@ def date_bucket(bucket: str | pd.Timedelta) -> tuple[str, int]:
         if ms % size == 0:
             return unit, ms // size
     raise AssertionError("unreachable: ms is a multiple of 1000")
-
-
-def check_platform_limits(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add the runbook R3.2 limit columns to rows with ``channel``, ``content_type``,
-    ``content_length`` and optionally ``mime_type`` and ``file_size`` (bytes).
-
-    Adds ``text_limit_chars``, ``text_over_limit``, ``file_limit_bytes``,
-    ``file_over_limit``; limits are null (and the flags NA) where the platform states none
-    (INTERNAL, or a non-image file on Instagram).
-    """
-    out = frame.copy()
-    channel = out["channel"].astype(schema.STR).str.upper()
-    text = channel.map({c: lim.text_chars for c, lim in PLATFORM_LIMITS.items()}).astype(schema.INT)
-    mime = out["mime_type"] if "mime_type" in out else pd.Series(pd.NA, index=out.index, dtype=schema.STR)
-    is_image = (out["content_type"].astype(schema.STR).str.upper().eq("IMAGE").fillna(False)
-                | mime.astype(schema.STR).str.lower().str.startswith("image/").fillna(False))
-    file_limit = pd.Series(pd.NA, index=out.index, dtype=schema.INT)
-    for c, lim in PLATFORM_LIMITS.items():
-        applies = channel.eq(c).fillna(False) & (is_image if lim.file_kinds == "image" else True)
-        file_limit[applies] = lim.file_bytes
-    size = out["file_size"].astype(schema.INT) if "file_size" in out else pd.Series(pd.NA, index=out.index,
-                                                                                        dtype=schema.INT)
-    out["text_limit_chars"] = text
-    out["text_over_limit"] = (out["content_length"].astype(schema.INT) > text).astype(schema.BOOL)
-    out["file_limit_bytes"] = file_limit
-    out["file_over_limit"] = (size > file_limit).astype(schema.BOOL)
-    return out
 
 
 def query_json(value: Any) -> Any:
