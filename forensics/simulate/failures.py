@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from forensics import catalog
+from forensics.schema import CHANNELS
 from forensics.simulate.columns import fill, token_ids
 from forensics.simulate.population import IG, TG, WA
 
@@ -31,7 +33,7 @@ PLATFORM_URLS = {
     IG: "https://graph.facebook.com/v18.0/me/messages",
 }
 PLATFORM_HOSTS = {WA: "graph.facebook.com", TG: "api.telegram.org", IG: "graph.facebook.com"}
-PLATFORM_NAMES = {WA: "WhatsApp", TG: "Telegram", IG: "Instagram"}
+PLATFORM_NAMES = {c: catalog.PLATFORM_NAMES[CHANNELS[c]] for c in (WA, TG, IG)}
 
 
 @dataclass(frozen=True)

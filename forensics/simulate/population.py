@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from forensics.catalog import load_catalog
+from forensics.schema import CHANNELS
 from forensics.simulate.columns import concat, int_text, text, uuids
 
-CHANNELS = ("WHATSAPP", "TELEGRAM", "INSTAGRAM", "INTERNAL")
 WA, TG, IG, INTERNAL = range(4)
+"""Channel codes: positions in :data:`forensics.schema.CHANNELS`."""
 EXTERNAL = (WA, TG, IG)
 CHANNEL_MIX = (0.50, 0.25, 0.20, 0.05)
 
