@@ -120,109 +120,11 @@ def cmd_verify(args) -> int:
 EXIT_NOT_FOUND = 1
 
 
-def message_story(message, events, files=None, *, as_of=None, identities=None, locks=None) -> list[str]:
-    """One message's story as text lines: what it is, its status history with the time
-    between transitions, errors, retries, attached files against the platform limits, and
-    the recipient's identity and the Redis keys steering its delivery when known.
-
-    ``message`` is one ``messages`` row (a Series), ``events`` its ``status_events`` rows,
-    ``files`` the rows of ``MongoSource.file_checks`` (None: judged from the row alone).
-    ``as_of`` is the time a last non-final status is aged against (now, or a bundle's end).
-    ``identities`` / ``locks``: rows of those tables, or a string saying why they are absent.
-    """
-    import pandas as pd
-
-    from forensics.catalog import check_platform_limits
-    from forensics.timeutil import iso
-
-    def val(v, fmt="{}"):
-        return "-" if v is None or v is pd.NA or (not isinstance(v, str) and pd.isna(v)) else fmt.format(v)
-
-    def secs(td) -> str:
-        return "-" if pd.isna(td) else f"{td.total_seconds():.3f} s"
-
-    def yes(v) -> bool:
-        return v is not None and v is not pd.NA and bool(v)
-
-    def age(td) -> str:
-        s = int(td.total_seconds())
-        parts = [(s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "min"), (s % 60, "s")]
-        return " ".join(f"{n} {u}" for n, u in parts if n) or secs(td)
-
-    m = message
-    lines = [f"message {m['message_id']}",
-             f"  conversation {val(m['conversation_id'])}   channel {val(m['channel'])}   status {val(m['status'])}",
-             f"  content {val(m['content_type'])}, {val(m['content_length'], '{:,} chars')}   "
-             f"recipients {val(m['recipient_count'])}   created {val(iso(m['created_at']) if pd.notna(m['created_at']) else None)}"
-             f"   updated {val(iso(m['updated_at']) if pd.notna(m['updated_at']) else None)}",
-             f"  retries {val(m['retry_count'])}"
-             + (f"   error ({val(m['error_field'])}): {m['error_message']}" if pd.notna(m["error_message"]) else ""),
-             f"  platform message id {val(m['platform_message_id'])}   "
-             f"source {val(m['source'])} {val(m['source_object'])}/{val(m['source_ref'])}"]
-    checks = files if files is not None and len(files) else check_platform_limits(m.to_frame().T)
-    for _, f in checks.iterrows():
-        if yes(f.get("text_over_limit")):
-            lines.append(f"  TEXT OVER LIMIT: {f['content_length']:,} chars > {f['text_limit_chars']:,} on {f['channel']}")
-        if pd.notna(f.get("file_id")) or pd.notna(f.get("file_size")):
-            size = val(f.get("file_size"), "{:,} bytes")
-            line = f"  file {val(f.get('file_id'))} {val(f.get('filename'))} {val(f.get('mime_type'))} {size}"
-            if yes(f.get("file_missing")):
-                line += "   NOT IN THE FILES COLLECTION (expired after 24 h, or never stored)"
-            if yes(f.get("file_over_limit")):
-                line += f"   OVER the {f['channel']} limit of {f['file_limit_bytes']:,} bytes"
-            lines.append(line)
-    if identities is not None:
-        if isinstance(identities, str):
-            lines.append(f"  recipient identity: {identities}")
-        else:
-            mine = identities[identities["platform_user_id"] == m["recipient_id"]]
-            if mine.empty:
-                lines.append(f"  recipient {val(m['recipient_id'])}: NO external identity (runbook R3.1)")
-            for _, i in mine.iterrows():
-                lines.append(f"  recipient {i['platform_user_id']} on {i['platform']}: user {val(i['user_id'])}, "
-                             f"verified {val(i['verified'])}, format valid {val(i['format_valid'])}")
-    if locks is not None:
-        if isinstance(locks, str):
-            lines.append(f"  redis keys: {locks}")
-        elif locks.empty:
-            lines.append("  redis keys: none for this message or its conversation")
-        for _, k in (locks.iterrows() if not isinstance(locks, str) else ()):
-            ttl = "no expiry" if pd.isna(k["ttl_s"]) else f"ttl {k['ttl_s']:,.0f} s"
-            note = "  (a manual replay is dropped while it exists)" if k["kind"] == "processed" else ""
-            lines.append(f"  redis {k['kind']}: {k['key']} {ttl}{note}")
-    ev = events.sort_values(["timestamp", "derived"], ascending=[True, False], kind="stable")
-    lines.append("")
-    if ev.empty:
-        lines.append("status history: none (no history rows and no creation time)")
-        return lines
-    first, last = ev.iloc[0], ev.iloc[-1]
-    lines.append(f"status history: {len(ev)} transition(s), {first['new_status']} -> {last['new_status']} "
-                 f"in {secs(last['timestamp'] - first['timestamp'])}" if len(ev) > 1 else
-                 f"status history: {first['new_status']} only")
-    lines.append(f"  {'time':24s}  {'status':9s}  {'after prev':>12s}  {'since first':>12s}  {'by':16s}  note")
-    prev = None
-    for _, e in ev.iterrows():
-        notes = []
-        if e["derived"]:
-            notes.append("derived from the creation time (no history row)")
-        if pd.notna(e["old_status"]) and prev is not None and e["old_status"] != prev["new_status"]:
-            notes.append(f"recorded old status {e['old_status']} differs from the previous {prev['new_status']}")
-        if pd.notna(e["error_message"]):
-            notes.append(f"error: {e['error_message']}")
-        after = secs(e["timestamp"] - prev["timestamp"]) if prev is not None else "-"
-        lines.append(f"  {iso(e['timestamp']):24s}  {e['new_status']:9s}  {after:>12s}  "
-                     f"{secs(e['timestamp'] - first['timestamp']):>12s}  {val(e['updated_by']):16s}  {'; '.join(notes)}")
-        prev = e
-    if as_of is not None and last["new_status"] in ("PENDING", "SENT"):
-        lines.append(f"  still {last['new_status']} {age(as_of - last['timestamp'])} after its last transition "
-                     f"(as of {iso(as_of)})")
-    return lines
-
-
 def cmd_message(args) -> int:
     import pandas as pd
 
     from forensics.errors import ParameterError
+    from forensics.report.drilldown import message_story
 
     if not args.message_id.strip():
         raise ParameterError("message id is empty")

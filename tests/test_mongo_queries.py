@@ -285,7 +285,7 @@ def test_queries_are_recorded_as_json():
 # ---- forensics message: the story of one message ------------------------------------------------
 
 def test_message_story_shows_durations_errors_limits_identity_and_locks():
-    from forensics.cli import message_story
+    from forensics.report.drilldown import message_story
     from forensics.sources.documents import messages_from_documents, status_events_from_documents
 
     msg = messages_from_documents([{
