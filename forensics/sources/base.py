@@ -22,7 +22,8 @@ gives every source's description the same keys (``kind``, ``connection`` masked,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -31,7 +32,7 @@ import pandas as pd
 from forensics.config import DEFAULT_LIMITS, Limits
 from forensics.config import connection as env_connection
 from forensics.credentials import mask_secrets, mask_uri
-from forensics.errors import ParameterError
+from forensics.errors import ParameterError, SourceError
 from forensics.profiles import Profile
 from forensics.timeutil import Window
 
@@ -243,6 +244,38 @@ class EvidenceSource:
                 "rows": sum(len(f) for f in tables.values()),
                 "truncated": bool(truncated or any(f.attrs.get("truncated") for f in tables.values())),
                 "notes": list(notes), **details}
+
+
+@contextmanager
+def connected(source: str, address: str | None, *, missing_hint: str, open: Callable[[str], Any],
+              failure: Callable[[BaseException, str, bool], SourceError | None], ready: Callable[[Any], None] | None = None
+              ) -> Iterator[Any]:
+    """A client of ``source`` on ``address``, closed after: the one connection pattern of the
+    sources with a driver (PostgreSQL, Redis). No address is a SourceError with ``missing_hint``;
+    ``open(address)`` connects, ``ready(client)`` checks it (e.g. a PING); ``failure(exc, masked,
+    opening)`` turns a driver error (while opening, or while in use) into the source's one-line
+    SourceError, credentials masked (None: not the driver's, let it through)."""
+    if not address:
+        raise SourceError(source, "no connection string", missing_hint)
+    masked = mask_uri(address) or ""
+    try:
+        client = open(address)
+    except Exception as exc:
+        error = failure(exc, masked, True)
+        if error is None:
+            raise
+        raise error from None
+    try:
+        if ready is not None:
+            ready(client)
+        yield client
+    except Exception as exc:
+        error = failure(exc, masked, False)
+        if error is None:
+            raise
+        raise error from None
+    finally:
+        client.close()
 
 
 def _env_var(key: str | None) -> str:

@@ -32,7 +32,7 @@ from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import mask_uri
 from forensics.errors import SourceError
 from forensics.profiles import Profile, load_profile
-from forensics.sources.base import EvidenceSource, Option, SourceResult
+from forensics.sources.base import EvidenceSource, Option, SourceResult, connected
 from forensics.sources.identity import format_valid
 from forensics.timeutil import Window
 
@@ -111,28 +111,24 @@ def conninfo(dsn: str, limits: Limits = DEFAULT_LIMITS) -> str:
 
 @contextmanager
 def _connect(dsn: str | None, limits: Limits) -> Iterator[psycopg.Connection]:
-    dsn = connection(SOURCE, dsn)
-    if not dsn:
-        raise SourceError(SOURCE, "no connection string", _HINT_DSN)
-    masked = mask_uri(dsn)
-    try:
-        conn = psycopg.connect(conninfo(dsn, limits))
-    except psycopg.OperationalError as exc:
-        raise _connect_error(exc, masked) from None
-    try:
+    def failure(exc: BaseException, masked: str, opening: bool) -> SourceError | None:
+        if opening:
+            return _connect_error(exc, masked) if isinstance(exc, psycopg.OperationalError) else None
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            return SourceError(SOURCE, f"query cancelled after {limits.timeout_s:g} s on {masked}: {_first_line(exc)}",
+                               "a smaller set of platform ids, or a larger Limits.timeout_s")
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return SourceError(SOURCE, f"permission denied on {masked}: {_first_line(exc)}",
+                               "grant SELECT on the identities and users tables to this user")
+        if isinstance(exc, psycopg.Error):
+            return SourceError(SOURCE, f"query failed on {masked}: {_first_line(exc)}", "")
+        return None
+
+    with connected(SOURCE, connection(SOURCE, dsn), missing_hint=_HINT_DSN,
+                   open=lambda address: psycopg.connect(conninfo(address, limits)), failure=failure) as conn:
         conn.read_only = True  # BEGIN READ ONLY on top of the session default
         with conn.transaction():
             yield conn
-    except psycopg.errors.QueryCanceled as exc:
-        raise SourceError(SOURCE, f"query cancelled after {limits.timeout_s:g} s on {masked}: {_first_line(exc)}",
-                          "a smaller set of platform ids, or a larger Limits.timeout_s") from None
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise SourceError(SOURCE, f"permission denied on {masked}: {_first_line(exc)}",
-                          "grant SELECT on the identities and users tables to this user") from None
-    except psycopg.Error as exc:
-        raise SourceError(SOURCE, f"query failed on {masked}: {_first_line(exc)}", "") from None
-    finally:
-        conn.close()
 
 
 def _connect_error(exc: psycopg.OperationalError, masked: str | None) -> SourceError:

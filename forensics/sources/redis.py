@@ -37,7 +37,7 @@ from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import mask_uri
 from forensics.errors import SourceError
 from forensics.profiles import Profile, load_profile
-from forensics.sources.base import EvidenceSource, Option, SourceResult
+from forensics.sources.base import EvidenceSource, Option, SourceResult, connected
 from forensics.timeutil import Window, utcnow
 
 SOURCE = "redis"
@@ -133,38 +133,37 @@ def _ids(values: Iterable[str] | None) -> list[str]:
 
 @contextmanager
 def _client(url: str | None, limits: Limits) -> Iterator[redis_client.Redis]:
-    url = connection(SOURCE, url)
-    if not url:
-        raise SourceError(SOURCE, "no connection URL", _HINT_URL)
-    masked = mask_uri(url)
-    try:
-        client = redis_client.Redis.from_url(url, socket_timeout=limits.timeout_s,
-                                             socket_connect_timeout=limits.connect_timeout_s, decode_responses=False)
-    except ValueError as exc:
-        raise SourceError(SOURCE, f"invalid URL {masked}: {exc}", _HINT_URL) from None
-    try:
-        client.ping()
+    def open_client(address: str) -> redis_client.Redis:
+        return redis_client.Redis.from_url(address, socket_timeout=limits.timeout_s,
+                                           socket_connect_timeout=limits.connect_timeout_s, decode_responses=False)
+
+    with connected(SOURCE, connection(SOURCE, url), missing_hint=_HINT_URL, open=open_client, failure=_failure,
+                   ready=lambda client: client.ping()) as client:
         yield client
-    except redis_client.AuthenticationError as exc:
-        raise SourceError(SOURCE, f"authentication failed for {masked}: {exc}",
-                          "the password in FORENSICS_REDIS_URL (redis://:PASSWORD@host:port/db)") from None
-    except redis_client.exceptions.NoPermissionError as exc:
-        raise SourceError(SOURCE, f"permission denied on {masked}: {exc}",
-                          "the ACL user needs SCAN, TYPE, PTTL, GETRANGE, STRLEN and the length commands") from None
-    except redis_client.TimeoutError as exc:
-        raise SourceError(SOURCE, f"timed out talking to {masked}: {exc}",
-                          "host and port, firewalls; Limits.timeout_s") from None
-    except redis_client.ConnectionError as exc:
-        raise SourceError(SOURCE, f"unreachable: {masked}: {exc}",
-                          "is Redis running at that host and port? (scripts/services status)") from None
-    except redis_client.ResponseError as exc:
+
+
+def _failure(exc: BaseException, masked: str, opening: bool) -> SourceError | None:
+    """A redis-py error as the source's one line (None: not a Redis error)."""
+    if opening:
+        return SourceError(SOURCE, f"invalid URL {masked}: {exc}", _HINT_URL) if isinstance(exc, ValueError) else None
+    if isinstance(exc, redis_client.AuthenticationError):
+        return SourceError(SOURCE, f"authentication failed for {masked}: {exc}",
+                           "the password in FORENSICS_REDIS_URL (redis://:PASSWORD@host:port/db)")
+    if isinstance(exc, redis_client.exceptions.NoPermissionError):
+        return SourceError(SOURCE, f"permission denied on {masked}: {exc}",
+                           "the ACL user needs SCAN, TYPE, PTTL, GETRANGE, STRLEN and the length commands")
+    if isinstance(exc, redis_client.TimeoutError):
+        return SourceError(SOURCE, f"timed out talking to {masked}: {exc}", "host and port, firewalls; Limits.timeout_s")
+    if isinstance(exc, redis_client.ConnectionError):
+        return SourceError(SOURCE, f"unreachable: {masked}: {exc}",
+                           "is Redis running at that host and port? (scripts/services status)")
+    if isinstance(exc, redis_client.ResponseError):
         text = str(exc)
         if "NOAUTH" in text or "Authentication required" in text:
-            raise SourceError(SOURCE, f"authentication required by {masked}: {text}",
-                              "a password in FORENSICS_REDIS_URL (redis://:PASSWORD@host:port/db)") from None
-        raise SourceError(SOURCE, f"command failed on {masked}: {text}", "") from None
-    finally:
-        client.close()
+            return SourceError(SOURCE, f"authentication required by {masked}: {text}",
+                               "a password in FORENSICS_REDIS_URL (redis://:PASSWORD@host:port/db)")
+        return SourceError(SOURCE, f"command failed on {masked}: {text}", "")
+    return None
 
 
 def _scan(client: redis_client.Redis, patterns: list[KeyPattern], max_keys: int, count: int,
