@@ -15,9 +15,9 @@ from forensics import schema
 from forensics.bundle import write_bundle
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
+from forensics.redact import Redactor, redact_frame, redact_text
 from forensics.report import drilldown, runner
 from forensics.report.params import validate_report_params
-from forensics.report.redact import Redactor, redact_frame, redact_text
 from forensics.timeutil import Window
 
 SCRIPT = "<script>alert(1)</script>"

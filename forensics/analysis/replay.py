@@ -34,7 +34,7 @@ import pandas as pd
 from forensics import schema
 from forensics.analysis.classify import classify_series
 from forensics.evidence import Evidence
-from forensics.report.redact import Redactor
+from forensics.redact import Redactor
 
 VERDICTS: dict[str, str] = {
     "undecodable": "payload not decoded or without a message id: inspect by hand",

@@ -17,8 +17,8 @@ import pandas as pd
 
 from forensics import __version__, schema
 from forensics.evidence import Evidence
+from forensics.redact import Redactor
 from forensics.report.params import ReportParams
-from forensics.report.redact import Redactor
 from forensics.timeutil import iso, utcnow
 
 if TYPE_CHECKING:

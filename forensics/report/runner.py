@@ -15,7 +15,7 @@ to_dict()``, already redacted) as an output of its own mimetype; Markdown and JS
 rendered from that, so the three formats always agree. ``markdown_report`` renders the same
 Markdown straight from an Analysis, without a notebook.
 
-Exports are redacted by default (:mod:`forensics.report.redact`); every text that comes from
+Exports are redacted by default (:mod:`forensics.redact`); every text that comes from
 evidence is escaped for the format it goes into (HTML entities, Markdown escapes, JSON).
 Everything is written into a temporary sibling directory and moved into place only when all
 formats succeeded, so a half-written report never looks complete.
