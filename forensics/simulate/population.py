@@ -2,8 +2,8 @@
 
 Recipients carry the platform id forms Chat4All sees: E.164 numbers for WhatsApp
 (``+5511987654321``), ``@handles`` or numeric chat ids for Telegram, ``@handles`` or
-numeric IGSIDs for Instagram, with a few malformed ones. ``IDENTITY_FORMATS`` are the
-regular expressions ``identities.format_valid`` is computed with.
+numeric IGSIDs for Instagram, with a few malformed ones; ``identities.format_valid`` is judged
+by :mod:`forensics.sources.identity`, as for a live PostgreSQL.
 
 Every scenario also carries a few hostile texts (``HOSTILE_CONTENT``): markup, a MongoDB
 operator, terminal escapes, bidi overrides, spreadsheet formulas, and text decoded from
@@ -44,13 +44,6 @@ TEXT_LIMITS = {c: int(load_catalog().limits[CHANNELS[c]]["text_chars"]) for c in
 """Platform text limits in characters (runbook R3.2; the catalog's ``limits``)."""
 FILE_LIMITS = {c: int(load_catalog().limits[CHANNELS[c]]["file_bytes"]) for c in EXTERNAL}
 """Platform file limits in bytes (runbook R3.2; the catalog's ``limits``)."""
-
-IDENTITY_FORMATS = {
-    "WHATSAPP": r"^\+[1-9]\d{7,14}$",
-    "TELEGRAM": r"^(@[A-Za-z][A-Za-z0-9_]{4,31}|\d{5,15})$",
-    "INSTAGRAM": r"^(@[A-Za-z0-9._]{1,30}|\d{10,20})$",
-}
-"""What a well-formed platform_user_id looks like: E.164 for WhatsApp, handle or numeric id otherwise."""
 
 HOSTILE_CONTENT = (
     "<script>alert(1)</script>",

@@ -54,6 +54,7 @@ from forensics.simulate.failures import (
     stored_errors,
 )
 from forensics.simulate.traffic import Traffic
+from forensics.sources.identity import format_valid
 from forensics.sources.partitioner import partitions_for
 
 STATUS = {s: i for i, s in enumerate(schema.STATUSES)}
@@ -455,10 +456,7 @@ def identities(t: Traffic) -> pd.DataFrame:
     ext = np.flatnonzero(r.channel != pop.INTERNAL)
     platform = vocab_series(pop.CHANNELS, r.channel[ext])
     pid = str_series(r.platform_id[ext])
-    valid = np.zeros(len(ext), dtype=bool)
-    for c in range(3):
-        sel = r.channel[ext] == c
-        valid[sel] = pid[sel].str.match(pop.IDENTITY_FORMATS[pop.CHANNELS[c]]).to_numpy(dtype=bool)
+    valid = format_valid(platform, pid).fillna(False).to_numpy(dtype=bool)
     frame = {
         "user_id": str_series(r.user_id[ext]),
         "platform": platform,
