@@ -93,7 +93,7 @@ def consumer_config(bootstrap: str, limits: Limits = DEFAULT_LIMITS, **extra: An
         "enable.partition.eof": True,
         # A start offset deleted by retention between lookup and fetch: read what is left.
         "auto.offset.reset": "earliest",
-        "socket.connection.setup.timeout.ms": int(limits.connect_timeout_s * 1000),
+        "socket.connection.setup.timeout.ms": _setup_timeout_ms(limits),
         "queued.min.messages": 200_000,
         # Larger fetches per partition: on a local broker this halves the time spent waiting
         # in consume() for small records (1 MiB default -> 8 MiB).
@@ -107,6 +107,11 @@ def consumer_config(bootstrap: str, limits: Limits = DEFAULT_LIMITS, **extra: An
     }
 
 
+def _setup_timeout_ms(limits: Limits) -> int:
+    """``limits.connect_timeout_s`` in librdkafka's terms: milliseconds, at least its minimum of 1000."""
+    return max(1000, int(limits.connect_timeout_s * 1000))
+
+
 def open_consumer(bootstrap: str, limits: Limits = DEFAULT_LIMITS, **extra: Any):
     from confluent_kafka import Consumer
 
@@ -117,7 +122,7 @@ def open_admin(bootstrap: str, limits: Limits = DEFAULT_LIMITS, **extra: Any):
     from confluent_kafka.admin import AdminClient
 
     return AdminClient({"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOG,
-                        "socket.connection.setup.timeout.ms": int(limits.connect_timeout_s * 1000), **extra})
+                        "socket.connection.setup.timeout.ms": _setup_timeout_ms(limits), **extra})
 
 
 def _unreachable(bootstrap: str, exc: Exception) -> SourceError:
