@@ -1,10 +1,12 @@
-"""The shape of the library: no import cycle between its modules."""
+"""The shape of the library: no import cycle between its modules, no module doing too many jobs."""
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "forensics"
+MAX_LINES = 800
+"""A module longer than this does several jobs: cut it along them (README, Architecture)."""
 
 
 def module_name(path: Path) -> str:
@@ -78,3 +80,8 @@ def test_no_import_cycle_between_modules():
 def test_the_cycle_check_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
+
+def test_no_module_over_the_line_limit():
+    long = {str(p.relative_to(ROOT)): n for p in MODULES.values()
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert long == {}
