@@ -309,6 +309,8 @@ def cmd_watch(args) -> int:
     from forensics.config import configured_sources
     from forensics.errors import ParameterError
     from forensics.report.watch import Watcher, WatchServer, parse_listen
+    from forensics.sources.base import parse_option_args
+    from forensics.sources.registry import check_options
 
     listen = parse_listen(args.listen)
     try:
@@ -317,8 +319,10 @@ def cmd_watch(args) -> int:
         raise ParameterError(f"--lookback: expected a duration like 1h or 30m, got {args.lookback!r}") from None
     sources = ([s.strip() for s in args.sources.split(",") if s.strip()] if args.sources
                else list(configured_sources()))
+    options = parse_option_args(args.option)
+    check_options(sources, options)  # refused now, not at the first alert
     progress = Progress(args.quiet)
-    watcher = Watcher(args.out, sources, profile=args.profile, options=dict(kv.split("=", 1) for kv in args.option or []),
+    watcher = Watcher(args.out, sources, profile=args.profile, options=options,
                       lookback=lookback, max_concurrent=args.max_concurrent,
                       formats=[f.strip() for f in args.formats.split(",") if f.strip()], redact=not args.no_redact,
                       alert_names=[a.strip() for a in (args.alerts or "").split(",") if a.strip()], progress=progress)
