@@ -7,6 +7,8 @@ Layout of a bundle directory::
     messages.parquet       one Parquet file per collected table, named after the table
     status_events.parquet
     ...
+    baseline/              the baseline period's tables, when one was collected (manifest
+      messages.parquet     key ``baseline``: kind, window, tables, sources)
 
 The single-file form is the same directory as an uncompressed-member ``.tar.gz``
 (``forensics bundle pack``/``write_bundle(..., archive=True)``); every reader accepts both.
@@ -45,6 +47,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+BASELINE_DIR = "baseline/"
+"""Where a bundle keeps its baseline's tables (manifest key ``baseline``)."""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -75,14 +79,16 @@ def is_archive(path: Path) -> bool:
 
 def write_bundle(evidence: Evidence, path: str | Path, *, queries: dict[str, Any] | None = None,
                  custody: list[dict] | None = None, overwrite: bool = False, archive: bool = False,
-                 progress: Callable[[str], None] | None = None) -> Path:
+                 progress: Callable[[str], None] | None = None, baseline_queries: dict[str, Any] | None = None
+                 ) -> Path:
     """Write ``evidence`` as a bundle at ``path`` (a directory, or a .tar.gz when ``archive``).
 
     Tables are validated against the schema first. The bundle is built in a temporary
     sibling and renamed into place at the end, so an interrupted write never leaves
     something that looks like a complete bundle. ``queries`` maps table -> the query or
     parameters that produced it (stored, credentials masked). ``custody`` entries are
-    prepended to the log (e.g. collection steps); a "written" entry is appended.
+    prepended to the log (e.g. collection steps); a "written" entry is appended. The
+    evidence's baseline, if any, goes under ``baseline/`` (``baseline_queries`` as ``queries``).
     """
     path = Path(path)
     if path.exists():
@@ -91,21 +97,15 @@ def write_bundle(evidence: Evidence, path: str | Path, *, queries: dict[str, Any
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
-        tables: dict[str, Any] = {}
-        for name, frame in evidence.tables.items():
-            schema.validate(name, frame)
-            if progress:
-                progress(f"writing {name} ({len(frame):,} rows)")
-            file = f"{name}.parquet"
-            frame.to_parquet(tmp / file, index=False, compression="zstd")
-            tables[name] = {
-                "file": file,
-                "rows": len(frame),
-                "columns": len(frame.columns),
-                "query": mask_secrets((queries or {}).get(name)),
-            }
-        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        for entry in tables.values():
+        tables = _write_tables(evidence, tmp, "", queries, progress)
+        baseline = None
+        if evidence.baseline is not None:
+            base = evidence.baseline
+            baseline = {"kind": evidence.baseline_kind, "window": base.window.to_dict(),
+                        "tables": _write_tables(base, tmp, BASELINE_DIR, baseline_queries, progress),
+                        "sources": mask_secrets(base.sources), "missing_sources": mask_secrets(base.missing)}
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        for entry in [*tables.values(), *(baseline["tables"].values() if baseline else [])]:
             entry["sha256"] = files[entry["file"]]
         log = list(custody or []) + [custody_entry("written", {"tables": {n: t["rows"] for n, t in tables.items()}})]
         manifest = {
@@ -119,6 +119,7 @@ def write_bundle(evidence: Evidence, path: str | Path, *, queries: dict[str, Any
             "sources": mask_secrets(evidence.sources),
             "missing_sources": mask_secrets(evidence.missing),
             "tables": tables,
+            **({"baseline": baseline} if baseline else {}),
             "files": files,
             "custody": log,
         }
@@ -135,6 +136,23 @@ def write_bundle(evidence: Evidence, path: str | Path, *, queries: dict[str, Any
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _write_tables(evidence: Evidence, directory: Path, prefix: str, queries: dict[str, Any] | None,
+                  progress: Callable[[str], None] | None) -> dict[str, dict[str, Any]]:
+    """Write every table of ``evidence`` under ``directory/prefix``: table -> manifest entry."""
+    tables: dict[str, Any] = {}
+    if prefix:
+        (directory / prefix).mkdir()
+    for name, frame in evidence.tables.items():
+        schema.validate(name, frame)
+        if progress:
+            progress(f"writing {prefix}{name} ({len(frame):,} rows)")
+        file = f"{prefix}{name}.parquet"
+        frame.to_parquet(directory / file, index=False, compression="zstd")
+        tables[name] = {"file": file, "rows": len(frame), "columns": len(frame.columns),
+                        "query": mask_secrets((queries or {}).get(name))}
+    return tables
 
 
 def _write_manifest(directory: Path, manifest: dict) -> None:
@@ -212,7 +230,8 @@ def _verify_dir(path: Path) -> Verification:
     present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
     for name in sorted(present - set(files) - {MANIFEST, MANIFEST_HASH}):
         problems.append(f"{name}: added (not in manifest)")
-    for table, entry in (manifest.get("tables") or {}).items():
+    baseline_tables = (manifest.get("baseline") or {}).get("tables") or {}
+    for table, entry in [*(manifest.get("tables") or {}).items(), *baseline_tables.items()]:
         if entry.get("file") not in files:
             problems.append(f"{entry.get('file')}: listed for table {table} but not hashed")
     return Verification(not problems, problems, manifest)
@@ -263,7 +282,22 @@ def _read_dir(path: Path, verify: bool, wanted: list[str] | None, label: str) ->
     ev = Evidence(window=window, profile=manifest.get("profile", "runbook"),
                   sources=manifest.get("sources") or {}, missing=manifest.get("missing_sources") or {},
                   scenario=manifest.get("scenario"))
-    for name, entry in (manifest.get("tables") or {}).items():
+    _read_tables(ev, path, manifest.get("tables") or {}, wanted, label)
+    base = manifest.get("baseline")
+    if isinstance(base, dict) and base.get("tables") is not None:
+        try:
+            base_window = Window.parse(base["window"]["start"], base["window"]["end"])
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"{label}: manifest has a baseline without a valid window") from exc
+        ev.baseline = Evidence(window=base_window, profile=ev.profile, sources=base.get("sources") or {},
+                               missing=base.get("missing_sources") or {})
+        ev.baseline_kind = str(base.get("kind") or "preceding")
+        _read_tables(ev.baseline, path, base["tables"], wanted, label)
+    return ev
+
+
+def _read_tables(ev: Evidence, path: Path, entries: dict[str, Any], wanted: list[str] | None, label: str) -> None:
+    for name, entry in entries.items():
         if wanted is not None and name not in wanted:
             continue
         if name not in schema.TABLES:
@@ -273,7 +307,6 @@ def _read_dir(path: Path, verify: bool, wanted: list[str] | None, label: str) ->
             ev.tables[name] = schema.validate(name, schema.conform(name, frame))
         except (OSError, ValueError, SchemaError) as exc:
             raise BundleError(f"{label}: {entry.get('file')}: cannot be read ({exc})") from exc
-    return ev
 
 
 def append_custody(path: str | Path, action: str, detail: str | dict | None = None) -> dict:

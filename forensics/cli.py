@@ -85,18 +85,20 @@ def cmd_simulate(args) -> int:
 def cmd_collect(args) -> int:
     from forensics.bundle import write_bundle
     from forensics.sources.base import parse_option_args
-    from forensics.sources.registry import collect
+    from forensics.sources.registry import baseline_window, collect, collect_baseline
 
     progress = Progress(args.quiet)
     window = _window(args)
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     options = {"scenario": args.scenario, "messages": args.messages, "seed": args.seed} if "simulator" in sources else {}
     options.update(parse_option_args(args.option))
+    baseline_window(args.baseline, window)  # a bad --baseline fails before anything is collected
     ev, queries, custody = collect(sources, window, args.profile, options, progress)
     if not ev.tables:
         raise ForensicsError("no source returned evidence: " + "; ".join(f"{k}: {v}" for k, v in ev.missing.items()))
-    path = write_bundle(ev, args.out, queries=queries, custody=custody, overwrite=args.force,
-                        archive=args.archive, progress=progress)
+    baseline_queries, baseline_custody = collect_baseline(ev, sources, args.baseline, options, progress)
+    path = write_bundle(ev, args.out, queries=queries, custody=custody + baseline_custody, overwrite=args.force,
+                        archive=args.archive, progress=progress, baseline_queries=baseline_queries)
     for name, why in ev.missing.items():
         print(f"warning: source {name} missing from the bundle: {why}", file=sys.stderr)
     print(path)
@@ -210,7 +212,7 @@ def cmd_report(args) -> int:
     if args.sources:
         # live: the notebook collects; connection strings come from the FORENSICS_* variables
         params.update(sources=args.sources, source_options=parse_option_args(args.option),
-                      profile=args.profile)
+                      profile=args.profile, baseline=args.baseline)
     elif not args.bundle:
         raise ForensicsError("give a bundle, or --sources and --since to collect live")
     written = build_report(args.bundle, args.out, formats=formats, parameters=params, redact=not args.no_redact,
@@ -379,6 +381,12 @@ def _add_window(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--until", default=None, help="window end: ISO 8601 or relative; default now")
 
 
+def _add_baseline(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baseline", default="preceding",
+                   help="normal period to compare the window with: preceding (default: the window's length right "
+                        "before it), none, or START/END (ISO 8601 or relative, e.g. 4h/2h)")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="runbook", help="naming profile: runbook, chat4all-v2, or a YAML file")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
@@ -424,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--messages", type=int, default=5000, help="(simulator) messages")
     p.add_argument("--seed", type=int, default=7, help="(simulator) seed")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="extra source option")
+    _add_baseline(p)
     p.add_argument("--archive", action="store_true")
     p.add_argument("--force", action="store_true")
     _add_common(p)
@@ -434,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", default=None, help="collect live instead: comma-separated, e.g. mongo,kafka,jaeger")
     _add_window(p, required=False)
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="(live) extra source option")
+    _add_baseline(p)
     p.add_argument("--profile", default="runbook", help="(live) naming profile: runbook, chat4all-v2, or a YAML file")
     p.add_argument("--out", required=True)
     p.add_argument("--formats", default="html,md,json", help="comma-separated: html, md, json")

@@ -41,6 +41,8 @@ PLATFORMS = ("WHATSAPP", "TELEGRAM", "INSTAGRAM")
 CHANNELS = (*PLATFORMS, "INTERNAL")
 """Every delivery channel: the platforms and Chat4All's own INTERNAL one."""
 SEVERITIES = ("info", "warning", "critical")
+CHANGES = ("new", "worse", "unchanged", "better")
+"""Verdicts of a finding against its baseline (forensics.analysis.change)."""
 
 
 @dataclass(frozen=True)
@@ -318,6 +320,10 @@ FINDINGS = _derived(
         _c("metric", FLOAT, "observed value"),
         _c("threshold", FLOAT, "threshold the value was compared against"),
         _c("evidence", STR, "JSON list of {table, column, values} references (capped)"),
+        _c("baseline_value", FLOAT, "the same measure over the baseline period (null: no baseline)"),
+        _c("change", STR, "against the baseline: new, worse, unchanged, better (null: no baseline)"),
+        _c("change_ratio", FLOAT, "window rate / baseline rate (inf: none in the baseline)"),
+        _c("onset", UTC_TS, "change point: when the signal's rate rose (null: not within the window)", "UTC"),
     ],
     key=("finding_id",),
     time_column="first_seen",
@@ -330,7 +336,9 @@ HYPOTHESES = _derived(
         _c("rank", INT, "1 = most likely", nullable=False),
         _c("cause", STR, "cause identifier (same vocabulary as scenario.root_cause)", nullable=False),
         _c("title", STR, "cause in words", nullable=False),
-        _c("confidence", FLOAT, "0..1", "probability-like score"),
+        _c("confidence", FLOAT, "calibrated probability that this is the cause (simulator incident mix)", "0..1"),
+        _c("margin", FLOAT, "confidence minus the next hypothesis' (the top one: its lead over the runner-up)",
+           "0..1"),
         _c("evidence_for", STR, "JSON list of finding ids and statements supporting it"),
         _c("evidence_against", STR, "JSON list of statements against it"),
         _c("first_seen", UTC_TS, "first moment its evidence shows on the timeline", "UTC"),
@@ -477,6 +485,7 @@ def validate(name: str, frame: pd.DataFrame) -> pd.DataFrame:
         ("status_events", "new_status"): STATUSES,
         ("status_events", "old_status"): STATUSES,
         ("findings", "severity"): SEVERITIES,
+        ("findings", "change"): CHANGES,
         ("timeline", "severity"): SEVERITIES,
     }
     for (tname, col), allowed in vocab.items():

@@ -99,3 +99,51 @@ def test_custody_log_is_append_only_and_keeps_the_bundle_valid(evidence, tmp_pat
     after = read_manifest(path)["custody"]
     assert after[:-1] == before and after[-1]["action"] == "shared-with-review"
     assert verify_bundle(path).ok
+
+
+def _with_baseline(evidence: Evidence) -> Evidence:
+    first = pd.Timestamp("2025-12-03T14:00:00Z")  # the first message's creation
+    before = evidence.between(first, first + pd.Timedelta("20s"))
+    evidence.baseline = Evidence(Window(evidence.window.start - evidence.window.duration, evidence.window.start),
+                                 evidence.profile, dict(before.tables), sources={"mongodb": {"status": "ok"}})
+    evidence.baseline_kind = "preceding"
+    return evidence
+
+
+@pytest.mark.parametrize("archive", [False, True])
+def test_baseline_round_trips_under_its_own_folder_and_is_hashed(evidence, tmp_path, archive):
+    ev = _with_baseline(evidence)
+    path = write_bundle(ev, tmp_path / ("b.tar.gz" if archive else "b"), archive=archive)
+    m = read_manifest(path)
+    assert m["baseline"]["kind"] == "preceding"
+    assert m["baseline"]["window"] == ev.baseline.window.to_dict()
+    assert m["baseline"]["tables"]["messages"]["file"] == "baseline/messages.parquet"
+    assert m["baseline"]["tables"]["messages"]["rows"] == len(ev.baseline.tables["messages"]) == 20
+    assert {"baseline/messages.parquet", "baseline/status_events.parquet"} <= set(m["files"])
+    assert verify_bundle(path).ok
+    back = read_bundle(path)
+    assert back.baseline_kind == "preceding" and back.baseline.window == ev.baseline.window
+    for name, frame in ev.baseline.tables.items():
+        pd.testing.assert_frame_equal(back.baseline.tables[name], frame)
+    pd.testing.assert_frame_equal(back.tables["messages"], ev.tables["messages"])
+
+
+def test_altered_baseline_file_is_named(evidence, tmp_path):
+    path = write_bundle(_with_baseline(evidence), tmp_path / "b")
+    (path / "baseline" / "messages.parquet").write_bytes(b"not parquet")
+    result = verify_bundle(path)
+    assert not result.ok and "baseline/messages.parquet: altered" in str(result)
+
+
+def test_bundle_without_baseline_reads_as_none(evidence, tmp_path):
+    back = read_bundle(write_bundle(evidence, tmp_path / "b"))
+    assert back.baseline is None and back.baseline_kind == "none"
+    assert "baseline" not in read_manifest(tmp_path / "b")
+
+
+def test_between_cuts_timed_tables_and_leaves_out_snapshots(evidence):
+    start = pd.Timestamp("2025-12-03T14:00:00Z")
+    part = evidence.between(start + pd.Timedelta("10s"), start + pd.Timedelta("15s"))
+    assert part.window == Window(start + pd.Timedelta("10s"), start + pd.Timedelta("15s"))
+    assert part.tables["messages"]["message_id"].tolist() == [f"m{i}" for i in range(10, 15)]
+    assert part.baseline is None and part.scenario is None

@@ -55,6 +55,10 @@ def test_simulate_archive_form_verifies(tmp_path):
       "--out", "{tmp}/x"], "not after its start"),
     (["collect", "--sources", "simulator", "--since", "last tuesday", "--out", "{tmp}/x"], "cannot parse time"),
     (["verify", "{tmp}/missing"], "does not exist"),
+    (["collect", "--sources", "simulator", "--since", "2h", "--baseline", "yesterday", "--out", "{tmp}/x"],
+     "baseline: expected preceding, none or START/END"),
+    (["collect", "--sources", "simulator", "--since", "2h", "--baseline", "3h/1h", "--out", "{tmp}/x"],
+     "overlaps the incident window"),
 ])
 def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, args, message):
     r = run(*[a.format(tmp=tmp_path) for a in args])
@@ -64,15 +68,34 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, args, message
     assert not (tmp_path / "x").exists()
 
 
-def test_collect_from_simulator_records_custody(tmp_path):
+def test_collect_from_simulator_records_custody_and_the_preceding_baseline(tmp_path):
     bundle = tmp_path / "c"
     r = run("collect", "--sources", "simulator", "--scenario", "router-outage", "--messages", 500,
             "--since", "2025-12-03T14:00:00Z", "--until", "2025-12-03T15:00:00Z", "--out", bundle, "-q")
     assert r.returncode == 0, r.stderr
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert [e["action"] for e in manifest["custody"]] == ["collected", "written"]
+    assert [e["action"] for e in manifest["custody"]] == ["collected", "baseline", "collected", "written"]
     assert manifest["window"]["end"] == "2025-12-03T15:00:00.000Z"
     assert manifest["sources"]["simulator"]["status"] == "ok"
+    assert manifest["baseline"]["kind"] == "preceding"
+    assert manifest["baseline"]["window"] == {"start": "2025-12-03T13:00:00.000Z", "end": "2025-12-03T14:00:00.000Z"}
+    assert manifest["baseline"]["sources"]["simulator"]["parameters"]["scenario"] == "baseline"
+    assert (bundle / "baseline" / "messages.parquet").is_file()
+
+
+@pytest.mark.parametrize("spec, kind, window", [
+    ("none", "none", None),
+    ("2025-12-03T10:00:00Z/2025-12-03T11:00:00Z", "explicit",
+     {"start": "2025-12-03T10:00:00.000Z", "end": "2025-12-03T11:00:00.000Z"}),
+])
+def test_collect_baseline_none_or_explicit(tmp_path, spec, kind, window):
+    bundle = tmp_path / "c"
+    r = run("collect", "--sources", "simulator", "--scenario", "baseline", "--messages", 200, "--baseline", spec,
+            "--since", "2025-12-03T14:00:00Z", "--until", "2025-12-03T15:00:00Z", "--out", bundle, "-q")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert (manifest.get("baseline") or {}).get("window") == window
+    assert [e["detail"]["kind"] for e in manifest["custody"] if e["action"] == "baseline"] == [kind]
 
 
 def test_collect_records_a_failed_source_and_goes_on(tmp_path, monkeypatch):

@@ -300,6 +300,16 @@ def test_read_trace_files_walks_directories_and_names_each_file(tmp_path):
                                                    str(root / "ui_download.json")]
 
 
+@pytest.mark.parametrize(("make", "expected"), [
+    (lambda root: root / "nowhere.json", "no such file or directory"),
+    (lambda root: root, "no trace files in this directory"),
+])
+def test_a_path_with_no_trace_files_fails_the_source_in_one_line(tmp_path, make, expected):
+    (tmp_path / "notes.txt").write_text("not a trace file")
+    ev, _, _ = collect(["jaeger"], WINDOW, options={"files": str(make(tmp_path))})
+    assert not ev.has("spans") and expected in ev.missing["jaeger"] and "\n" not in ev.missing["jaeger"]
+
+
 def test_jaeger_source_reads_files_with_the_window_applied(tmp_path):
     root = _tree(tmp_path)
     ev, queries, _ = collect(["jaeger"], WINDOW, options={"files": f"{root},{root / 'ui_download.json'}"})

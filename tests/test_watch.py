@@ -173,6 +173,27 @@ def test_receiver_answers_first_groups_repeats_bounds_investigations_and_survive
     earlier.close()
 
 
+def test_a_failed_investigation_is_tried_again_by_the_next_notification(tmp_path):
+    attempts = []
+
+    def investigate(incident, window):
+        attempts.append(incident.name)
+        if len(attempts) == 1:
+            raise OSError("mongo: connection refused")
+
+    watcher = Watcher(tmp_path, [], investigate=investigate)
+    try:
+        first = watcher.receive(Notification.parse(json.dumps(payload()).encode()))[1]["incident"]
+        _wait(lambda: watcher.incidents[0].status == "failed", "the failed attempt")
+        assert watcher.incidents[0].error == "OSError: mongo: connection refused"
+        status, again = watcher.receive(Notification.parse(json.dumps(payload()).encode()))
+        assert status == 202 and again["incident"] != first
+        _wait(lambda: watcher.incidents[1].status == "ok", "the second attempt")
+        assert watcher.receive(Notification.parse(json.dumps(payload()).encode()))[1]["action"] == "grouped"
+    finally:
+        watcher.close()
+
+
 def test_alert_names_filter_what_opens_an_incident(tmp_path):
     watcher = Watcher(tmp_path, [], alert_names=["HighConsumerLag"], investigate=lambda i, w: None)
     try:

@@ -15,8 +15,15 @@ import numpy as np
 import pandas as pd
 
 from forensics import schema
+from forensics.analysis.change import (
+    CHANGED,
+    PRESENT_BEFORE,
+    ChangeAnalysis,
+    analyse_change,
+    findings_with_change,
+)
 from forensics.analysis.detectors import NAT, NS, Detection, Thresholds, detect
-from forensics.analysis.rank import Hypothesis, coverage, hypotheses, hypotheses_frame
+from forensics.analysis.rank import Hypothesis, close_call, coverage, hypotheses, hypotheses_frame
 from forensics.analysis.timeline import build_timeline
 from forensics.catalog import PLATFORM_NAMES
 from forensics.evidence import Evidence
@@ -53,10 +60,33 @@ class Analysis:
     alerts: pd.DataFrame | None = None
     """The platform's alert rules replayed over the window (forensics.analysis.alerts.detection):
     when each alert fired or would have fired, and the time to detect."""
+    change: ChangeAnalysis | None = None
+    """The baseline used, the verdict of every finding against it, the onset (forensics.analysis.change)."""
 
     @property
     def top(self) -> Hypothesis | None:
         return self.ranked[0] if self.ranked else None
+
+    @property
+    def what_changed(self) -> pd.DataFrame:
+        """Findings new or worse than the baseline (the "What changed" section)."""
+        return findings_with_change(self.detection, CHANGED) if self.detection else self.findings.head(0)
+
+    @property
+    def chronic(self) -> pd.DataFrame:
+        """Findings that were there in the baseline too, unchanged or better ("Present before the
+        incident too"): never presented as the cause."""
+        return findings_with_change(self.detection, PRESENT_BEFORE) if self.detection else self.findings.head(0)
+
+    @property
+    def baseline_used(self) -> dict[str, Any]:
+        """Which baseline the verdicts are against: kind (preceding, explicit, pre-onset, none) and window."""
+        return self.change.used() if self.change else {"kind": "none", "window": None}
+
+    @property
+    def onset(self) -> dict[str, Any]:
+        """When the incident began, and whether it was already under way at window open."""
+        return self.change.onset if self.change else {}
 
     def missing_sources(self) -> dict[str, str]:
         """Source or table -> why it is absent."""
@@ -97,7 +127,6 @@ class Analysis:
                         "last_seen": _iso(row["last_seen"]), "channel": _str(row["channel"]),
                         "count": None if pd.isna(row["count"]) else int(row["count"]),
                         "value": _float(row["metric"]), "threshold": _float(row["threshold"]),
-                        # compared with a baseline period (issue 13); null until a baseline is read
                         "baseline_value": _float(row.get("baseline_value")), "change": _str(row.get("change")),
                         "change_ratio": _float(row.get("change_ratio")), "onset": _iso(row.get("onset"))})
         return out
@@ -118,6 +147,11 @@ class Analysis:
             "findings_detail": self.findings_detail(),
             "detection": {"first_finding_at": _iso(self.first_finding_at()), "alerts": self.detection_summary()},
             "hypotheses": [hypothesis_summary(h) for h in self.ranked],
+            "baseline": self.baseline_used,
+            "onset": self.onset,
+            "what_changed": self.what_changed["finding_id"].tolist(),
+            "chronic": self.chronic["finding_id"].tolist(),
+            "close_call": close_call(self.ranked),
         }
         if self.evidence.scenario:
             out["scenario"] = dict(self.evidence.scenario)
@@ -129,7 +163,8 @@ def _iso(value: Any) -> str | None:
 
 
 def _float(value: Any) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)
+    """A finite float for JSON; None for null and for inf (a rate against none in the baseline)."""
+    return None if value is None or pd.isna(value) or not np.isfinite(float(value)) else float(value)
 
 
 def _str(value: Any) -> str | None:
@@ -144,8 +179,7 @@ def hypothesis_summary(h: Hypothesis) -> dict[str, Any]:
                  "signal": i.get("signal")} for i in items]
 
     return {"rank": h.rank, "cause": h.cause, "title": h.title, "confidence": round(h.confidence, 4),
-            # margin and score come with the calibrated ranking (issue 13); null until then
-            "margin": getattr(h, "margin", None), "score": getattr(h, "score", None),
+            "margin": round(h.margin, 4), "score": round(h.score, 4),
             "evidence_for": evidence(h.evidence_for), "evidence_against": evidence(h.evidence_against),
             "first_seen": _iso(h.first_seen),
             "blast_radius": {"messages": h.messages_affected, "conversations": h.conversations_affected,
@@ -253,17 +287,34 @@ def analyze(evidence: Evidence, thresholds: Thresholds | Mapping[str, Any] | Non
 
     th = Thresholds.from_dict(thresholds)
     detection = detect(evidence, th)
+    change = analyse_change(evidence, detection, th)
     ranked = hypotheses(detection)
     alerts = replay_alerts(evidence, findings=detection.findings)
     timeline = build_timeline(detection)
-    alert_events = alert_timeline(alerts)
-    if len(alert_events):
-        timeline = schema.validate("timeline", pd.concat([timeline, alert_events], ignore_index=True)
+    extra = [e for e in (alert_timeline(alerts), onset_timeline(change.onset)) if len(e)]
+    if extra:
+        timeline = schema.validate("timeline", pd.concat([timeline, *extra], ignore_index=True)
                                    .sort_values("timestamp", kind="stable").reset_index(drop=True))
     return Analysis(evidence=evidence, thresholds=th, findings=detection.findings,
                     hypotheses=hypotheses_frame(ranked), timeline=timeline,
                     error_groups=error_groups_frame(detection), impact=impact(detection), ranked=ranked,
-                    detection=detection, alerts=alerts)
+                    detection=detection, alerts=alerts, change=change)
+
+
+def onset_timeline(onset: dict[str, Any]) -> pd.DataFrame:
+    """The incident's start on the timeline: the earliest change point of what changed, or the
+    earliest evidence of an incident already under way when the window opened."""
+    under_way = onset.get("under_way_at_window_start")
+    at = onset.get("earliest_evidence") if under_way else onset.get("start")
+    if not at:
+        return schema.empty("timeline")
+    summary = ("incident already under way when the window opened (earliest evidence); collect from "
+               f"{onset.get('suggested_since')} to see it begin" if under_way else
+               "incident start: the earliest change point of what changed against the baseline")
+    return schema.conform("timeline", pd.DataFrame([{
+        "timestamp": pd.Timestamp(at), "lane": "analysis", "severity": "critical", "kind": "incident_onset",
+        "summary": summary, "source": "analysis", "source_object": "change points",
+        "source_ref": ", ".join(onset.get("earliest_findings") or []) or "onset"}]))
 
 
 def alert_timeline(alerts: pd.DataFrame) -> pd.DataFrame:

@@ -2,8 +2,10 @@
 
 Method
 ------
-1. **Signals.** The findings of one run are reduced to named signals, each with a strength
-   in 0..1 and the findings behind it (:func:`signals`):
+1. **Signals.** The findings of one run that *changed* (new or worse than the baseline, or
+   not judged for want of one: :mod:`forensics.analysis.change`) are reduced to named signals, each
+   with a strength in 0..1 and the findings behind it (:func:`signals`). What was there in
+   the baseline too (chronic) never supports a cause:
 
    - symptom signals: ``stuck_pending``, ``stuck_all_channels``, ``stuck_sent``,
      ``failed_spike``, ``router_lag``, ``lag_skewed``, ``router_silent``, ``connector_5xx``,
@@ -14,27 +16,41 @@ Method
      records / error spans whose catalog entry names the cause. Strength = dominance x
      magnitude: dominance = the cause's share among all errors that name a cause;
      magnitude = its share of the messages / ``FULL_MAGNITUDE`` (1 % of messages is full
-     strength), capped at 1. Sporadic errors of every kind in a healthy window stay weak.
+     strength), capped at 1, counting only as many as the source's errors rose above the
+     baseline's volume (a new code in an unchanged error volume is a different mix of the
+     usual noise). Sporadic errors of every kind in a healthy window stay weak.
    - ``runbook_cause:<id>``: the same for the cause the runbook's appendix implies where it
      disagrees with the platform's documentation (WhatsApp 131047 "rate limit" per the
      runbook, re-engagement window per WhatsApp). Rules give it a small weight, so the
      documented meaning wins but the runbook's reading stays visible.
    - data signals: ``content_data`` (FAILED messages over the platform's limits),
      ``recipient_data`` (FAILED messages to malformed or unknown identities).
+   - localisation: ``one_partition`` (the router's lag on one partition and the stuck
+     conversations hashing to it: the partition, not the router, ``partition_confined``).
+   - blips: when no message FAILED or got stuck anew, a signal whose findings all lasted at
+     most ``blip_s`` and ended at least ``blip_s`` before the window's end keeps
+     :data:`BLIP` of its strength (a broker restart, a rebalance that drained).
 
 2. **Rules.** Each cause has a :class:`Rule`: supporting signals with weights (summing to
    about 1), contradicting signals with weights, and the signals of which at least one
-   must be present for the cause to be considered at all. Confidence =
+   must be present for the cause to be considered at all. Score =
    clip(sum(w x strength of support) - sum(w x strength of against), 0, 1).
 
-3. **Healthy and unknown.** ``healthy`` = coverage x (1 - strongest symptom or error signal), where
+3. **Healthy and unknown.** ``healthy`` = coverage x (1 - strongest changed symptom or error signal), where
    coverage is the share of the key evidence tables that were collected; so it ranks first
    only when nothing significant fired. ``unknown`` = (1 - coverage) / 2 carries the note
    about missing sources, and ranks first when (almost) nothing was collected.
 
-Every hypothesis is one :class:`Hypothesis` (cause, confidence, evidence for and against
-as finding ids with statements, first seen, blast radius, runbook step and action from
-the catalog), the one result type all rankings share.
+4. **Confidence and margin.** The score is mapped to a probability by the calibration fitted
+   on held-apart simulator seeds (:mod:`forensics.analysis.calibration`; monotonic, so the order is
+   the scores'); ``margin`` is a hypothesis' confidence minus the next one's. When the top
+   two are within :data:`CLOSE_MARGIN` the analysis says so and names the checks that
+   separate them (:func:`close_call`, the causes' ``check`` in the catalog).
+
+Every hypothesis is one :class:`Hypothesis` (cause, confidence, margin, evidence for and
+against as finding ids with statements, each finding once and on one side only, first
+seen, blast radius, runbook step and action from the catalog), the one result type all
+rankings share.
 """
 
 from __future__ import annotations
@@ -47,7 +63,9 @@ import numpy as np
 import pandas as pd
 
 from forensics import schema
-from forensics.analysis.detectors import Detection, Finding
+from forensics.analysis.calibration import load_calibration
+from forensics.analysis.change import is_change
+from forensics.analysis.detectors import Context, Detection, Finding
 from forensics.catalog import load_catalog
 
 SEVERITY_STRENGTH = {"critical": 1.0, "warning": 0.5, "info": 0.15}
@@ -57,10 +75,21 @@ KEY_TABLES = ("messages", "status_events", "log_events", "consumer_lag", "spans"
 """Tables whose absence leaves a root cause undecidable (coverage)."""
 SYMPTOMS = ("stuck_pending", "stuck_sent", "failed_spike", "router_lag", "connector_lag", "router_silent",
             "service_silent", "connector_5xx", "service_5xx", "p95_breach", "out_of_order", "duplicates", "missing_topic",
-            "stuck_locks")
+            "stuck_locks", "one_partition")
 """Signals that mean delivery is impaired; healthy is judged against them."""
 RUNBOOK_READING = 0.3
 """Weight of the runbook's reading of a conflicting code, relative to the documented one."""
+BLIP = 0.3
+"""Strength left to a signal whose findings are all blips (over within ``blip_s`` and recovered
+well before the window's end) while the messages show none FAILED or stuck anew: a broker
+restart or a rebalance that drained, not an impairment. Without the messages nothing can be
+called harmless."""
+WINDOWED = ("delivery_p95", "failed_rate")
+"""Detectors whose findings span whole ``rate_window_s`` windows."""
+LOSSES = ("stuck_pending", "stuck_sent", "failed_rate", "error_groups")
+"""Detectors whose new findings mean messages were lost or held: then nothing is a blip."""
+CLOSE_MARGIN = 0.1
+"""A top cause that leads the runner-up by less than this is a close call."""
 
 
 @dataclass
@@ -101,7 +130,8 @@ RULES: dict[str, Rule] = {
     "router_down": Rule(
         {"router_silent": 0.4, "stuck_pending": 0.25, "router_lag": 0.2, "stuck_all_channels": 0.1,
          "p95_breach": 0.05, "cause:router_down": 0.25},
-        {"missing_topic": 0.6, "cause:mongodb_write_failure": 0.5, "failed_spike": 0.15, "lag_skewed": 0.2},
+        {"missing_topic": 0.6, "cause:mongodb_write_failure": 0.5, "failed_spike": 0.15, "lag_skewed": 0.2,
+         "one_partition": 0.5},
         requires=("router_silent", "stuck_pending", "router_lag", "cause:router_down"),
         radius=("stuck_pending", "router_silent")),
     "missing_topic": Rule(
@@ -115,10 +145,11 @@ RULES: dict[str, Rule] = {
         requires=("cause:mongodb_write_failure",),
         radius=("stuck_pending", "stuck_sent")),
     "partition_problem": Rule(
-        {"lag_skewed": 0.45, "cause:partition_problem": 0.35, "topic_partitions": 0.1, "stuck_pending": 0.1},
+        {"one_partition": 0.35, "lag_skewed": 0.3, "cause:partition_problem": 0.25, "topic_partitions": 0.1,
+         "stuck_pending": 0.1},
         {"router_silent": 0.3, "missing_topic": 0.3, "cause:partition_rebalance": 0.3},
-        requires=("lag_skewed", "cause:partition_problem", "topic_partitions"),
-        radius=("stuck_pending",)),
+        requires=("one_partition", "lag_skewed", "cause:partition_problem", "topic_partitions"),
+        radius=("one_partition", "stuck_pending")),
     "partition_rebalance": Rule(
         {"out_of_order": 0.4, "duplicates": 0.2, "cause:partition_rebalance": 0.3, "router_lag": 0.05,
          "p95_breach": 0.05},
@@ -166,9 +197,14 @@ class Hypothesis:
     runbook_step: str | None = None
     recommended_action: str | None = None
     rank: int = 0
+    score: float = 0.0
+    """The rule's raw score (0..1) before calibration."""
+    margin: float = 0.0
+    """Confidence minus the next hypothesis' (for the top one: its lead over the runner-up)."""
 
     def row(self) -> dict[str, Any]:
         return {"rank": self.rank, "cause": self.cause, "title": self.title, "confidence": round(self.confidence, 4),
+                "margin": round(self.margin, 4),
                 "evidence_for": json.dumps(self.evidence_for, ensure_ascii=False, default=str),
                 "evidence_against": json.dumps(self.evidence_against, ensure_ascii=False, default=str),
                 "first_seen": self.first_seen, "messages_affected": self.messages_affected,
@@ -195,19 +231,12 @@ def _size(f: Finding) -> int:
     return int(messages) if messages is not None else int(f.count or 0)
 
 
-def _error_signals(detection: Detection, key: str) -> dict[str, Signal]:
-    """``cause:<id>`` (key ``cause``) or ``runbook_cause:<id>`` signals from error findings.
-
-    FAILED messages (error_groups) and each log-like source (log lines, dead letters, error
-    spans) are scored separately and the strongest counts: the deployed code keeps reasons
-    only in logs, a runbook deployment stores them on the message. Within one log-like
-    source the same call shows in several services (router and connector), so a cause's
-    size there is its largest service, not their sum.
-    """
-    n = max(detection.context.n_messages, 1)
+def _cause_sizes(items: list[Finding], key: str) -> tuple[dict[tuple[str, str], dict[str, int]],
+                                                          dict[tuple[str, str], dict[str, list[Finding]]]]:
+    """Per (source, ``cause:<id>`` / ``<key>:<id>``): messages per service, and the findings."""
     sizes: dict[tuple[str, str], dict[str, int]] = {}
     found: dict[tuple[str, str], dict[str, list[Finding]]] = {}
-    for f in detection.items:
+    for f in items:
         if f.detector not in ("error_groups", "log_errors") or not f.tags.get("cause"):
             continue
         source = "messages" if f.detector == "error_groups" else str(f.tags.get("source"))
@@ -220,19 +249,61 @@ def _error_signals(detection: Detection, key: str) -> dict[str, Signal]:
             per_service = sizes.setdefault(slot, {})
             per_service[service] = per_service.get(service, 0) + _size(f)
             found.setdefault(slot, {}).setdefault(service, []).append(f)
+    return sizes, found
+
+
+def _totals(sizes: dict[tuple[str, str], dict[str, int]]) -> dict[str, int]:
+    """Classified errors per source (each cause at its largest service)."""
     totals: dict[str, int] = {}
     for (source, name), per_service in sizes.items():
         if name.startswith("cause:"):
             totals[source] = totals.get(source, 0) + max(per_service.values())
+    return totals
+
+
+def _excess(detection: Detection) -> dict[str, float]:
+    """Per source the baseline measured: the window's classified errors (all of them, chronic
+    ones included) beyond the baseline's, scaled to the window's traffic. A new error code in
+    a window whose error volume did not rise is a different mix of the usual noise."""
+    base = detection.baseline
+    if base is None:
+        return {}
+    window, before = detection.context, base.context
+    if window.n_messages and before.n_messages:
+        scale = window.n_messages / before.n_messages
+    else:
+        scale = (window.now_ns - window.start_ns) / max(before.now_ns - before.start_ns, 1)
+    now = _totals(_cause_sizes(detection.items, "cause")[0])
+    then = _totals(_cause_sizes(base.items, "cause")[0])
+    measured = [s for s in now if before.evidence.has(s) or (s == "messages" and before.evidence.has("status_events"))]
+    return {s: max(0.0, now[s] - then.get(s, 0) * scale) for s in measured}
+
+
+def _error_signals(detection: Detection, items: list[Finding], key: str) -> dict[str, Signal]:
+    """``cause:<id>`` (key ``cause``) or ``runbook_cause:<id>`` signals from error findings.
+
+    FAILED messages (error_groups) and each log-like source (log lines, dead letters, error
+    spans) are scored separately and the strongest counts: the deployed code keeps reasons
+    only in logs, a runbook deployment stores them on the message. Within one log-like
+    source the same call shows in several services (router and connector), so a cause's
+    size there is its largest service, not their sum.
+    """
+    n = max(detection.context.n_messages, 1)
+    sizes, found = _cause_sizes(items, key)
+    totals = _totals(sizes)
+    excess = _excess(detection)
     out: dict[str, Signal] = {}
     for (source, name), per_service in sizes.items():
         if not name.startswith(f"{key}:"):
             continue
         count = max(per_service.values())
+        beyond = min(count, excess[source]) if source in excess else count
         dominance = min(1.0, count / max(totals.get(source, 0), 1))
-        strength = min(1.0, dominance * min(1.0, count / n / FULL_MAGNITUDE))
+        strength = min(1.0, dominance * min(1.0, beyond / n / FULL_MAGNITUDE))
         where = "FAILED messages" if source == "messages" else f"messages in {source.replace('_', ' ')}"
         note = f"{count:,} {where} ({count / n:.1%} of messages, {dominance:.0%} of the classified errors there)"
+        if beyond < count:
+            note += f"; errors there only {beyond:,.0f} above the baseline's volume"
         if name not in out or strength > out[name].strength:
             out[name] = Signal(name, strength, [], note)
     for name, sig in out.items():  # every finding of the cause, FAILED messages first, backs the signal
@@ -242,9 +313,12 @@ def _error_signals(detection: Detection, key: str) -> dict[str, Signal]:
 
 
 def signals(detection: Detection) -> dict[str, Signal]:
-    """The named signals of one detection run (see the module docstring)."""
+    """The named signals of one detection run (see the module docstring), from the findings
+    that changed: new or worse than the baseline, or not judged for want of one. What was
+    there before the incident too never supports a cause."""
+    items = [f for f in detection.items if is_change(f)]
     by: dict[str, list[Finding]] = {}
-    for f in detection.items:
+    for f in items:
         by.setdefault(f.detector, []).append(f)
     ctx = detection.context
     n = max(ctx.n_messages, 1)
@@ -269,6 +343,7 @@ def signals(detection: Detection) -> dict[str, Signal]:
     put(_best("router_lag", [f for f in lag if f.tags.get("router")]))
     put(_best("connector_lag", [f for f in lag if not f.tags.get("router")]))
     put(_best("lag_skewed", [f for f in lag if f.tags.get("skewed")]))
+    put(_best("one_partition", by.get("partition_confined", [])))
     silence = by.get("service_silence", [])
     put(_best("router_silent", [f for f in silence if f.tags.get("router")]))
     put(_best("connector_silent", [f for f in silence if f.channel]))
@@ -276,7 +351,8 @@ def signals(detection: Detection) -> dict[str, Signal]:
     put(_best("connector_5xx", [f for f in by.get("connector_5xx", []) if f.tags.get("connector")]))
     put(_best("service_5xx", [f for f in by.get("connector_5xx", []) if not f.tags.get("connector")]))
     put(_best("topic_partitions", [f for f in by.get("missing_topics", []) if f.tags.get("partitions_mismatch")]))
-    put(_best("p95_breach", by.get("delivery_p95", [])))
+    p95 = by.get("delivery_p95", [])  # the SLA is on all messages; one channel's P95 counts when the whole's held
+    put(_best("p95_breach", [f for f in p95 if f.channel is None] or p95))
     ooo = [f for f in by.get("out_of_order", []) if f.tags.get("kind") == "reordered"]
     reordered = sum(int(f.tags.get("conversations", 0)) for f in ooo)
     put(_best("out_of_order", ooo, lambda f: min(1.0, reordered / 10),
@@ -298,9 +374,25 @@ def signals(detection: Detection) -> dict[str, Signal]:
               lambda f: min(1.0, bad_recipients / n_failed * 2) * min(1.0, bad_recipients / n / FULL_MAGNITUDE),
               f"{bad_recipients:,} FAILED messages to malformed or unknown recipients"))
     for key in ("cause", "runbook_cause"):
-        for sig in _error_signals(detection, key).values():
+        for sig in _error_signals(detection, items, key).values():
             put(sig)
+    if ctx.n_messages and not any(f.detector in LOSSES and f.severity != "info" for f in items):
+        for sig in out.values():
+            if sig.findings and all(_blip(f, ctx) for f in sig.findings):
+                sig.strength *= BLIP
+                sig.note = (sig.note + "; " if sig.note else "") + "a blip: over and recovered, nothing lost"
     return out
+
+
+def _blip(f: Finding, ctx: Context) -> bool:
+    """A disturbance that lasted at most ``blip_s`` and ended at least ``blip_s`` before the
+    window's end (so not an incident that has just begun). Findings judged per
+    ``rate_window_s`` window span whole windows: a blip across a window boundary touches two."""
+    if f.first_seen is None or f.last_seen is None or pd.isna(f.first_seen) or pd.isna(f.last_seen):
+        return False
+    blip = pd.Timedelta(seconds=ctx.t.blip_s)
+    quantum = pd.Timedelta(seconds=ctx.t.rate_window_s if f.detector in WINDOWED else 0)
+    return f.last_seen - f.first_seen <= blip + quantum and f.last_seen <= ctx.now - blip
 
 
 # ---- hypotheses -----------------------------------------------------------------------------
@@ -358,35 +450,89 @@ def hypotheses(detection: Detection, rules: dict[str, Rule] | None = None) -> li
         penalty = sum(w * sig[s].strength for s, w in rule.against.items() if s in sig)
         confidence = float(np.clip(score - penalty, 0.0, 1.0))
         present = sorted(((s, w) for s, w in weights.items() if s in sig), key=lambda sw: -sw[1] * sig[sw[0]].strength)
-        ev_for = [i for s, w in present for i in _statement(sig[s], w)]
-        ev_against = [i for s, w in rule.against.items() if s in sig for i in _statement(sig[s], -w)]
+        ev_for, ev_against = _sides([i for s, w in present for i in _statement(sig[s], w)],
+                                    [i for s, w in rule.against.items() if s in sig for i in _statement(sig[s], -w)])
         ev_against += [{"statement": f"expected {s.replace('_', ' ')} not observed"}
                        for s, w in rule.support.items() if s not in sig and w >= 0.2]
         supporting = [f for s in weights if s in sig for f in sig[s].findings]
         radius_findings = [f for s in (rule.radius or tuple(rule.support)) if s in sig for f in sig[s].findings]
         c = cat.cause(cause)
         out.append(Hypothesis(cause, c.title, confidence, ev_for, ev_against, _first_seen(supporting),
-                              runbook_step=c.runbook_step, recommended_action=c.action,
+                              runbook_step=c.runbook_step, recommended_action=c.action, score=confidence,
                               **_radius(detection, radius_findings)))
     cover, notes = coverage(detection)
     symptoms = [sig[s] for s in SYMPTOMS if s in sig] + [v for k, v in sig.items() if k.startswith("cause:")]
     worst = max((s.strength for s in symptoms), default=0.0)
     healthy = cat.cause("healthy")
+    chronic = [f for f in detection.items if not is_change(f) and f.severity != "info"]
+    score = float(np.clip(cover * (1.0 - worst), 0.0, 1.0))
     out.append(Hypothesis(
-        "healthy", healthy.title, float(np.clip(cover * (1.0 - worst), 0.0, 1.0)),
-        [{"statement": "no symptom detector fired"}] if not symptoms else
-        [{"statement": f"symptoms fired (strongest {worst:.2f})"}],
+        "healthy", healthy.title, score,
+        ([{"statement": "nothing changed against the baseline" if _judged(detection) else "no symptom detector fired"}]
+         if not symptoms else [{"statement": f"symptoms changed (strongest {worst:.2f})"}])
+        + [{"finding_id": f.finding_id, "statement": f"present before the incident too ({f.change}): {f.title}"}
+           for f in chronic[:5]],
         [i for s in symptoms for i in _statement(s, -1.0)] + [{"statement": n} for n in notes],
-        runbook_step=healthy.runbook_step, recommended_action=healthy.action))
+        runbook_step=healthy.runbook_step, recommended_action=healthy.action, score=score))
     if cover < 1.0:
         out.append(Hypothesis(
             "unknown", "Not enough evidence to decide", (1.0 - cover) / 2,
             [{"statement": n} for n in notes], [],
-            recommended_action="Collect the missing evidence sources and analyse again."))
-    out.sort(key=lambda h: (-h.confidence, h.cause != "healthy", h.cause))
+            recommended_action="Collect the missing evidence sources and analyse again.", score=(1.0 - cover) / 2))
+    calibration = load_calibration()
+    for h in out:
+        h.confidence = calibration(h.score)
+    out.sort(key=lambda h: (-h.score, h.cause != "healthy", h.cause))
     for i, h in enumerate(out, 1):
         h.rank = i
+        h.margin = h.confidence - (out[i].confidence if i < len(out) else 0.0)
     return out
+
+
+def _judged(detection: Detection) -> bool:
+    return any(f.change is not None for f in detection.items)
+
+
+def _sides(ev_for: list[dict[str, Any]], ev_against: list[dict[str, Any]]
+           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Evidence for and against without repeats: each finding once per side, and a finding
+    that shows on both sides (two signals of one finding) only on the side it weighs most."""
+    def weight(items: list[dict[str, Any]]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for i in items:
+            if "finding_id" in i:
+                out[i["finding_id"]] = out.get(i["finding_id"], 0.0) + abs(i["weight"] * i["strength"])
+        return out
+
+    w_for, w_against = weight(ev_for), weight(ev_against)
+
+    def keep(items: list[dict[str, Any]], mine: dict[str, float], theirs: dict[str, float], wins_ties: bool):
+        seen: set[str] = set()
+        out = []
+        for i in items:
+            fid = i.get("finding_id")
+            if fid is not None:
+                lost = theirs.get(fid, -1.0) > mine[fid] or (theirs.get(fid) == mine[fid] and not wins_ties)
+                if fid in seen or lost:
+                    continue
+                seen.add(fid)
+            out.append(i)
+        return out
+
+    return keep(ev_for, w_for, w_against, True), keep(ev_against, w_against, w_for, False)
+
+
+def close_call(ranked: list[Hypothesis]) -> dict[str, Any] | None:
+    """When the top cause leads the runner-up by less than CLOSE_MARGIN: both, the margin and
+    the check that separates them (each cause's confirming check from the catalog)."""
+    if len(ranked) < 2 or ranked[0].margin >= CLOSE_MARGIN:
+        return None
+    a, b = ranked[0], ranked[1]
+    cat = load_catalog()
+    checks = [c for c in (cat.cause(a.cause).check, cat.cause(b.cause).check) if c]
+    return {"causes": [a.cause, b.cause], "margin": round(a.margin, 4),
+            "separating_check": " / ".join(checks) if checks else
+            f"compare the evidence for {a.title} with that for {b.title}"}
 
 
 def hypotheses_frame(items: list[Hypothesis]) -> pd.DataFrame:

@@ -93,6 +93,8 @@ class Cause:
     title: str
     runbook_step: str | None
     action: str
+    check: str = ""
+    """The quickest check that confirms (or rules out) this cause: what separates it from a close runner-up."""
 
 
 class Catalog:
@@ -216,7 +218,8 @@ def _parse(data: Any) -> Catalog:
             runbook_meaning=raw.get("runbook_meaning"), runbook_category=raw.get("runbook_category"),
             runbook_cause=raw.get("runbook_cause"), in_runbook=bool(raw.get("in_runbook", False)),
         ))
-    causes = {str(k): Cause(str(k), str(v["title"]), v.get("runbook_step"), str(v.get("action", "")))
+    causes = {str(k): Cause(str(k), str(v["title"]), v.get("runbook_step"), str(v.get("action", "")),
+                            str(v.get("check", "")))
               for k, v in (data.get("causes") or {}).items()}
     for e in entries:
         for c in (e.cause, e.runbook_cause):

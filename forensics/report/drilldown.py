@@ -23,7 +23,8 @@ from forensics.timeutil import Window, iso
 
 def scope(evidence: Evidence, window: Window, channel: str | None = None) -> Evidence:
     """The evidence restricted to ``window`` (rows whose time is unknown are kept) and, when
-    given, to one channel (rows of another known channel are dropped; unknown kept)."""
+    given, to one channel (rows of another known channel are dropped; unknown kept); its
+    baseline keeps its own window and is scoped to the same channel."""
     if window == evidence.window and channel is None:
         return evidence
     tables = {}
@@ -36,16 +37,19 @@ def scope(evidence: Evidence, window: Window, channel: str | None = None) -> Evi
         if channel is not None and "channel" in frame.columns:
             keep &= frame["channel"].isna() | frame["channel"].eq(channel)
         tables[name] = frame[keep.to_numpy()].reset_index(drop=True)
+    baseline = scope(evidence.baseline, evidence.baseline.window, channel) if evidence.baseline is not None else None
     return Evidence(window=window, profile=evidence.profile, tables=tables, sources=evidence.sources,
-                    missing=evidence.missing, scenario=evidence.scenario)
+                    missing=evidence.missing, scenario=evidence.scenario, baseline=baseline,
+                    baseline_kind=evidence.baseline_kind)
 
 
 def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None = None) -> Evidence:
     """The evidence a notebook is about, scoped to its channel: the bundle, verified and
     scoped to the window; or the live sources collected over the window, each source that
-    fails recorded in ``Evidence.missing`` with its reason (partial evidence, no error)."""
+    fails recorded in ``Evidence.missing`` with its reason (partial evidence, no error), with
+    the baseline period ``params.baseline`` collected too."""
     from forensics.bundle import read_bundle
-    from forensics.sources.registry import collect
+    from forensics.sources.registry import collect, collect_baseline
 
     if params.bundle is not None:
         evidence = read_bundle(params.bundle, verify=True)
@@ -55,6 +59,7 @@ def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None
                              "to collect live")
     evidence, _queries, _custody = collect(list(params.sources), params.live_window(), params.profile,
                                            params.source_options, progress)
+    collect_baseline(evidence, list(params.sources), params.baseline, params.source_options, progress)
     return scope(evidence, evidence.window, params.channel)
 
 

@@ -61,6 +61,9 @@ class EvidenceParams:
     """Live sources to collect from (forensics.sources.registry.SOURCES) when there is no bundle."""
     source_options: dict[str, Any] = field(default_factory=dict)
     """Options of the live sources (connection strings, timeouts, ...), as ``forensics collect -o``."""
+    baseline: str = "preceding"
+    """Live sources: the baseline period to collect too (forensics.sources.registry.baseline_window);
+    a bundle uses the baseline it holds."""
 
     def window(self, default: Window) -> Window:
         """The analysis window: the override where given, else the evidence window."""
@@ -87,7 +90,7 @@ class EvidenceParams:
         options = mask_secrets(self.source_options) if masked else dict(self.source_options)
         return {"bundle": str(self.bundle) if self.bundle else "", "sources": ",".join(self.sources),
                 "source_options": options, "since": iso(self.since) or "", "until": iso(self.until) or "",
-                "channel": self.channel or "", "profile": self.profile}
+                "channel": self.channel or "", "profile": self.profile, "baseline": self.baseline}
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,8 @@ def _sources(value: Any) -> tuple[str, ...]:
 
 
 def validate_evidence_params(*, bundle: Any = "", sources: Any = "", source_options: Any = None, since: Any = "",
-                             until: Any = "", channel: Any = "", profile: Any = "runbook") -> EvidenceParams:
+                             until: Any = "", channel: Any = "", profile: Any = "runbook",
+                             baseline: Any = "preceding") -> EvidenceParams:
     """Check where a notebook's evidence comes from; ParameterError (one line) on the first bad value."""
     expect("bundle", bundle, (str, Path), 'a bundle path (str), or "" for live sources')
     names = _sources(sources)
@@ -169,15 +173,19 @@ def validate_evidence_params(*, bundle: Any = "", sources: Any = "", source_opti
     if names and start is None:
         raise ParameterError(f"since: live sources ({', '.join(names)}) need a window start: "
                              'ISO 8601 ("2025-12-03T14:00:00Z") or relative ("2h")')
-    return EvidenceParams(path, start, end, chan, profile, names, dict(options))
+    expect("baseline", baseline, str, 'preceding, none, or START/END ("4h/2h")')
+    spec = baseline.strip() or "preceding"
+    if spec.lower() not in ("preceding", "none") and "/" not in spec:
+        raise ParameterError(f'baseline: expected preceding, none, or START/END ("4h/2h"), got {_given(baseline)}')
+    return EvidenceParams(path, start, end, chan, profile, names, dict(options), spec)
 
 
 def validate_report_params(*, bundle: Any = "", sources: Any = "", source_options: Any = None, since: Any = "",
                            until: Any = "", channel: Any = "", thresholds: Any = None, profile: Any = "runbook",
-                           redact: Any = True, title: Any = "") -> ReportParams:
+                           redact: Any = True, title: Any = "", baseline: Any = "preceding") -> ReportParams:
     """Check the RCA report notebook's parameters; ParameterError (one line) on the first bad one."""
     where = validate_evidence_params(bundle=bundle, sources=sources, source_options=source_options, since=since,
-                                     until=until, channel=channel, profile=profile)
+                                     until=until, channel=channel, profile=profile, baseline=baseline)
     limits = validate_thresholds(thresholds)
     expect("redact", redact, bool, "True or False")
     expect("title", title, str, "a report title (str)")

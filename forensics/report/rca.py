@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from forensics import __version__, schema
+from forensics.analysis.change import LEVELS
+from forensics.analysis.rank import close_call
 from forensics.evidence import Evidence
 from forensics.redact import Redactor
 from forensics.report.params import ReportParams
@@ -256,6 +258,52 @@ class RcaReport:
         f = f.assign(_rank=f["severity"].map(SEVERITY_RANK)).sort_values(["_rank", "first_seen"])
         return self.frame(f[cols].reset_index(drop=True))
 
+    def baseline_note(self) -> str:
+        """Which baseline the verdicts are against, and when the incident began (or that it was
+        already under way when the window opened)."""
+        used, onset = self.analysis.baseline_used, self.analysis.onset
+        window = used.get("window") or {}
+        span = f"{fmt_time(window.get('start'))} to {fmt_time(window.get('end'))}" if window else ""
+        text = {"preceding": f"Compared with the period of the same length right before the window ({span}).",
+                "explicit": f"Compared with the baseline period chosen for it ({span}).",
+                "pre-onset": f"No baseline was collected: compared with the part of the window before the onset "
+                             f"({span}).",
+                }.get(used.get("kind"), "No baseline: no period before the incident was collected and no onset "
+                                        "splits the window, so every finding is judged on its own.")
+        if onset.get("under_way_at_window_start"):
+            text += (f" The incident was already under way when the window opened: the earliest evidence is at "
+                     f"{fmt_time(onset.get('earliest_evidence'))}; collect again from "
+                     f"{fmt_time(onset.get('suggested_since'))} to see it begin.")
+        elif onset.get("start"):
+            text += f" What changed began at {fmt_time(onset['start'])}."
+        return text
+
+    def _changes(self, frame: pd.DataFrame) -> pd.DataFrame:
+        f = frame.assign(_rank=frame["severity"].map(SEVERITY_RANK)).sort_values(["_rank", "onset", "first_seen"])
+        out = pd.DataFrame({"change": f["change"], "severity": f["severity"], "title": f["title"],
+                            "now": f["metric"].where(f["detector"].isin(LEVELS), f["count"].astype("Float64")),
+                            "baseline": f["baseline_value"],
+                            "ratio": f["change_ratio"].mask(f["change_ratio"] == float("inf")),
+                            "onset": f["onset"], "detector": f["detector"]})
+        return self.frame(out.reset_index(drop=True))
+
+    def close_call_text(self) -> str:
+        """When the top two causes are close: say so, and the check that separates them."""
+        call = close_call(self.analysis.ranked)
+        if not call:
+            return ""
+        a, b = (self.analysis.hypotheses.set_index("cause").loc[c, "title"] for c in call["causes"])
+        return (f"A close call: {a} leads {b} by only {call['margin']:.0%}. To separate them: "
+                f"{call['separating_check']}")
+
+    def what_changed_rows(self) -> pd.DataFrame:
+        """Findings new or worse than the baseline: the value now and before, the ratio, the onset."""
+        return self._changes(self.analysis.what_changed)
+
+    def chronic_rows(self) -> pd.DataFrame:
+        """Findings that were there in the baseline too: never the cause."""
+        return self._changes(self.analysis.chronic)
+
     def alert_replay(self) -> list[str]:
         """One sentence per alert rule: when it fired or would have fired, and the time to detect."""
         from forensics.analysis.alerts import describe_detection
@@ -425,6 +473,10 @@ class RcaReport:
             "detection": self.detection(),
             "alert_replay": self.alert_replay(),
             "findings": _records(self.findings()),
+            "baseline_note": self.baseline_note(),
+            "close_call": self.close_call_text(),
+            "what_changed": _records(self.what_changed_rows().head(MAX_TABLE_ROWS)),
+            "chronic": _records(self.chronic_rows().head(MAX_TABLE_ROWS)),
             "timeline": _records(self.timeline_highlights(MAX_TIMELINE_ROWS)),
             "timeline_total": len(self.analysis.timeline),
             "error_groups": _records(self.error_groups().head(MAX_TABLE_ROWS)),

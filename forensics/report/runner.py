@@ -272,7 +272,7 @@ def _record_parameters(nb, parameters: dict[str, Any], path: Path) -> None:
 
 
 def _known(parameters: dict[str, Any]) -> dict[str, Any]:
-    allowed = ("sources", "source_options", "since", "until", "channel", "thresholds", "profile", "title")
+    allowed = ("sources", "source_options", "since", "until", "channel", "thresholds", "profile", "title", "baseline")
     unknown = sorted(set(parameters) - set(allowed))
     if unknown:
         raise ParameterError(f"parameters: unknown {', '.join(unknown)}; expected any of {', '.join(allowed)}")

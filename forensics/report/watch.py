@@ -12,7 +12,9 @@ investigation runs on a bounded pool in the background (``max_concurrent``; the 
 wait as ``queued``).
 
 Grouping: notifications of one alert group (Alertmanager's ``groupKey``) belong to one
-incident until the group resolves; a group firing again after that is a new incident.
+incident until the group resolves; a group firing again after that is a new incident, and
+so is the next notification of a group whose investigation failed (Alertmanager's repeat
+is the retry).
 A body that is not a version-4 notification is answered 400 (413 when too large) and the
 receiver goes on. The index is written atomically after every change; an index left by an
 earlier run is read back at start (investigations it had not finished are marked failed).
@@ -233,9 +235,10 @@ class Watcher:
         return 202, {"action": "investigating", "incident": incident.name}
 
     def _open_incident(self, group_key: str) -> AlertIncident | None:
-        """The latest incident of the group, while the group has not resolved."""
+        """The latest incident of the group, while the group has not resolved and its
+        investigation has not failed (a failed one is tried again by the next notification)."""
         mine = [i for i in self.incidents if i.group_key == group_key]
-        return mine[-1] if mine and mine[-1].resolved_at is None else None
+        return mine[-1] if mine and mine[-1].resolved_at is None and mine[-1].status != "failed" else None
 
     def _unique(self, name: str) -> str:
         taken = {i.name for i in self.incidents}

@@ -95,8 +95,11 @@ def root_cause_card(rca: RcaReport) -> Any:
 
     return HTML(
         f'<div class="report-callout"><h3>{e(str(h["title"]))} '
-        f'<span class="report-note">({e(str(h["cause"]))}, confidence {as_number(h["confidence"]) or 0:.0%})</span></h3>'
+        f'<span class="report-note">({e(str(h["cause"]))}, confidence {as_number(h["confidence"]) or 0:.0%}, '
+        f'{as_number(h.get("margin")) or 0:.0%} ahead of the next)</span></h3>'
         f"<p>First seen {e(fmt_time(h.get('first_seen')))}{e(_radius(h))}.</p>"
+        + (f'<p class="report-note">{e(rca.close_call_text())}</p>' if rca.close_call_text() else "")
+        +
         f"<h3>Evidence for</h3>{items(h['evidence_for'])}<h3>Evidence against</h3>{items(h['evidence_against'])}"
         f"<p><b>Runbook step:</b> {e(str(h.get('runbook_step') or 'none'))}<br>"
         f"<b>Recommended action:</b> {e(str(h.get('recommended_action') or 'none'))}</p></div>")

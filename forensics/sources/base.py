@@ -146,6 +146,9 @@ LIMIT_OPTIONS = (
     Option("connect_timeout_s", "float", None, "time limit to connect, seconds", minimum=0.001),
 )
 """The query bounds every source with a server takes (and ``limits``, a Limits object)."""
+PERIOD = Option("period", "choice", "window", "what is collected: the incident window, or a normal period to "
+                "compare it with (forensics.sources.registry.collect_baseline)", choices=("window", "baseline"))
+"""Every source takes it; the simulator simulates normal traffic for a baseline."""
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,7 @@ class EvidenceSource:
     def option_specs(cls) -> tuple[Option, ...]:
         conn = (Option(cls.connection, "text", None, f"connection (default ${_env_var(cls.env)})"),) \
             if cls.connection else ()
-        return conn + (LIMIT_OPTIONS if cls.bounded else ()) + cls.options
+        return conn + (LIMIT_OPTIONS if cls.bounded else ()) + (PERIOD,) + cls.options
 
     @classmethod
     def accepted(cls) -> tuple[str, ...]:

@@ -4,7 +4,8 @@ The client speaks both query APIs and finds out which one a server has, probing
 ``/api/v3/services`` (OTLP JSON, Jaeger v2) then ``/api/services`` (v1 JSON; releases
 after v2.20 remove its search). Every answer becomes the canonical ``spans`` table
 through :func:`forensics.traces.parse_traces`, so a live Jaeger and a downloaded file
-give the same frame.
+give the same frame; with the ``files`` option the source reads trace files (any shape
+:func:`forensics.traces.read_trace_file` reads) instead of the query API.
 
 Failures are distinct :class:`~forensics.errors.SourceError` subclasses, each naming
 what to check: :class:`JaegerUnavailable` (connection refused, timeout),

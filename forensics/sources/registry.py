@@ -5,6 +5,10 @@ its lazily imported :class:`~forensics.sources.base.EvidenceSource` subclass. Op
 checked for every source before anything is read (:func:`check_options`). A source that fails
 (unreachable, authentication, timeout) is recorded in ``Evidence.missing`` with the
 reason and the custody log, and collection of the other sources goes on.
+
+A baseline (:func:`baseline_window`, :func:`collect_baseline`) is the same collection over
+a normal period, by default the one of the same length right before the window, kept in
+``Evidence.baseline`` so the analysis can tell what changed from what was always there.
 """
 
 from __future__ import annotations
@@ -103,3 +107,44 @@ def collect(sources: list[str], window: Window, profile: str | Profile | None = 
         custody.append(custody_entry("collected", {"source": name, "window": window.to_dict(),
                                                    "rows": {t: len(f) for t, f in result.tables.items()}}))
     return ev, queries, custody
+
+
+def baseline_window(spec: str | None, window: Window, now: pd.Timestamp | None = None) -> tuple[str, Window | None]:
+    """``--baseline``: ``preceding`` (default: the window's length right before it), ``none``,
+    or ``START/END`` (ISO 8601 or relative, e.g. ``4h/2h``), as (kind, window or None).
+    A range that overlaps the window is a ParameterError."""
+    text = (spec or "preceding").strip()
+    if text.lower() == "none":
+        return "none", None
+    if text.lower() == "preceding":
+        return "preceding", Window(window.start - window.duration, window.start)
+    start, sep, end = text.partition("/")
+    if not sep or not start.strip() or not end.strip():
+        raise ParameterError(f"baseline: expected preceding, none or START/END, got {text!r}")
+    try:
+        chosen = Window.parse(start.strip(), end.strip(), now=now)
+    except ForensicsError as exc:
+        raise ParameterError(f"baseline: {exc}") from None
+    if chosen.end > window.start and chosen.start < window.end:
+        raise ParameterError(f"baseline: {chosen} overlaps the incident window {window}")
+    return "explicit", chosen
+
+
+def collect_baseline(evidence: Evidence, sources: list[str], spec: str | None, options: dict[str, Any] | None = None,
+                     progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[dict]]:
+    """Collect the same ``sources`` over the baseline period ``spec`` (:func:`baseline_window`)
+    into ``evidence.baseline``; returns its per-table queries and custody entries. Sources are
+    told ``period="baseline"`` (the simulator then simulates normal traffic). Only rows timed
+    inside the baseline period are kept: a snapshot taken now (consumer lag, locks, topics)
+    is not evidence of the past."""
+    kind, window = baseline_window(spec, evidence.window)
+    evidence.baseline_kind = kind
+    if window is None:
+        return {}, [custody_entry("baseline", {"kind": "none"})]
+    if progress:
+        progress(f"collecting the {kind} baseline {window}")
+    base, queries, custody = collect(sources, window, evidence.profile, {**(options or {}), "period": "baseline"},
+                                     progress)
+    # what a source samples at collection time (lag, locks, topics) says nothing about the past
+    evidence.baseline = base.between(window.start, window.end)
+    return queries, [custody_entry("baseline", {"kind": kind, "window": window.to_dict()}), *custody]

@@ -5,7 +5,8 @@ from forensics.timeutil import Window
 
 
 class Source(EvidenceSource):
-    """Simulate ``scenario`` (default baseline) ending at the window's end."""
+    """Simulate ``scenario`` (default baseline) ending at the window's end; a baseline period
+    (``period=baseline``) is the normal traffic without the incident."""
 
     name = "simulator"
     tables = ("messages", "status_events", "dlq_records", "consumer_lag", "topics", "spans", "log_events",
@@ -20,7 +21,8 @@ class Source(EvidenceSource):
     def read(self, window: Window) -> SourceResult:
         from forensics.simulate import simulate
 
-        params = {"scenario": self.opts["scenario"], "messages": self.opts["messages"], "seed": self.opts["seed"],
+        scenario = "baseline" if self.opts["period"] == "baseline" else self.opts["scenario"]
+        params = {"scenario": scenario, "messages": self.opts["messages"], "seed": self.opts["seed"],
                   "end": window.end}
         ev = simulate(params["scenario"], messages=params["messages"], seed=params["seed"], end=params["end"],
                       profile=self.profile, progress=self.progress)

@@ -3,10 +3,16 @@
 One module per job:
 
 :mod:`~forensics.traces.readers`
-    Documents and files of any shape -> the spans table: :func:`parse_traces`,
-    :func:`read_trace_file`. The readers per shape: :mod:`~forensics.traces.v1` (UI
-    downloads and ``/api/traces`` answers, read column-wise by pyarrow),
-    :mod:`~forensics.traces.otlp` (OTLP JSON and api/v3).
+    Documents and files of any shape (gzip or not, JSON Lines) -> the spans table:
+    :func:`parse_traces`, :func:`read_trace_file`, ``read_trace_files``. The readers per
+    shape: :mod:`~forensics.traces.v1` (UI downloads and ``/api/traces`` answers, read
+    column-wise by pyarrow), :mod:`~forensics.traces.otlp` (OTLP JSON and api/v3),
+    :mod:`~forensics.traces.model` (Jaeger's domain-model and Thrift-style JSON, read into
+    v1 spans); single values written in different ways: :mod:`~forensics.traces.values`
+    (what cannot be read is null, with a warning on the span).
+:mod:`~forensics.traces.parents`
+    Jaeger's parent rule: the first CHILD_OF reference into the span's own trace, else the
+    first FOLLOWS_FROM into it.
 :mod:`~forensics.traces.table`
     The canonical ``spans`` table (:data:`forensics.schema.SPANS`) from spans read
     column-wise: tags into columns and JSON text (:mod:`~forensics.traces.jsontext`), ids

@@ -1,10 +1,12 @@
 """Trace documents and files of every shape -> the spans table.
 
-:func:`parse_traces` finds the spans in decoded JSON of any shape the Jaeger UI accepts:
-v1 ``{"data": [...]}`` envelopes (UI downloads, ``/api/traces`` answers), single v1
-traces, bare arrays of traces or spans, OTLP JSON ``{"resourceSpans": [...]}`` and
-api/v3's ``{"result": {"resourceSpans": [...]}}``; :func:`read_trace_file` adds JSON Lines.
-Each shape has its reader (:mod:`~forensics.traces.v1`, :mod:`~forensics.traces.otlp`),
+:func:`parse_traces` finds the spans in decoded JSON of any shape Jaeger and OpenTelemetry
+users hold, told by its content: v1 ``{"data": [...]}`` envelopes (UI downloads,
+``/api/traces`` answers), single v1 traces, bare arrays of traces or spans, OTLP JSON
+``{"resourceSpans": [...]}``, api/v3's ``{"result": {"resourceSpans": [...]}}``, and
+traces or spans written as Jaeger's domain model or Thrift-style JSON;
+:func:`read_trace_file` adds JSON Lines and gzip. Each shape has its reader
+(:mod:`~forensics.traces.v1`, :mod:`~forensics.traces.otlp`, :mod:`~forensics.traces.model`),
 which gives :class:`~forensics.traces.table.Block` s for :func:`~forensics.traces.table.spans_frame`.
 """
 
@@ -133,9 +135,12 @@ def parse_traces(doc: Any, source_object: str | None = None) -> pd.DataFrame:
     """Decoded JSON of any Jaeger/OTLP trace shape -> the canonical ``spans`` table.
 
     Accepts ``{"data": [trace, ...]}`` (v1 API answers and UI downloads), one v1 trace
-    ``{"traceID", "spans", "processes"}``, a bare list of traces or of such documents,
-    ``{"resourceSpans": [...]}`` (OTLP JSON) and ``{"result": {"resourceSpans": ...}}``
-    (api/v3). ``source_object`` names the file or endpoint; ``source_ref`` of each row is
+    ``{"traceID", "spans", "processes"}``, a bare list of traces, spans or of such documents,
+    ``{"resourceSpans": [...]}`` (OTLP JSON), ``{"result": {"resourceSpans": ...}}``
+    (api/v3), and Jaeger domain-model or Thrift-style traces and spans
+    (:mod:`~forensics.traces.model`). Parents follow Jaeger's rule
+    (:mod:`~forensics.traces.parents`); a value that cannot be read is null and named in the
+    span's ``warnings``. ``source_object`` names the file or endpoint; ``source_ref`` of each row is
     the JSON path of the span within it (``data[0].spans[3]``), so duplicates can be told apart.
     Times are nanoseconds internally; v1 microseconds and OTLP nanoseconds are both exact.
     """

@@ -50,6 +50,12 @@ class Thresholds:
     """Consumer lag that is a problem (runbook 1.2, recommended alert 3)."""
     consumer_lag_normal: float = 100
     """Consumer lag below this is normal (runbook 1.2)."""
+    blip_s: float = 300.0
+    """A disturbance that lasted at most this long and ended at least this long before the
+    window's end, with no message FAILED or stuck, is a blip (ranking)."""
+    partition_share: float = 0.8
+    """Share of the peak lag (and of the stuck conversations) on one partition that confines a
+    change to that partition."""
     connector_5xx_per_min: float = 10
     """5xx answers per minute per service (recommended alert 4)."""
     p95_latency_s: float = 5.0
@@ -109,6 +115,17 @@ class Finding:
     evidence: list[dict] = field(default_factory=list)
     messages: np.ndarray | None = None
     tags: dict[str, Any] = field(default_factory=dict)
+    times: np.ndarray | None = None
+    """Times (int64 ns) of the events the finding counts, where they are not its messages'
+    creation times (log lines, dead letters): the change point is found on them."""
+    baseline_value: float | None = None
+    """The same measure over the baseline (forensics.analysis.change); None without a baseline."""
+    change: str | None = None
+    """new, worse, unchanged or better against the baseline; None without a baseline."""
+    change_ratio: float | None = None
+    """Window rate / baseline rate (inf when the baseline had none)."""
+    onset: pd.Timestamp | None = None
+    """Change point of the signal: when its rate rose (None when it did not within the window)."""
 
     @property
     def finding_id(self) -> str:
@@ -119,7 +136,9 @@ class Finding:
                 "title": self.title, "detail": self.detail, "first_seen": self.first_seen,
                 "last_seen": self.last_seen, "channel": self.channel, "count": self.count,
                 "metric": self.metric, "threshold": self.threshold,
-                "evidence": json.dumps(self.evidence, default=str, ensure_ascii=False)}
+                "evidence": json.dumps(self.evidence, default=str, ensure_ascii=False),
+                "baseline_value": self.baseline_value, "change": self.change, "change_ratio": self.change_ratio,
+                "onset": self.onset}
 
 
 def ref(table: str, column: str, values: Iterable[Any] | pd.Series | np.ndarray, total: int | None = None
@@ -400,6 +419,8 @@ class Detection:
     items: list[Finding]
     errors: dict[str, str] = field(default_factory=dict)
     """Detector name -> error, for a detector that raised (the others still ran)."""
+    baseline: Detection | None = None
+    """The same detectors over the baseline, when there is one (forensics.analysis.change)."""
 
     @cached_property
     def findings(self) -> pd.DataFrame:

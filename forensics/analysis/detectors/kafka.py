@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 
 from forensics.analysis.detectors.base import (
+    NAT,
+    NS,
     Context,
     Finding,
     _group_severity,
@@ -68,6 +70,70 @@ def consumer_lag(ctx: Context) -> Iterable[Finding]:
             None, {"group": group, "topic": topic, "trend": trend, "skewed": skewed, "hot_partitions": hot,
                    "final": final, "router": group == ctx.profile.kafka.router_group}))
     return out
+
+
+# ---- localisation: a change confined to one partition (4.2) ---------------------------------
+
+@detector("partition_confined")
+def partition_confined(ctx: Context) -> Iterable[Finding]:
+    """The router's lag on the message events topic held on one partition, and the stuck
+    PENDING messages whose conversations hash there (Kafka's murmur2 partitioner on the
+    conversation id, the topic's partition count from the lag samples or the profile).
+
+    At the sample of peak total lag, a partition holding at least ``partition_share`` of it,
+    and a backlog of at least ``min_window_messages`` records, confines the lag to that
+    partition (the total may stay under the lag alert: one partition of ten); when the
+    conversations of the stuck messages (at least ``min_window_messages`` / 4 of them) also
+    hash to it in that share, the stall is the partition's (a poison record, a stuck
+    consumer thread), not the router's as a whole: critical. A router that is down leaves
+    every partition's lag growing and stuck conversations on all of them."""
+    from forensics.sources.partitioner import partitions_for
+
+    lag = ctx.table("consumer_lag")
+    topic = ctx.profile.kafka.message_events
+    group = ctx.profile.kafka.router_group
+    if not len(lag):
+        return []
+    mine = lag[(lag["group"] == group) & (lag["topic"] == topic.name)]
+    if not len(mine):
+        return []
+    total = mine.groupby("sampled_at")["lag"].sum()
+    peak_at = total.idxmax()
+    peak = float(total.max())
+    at_peak = mine[mine["sampled_at"] == peak_at].groupby("partition")["lag"].sum()
+    if len(at_peak) < 2 or float(at_peak.max()) < ctx.t.min_window_messages:
+        return []
+    hot = int(at_peak.idxmax())
+    share = float(at_peak.max()) / peak
+    if share < ctx.t.partition_share:
+        return []
+    n_parts = max(int(mine["partition"].max()) + 1, int(topic.partitions or 0))
+    age_ns = ctx.now_ns - ctx.created_ns
+    stuck = np.flatnonzero((ctx.status == "PENDING") & (ctx.created_ns != NAT) & (age_ns > ctx.t.stuck_pending_s * NS)
+                           & (ctx.codes("conversation_id")[0] >= 0))
+    convs = pd.unique(ctx.values("conversation_id", stuck)) if len(stuck) else np.empty(0, dtype=object)
+    on_hot = partitions_for([str(c) for c in convs], n_parts) == hot if len(convs) else np.zeros(0, dtype=bool)
+    stuck_share = float(on_hot.mean()) if len(convs) else 0.0
+    enough = len(convs) >= ctx.t.min_window_messages / 4
+    confined = enough and stuck_share >= ctx.t.partition_share
+    hot_convs = set(convs[on_hot]) if len(convs) else set()
+    affected = stuck[np.isin(ctx.values("conversation_id", stuck), list(hot_convs))] if confined else stuck[:0]
+    others = at_peak.drop(hot)
+    return [Finding(
+        "partition_confined", f"{group}/{topic.name}:{hot}", "critical" if confined else "warning",
+        f"Lag of {group} confined to partition {hot} of {topic.name}"
+        + (f"; the {len(hot_convs):,} conversations stuck PENDING hash to it" if confined else ""),
+        f"At the peak ({peak_at:%H:%M:%S} UTC) partition {hot} held {at_peak.max():,.0f} of {peak:,.0f} lag "
+        f"({share:.0%}); the other {len(others)} partitions at most {others.max():,.0f}. "
+        + (f"{stuck_share:.0%} of the {len(convs):,} conversations with messages stuck PENDING hash to partition "
+           f"{hot} (murmur2 of the conversation id over {n_parts} partitions): the partition is stalled (a poison "
+           "record the router cannot deserialize, a stuck consumer), not the router as a whole (runbook 4.2)."
+           if confined else f"{stuck_share:.0%} of {len(convs):,} stuck conversations hash to it."),
+        pd.Timestamp(peak_at), pd.Timestamp(peak_at), None, len(affected), share, ctx.t.partition_share,
+        [ref("consumer_lag", "partition", [str(hot)]), _message_refs(ctx, affected)[0]] if confined
+        else [ref("consumer_lag", "partition", [str(hot)])],
+        affected, {"partition": hot, "group": group, "topic": topic.name, "lag_share": share,
+                   "stuck_share": stuck_share, "conversations": len(hot_convs), "confined": confined})]
 
 
 # ---- Kafka topics (1.2 / R1.2) --------------------------------------------------------------

@@ -177,7 +177,8 @@ def log_errors(ctx: Context) -> Iterable[Finding]:
             [ref(source, "source_ref", rows["ref"], total=n),
              {"table": "catalog", "column": "id", "values": [str(sig)], "total": 1}],
             pos[pos >= 0], {"signature": sig, "category": _value(first["category"]), "cause": _value(first["cause"]),
-                   "source": source, "service": service, "messages": messages, "share": (messages or n) / volume}))
+                   "source": source, "service": service, "messages": messages, "share": (messages or n) / volume},
+            ts.to_numpy()))
     return out
 
 

@@ -1,0 +1,379 @@
+"""What changed: verdicts against a baseline, change points, onset, localisation and the ranking on
+the change, each rule on crafted tables."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forensics.analysis.calibration import brier, fit_platt, platt, reliability
+from forensics.analysis.change import (
+    BINS,
+    change_point,
+    count_verdict,
+    incident_onset,
+    judge,
+    level_verdict,
+    rate_test,
+    set_onsets,
+)
+from forensics.analysis.detectors import NS, Finding, detect
+from forensics.analysis.pipeline import analyze
+from forensics.analysis.rank import CLOSE_MARGIN, Hypothesis, _sides, close_call
+from forensics.evidence import Evidence
+from forensics.sources.partitioner import partitions_for
+from forensics.timeutil import Window
+
+END = pd.Timestamp("2025-12-03T15:00:00Z")
+WINDOW = Window(END - pd.Timedelta("1h"), END)
+BEFORE = Window(WINDOW.start - pd.Timedelta("1h"), WINDOW.start)
+REFUSED = "Callback failed: messageId={i}, error=Connection refused: localhost/127.0.0.1:8081"
+
+
+def _messages(window: Window, n: int, prefix: str, status="DELIVERED", start_s: float = 0.0) -> dict:
+    step = (window.duration.total_seconds() - start_s) / n
+    return {"message_id": [f"{prefix}{i}" for i in range(n)], "conversation_id": [f"{prefix}c{i}" for i in range(n)],
+            "recipient_id": [f"+5511990{i:06d}" for i in range(n)], "channel": ["WHATSAPP"] * n,
+            "status": [status] * n,
+            "created_at": [window.start + pd.Timedelta(seconds=start_s + i * step) for i in range(n)]}
+
+
+def _log_lines(window: Window, n: int, text: str, *, level="ERROR", service="whatsapp-connector",
+               start_s: float = 0.0) -> dict:
+    step = (window.duration.total_seconds() - start_s) / max(n, 1)
+    return {"timestamp": [window.start + pd.Timedelta(seconds=start_s + i * step) for i in range(n)],
+            "service": [service] * n, "level": [level] * n, "message": [text.format(i=i) for i in range(n)],
+            "source_ref": [f"l{i}" for i in range(n)]}
+
+
+def _concat(*parts: dict) -> dict:
+    return {k: sum((list(p[k]) for p in parts), []) for k in parts[0]}
+
+
+def _evidence(window: Window, **tables) -> Evidence:
+    return Evidence.from_records(window, source="test", **tables)
+
+
+def _with_baseline(window_ev: Evidence, baseline_ev: Evidence, kind="preceding") -> Evidence:
+    window_ev.baseline, window_ev.baseline_kind = baseline_ev, kind
+    return window_ev
+
+
+# ---- the test for two counts ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("c1, c0, change", [
+    (60, 0, "new"),          # none before, many now
+    (80, 20, "worse"),       # four times the rate
+    (22, 20, "unchanged"),   # the same rate
+    (5, 60, "better"),       # a twelfth of the rate
+    (2, 0, "unchanged"),     # a couple of sporadic events where the baseline had none: noise
+    (1100, 1000, "unchanged"),  # significant on a big count, but only 10 % more: not an incident
+])
+def test_count_verdicts(c1, c0, change):
+    assert count_verdict(c1, 1000, c0, 1000).change == change
+
+
+def test_rate_test_weighs_exposure():
+    ratio, p_up, _ = rate_test(40, 2000, 20, 1000)  # twice the count over twice the traffic
+    assert ratio == pytest.approx(1.0) and p_up > 0.3
+    ratio, p_up, _ = rate_test(40, 1000, 20, 1000)
+    assert ratio == pytest.approx(2.0) and p_up < 0.01
+    assert rate_test(10, 100, 0, 100)[0] == math.inf
+
+
+def test_a_rate_under_its_threshold_before_is_new_above_it_worse():
+    assert count_verdict(100, 1000, 20, 1000, over_before=False).change == "new"
+    assert count_verdict(300, 1000, 100, 1000, over_before=True).change == "worse"
+
+
+@pytest.mark.parametrize("window, baseline, change", [
+    (5000, 40, "new"), (5000, 1200, "worse"), (1300, 1200, "unchanged"), (300, 1200, "better")])
+def test_level_verdicts(window, baseline, change):
+    assert level_verdict(window, baseline, normal=100).change == change
+
+
+# ---- change point -------------------------------------------------------------------------------------
+
+def _ns(ts) -> np.ndarray:
+    return np.array([pd.Timestamp(t).value for t in ts], dtype=np.int64)
+
+
+def test_steady_events_have_no_change_point():
+    times = _ns(WINDOW.start + pd.Timedelta(seconds=s) for s in np.linspace(0, 3590, 300))
+    assert change_point(times, WINDOW.start.value, WINDOW.end.value) is None
+
+
+def test_events_starting_mid_window_have_their_change_point_there():
+    steady = np.linspace(0, 3590, 60)
+    burst = np.linspace(1800, 3590, 300)
+    times = _ns(WINDOW.start + pd.Timedelta(seconds=s) for s in np.r_[steady, burst])
+    at = change_point(times, WINDOW.start.value, WINDOW.end.value)
+    assert at is not None and abs(at - (WINDOW.start.value + 1800 * NS)) <= 3600 * NS // BINS
+
+
+def test_a_drop_is_not_an_onset():
+    times = _ns(WINDOW.start + pd.Timedelta(seconds=s) for s in np.linspace(0, 1700, 300))
+    assert change_point(times, WINDOW.start.value, WINDOW.end.value) is None
+
+
+# ---- verdicts of findings against a baseline ------------------------------------------------------------
+
+def test_chronic_callback_refusals_are_unchanged_and_new_errors_new():
+    window = _evidence(WINDOW, messages=_messages(WINDOW, 600, "w"),
+                       log_events=_concat(_log_lines(WINDOW, 300, REFUSED),
+                                          _log_lines(WINDOW, 80, "Connection refused to MongoDB: MongoSocketOpenException",
+                                                     service="router-service", start_s=1800)))
+    base = _evidence(BEFORE, messages=_messages(BEFORE, 600, "b"), log_events=_log_lines(BEFORE, 290, REFUSED))
+    detection = detect(window)
+    judge(detection, detect(base))
+    by_service = {f.tags.get("service"): f for f in detection.items if f.detector == "log_errors"}
+    refused = by_service["whatsapp-connector"]
+    assert refused.change == "unchanged" and refused.baseline_value == 290
+    assert refused.change_ratio == pytest.approx(300 / 290, rel=1e-3)
+    assert by_service["router-service"].change == "new" and by_service["router-service"].baseline_value == 0
+
+
+def test_a_finding_whose_table_the_baseline_lacks_gets_no_verdict():
+    window = _evidence(WINDOW, messages=_messages(WINDOW, 100, "w"), log_events=_log_lines(WINDOW, 50, REFUSED))
+    base = _evidence(BEFORE, messages=_messages(BEFORE, 100, "b"))  # no logs collected before
+    detection = detect(window)
+    judge(detection, detect(base))
+    (f,) = [f for f in detection.items if f.detector == "log_errors"]
+    assert f.change is None and f.baseline_value is None
+
+
+def test_a_state_absent_from_the_baseline_is_new():
+    lag = {"sampled_at": [], "group": [], "topic": [], "partition": [], "lag": []}
+    for i in range(6):
+        for p in range(10):
+            lag["sampled_at"].append(WINDOW.end - pd.Timedelta(minutes=6 - i))
+            lag["group"].append("router-service-group")
+            lag["topic"].append("message-events")
+            lag["partition"].append(p)
+            lag["lag"].append(300 * i if p == 3 else 1)
+    detection = detect(_evidence(WINDOW, consumer_lag=lag))
+    judge(detection, detect(_evidence(BEFORE, consumer_lag={k: v[:10] for k, v in lag.items()} | {
+        "sampled_at": [BEFORE.end - pd.Timedelta(minutes=1)] * 10})))
+    (f,) = [f for f in detection.items if f.detector == "partition_confined"]
+    assert f.change == "new"
+    (lag_finding,) = [f for f in detection.items if f.detector == "consumer_lag"]
+    assert lag_finding.change == "new" and lag_finding.baseline_value == 9  # partition 3 at 0, nine at 1
+
+
+# ---- onset -----------------------------------------------------------------------------------------------
+
+def _mongo_errors(window: Window, start_s: float) -> Evidence:
+    return _evidence(window, messages=_messages(window, 600, "w"),
+                     log_events=_log_lines(window, 200, "Write failed: MongoSocketReadTimeoutException {i}",
+                                           service="router-service", start_s=start_s))
+
+
+def test_onset_of_an_incident_inside_the_window():
+    detection = detect(_mongo_errors(WINDOW, 1800))
+    set_onsets(detection)
+    onset = incident_onset(detection)
+    assert not onset["under_way_at_window_start"] and onset["suggested_since"] is None
+    assert abs(pd.Timestamp(onset["start"]) - (WINDOW.start + pd.Timedelta("30min"))) <= pd.Timedelta("1min")
+
+
+def test_the_incident_start_is_on_the_timeline():
+    a = analyze(_mongo_errors(WINDOW, 1800))
+    (row,) = a.timeline[a.timeline["kind"] == "incident_onset"].itertuples()
+    assert abs(row.timestamp - (WINDOW.start + pd.Timedelta("30min"))) <= pd.Timedelta("1min")
+
+
+def test_an_incident_under_way_at_window_open_says_so_and_suggests_a_wider_window():
+    detection = detect(_mongo_errors(WINDOW, 0))
+    set_onsets(detection)
+    onset = incident_onset(detection)
+    assert onset["under_way_at_window_start"] and onset["earliest_findings"]
+    assert pd.Timestamp(onset["earliest_evidence"]) == WINDOW.start
+    assert pd.Timestamp(onset["suggested_since"]) == WINDOW.start - WINDOW.duration
+
+
+def test_without_a_baseline_the_part_before_the_onset_is_used():
+    a = analyze(_mongo_errors(WINDOW, 1800))
+    assert a.baseline_used["kind"] == "pre-onset"
+    assert pd.Timestamp(a.baseline_used["window"]["end"]) > WINDOW.start + pd.Timedelta("25min")
+    assert "new" in set(a.findings["change"].dropna())
+
+
+def test_without_a_baseline_or_an_onset_nothing_is_judged():
+    a = analyze(_evidence(WINDOW, messages=_messages(WINDOW, 100, "w"), log_events=_log_lines(WINDOW, 60, REFUSED)))
+    assert a.baseline_used == {"kind": "none", "window": None}
+    assert a.findings["change"].isna().all()
+
+
+# ---- ranking on the change ------------------------------------------------------------------------------
+
+def _noisy_healthy(window: Window, prefix: str) -> Evidence:
+    return _evidence(window, messages=_messages(window, 600, prefix), log_events=_log_lines(window, 600, REFUSED))
+
+
+def test_chronic_callback_refusals_do_not_make_a_cause_with_a_baseline():
+    alone = analyze(_noisy_healthy(WINDOW, "w"))
+    assert alone.top.cause == "webhook_unreachable"  # judged in isolation, the noise looks like a cause
+    a = analyze(_with_baseline(_noisy_healthy(WINDOW, "w"), _noisy_healthy(BEFORE, "b")))
+    assert a.top.cause == "healthy", a.hypotheses[["cause", "confidence"]].head(3)
+    assert a.chronic["finding_id"].str.contains("chat4all.callback_failed|callback", regex=True).any()
+    assert a.what_changed.empty
+    healthy_for = a.top.evidence_for
+    assert any("present before the incident too" in i["statement"] for i in healthy_for)
+    summary = a.summary()
+    assert summary["baseline"]["kind"] == "preceding" and summary["what_changed"] == []
+    assert summary["chronic"] and all(d["change"] == "unchanged" for d in summary["findings_detail"]
+                                      if d["finding_id"] in summary["chronic"])
+
+
+def test_a_new_cause_over_chronic_noise_ranks_first_and_the_noise_is_never_its_evidence():
+    window = _evidence(WINDOW, messages=_messages(WINDOW, 600, "w"),
+                       log_events=_concat(_log_lines(WINDOW, 600, REFUSED),
+                                          _log_lines(WINDOW, 200, "Write failed: MongoSocketReadTimeoutException {i}",
+                                                     service="router-service", start_s=1800)))
+    a = analyze(_with_baseline(window, _noisy_healthy(BEFORE, "b")))
+    assert a.top.cause == "mongodb_write_failure"
+    chronic = set(a.chronic["finding_id"])
+    assert chronic and not chronic & {i.get("finding_id") for i in a.top.evidence_for}
+    assert all(h["margin"] >= 0 for h in a.summary()["hypotheses"])
+    assert a.summary()["hypotheses"][0]["margin"] == pytest.approx(a.ranked[0].confidence - a.ranked[1].confidence,
+                                                                    abs=1e-3)
+
+
+def _poison_pill(window: Window, hot: int = 3) -> Evidence:
+    """A record the router cannot read arrives half-way: from then on that partition's lag
+    grows and the messages of conversations hashing to it stay PENDING."""
+    convs = [f"conv-{i}" for i in range(400)]
+    parts = partitions_for(convs, 10)
+    stuck = [c for c, p in zip(convs, parts, strict=True) if p == hot][:30]
+    m = _messages(window, 600, "w")
+    at = list(range(300, 600, 10))[:len(stuck)]  # created after the poison record
+    for i, c in zip(at, stuck, strict=True):
+        m["conversation_id"][i], m["status"][i] = c, "PENDING"
+    lag = {"sampled_at": [], "group": [], "topic": [], "partition": [], "lag": []}
+    for i in range(12):
+        for p in range(10):
+            lag["sampled_at"].append(window.start + pd.Timedelta(minutes=5 * i))
+            lag["group"].append("router-service-group")
+            lag["topic"].append("message-events")
+            lag["partition"].append(p)
+            lag["lag"].append(60 * max(0, i - 5) if p == hot else i % 2)
+    return _evidence(window, messages=m, consumer_lag=lag)
+
+
+def test_lag_and_stuck_conversations_on_one_partition_point_at_the_partition_not_the_router():
+    detection = detect(_poison_pill(WINDOW))
+    (f,) = [f for f in detection.items if f.detector == "partition_confined"]
+    assert f.severity == "critical" and f.tags["partition"] == 3 and f.tags["stuck_share"] == 1.0
+    a = analyze(_poison_pill(WINDOW))
+    causes = a.hypotheses["cause"].tolist()
+    assert causes[0] == "partition_problem"
+    assert "router_down" not in causes[:1]
+
+
+def test_a_router_that_is_down_lags_on_every_partition_and_is_not_confined():
+    ev = _poison_pill(WINDOW)
+    lag = ev.tables["consumer_lag"].copy()
+    lag["lag"] = (lag["sampled_at"].rank(method="dense") * 40).astype("Int64")
+    ev.put("consumer_lag", lag)
+    assert [f for f in detect(ev).items if f.detector == "partition_confined"] == []
+
+
+def _lag_spike(window: Window, at_min: int, minutes: int = 1) -> Evidence:
+    """The router's lag jumps to 5,000 at ``at_min`` for ``minutes`` sample(s), 0 otherwise."""
+    samples = [window.start + pd.Timedelta(minutes=i) for i in range(60)]
+    lag = [5000 if at_min <= i < at_min + minutes else 0 for i in range(60)]
+    return _evidence(window, messages=_messages(window, 600, "w"), status_events=[], log_events=[], spans=[],
+                     dlq_records=[], consumer_lag={"sampled_at": samples, "group": ["router-service-group"] * 60,
+                                   "topic": ["message-events"] * 60, "partition": [0] * 60, "lag": lag})
+
+
+def test_a_lag_blip_that_drained_long_before_the_end_with_nothing_lost_is_healthy():
+    a = analyze(_with_baseline(_lag_spike(WINDOW, 20), _lag_spike(BEFORE, 99)))
+    assert a.top.cause == "healthy", a.hypotheses[["cause", "confidence"]].head(3)
+    assert "a blip" in " ".join(i["statement"] for i in a.top.evidence_against)
+
+
+@pytest.mark.parametrize("at_min, minutes", [(57, 3), (20, 30)])
+def test_a_lag_that_has_just_begun_or_lasted_is_not_a_blip(at_min, minutes):
+    a = analyze(_with_baseline(_lag_spike(WINDOW, at_min, minutes), _lag_spike(BEFORE, 99)))
+    assert a.top.cause == "router_down", a.hypotheses[["cause", "confidence"]].head(3)
+
+
+def _errors(window: Window, prefix: str, code: str, n: int) -> Evidence:
+    return _evidence(window, messages=_messages(window, 1000, prefix), status_events=[], spans=[], dlq_records=[],
+                     consumer_lag=[], log_events=_log_lines(window, n, f"WhatsApp API error (#{code}) {{i}}"))
+
+
+def test_a_new_error_code_in_an_unchanged_error_volume_is_the_usual_noise():
+    mixed = analyze(_with_baseline(_errors(WINDOW, "w", "131016", 30), _errors(BEFORE, "b", "131026", 30)))
+    assert mixed.top.cause == "healthy", mixed.hypotheses[["cause", "confidence"]].head(3)
+    assert "platform_outage" not in mixed.hypotheses["cause"].tolist()  # no errors beyond the usual volume
+    rising = analyze(_with_baseline(_errors(WINDOW, "w", "131016", 30), _errors(BEFORE, "b", "131026", 0)))
+    assert rising.top.cause == "platform_outage", rising.hypotheses[["cause", "confidence"]].head(3)
+
+
+def test_the_baseline_borrows_the_windows_identities_but_not_its_locks():
+    identities = {"platform": ["WHATSAPP"], "platform_user_id": ["+5511990000001"], "format_valid": [True]}
+    locks = {"key": ["conversation:lock:c1"], "kind": ["conversation_lock"], "sampled_at": [WINDOW.end]}
+    window = _evidence(WINDOW, messages=_messages(WINDOW, 10, "w"), identities=identities, locks=locks)
+    a = analyze(_with_baseline(window, _evidence(BEFORE, messages=_messages(BEFORE, 10, "b"))))
+    base = a.detection.baseline.context.evidence
+    assert base.has("identities") and not base.has("locks")
+    assert window.baseline.has("identities") is False  # the collected baseline itself is left as it was
+
+
+def test_a_poison_record_is_a_partition_problem_in_the_catalog():
+    from forensics.analysis.classify import classify_series
+
+    texts = pd.Series(["org.apache.kafka.common.errors.RecordDeserializationException: Error deserializing "
+                       "key/value for partition chat-events-3 at offset 1234",
+                       "Consumer exception | java.lang.IllegalStateException: This error handler cannot process "
+                       "'SerializationException's directly; please consider configuring an 'ErrorHandlingDeserializer'"])
+    assert classify_series(texts)["cause"].tolist() == ["partition_problem", "partition_problem"]
+
+
+# ---- evidence for and against, close calls ---------------------------------------------------------------
+
+def test_a_finding_is_listed_once_and_on_one_side_only():
+    item = {"finding_id": "consumer_lag:g/t", "statement": "lag", "strength": 1.0}
+    ev_for, ev_against = _sides([{**item, "weight": 0.2}, {**item, "weight": 0.2}, {"statement": "note"}],
+                                [{**item, "weight": -0.5}])
+    assert [i.get("finding_id") for i in ev_for] == [None]
+    assert [i["finding_id"] for i in ev_against] == ["consumer_lag:g/t"]
+
+
+def test_a_close_call_names_both_causes_and_the_separating_check():
+    a = Hypothesis("router_down", "Router down", 0.52, margin=0.04)
+    b = Hypothesis("partition_problem", "Partition", 0.48, margin=0.3)
+    call = close_call([a, b])
+    assert call["causes"] == ["router_down", "partition_problem"] and call["margin"] == 0.04
+    assert "partition" in call["separating_check"].lower() and "consumer" in call["separating_check"].lower()
+    assert close_call([Hypothesis("router_down", "Router down", 0.9, margin=CLOSE_MARGIN), b]) is None
+
+
+def test_findings_carry_baseline_value_change_and_onset_columns():
+    a = analyze(_with_baseline(_noisy_healthy(WINDOW, "w"), _noisy_healthy(BEFORE, "b")))
+    assert {"baseline_value", "change", "change_ratio", "onset"} <= set(a.findings.columns)
+    assert "margin" in a.hypotheses.columns
+
+
+# ---- calibration ----------------------------------------------------------------------------------------
+
+def test_platt_fit_recovers_a_known_mapping_and_scores_it():
+    rng = np.random.default_rng(1)
+    scores = rng.uniform(0, 1, 4000)
+    truth = platt(6.0, -3.0)
+    labels = rng.uniform(0, 1, 4000) < np.array([truth(s) for s in scores])
+    a, b = fit_platt(scores, labels)
+    assert a == pytest.approx(6.0, rel=0.15) and b == pytest.approx(-3.0, rel=0.15)
+    probs = np.array([platt(a, b)(s) for s in scores])
+    assert brier(probs, labels) < brier(np.full(4000, 0.5), labels)
+    bins = reliability(probs, labels)
+    assert sum(r["n"] for r in bins) == 4000
+    assert all(abs(r["predicted"] - r["observed"]) < 0.1 for r in bins if r["n"] > 200)
+
+
+def test_a_detection_error_in_findings_keeps_working_without_baseline_columns_set():
+    f = Finding("x", "", "info", "t")
+    assert f.row()["change"] is None and f.row()["baseline_value"] is None
