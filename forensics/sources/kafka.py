@@ -176,8 +176,9 @@ def window_offsets(consumer, topics: dict[str, int], window: Window, limits: Lim
     tps = [(t, p) for t, n in topics.items() for p in range(n)]
     if not tps:
         return []
-    starts = consumer.offsets_for_times([TopicPartition(t, p, start_ms) for t, p in tps], timeout=limits.timeout_s)
-    ends = consumer.offsets_for_times([TopicPartition(t, p, end_ms) for t, p in tps], timeout=limits.timeout_s)
+    deadline = time.monotonic() + limits.timeout_s
+    starts = _offsets_for_times(consumer, [TopicPartition(t, p, start_ms) for t, p in tps], deadline)
+    ends = _offsets_for_times(consumer, [TopicPartition(t, p, end_ms) for t, p in tps], deadline)
     ranges = []
     for (t, p), s, e in zip(tps, starts, ends, strict=True):
         if s.error or e.error:
@@ -188,6 +189,36 @@ def window_offsets(consumer, topics: dict[str, int], window: Window, limits: Lim
         end = e.offset if e.offset >= 0 else high
         ranges.append({"topic": t, "partition": p, "start_offset": start, "end_offset": max(start, end)})
     return ranges
+
+
+def _settling_codes() -> frozenset:
+    from confluent_kafka import KafkaError
+
+    return frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                      KafkaError._WAIT_COORD, KafkaError.REQUEST_TIMED_OUT})
+
+
+def _offsets_for_times(consumer, partitions: list, deadline: float) -> list:
+    """``consumer.offsets_for_times`` that waits out retriable broker errors until ``deadline``.
+
+    A leader election (a broker restart, a topic created a moment ago) answers "not leader
+    for partition" for a few hundred milliseconds; that is the cluster settling, not a
+    failed source. Anything not retriable, or still failing at the deadline, is raised.
+    """
+    from confluent_kafka import KafkaException
+
+    settling_codes = _settling_codes()
+    pause = 0.1
+    while True:
+        try:
+            return consumer.offsets_for_times(partitions, timeout=max(0.1, deadline - time.monotonic()))
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            settling = getattr(error, "code", lambda: None)() in settling_codes or getattr(error, "retriable", bool)()
+            if not settling or time.monotonic() + pause >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 def _scan(consumer, ranges: list[dict[str, Any]], limits: Limits, headers: bool, max_bytes: int, progress=None
