@@ -189,13 +189,15 @@ def status_events(t: Traffic, tr: dict[str, np.ndarray], messages_frame: pd.Data
 
     Rows: first one derived PENDING per message (``derived=True``, in creation order, sharing
     the messages table's buffers), then the history rows in time order, as the
-    collection returns them in insertion order.
+    collection returns them in insertion order (per period of ``t.cuts_ns`` first).
     """
     prof = t.profile
     keep = tr["in_history"]
     msg, time, new, old = tr["msg"][keep], tr["time"][keep], tr["new"][keep], tr["old"][keep]
-    order = np.lexsort((msg, time))
+    period = np.searchsorted(np.asarray(t.cuts_ns, dtype=np.int64), t.created[msg], side="right")
+    order = np.lexsort((msg, time, period))
     msg, time, new, old = msg[order], time[order], new[order], old[order]
+    t.history_msg = msg
     n, h = t.n, len(msg)
     ch = t.channel[msg]
     services = [prof.services.router] + [prof.services.connector(c) for c in pop.CHANNELS[:3]]
