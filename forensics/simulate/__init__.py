@@ -128,7 +128,7 @@ def simulate(scenario: str, messages: int = 5000, seed: int = 7, end: pd.Timesta
         telemetry.message_logs(t, samples, detail_rng, incident.router_down_from) + incident.logs)
     report("kafka", 0.5)
     ev_tables["dlq_records"] = tables.dlq_records(t)
-    ev_tables["consumer_lag"] = tables.consumer_lag(t, incident.missing_topics)
+    ev_tables["consumer_lag"] = tables.consumer_lag(t, incident.missing_topics, incident.stray_records)
     ev_tables["topics"] = tables.topics(t, incident.missing_topics)
     report("postgres/redis", 0.6)
     ev_tables["identities"] = tables.identities(t)

@@ -97,6 +97,8 @@ class Incident:
     """Topic name -> time (ns) from which it does not exist."""
     router_down_from: int | None = None
     mongo_trouble: tuple[int, int] | None = None
+    stray_records: list[tuple[int, int, int]] = field(default_factory=list)
+    """Records on the message events topic that are no message: (partition, time ns, offset)."""
 
 
 @dataclass(frozen=True)
@@ -528,13 +530,17 @@ def poison_pill(t: Traffic, inc: Incident) -> None:
     loop = _times(rng, T + 200 * MS, t.end_ns, 1.0)
     inc.logs.append(log_block(loop, prof.services.router, "ERROR", _SPRING_CONTAINER, LISTENER_THREAD,
                               "Consumer exception", stack_trace=stack))
-    convs = np.unique(t.conv[stuck])
+    inc.stray_records.append((p, T, offset))
+    replayed = t.msg_ids[stuck[0]].decode() if len(stuck) else t.msg_ids[-1].decode()
+    key = t.conv_ids[t.conv[stuck[0]]].decode() if len(stuck) else None
     inc.trigger = (f"a record on {topic} partition {p} (offset {offset}) that is not JSON, published by hand with "
                    f"unquoted keys, stops the {group} consumer of that partition")
-    inc.details.update({"topic": topic, "partition": p, "poison_offset": offset,
-                        "poison_payload": "{message_id: " + (t.msg_ids[stuck[0]].decode() if len(stuck) else "")
-                                          + ", event_type: MESSAGE_CREATED}",
-                        "stuck_conversations": int(len(convs))})
+    inc.details.update({
+        "topic": topic, "partition": p, "poison_offset": offset, "stuck_conversations": int(len(np.unique(
+            t.conv[stuck]))),
+        "poison_record": {"topic": topic, "partition": p, "key": key, "timestamp": iso(_ts(T)),
+                          "value": f"{{message_id: {replayed}, event_type: MESSAGE_CREATED}}"},
+    })
 
 
 def stuck_lock(t: Traffic, inc: Incident) -> None:
