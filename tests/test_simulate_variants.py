@@ -12,9 +12,9 @@ import pytest
 
 from forensics import schema
 from forensics.errors import ScenarioError
-from forensics.partitioner import partitions_for
 from forensics.profiles import load_profile
 from forensics.simulate import SCENARIOS, simulate
+from forensics.sources.partitioner import partitions_for
 
 PROFILES = ("runbook", "chat4all-v2")
 N = 2000
