@@ -59,6 +59,9 @@ def cmd_scenarios(args) -> int:
     print()
     for name, sc in SCENARIOS.items():
         print(f"{name:28s} root cause: {sc.root_cause:24s} {sc.description}")
+    print("\nvariants of any scenario (forensics simulate): --baseline LEN|window|none (the normal period before "
+          "the window; default its length), --noise/--no-noise (the deployed code's chronic noise; default on for "
+          "chat4all-v2), --under-way (began before the window), --collected mongo,logs (partial evidence)")
     return 0
 
 

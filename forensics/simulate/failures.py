@@ -168,7 +168,7 @@ CHRONIC = {
     IG: {"ig_user_unavailable": 0.3, "ig_rate_limit": 0.2, "ig_policy_block": 0.2, "connector_timeout": 0.3},
 }
 """Background failures of the deployed code's everyday life (the ``noise`` variant), by channel:
-a wider mix than ``NOISE``, none of it dominant, at ``traffic.CHRONIC_RATE``."""
+a wider mix than ``NOISE``, none of it dominant, at a rate within ``traffic.CHRONIC_RATE``."""
 
 
 def connector_url(connector: str, channel: int) -> str:

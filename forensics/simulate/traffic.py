@@ -30,12 +30,12 @@ from forensics.sources.partitioner import partitions_for
 MAX_RETRIES = 3
 NOISE_RATE = 0.003
 """Share of connector-bound messages that meet a sporadic platform error in any scenario."""
-CHRONIC_RATE = 0.012
-"""Extra share of connector-bound messages failing with the ``CHRONIC`` mix when the deployed
-code's chronic noise is on."""
-REDELIVERY_RATE = 0.003
-"""Share of finished messages whose event the router meets a second time (chronic noise): it
-finds the ``router:processed`` key and skips it with two WARN lines."""
+CHRONIC_RATE = (0.005, 0.02)
+"""Range of the extra share of connector-bound messages failing with the ``CHRONIC`` mix when
+the deployed code's chronic noise is on (drawn per seed: installations differ)."""
+REDELIVERY_RATE = (0.001, 0.005)
+"""Range of the share of messages whose event the router meets a second time (chronic noise;
+drawn per seed): it finds the ``router:processed`` key and skips it with two WARN lines."""
 CALLBACK_REFUSED = "Connection refused: localhost/127.0.0.1:8081"
 """What a connector's READ-status callback meets when CALLBACK_BASE_URL is unset: the
 default ``http://localhost:8081`` points at the connector's own container."""
@@ -439,9 +439,9 @@ def add_chronic_noise(t: Traffic) -> None:
     """The deployed code's everyday noise, the same before and during any incident: background
     failures of a wide mix of platform codes, connectors whose READ-status callbacks are refused
     (CALLBACK_BASE_URL unset), and events the router meets twice and skips as duplicates."""
-    add_noise(t, CHRONIC_RATE, CHRONIC)
+    add_noise(t, t.rng.uniform(*CHRONIC_RATE), CHRONIC)
     t.callback_error = CALLBACK_REFUSED
-    again = np.flatnonzero((t.routed != NAT) & (t.rng.random(t.n) < REDELIVERY_RATE))
+    again = np.flatnonzero((t.routed != NAT) & (t.rng.random(t.n) < t.rng.uniform(*REDELIVERY_RATE)))
     t.redelivery_ns[again] = lognormal_s(t.rng, 20.0, 1.0, len(again))
 
 
