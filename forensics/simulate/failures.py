@@ -147,6 +147,8 @@ IS_TRANSPORT = np.array([k.stage == TRANSPORT for k in KINDS])
 IS_API = np.array([k.stage == API for k in KINDS])
 RETRYABLE = np.array([k.retryable for k in KINDS])
 RATE_LIMITED = np.array([k.rate_limited for k in KINDS])
+RETRY_AFTER_IN_BODY = np.array(["{retry_after}" in k.body for k in KINDS])
+"""The error body itself says how long to wait (Telegram's ``retry after N`` / ``retry_after``)."""
 HTTP_STATUS = np.array([k.http_status or -1 for k in KINDS])
 ATTEMPT_S = np.array([k.attempt_s for k in KINDS])
 BACKOFF_S = np.array([k.backoff_s for k in KINDS])

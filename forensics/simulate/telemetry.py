@@ -62,6 +62,7 @@ from forensics.simulate.failures import (
     PLATFORM_NAMES,
     PLATFORM_URLS,
     RATE_LIMITED,
+    RETRY_AFTER_IN_BODY,
     RETRYABLE,
     connector_url,
 )
@@ -592,6 +593,9 @@ def failure_logs(t: Traffic, f: np.ndarray, rng: np.random.Generator, alive: int
     more = k < MAX_RETRIES
     retryable = RETRYABLE[kind]
     level = np.where(more & retryable, "WARN", "ERROR")
+    # A body that says how long to wait puts that value on every line quoting it.
+    waits = where(api & RETRY_AFTER_IN_BODY[kind],
+                  concat('{"retry_after":"', int_text(BACKOFF_S[kind].astype(np.int64)), '"}'))
     for c in pop.EXTERNAL:
         name, pkg = PLATFORM_NAMES[c], _CONNECTOR_PKG[c]
         conn = sv.connector(pop.CHANNELS[c])
@@ -603,7 +607,8 @@ def failure_logs(t: Traffic, f: np.ndarray, rng: np.random.Generator, alive: int
                     concat(f"[{name}] API error: messageId=", mid[m_], ", status=", int_text(http[a]), ", body=", body))
             blocks.append(log_block(at[a] - MS, conn, level[a], f"com.chat4all.connector.{pkg}.client.{name}ApiClient",
                                     _threads(rng, thread, a.sum()), line,
-                                    message_id=None if c == pop.TG else text(mid[m_]), http_status=http[a]))
+                                    message_id=None if c == pop.TG else text(mid[m_]), http_status=http[a],
+                                    rate_limit=text(waits)[a]))
             rl = a & RATE_LIMITED[kind]
             if rl.any():
                 m_ = msg[rl]
@@ -636,7 +641,7 @@ def failure_logs(t: Traffic, f: np.ndarray, rng: np.random.Generator, alive: int
                               'timed out')))
     blocks.append(log_block(at[a] + MS, sv.router, "ERROR", "com.chat4all.router.service.ConnectorClient",
                             LISTENER_THREAD, router_line[a], stack_trace=stack[a],
-                            http_status=np.where(transport[a], -1, http[a])))
+                            http_status=np.where(transport[a], -1, http[a]), rate_limit=text(waits)[a]))
     w = a & more & retryable
     if w.any():
         backoff = (BACKOFF_S[kind[w]] * 1000).astype(np.int64)
