@@ -24,7 +24,7 @@ t0 = time.perf_counter()
 if step == "write":
     from forensics.simulate import simulate
     from forensics.bundle import write_bundle
-    ev = simulate(scenario, messages=messages, seed=7)
+    ev = simulate(scenario, messages=messages, seed=7, baseline=None)  # the window alone, as measured before
     t1 = time.perf_counter()
     write_bundle(ev, path)
     rows = sum(len(f) for f in ev.tables.values())

@@ -59,6 +59,9 @@ def cmd_scenarios(args) -> int:
     print()
     for name, sc in SCENARIOS.items():
         print(f"{name:28s} root cause: {sc.root_cause:24s} {sc.description}")
+    print("\nvariants of any scenario (forensics simulate): --baseline LEN|window|none (the normal period before "
+          "the window; default its length), --noise/--no-noise (the deployed code's chronic noise; default on for "
+          "chat4all-v2), --under-way (began before the window), --collected mongo,logs (partial evidence)")
     return 0
 
 
@@ -72,7 +75,8 @@ def cmd_simulate(args) -> int:
     end = parse_time(args.end) if args.end else None
     progress(f"simulating {args.scenario} with {args.messages:,} messages (seed {args.seed})")
     ev = simulate(args.scenario, messages=args.messages, seed=args.seed, end=end, profile=args.profile,
-                  progress=progress)
+                  progress=progress, baseline=args.baseline, noise=args.noise, under_way=args.under_way,
+                  collected=args.collected.split(",") if args.collected else None)
     progress(f"writing bundle {args.out}")
     path = write_bundle(ev, args.out, overwrite=args.force, archive=args.archive, progress=progress,
                         custody=[custody_entry("simulated", {"scenario": args.scenario, "messages": args.messages,
@@ -367,8 +371,10 @@ def cmd_seed(args) -> int:
     targets = [t.strip() for t in (args.targets or ",".join(TARGETS)).split(",") if t.strip()]
     result = seed(args.scenario, profile=args.profile, messages=args.messages, seed=args.seed, end=args.end,
                   force=args.force, targets=targets, placement=Placement.from_prefix(args.target_prefix, args.profile),
-                  progress=progress)
+                  progress=progress, baseline=args.baseline, noise=args.noise)
     print(f"window: {iso(result.window.start)} {iso(result.window.end)}")
+    if result.evidence.baseline is not None:
+        print(f"baseline: {iso(result.evidence.baseline.window.start)} {iso(result.evidence.baseline.window.end)}")
     for target, counts in result.written.items():
         print(f"{target}: " + ", ".join(f"{name} {count:,}" for name, count in counts.items()))
     for note in result.notes:
@@ -385,6 +391,16 @@ def _add_baseline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", default="preceding",
                    help="normal period to compare the window with: preceding (default: the window's length right "
                         "before it), none, or START/END (ISO 8601 or relative, e.g. 4h/2h)")
+
+
+def _add_world(p: argparse.ArgumentParser) -> None:
+    """The simulated world around the incident: its baseline period and chronic noise."""
+    p.add_argument("--baseline", default="window", metavar="LENGTH",
+                   help="normal period right before the window: a duration (1h, 30m), 'window' (default: the "
+                        "window's length) or 'none'")
+    p.add_argument("--noise", action=argparse.BooleanOptionalAction, default=None,
+                   help="the deployed code's chronic noise (callback refusals, background failures, duplicate "
+                        "skips); default on for --profile chat4all-v2, off for runbook")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -419,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle path (directory, or .tar.gz with --archive)")
     p.add_argument("--archive", action="store_true", help="write the single-file .tar.gz form")
     p.add_argument("--force", action="store_true", help="overwrite an existing bundle")
+    _add_world(p)
+    p.add_argument("--under-way", action="store_true", help="the incident began 5-20 min before the window")
+    p.add_argument("--collected", default=None, metavar="SOURCES",
+                   help="partial evidence: only these sources were collected, e.g. mongo,logs")
     _add_common(p)
     p.set_defaults(func=cmd_simulate)
 
@@ -480,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "schema, Redis keys and services (isolation)")
     p.add_argument("--targets", default=None, help="comma-separated subset of: mongo,kafka,jaeger,postgres,redis; "
                    "add prometheus (opt-in) to backfill its history (FORENSICS_PROMETHEUS_DATA)")
+    _add_world(p)
     _add_common(p)
     p.set_defaults(func=cmd_seed)
 

@@ -169,11 +169,16 @@ class SeedResult:
 def seed(scenario: str, *, profile: Profile | str | None = "runbook", messages: int = 5000, seed: int = 7,
          end: pd.Timestamp | str | None = None, force: bool = False, targets: Iterable[str] = TARGETS,
          placement: Placement | None = None, connections: dict[str, str] | None = None,
-         progress: Progress | None = None) -> SeedResult:
+         progress: Progress | None = None, baseline: str | float | pd.Timedelta | None = "window",
+         noise: bool | None = None) -> SeedResult:
     """Simulate ``scenario`` and load it into the live stack; return what was written.
 
     end: window end (ISO 8601, relative like ``2h``, or a Timestamp; default now, to the
-    millisecond). targets: a subset of :data:`TARGETS`. connections: target -> connection
+    millisecond). baseline: the normal period laid down right before the window (default
+    the window's length; None or "none": the window only), so that a collection with a
+    preceding baseline finds one; ``result.evidence.baseline`` is its evidence. noise: the
+    deployed code's chronic noise (default: the profile's, see
+    :func:`forensics.simulate.noise_default`). targets: a subset of :data:`TARGETS`. connections: target -> connection
     string; a target without one uses its FORENSICS_* variable (FORENSICS_OTLP_ENDPOINT for
     jaeger). Raises TargetNotEmpty (nothing written) when a target holds data and ``force``
     is False, SourceError when a store cannot be reached or refuses a write.
@@ -186,7 +191,7 @@ def seed(scenario: str, *, profile: Profile | str | None = "runbook", messages: 
     end_ts = utcnow().floor("ms") if end is None else parse_time(end)
     t0 = time.perf_counter()
     report(f"simulating {scenario} with {messages:,} messages (seed {seed})")
-    ev = simulate(scenario, messages=messages, seed=seed, end=end_ts, profile=profile)
+    ev = simulate(scenario, messages=messages, seed=seed, end=end_ts, profile=profile, baseline=baseline, noise=noise)
     simulated = time.perf_counter() - t0
     result = seed_evidence(ev, profile=profile, force=force, targets=targets, placement=placement,
                            connections=connections, progress=progress)
@@ -197,7 +202,8 @@ def seed(scenario: str, *, profile: Profile | str | None = "runbook", messages: 
 def seed_evidence(ev: Evidence, *, profile: Profile | str | None = None, force: bool = False,
                   targets: Iterable[str] = TARGETS, placement: Placement | None = None,
                   connections: dict[str, str] | None = None, progress: Progress | None = None) -> SeedResult:
-    """Load simulated evidence ``ev`` into the live stack (see :func:`seed`).
+    """Load simulated evidence ``ev`` into the live stack (see :func:`seed`), its baseline
+    period (``ev.baseline``) too: the stores then hold both periods, as they would.
 
     Every target is opened and checked before anything is written, so a refusal or an
     unreachable store leaves all targets as they were.
@@ -210,12 +216,13 @@ def seed_evidence(ev: Evidence, *, profile: Profile | str | None = None, force: 
     addresses = _addresses(targets, connections)
     wanted = list(addresses)
     result = SeedResult(evidence=ev, profile=placed_profile(prof, placement))
+    whole = with_baseline(ev)
     opened: list[Target] = []
     try:
         for name in wanted:
             report(f"{name}: connecting to {mask_uri(addresses[name])}")
             opened.append(_guard(name, addresses[name], lambda n=name: TARGET_CLASSES[n](
-                addresses[n], prof, placement, ev, report)))
+                addresses[n], prof, placement, whole, report)))
         conflicts = [c for target in opened for c in _guard(target.name, target.address, target.conflicts)]
         if conflicts and not force:
             raise TargetNotEmpty(conflicts)
@@ -232,6 +239,19 @@ def seed_evidence(ev: Evidence, *, profile: Profile | str | None = None, force: 
         for target in opened:
             target.close()
     return result
+
+
+def with_baseline(ev: Evidence) -> Evidence:
+    """``ev`` and its baseline as one evidence over both periods (baseline rows first): what the
+    stores hold once both have happened. ``ev`` itself when it has no baseline."""
+    if ev.baseline is None:
+        return ev
+    whole = Evidence(window=Window(ev.baseline.window.start, ev.window.end), profile=ev.profile,
+                     sources=ev.sources, missing=ev.missing, scenario=ev.scenario)
+    for name, frame in ev.tables.items():
+        before = ev.baseline.tables.get(name)
+        whole.tables[name] = frame if before is None else pd.concat([before, frame], ignore_index=True)
+    return whole
 
 
 def _addresses(targets: Iterable[str], connections: dict[str, str] | None) -> dict[str, str]:

@@ -275,7 +275,7 @@ def test_seed_backfills_the_scenario_history_into_prometheus(tmp_path, promtool)
     data = stack / "prometheus" / "data"
     result = seed_evidence(ev, targets=["prometheus"], connections={"prometheus": str(data)})
     assert result.written["prometheus"]["blocks"] >= 1
-    assert result.written["prometheus"]["samples"] == len(ev.tables["metrics"])
+    assert result.written["prometheus"]["samples"] == len(ev.tables["metrics"]) + len(ev.baseline.tables["metrics"])
     port = free_ports(1)[0]
     env = {**os.environ, "FORENSICS_STACK_DIR": str(stack), "FORENSICS_PROMETHEUS_PORT": str(port)}
     up = run_services("up", "--only", "prometheus", "--timeout", "120", env=env, timeout=300)
