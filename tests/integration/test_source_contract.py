@@ -173,9 +173,12 @@ def _secrets(options: dict[str, str]) -> list[str]:
 
 def rows_outside(table: str, frame: pd.DataFrame, window) -> int:
     """Rows of an event table outside ``window``. A trace is kept whole when one of its spans
-    starts inside the window; a metric sample may sit on the step boundary just before it."""
+    starts inside the window; a metric sample may sit on the step boundary just before it; the
+    initial PENDING derived from a message's creation (``derived``) is where the message began."""
     times = frame[schema.table(table).time_column]
     inside = times.isna() | ((times >= window.start) & (times <= window.end))
+    if table == "status_events":
+        inside = inside | frame["derived"].fillna(False).astype(bool)
     if table == "spans":
         inside = inside | frame["trace_id"].isin(frame.loc[inside & times.notna(), "trace_id"])
     if table == "metrics":
