@@ -201,11 +201,12 @@ def noise_default(profile: Profile) -> bool:
 
 
 def baseline_seconds(baseline: str | float | pd.Timedelta | None, window_s: int) -> int:
-    """Length of a baseline period in whole seconds (0: none): ``"window"`` = ``window_s``;
+    """Length of a baseline period in whole seconds (0: none): ``"window"`` (or ``"preceding"``,
+    as ``collect --baseline`` says it) = ``window_s``;
     ``None``/``"none"``/0; seconds; a Timedelta or text like ``"1h"``. ScenarioError otherwise."""
     if baseline is None or (isinstance(baseline, str) and baseline.strip().lower() in ("none", "0", "")):
         return 0
-    if isinstance(baseline, str) and baseline.strip().lower() == "window":
+    if isinstance(baseline, str) and baseline.strip().lower() in ("window", "preceding"):
         return int(window_s)
     try:
         if isinstance(baseline, bool):
