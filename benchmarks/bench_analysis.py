@@ -25,7 +25,7 @@ from forensics.simulate import simulate
 from forensics.bundle import write_bundle
 path, scenario, messages, profile = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 t0 = time.perf_counter()
-ev = simulate(scenario, messages=messages, seed=7, profile=profile)
+ev = simulate(scenario, messages=messages, seed=7, profile=profile, baseline=None)  # the window alone
 write_bundle(ev, path, overwrite=True)
 print(json.dumps({"simulate_and_write_s": round(time.perf_counter() - t0, 2),
                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))

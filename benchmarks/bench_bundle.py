@@ -24,7 +24,7 @@ t0 = time.perf_counter()
 if step == "write":
     from forensics.simulate import simulate
     from forensics.bundle import write_bundle
-    ev = simulate(scenario, messages=messages, seed=7)
+    ev = simulate(scenario, messages=messages, seed=7, baseline=None)  # the window alone, as measured before
     t1 = time.perf_counter()
     write_bundle(ev, path)
     rows = sum(len(f) for f in ev.tables.values())
@@ -35,7 +35,7 @@ elif step == "read":
     extra = {"rows": sum(len(f) for f in ev.tables.values())}
 elif step == "report":
     from pathlib import Path
-    from forensics.report.rca import build_report
+    from forensics.report.runner import build_report
     out = build_report(path, Path(path).with_name("report"))
     extra = {"html_mb": round(out["html"].stat().st_size / 1e6, 2)}
 elif step == "demo":

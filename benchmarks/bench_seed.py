@@ -80,12 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--keep", action="store_true", help="leave the seeded data in place")
+    ap.add_argument("--baseline", default="none", help="baseline period seeded before the window (default none: the "
+                    "window alone, as the README figure)")
     args = ap.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
 
     t0 = time.perf_counter()
     ev = simulate(args.scenario, messages=args.messages, seed=args.seed, end=utcnow().floor("ms"),
-                  profile=args.profile)
+                  profile=args.profile, baseline=args.baseline)
     simulated = time.perf_counter() - t0
     rendered = rendering_seconds(ev, args.profile)
     placement = Placement.from_prefix(f"bench-{uuid.uuid4().hex[:8]}-", args.profile)

@@ -59,6 +59,9 @@ def cmd_scenarios(args) -> int:
     print()
     for name, sc in SCENARIOS.items():
         print(f"{name:28s} root cause: {sc.root_cause:24s} {sc.description}")
+    print("\nvariants of any scenario (forensics simulate): --baseline LEN|window|none (the normal period before "
+          "the window; default its length), --noise/--no-noise (the deployed code's chronic noise; default on for "
+          "chat4all-v2), --under-way (began before the window), --collected mongo,logs (partial evidence)")
     return 0
 
 
@@ -71,7 +74,9 @@ def cmd_simulate(args) -> int:
     end = parse_time(args.end) if args.end else None
     progress(f"simulating {args.scenario} with {args.messages:,} messages (seed {args.seed})")
     path = simulate_bundle(args.scenario, args.out, messages=args.messages, seed=args.seed, end=end,
-                           profile=args.profile, overwrite=args.force, archive=args.archive, progress=progress)
+                           profile=args.profile, overwrite=args.force, archive=args.archive, progress=progress,
+                           baseline=args.baseline, noise=args.noise, under_way=args.under_way,
+                           collected=args.collected.split(",") if args.collected else None)
     progress("done")
     print(path)
     return 0
@@ -79,13 +84,14 @@ def cmd_simulate(args) -> int:
 
 def cmd_collect(args) -> int:
     from forensics.bundle import BASELINE_DIR, BundleWriter
+    from forensics.sources.base import parse_option_args
     from forensics.sources.registry import baseline_window, collect, collect_baseline
 
     progress = Progress(args.quiet)
     window = _window(args)
-    options = {"scenario": args.scenario, "messages": args.messages, "seed": args.seed}
-    options.update(dict(kv.split("=", 1) for kv in args.option or []))
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    options = {"scenario": args.scenario, "messages": args.messages, "seed": args.seed} if "simulator" in sources else {}
+    options.update(parse_option_args(args.option))
     baseline_window(args.baseline, window)  # a bad --baseline fails before anything is collected
     with BundleWriter(args.out, overwrite=args.force, archive=args.archive, progress=progress) as writer:
         ev, queries, custody = collect(sources, window, args.profile, options, progress, writer=writer)
@@ -120,109 +126,11 @@ def cmd_verify(args) -> int:
 EXIT_NOT_FOUND = 1
 
 
-def message_story(message, events, files=None, *, as_of=None, identities=None, locks=None) -> list[str]:
-    """One message's story as text lines: what it is, its status history with the time
-    between transitions, errors, retries, attached files against the platform limits, and
-    the recipient's identity and the Redis keys steering its delivery when known.
-
-    ``message`` is one ``messages`` row (a Series), ``events`` its ``status_events`` rows,
-    ``files`` the rows of ``MongoSource.file_checks`` (None: judged from the row alone).
-    ``as_of`` is the time a last non-final status is aged against (now, or a bundle's end).
-    ``identities`` / ``locks``: rows of those tables, or a string saying why they are absent.
-    """
-    import pandas as pd
-
-    from forensics.sources.mongo import check_platform_limits
-    from forensics.timeutil import iso
-
-    def val(v, fmt="{}"):
-        return "-" if v is None or v is pd.NA or (not isinstance(v, str) and pd.isna(v)) else fmt.format(v)
-
-    def secs(td) -> str:
-        return "-" if pd.isna(td) else f"{td.total_seconds():.3f} s"
-
-    def yes(v) -> bool:
-        return v is not None and v is not pd.NA and bool(v)
-
-    def age(td) -> str:
-        s = int(td.total_seconds())
-        parts = [(s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "min"), (s % 60, "s")]
-        return " ".join(f"{n} {u}" for n, u in parts if n) or secs(td)
-
-    m = message
-    lines = [f"message {m['message_id']}",
-             f"  conversation {val(m['conversation_id'])}   channel {val(m['channel'])}   status {val(m['status'])}",
-             f"  content {val(m['content_type'])}, {val(m['content_length'], '{:,} chars')}   "
-             f"recipients {val(m['recipient_count'])}   created {val(iso(m['created_at']) if pd.notna(m['created_at']) else None)}"
-             f"   updated {val(iso(m['updated_at']) if pd.notna(m['updated_at']) else None)}",
-             f"  retries {val(m['retry_count'])}"
-             + (f"   error ({val(m['error_field'])}): {m['error_message']}" if pd.notna(m["error_message"]) else ""),
-             f"  platform message id {val(m['platform_message_id'])}   "
-             f"source {val(m['source'])} {val(m['source_object'])}/{val(m['source_ref'])}"]
-    checks = files if files is not None and len(files) else check_platform_limits(m.to_frame().T)
-    for _, f in checks.iterrows():
-        if yes(f.get("text_over_limit")):
-            lines.append(f"  TEXT OVER LIMIT: {f['content_length']:,} chars > {f['text_limit_chars']:,} on {f['channel']}")
-        if pd.notna(f.get("file_id")) or pd.notna(f.get("file_size")):
-            size = val(f.get("file_size"), "{:,} bytes")
-            line = f"  file {val(f.get('file_id'))} {val(f.get('filename'))} {val(f.get('mime_type'))} {size}"
-            if yes(f.get("file_missing")):
-                line += "   NOT IN THE FILES COLLECTION (expired after 24 h, or never stored)"
-            if yes(f.get("file_over_limit")):
-                line += f"   OVER the {f['channel']} limit of {f['file_limit_bytes']:,} bytes"
-            lines.append(line)
-    if identities is not None:
-        if isinstance(identities, str):
-            lines.append(f"  recipient identity: {identities}")
-        else:
-            mine = identities[identities["platform_user_id"] == m["recipient_id"]]
-            if mine.empty:
-                lines.append(f"  recipient {val(m['recipient_id'])}: NO external identity (runbook R3.1)")
-            for _, i in mine.iterrows():
-                lines.append(f"  recipient {i['platform_user_id']} on {i['platform']}: user {val(i['user_id'])}, "
-                             f"verified {val(i['verified'])}, format valid {val(i['format_valid'])}")
-    if locks is not None:
-        if isinstance(locks, str):
-            lines.append(f"  redis keys: {locks}")
-        elif locks.empty:
-            lines.append("  redis keys: none for this message or its conversation")
-        for _, k in (locks.iterrows() if not isinstance(locks, str) else ()):
-            ttl = "no expiry" if pd.isna(k["ttl_s"]) else f"ttl {k['ttl_s']:,.0f} s"
-            note = "  (a manual replay is dropped while it exists)" if k["kind"] == "processed" else ""
-            lines.append(f"  redis {k['kind']}: {k['key']} {ttl}{note}")
-    ev = events.sort_values(["timestamp", "derived"], ascending=[True, False], kind="stable")
-    lines.append("")
-    if ev.empty:
-        lines.append("status history: none (no history rows and no creation time)")
-        return lines
-    first, last = ev.iloc[0], ev.iloc[-1]
-    lines.append(f"status history: {len(ev)} transition(s), {first['new_status']} -> {last['new_status']} "
-                 f"in {secs(last['timestamp'] - first['timestamp'])}" if len(ev) > 1 else
-                 f"status history: {first['new_status']} only")
-    lines.append(f"  {'time':24s}  {'status':9s}  {'after prev':>12s}  {'since first':>12s}  {'by':16s}  note")
-    prev = None
-    for _, e in ev.iterrows():
-        notes = []
-        if e["derived"]:
-            notes.append("derived from the creation time (no history row)")
-        if pd.notna(e["old_status"]) and prev is not None and e["old_status"] != prev["new_status"]:
-            notes.append(f"recorded old status {e['old_status']} differs from the previous {prev['new_status']}")
-        if pd.notna(e["error_message"]):
-            notes.append(f"error: {e['error_message']}")
-        after = secs(e["timestamp"] - prev["timestamp"]) if prev is not None else "-"
-        lines.append(f"  {iso(e['timestamp']):24s}  {e['new_status']:9s}  {after:>12s}  "
-                     f"{secs(e['timestamp'] - first['timestamp']):>12s}  {val(e['updated_by']):16s}  {'; '.join(notes)}")
-        prev = e
-    if as_of is not None and last["new_status"] in ("PENDING", "SENT"):
-        lines.append(f"  still {last['new_status']} {age(as_of - last['timestamp'])} after its last transition "
-                     f"(as of {iso(as_of)})")
-    return lines
-
-
 def cmd_message(args) -> int:
     import pandas as pd
 
     from forensics.errors import ParameterError
+    from forensics.report.drilldown import message_story
 
     if not args.message_id.strip():
         raise ParameterError("message id is empty")
@@ -295,7 +203,8 @@ def _identity_and_locks(message, profile) -> tuple[object, object]:
 
 
 def cmd_report(args) -> int:
-    from forensics.report.rca import build_report
+    from forensics.report.runner import build_report
+    from forensics.sources.base import parse_option_args
 
     progress = Progress(args.quiet)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
@@ -306,7 +215,7 @@ def cmd_report(args) -> int:
         params.update(since=args.since or "", until=args.until or "")
     if args.sources:
         # live: the notebook collects; connection strings come from the FORENSICS_* variables
-        params.update(sources=args.sources, source_options=dict(kv.split("=", 1) for kv in args.option or []),
+        params.update(sources=args.sources, source_options=parse_option_args(args.option),
                       profile=args.profile, baseline=args.baseline)
     elif not args.bundle:
         raise ForensicsError("give a bundle, or --sources and --since to collect live")
@@ -341,7 +250,7 @@ def cmd_batch(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from forensics.report.rca import build_report
+    from forensics.report.runner import build_report
     from forensics.simulate.stream import simulate_bundle
 
     _check_scenario_and_profile(args.scenario, args.profile)
@@ -403,6 +312,8 @@ def cmd_watch(args) -> int:
     from forensics.config import configured_sources
     from forensics.errors import ParameterError
     from forensics.report.watch import Watcher, WatchServer, parse_listen
+    from forensics.sources.base import parse_option_args
+    from forensics.sources.registry import check_options
 
     listen = parse_listen(args.listen)
     try:
@@ -411,8 +322,10 @@ def cmd_watch(args) -> int:
         raise ParameterError(f"--lookback: expected a duration like 1h or 30m, got {args.lookback!r}") from None
     sources = ([s.strip() for s in args.sources.split(",") if s.strip()] if args.sources
                else list(configured_sources()))
+    options = parse_option_args(args.option)
+    check_options(sources, options)  # refused now, not at the first alert
     progress = Progress(args.quiet)
-    watcher = Watcher(args.out, sources, profile=args.profile, options=dict(kv.split("=", 1) for kv in args.option or []),
+    watcher = Watcher(args.out, sources, profile=args.profile, options=options,
                       lookback=lookback, max_concurrent=args.max_concurrent,
                       formats=[f.strip() for f in args.formats.split(",") if f.strip()], redact=not args.no_redact,
                       alert_names=[a.strip() for a in (args.alerts or "").split(",") if a.strip()], progress=progress)
@@ -455,8 +368,10 @@ def cmd_seed(args) -> int:
     targets = [t.strip() for t in (args.targets or ",".join(TARGETS)).split(",") if t.strip()]
     result = seed(args.scenario, profile=args.profile, messages=args.messages, seed=args.seed, end=args.end,
                   force=args.force, targets=targets, placement=Placement.from_prefix(args.target_prefix, args.profile),
-                  progress=progress)
+                  progress=progress, baseline=args.baseline, noise=args.noise)
     print(f"window: {iso(result.window.start)} {iso(result.window.end)}")
+    if result.evidence.baseline is not None:
+        print(f"baseline: {iso(result.evidence.baseline.window.start)} {iso(result.evidence.baseline.window.end)}")
     for target, counts in result.written.items():
         print(f"{target}: " + ", ".join(f"{name} {count:,}" for name, count in counts.items()))
     for note in result.notes:
@@ -473,6 +388,16 @@ def _add_baseline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", default="preceding",
                    help="normal period to compare the window with: preceding (default: the window's length right "
                         "before it), none, or START/END (ISO 8601 or relative, e.g. 4h/2h)")
+
+
+def _add_world(p: argparse.ArgumentParser) -> None:
+    """The simulated world around the incident: its baseline period and chronic noise."""
+    p.add_argument("--baseline", default="window", metavar="LENGTH",
+                   help="normal period right before the window: a duration (1h, 30m), 'window' (default: the "
+                        "window's length) or 'none'")
+    p.add_argument("--noise", action=argparse.BooleanOptionalAction, default=None,
+                   help="the deployed code's chronic noise (callback refusals, background failures, duplicate "
+                        "skips); default on for --profile chat4all-v2, off for runbook")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -507,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle path (directory, or .tar.gz with --archive)")
     p.add_argument("--archive", action="store_true", help="write the single-file .tar.gz form")
     p.add_argument("--force", action="store_true", help="overwrite an existing bundle")
+    _add_world(p)
+    p.add_argument("--under-way", action="store_true", help="the incident began 5-20 min before the window")
+    p.add_argument("--collected", default=None, metavar="SOURCES",
+                   help="partial evidence: only these sources were collected, e.g. mongo,logs")
     _add_common(p)
     p.set_defaults(func=cmd_simulate)
 
@@ -568,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "schema, Redis keys and services (isolation)")
     p.add_argument("--targets", default=None, help="comma-separated subset of: mongo,kafka,jaeger,postgres,redis; "
                    "add prometheus (opt-in) to backfill its history (FORENSICS_PROMETHEUS_DATA)")
+    _add_world(p)
     _add_common(p)
     p.set_defaults(func=cmd_seed)
 

@@ -55,27 +55,3 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
-
-def limits_from_options(options: dict, source: str) -> Limits:
-    """Query bounds from collect options: a ``limits`` object, overridden by ``max_rows``,
-    ``timeout_s`` and ``connect_timeout_s``; a bad value is a ParameterError naming the source."""
-    from forensics.errors import ParameterError
-
-    base = options.get("limits") if isinstance(options.get("limits"), Limits) else DEFAULT_LIMITS
-    try:
-        return Limits(max_rows=int(options.get("max_rows") or base.max_rows),
-                      timeout_s=float(options.get("timeout_s") or base.timeout_s),
-                      connect_timeout_s=float(options.get("connect_timeout_s") or base.connect_timeout_s))
-    except (TypeError, ValueError) as exc:
-        raise ParameterError(f"{source} limits: {exc}") from None
-
-
-def int_option(options: dict, key: str, default: int) -> int:
-    """A whole-number source option (``-o key=N``), else ``default``; a ParameterError names the key."""
-    from forensics.errors import ParameterError
-
-    value = options.get(key)
-    try:
-        return int(value or default)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{key} must be a whole number, got {value!r}") from None

@@ -36,7 +36,10 @@ STATUSES = ("PENDING", "SENT", "DELIVERED", "READ", "FAILED", "RECEIVED", "UNKNO
 """Message statuses in forward order; RECEIVED is inbound-only in the deployed code, UNKNOWN marks a
 value outside this vocabulary (the document itself stays referenced by source_ref)."""
 
-CHANNELS = ("WHATSAPP", "TELEGRAM", "INSTAGRAM", "INTERNAL")
+PLATFORMS = ("WHATSAPP", "TELEGRAM", "INSTAGRAM")
+"""The external messaging platforms a connector delivers to."""
+CHANNELS = (*PLATFORMS, "INTERNAL")
+"""Every delivery channel: the platforms and Chat4All's own INTERNAL one."""
 SEVERITIES = ("info", "warning", "critical")
 CHANGES = ("new", "worse", "unchanged", "better")
 """Verdicts of a finding against its baseline (forensics.analysis.change)."""

@@ -12,19 +12,9 @@ import pytest
 import yaml
 
 from forensics import schema
-from forensics.analysis.alerts import (
-    EVIDENCE_SERIES,
-    PromQLError,
-    UnsupportedPromQL,
-    describe_detection,
-    detection,
-    evaluate,
-    parse_promql,
-    referenced_metrics,
-    replay,
-    replay_evidence,
-    translate,
-)
+from forensics.analysis.alerts import EVIDENCE_SERIES, describe_detection, detection, replay, replay_evidence, translate
+from forensics.analysis.promql import PromQLError, UnsupportedPromQL, parse_promql, referenced_metrics
+from forensics.analysis.promql_eval import evaluate
 from forensics.evidence import Evidence
 from forensics.rules import (
     ROLES,

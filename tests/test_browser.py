@@ -29,7 +29,7 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from forensics.bundle import write_bundle
-from forensics.report.rca import build_report
+from forensics.report.runner import build_report
 from forensics.simulate import simulate
 
 CHROMIUM = os.environ.get("FORENSICS_CHROMIUM", "/usr/bin/chromium")

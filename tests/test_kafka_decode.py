@@ -7,17 +7,11 @@ import pytest
 
 from forensics.schema import validate
 from forensics.sources.kafka import (
-    BATCH,
-    decode_headers,
-    decode_payload,
-    dlq_frame,
-    event_frame,
-    lag_band,
-    lag_trend,
     out_of_order_events,
     partition_for,
     runbook_md5_partition,
 )
+from forensics.sources.kafka_records import BATCH, decode_headers, decode_payload, dlq_frame, event_frame
 
 T0 = pd.Timestamp("2025-12-03T14:00:00Z")
 T0_MS = int(T0.timestamp() * 1000)
@@ -187,26 +181,6 @@ def test_event_rows_and_out_of_order_flags():
     assert flagged.loc[["s1", "s2"], "several_partitions"].all()
     assert not flagged.loc[["a1", "b1"], "several_partitions"].any()
     assert flagged.loc["s1", "partitions_seen"] == 2
-
-
-def test_lag_bands_follow_the_runbook():
-    bands = lag_band(pd.Series([0, 99, 100, 1000, 1001, None], dtype="Int64"))
-    assert bands.tolist()[:5] == ["normal", "normal", "elevated", "elevated", "problem"]
-    assert pd.isna(bands.iloc[5])
-
-
-def test_lag_trend_growing_draining_single():
-    def rows(group, lags):
-        return [{"sampled_at": T0 + pd.Timedelta(seconds=10 * i), "group": group, "topic": "t", "partition": p,
-                 "lag": lag} for i, lag in enumerate(lags) for p in (0, 1)]
-
-    lag = pd.DataFrame(rows("up", [10, 400, 900]) + rows("down", [2000, 1500, 100]) + rows("flat", [5, 5, 5])
-                       + rows("one", [3]))
-    trend = lag_trend(lag).set_index("group")
-    assert trend.loc["up", "trend"] == "growing" and trend.loc["up", "band"] == "problem"  # 2 x 900
-    assert trend.loc["down", "trend"] == "draining" and trend.loc["down", "last_lag"] == 200
-    assert trend.loc["flat", "trend"] == "steady"
-    assert trend.loc["one", "trend"] == "single sample"
 
 
 def test_partition_for_names_the_runbook_disagreement():

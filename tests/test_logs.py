@@ -12,8 +12,8 @@ import pytest
 from forensics import schema
 from forensics.errors import SourceError
 from forensics.profiles import load_profile
-from forensics.sources.logs import collect, read_log_stream, read_logs, service_from_path, service_name
-from forensics.sources.registry import CollectRequest
+from forensics.sources.base import CollectRequest
+from forensics.sources.logs import Source, read_log_stream, read_logs, service_from_path, service_name
 from forensics.timeutil import Window
 
 MID = "0b4f4a2e-1c1e-4d6e-9a51-2b8a9d1e0c11"
@@ -372,13 +372,13 @@ def test_collect_reads_the_paths_option(tmp_path):
     (tmp_path / "whatsapp-connector.log").write_text("ERROR - X-RateLimit-Remaining: 0\n")
     window = Window(ts("2025-12-03T13:00:00Z"), ts("2025-12-03T15:00:00Z"))
     paths = f"{tmp_path / 'router-service.log'},{tmp_path / 'whatsapp-connector.log'}"
-    result = collect(CollectRequest(window, load_profile("runbook"), {"logs": paths}))
+    result = Source.collect(CollectRequest(window, load_profile("runbook"), {"logs": paths}))
     frame = schema.validate("log_events", result.tables["log_events"])
     assert len(frame) == 4
     assert result.description["rows"] == 4
     assert result.queries["log_events"]["logs"]["paths"] == paths.split(",")
     with pytest.raises(SourceError, match="no log files"):
-        collect(CollectRequest(window, load_profile("runbook"), {}))
+        Source.collect(CollectRequest(window, load_profile("runbook"), {}))
 
 
 # ---- round trip through the simulator's rendered lines ----------------------

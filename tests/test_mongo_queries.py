@@ -10,17 +10,15 @@ from bson import ObjectId
 from pymongo.read_preferences import Secondary
 
 from forensics import schema
+from forensics.catalog import check_platform_limits
 from forensics.config import Limits
 from forensics.errors import ParameterError, SourceError
-from forensics.sources import mongo
-from forensics.sources.mongo import (
-    MongoSource,
+from forensics.sources import mongo, mongo_arrow, mongo_query
+from forensics.sources.mongo import MongoSource
+from forensics.sources.mongo_arrow import arrow_kinds, arrow_schema, arrow_to_flat
+from forensics.sources.mongo_query import (
     any_path_in,
-    arrow_kinds,
-    arrow_schema,
-    arrow_to_flat,
     as_date,
-    check_platform_limits,
     date_bucket,
     literal_id,
     literal_ids,
@@ -28,6 +26,7 @@ from forensics.sources.mongo import (
     times_before,
 )
 
+MB = 1024 * 1024
 T0 = pd.Timestamp("2025-12-03T14:00:00Z")
 T1 = pd.Timestamp("2025-12-03T15:00:00Z")
 CLOSED_PORT = "mongodb://forensics:s3cret-pw@127.0.0.1:9/?directConnection=true&authSource=admin"
@@ -121,11 +120,11 @@ def test_time_range_over_two_paths_and_open_bounds_stay_type_bracketed():
     assert {c_path for c in clauses for c_path in c} == {"timestamp", "created_at"}
     conds = [c["timestamp"] for c in clauses if "timestamp" in c]
     assert {"$lt": T1.to_pydatetime()} in conds
-    assert {"$gte": mongo._MS_FROM, "$lt": T1.timestamp() * 1000} in conds  # ms: above every epoch second
+    assert {"$gte": mongo_query._MS_FROM, "$lt": T1.timestamp() * 1000} in conds  # ms: above every epoch second
     assert {"$lt": T1.timestamp()} in conds
     assert {"$gte": "0000-01-01", "$lt": "2025-12-03T15:00:00"} in conds
     open_ended = [c["created_at"] for c in time_range(["created_at"])["$or"]]
-    assert {"$type": "date"} in open_ended and {"$lt": mongo._MS_FROM} in open_ended
+    assert {"$type": "date"} in open_ended and {"$lt": mongo_query._MS_FROM} in open_ended
 
 
 def test_sub_second_bounds_keep_their_milliseconds():
@@ -168,14 +167,14 @@ def test_platform_limits_of_the_runbook():
         "content_type": ["TEXT", "VIDEO", "FILE", "TEXT", "IMAGE", "VIDEO", "TEXT"],
         "content_length": pd.array([4097, None, 10, 1001, None, None, 99999], dtype="Int64"),
         "mime_type": pd.array([None, "video/mp4", None, None, "image/png", "video/mp4", None], dtype="string"),
-        "file_size": pd.array([None, 100 * mongo.MB + 1, 3 * 1024 * mongo.MB, None, 8 * mongo.MB + 1,
-                               50 * mongo.MB, None], dtype="Int64"),
+        "file_size": pd.array([None, 100 * MB + 1, 3 * 1024 * MB, None, 8 * MB + 1,
+                               50 * MB, None], dtype="Int64"),
     })
     out = check_platform_limits(frame)
     assert out["text_over_limit"].tolist() == [True, pd.NA, False, True, pd.NA, pd.NA, pd.NA]
     assert out["file_over_limit"].tolist() == [pd.NA, True, True, pd.NA, True, pd.NA, pd.NA]
-    assert out["file_limit_bytes"].tolist()[:5] == [100 * mongo.MB, 100 * mongo.MB, 2048 * mongo.MB, pd.NA,
-                                                    8 * mongo.MB]
+    assert out["file_limit_bytes"].tolist()[:5] == [100 * MB, 100 * MB, 2048 * MB, pd.NA,
+                                                    8 * MB]
     assert pd.isna(out.loc[5, "file_limit_bytes"])  # Instagram's 8 MB is for images only
     assert out.loc[6, ["text_limit_chars", "file_limit_bytes"]].isna().all()  # INTERNAL: no platform
 
@@ -205,7 +204,7 @@ def test_arrow_schema_nests_dotted_paths_as_structs():
 def test_arrow_to_flat_gives_dotted_typed_columns_and_hex_object_ids():
     oids = [ObjectId(), None, ObjectId()]
     storage = pa.array([o.binary if o else None for o in oids], type=pa.binary(12))
-    ids = pa.ExtensionArray.from_storage(mongo.ObjectIdType(), storage)
+    ids = pa.ExtensionArray.from_storage(mongo_arrow.ObjectIdType(), storage)
     table = pa.table({"_id": ids, "metadata": pa.array([{"error_message": "e", "retry_count": 2}, None,
                                                         {"error_message": None, "retry_count": None}]),
                       "timestamp": pa.array([1, None, 3], pa.timestamp("ms"))})
@@ -220,7 +219,7 @@ def test_arrow_to_flat_gives_dotted_typed_columns_and_hex_object_ids():
 
 def test_a_capped_result_says_so():
     frame = schema.empty("messages")
-    note = mongo._mark_truncated(frame, 1000, "messages in window")
+    note = mongo_query.mark_truncated(frame, 1000, "messages in window")
     assert frame.attrs["truncated"] is True and frame.attrs["truncated_at"] == 1000
     assert "truncated at 1,000" in note and frame.attrs["warnings"] == [note]
 
@@ -286,7 +285,7 @@ def test_queries_are_recorded_as_json():
 # ---- forensics message: the story of one message ------------------------------------------------
 
 def test_message_story_shows_durations_errors_limits_identity_and_locks():
-    from forensics.cli import message_story
+    from forensics.report.drilldown import message_story
     from forensics.sources.documents import messages_from_documents, status_events_from_documents
 
     msg = messages_from_documents([{

@@ -9,9 +9,9 @@ import pytest
 
 from forensics.bundle import write_bundle
 from forensics.errors import ParameterError
-from forensics.report.rca import run_notebook
 from forensics.report.resources import NOTEBOOKS as NOTEBOOK_DIR
 from forensics.report.resources import find_notebook, resource_dir
+from forensics.report.runner import run_notebook
 from forensics.simulate import simulate
 
 NOTEBOOKS = sorted(resource_dir(NOTEBOOK_DIR).glob("*.ipynb"))

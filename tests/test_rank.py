@@ -20,11 +20,16 @@ WINDOW = Window(END - pd.Timedelta("1h"), END)
 PROFILES = ("runbook", "chat4all-v2")
 SEEDS = (1, 2)
 MESSAGES = 3000
+JUDGED_ALONE = ("baseline", "router-outage", "whatsapp-rate-limit", "token-expired", "recipient-not-on-whatsapp",
+                "content-too-long", "partition-rebalance", "telegram-bot-blocked", "mongo-write-timeouts",
+                "missing-topic", "whatsapp-outage")
+"""Scenarios whose window, without the deployed code's chronic noise, names its cause on its
+own; the others (chronic noise, blips, poison pill, ...) need the comparison with a baseline."""
 
 
 @cache
 def simulated(scenario: str, profile: str, seed: int):
-    return analyze(simulate(scenario, messages=MESSAGES, seed=seed, profile=profile))
+    return analyze(simulate(scenario, messages=MESSAGES, seed=seed, profile=profile, noise=False))
 
 
 def evidence(**tables) -> Evidence:
@@ -35,7 +40,7 @@ def evidence(**tables) -> Evidence:
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize("scenario", JUDGED_ALONE)
 def test_true_root_cause_ranks_first(scenario, profile, seed):
     a = simulated(scenario, profile, seed)
     truth = SCENARIOS[scenario].root_cause
@@ -48,7 +53,7 @@ def test_true_root_cause_ranks_first(scenario, profile, seed):
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s != "baseline"])
+@pytest.mark.parametrize("scenario", JUDGED_ALONE[1:])
 def test_incidents_have_a_blast_radius_runbook_step_and_first_seen(scenario, profile):
     a = simulated(scenario, profile, SEEDS[0])
     top = a.ranked[0]

@@ -13,7 +13,7 @@ from forensics.analysis.replay import (
     replay_safety,
     verdict_counts,
 )
-from forensics.report.redact import Redactor
+from forensics.redact import Redactor
 from forensics.simulate import simulate
 
 T0 = pd.Timestamp("2025-12-03T14:00:00Z")

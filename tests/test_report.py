@@ -15,9 +15,9 @@ from forensics import schema
 from forensics.bundle import write_bundle
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
-from forensics.report import rca as report
+from forensics.redact import Redactor, redact_frame, redact_text
+from forensics.report import drilldown, runner
 from forensics.report.params import validate_report_params
-from forensics.report.redact import Redactor, redact_frame, redact_text
 from forensics.timeutil import Window
 
 SCRIPT = "<script>alert(1)</script>"
@@ -74,12 +74,12 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def unredacted(bundle, tmp_path_factory):
-    return report.build_report(bundle, tmp_path_factory.mktemp("plain") / "report", redact=False)
+    return runner.build_report(bundle, tmp_path_factory.mktemp("plain") / "report", redact=False)
 
 
 @pytest.fixture(scope="module")
 def redacted(bundle, tmp_path_factory):
-    return report.build_report(bundle, tmp_path_factory.mktemp("redacted") / "report")
+    return runner.build_report(bundle, tmp_path_factory.mktemp("redacted") / "report")
 
 
 def _page(path) -> str:
@@ -102,7 +102,7 @@ def test_rebuilding_replaces_the_whole_earlier_report(bundle, tmp_path):
     out.mkdir()
     for name in ("report.html", "report.md", "report.ipynb", "summary.json"):
         (out / name).write_text("stale")
-    written = report.build_report(bundle, out, formats=("json",))
+    written = runner.build_report(bundle, out, formats=("json",))
     assert sorted(p.name for p in out.iterdir()) == ["report.ipynb", "summary.json"]
     assert json.loads(written["json"].read_text())["hypotheses"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
@@ -158,7 +158,7 @@ def test_failing_notebook_gives_one_line_and_writes_nothing(bundle, tmp_path):
     (tampered / "messages.parquet").write_bytes(b"not parquet")
     out = tmp_path / "report"
     with pytest.raises(ForensicsError) as err:
-        report.build_report(tampered, out)
+        runner.build_report(tampered, out)
     assert "\n" not in str(err.value)
     assert "BundleError" in str(err.value) and "messages.parquet" in str(err.value)
     assert not out.exists() and not list(tmp_path.glob(".report*"))
@@ -172,7 +172,7 @@ def test_failing_notebook_gives_one_line_and_writes_nothing(bundle, tmp_path):
 ])
 def test_bad_parameters_fail_before_the_kernel_starts(bundle, tmp_path, parameters, name):
     with pytest.raises(ParameterError) as err:
-        report.build_report(bundle, tmp_path / "r", parameters=parameters)
+        runner.build_report(bundle, tmp_path / "r", parameters=parameters)
     assert name in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "r").exists()
 
@@ -181,18 +181,18 @@ def test_markdown_report_straight_from_an_analysis():
     from forensics.analysis.pipeline import analyze
 
     evidence = hostile_evidence(300)
-    md = report.markdown_report(evidence, analyze(evidence))
+    md = runner.markdown_report(evidence, analyze(evidence))
     assert md.startswith("# ") and "## Root cause" in md and PHONE not in md and SCRIPT not in md
 
 
 def test_window_and_channel_scope_the_evidence():
     evidence = hostile_evidence(300)
     late = Window(T0 + pd.Timedelta("30min"), T0 + pd.Timedelta("1h"))
-    scoped = report.scope(evidence, late, None)
+    scoped = drilldown.scope(evidence, late, None)
     assert scoped.window == late
     assert (scoped.table("messages")["created_at"] >= late.start).all()
-    assert len(report.scope(evidence, evidence.window, "TELEGRAM").table("messages")) == 0
-    assert report.scope(evidence, evidence.window, None) is evidence
+    assert len(drilldown.scope(evidence, evidence.window, "TELEGRAM").table("messages")) == 0
+    assert drilldown.scope(evidence, evidence.window, None) is evidence
 
 
 # ---- redaction -----------------------------------------------------------------------------
@@ -266,7 +266,7 @@ def test_parameters_round_trip_through_papermill_values(bundle):
 
 
 def test_committed_notebook_has_no_outputs_and_parameters_first():
-    nb = nbformat.read(report.find_notebook(report.REPORT_NOTEBOOK), as_version=4)
+    nb = nbformat.read(runner.find_notebook(runner.REPORT_NOTEBOOK), as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", [])
     assert "validate_report_params" in code[1].source
@@ -287,7 +287,7 @@ def test_unreachable_live_sources_give_a_report_that_names_them(tmp_path, monkey
     monkeypatch.setenv("FORENSICS_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
     options = {"mongo_uri": f"mongodb://chat4all:pw-in-params@127.0.0.1:{port}/?serverSelectionTimeoutMS=500",
                "connect_timeout_s": 0.5, "timeout_s": 2}
-    written = report.build_report(None, tmp_path / "live", parameters={
+    written = runner.build_report(None, tmp_path / "live", parameters={
         "sources": "mongo,kafka", "since": "2h", "source_options": options})
     summary = json.loads(written["json"].read_text())
     assert {"mongo", "kafka"} <= set(summary["missing_sources"])
@@ -314,9 +314,9 @@ def test_cli_report_needs_a_bundle_or_sources(tmp_path, capsys):
 
 def test_live_report_without_sources_or_window_fails_before_the_kernel_starts(tmp_path):
     with pytest.raises(ParameterError, match="bundle: expected an evidence bundle path, or parameters with sources"):
-        report.build_report(None, tmp_path / "r")
+        runner.build_report(None, tmp_path / "r")
     with pytest.raises(ParameterError, match="since: live sources"):
-        report.build_report(None, tmp_path / "r", parameters={"sources": "mongo"})
+        runner.build_report(None, tmp_path / "r", parameters={"sources": "mongo"})
     assert not (tmp_path / "r").exists()
 
 
@@ -326,28 +326,28 @@ def test_pick_message_prefers_the_given_then_failed_then_stuck_then_first():
     evidence = hostile_evidence(100)
     messages = evidence.table("messages")
     failed = messages[messages["status"] == "FAILED"].sort_values("created_at")
-    assert report.pick_message(messages)["message_id"].item() == failed["message_id"].iloc[0]
+    assert drilldown.pick_message(messages)["message_id"].item() == failed["message_id"].iloc[0]
     given = messages["message_id"].iloc[7]
-    assert report.pick_message(messages, given)["message_id"].item() == given
+    assert drilldown.pick_message(messages, given)["message_id"].item() == given
     healthy = messages[messages["status"] != "FAILED"]
     stuck = healthy.assign(status=healthy["status"].where(healthy.index != healthy.index[-1], "SENT"))
-    assert report.pick_message(stuck)["message_id"].item() == healthy["message_id"].iloc[-1]
-    assert report.pick_message(healthy)["message_id"].item() == healthy.sort_values("created_at")["message_id"].iloc[0]
-    assert report.pick_message(messages.iloc[:0]).empty
+    assert drilldown.pick_message(stuck)["message_id"].item() == healthy["message_id"].iloc[-1]
+    assert drilldown.pick_message(healthy)["message_id"].item() == healthy.sort_values("created_at")["message_id"].iloc[0]
+    assert drilldown.pick_message(messages.iloc[:0]).empty
     with pytest.raises(ParameterError, match="message_id: 'nope' is not among the 100 messages"):
-        report.pick_message(messages, "nope")
+        drilldown.pick_message(messages, "nope")
 
 
 def test_about_keeps_rows_naming_the_message_or_conversation_in_time_order():
     logs = pd.DataFrame({"timestamp": [T0 + pd.Timedelta(seconds=s) for s in (3, 1, 2, 0)],
                          "message_id": pd.array(["m1", None, "m2", "m2"], dtype="string"),
                          "conversation_id": pd.array([None, "c1", "c1", None], dtype="string")})
-    assert report.about(logs, "m1", "c1")["timestamp"].tolist() == [T0 + pd.Timedelta(seconds=s) for s in (1, 2, 3)]
-    assert report.about(logs, None, None).empty
-    assert len(report.about(logs.drop(columns="conversation_id"), "m2", "c1")) == 2
+    assert drilldown.about(logs, "m1", "c1")["timestamp"].tolist() == [T0 + pd.Timedelta(seconds=s) for s in (1, 2, 3)]
+    assert drilldown.about(logs, None, None).empty
+    assert len(drilldown.about(logs.drop(columns="conversation_id"), "m2", "c1")) == 2
 
 
 def test_describe_evidence_names_the_missing_sources():
-    lines = report.describe_evidence(hostile_evidence(50))
+    lines = drilldown.describe_evidence(hostile_evidence(50))
     assert lines[0] == "window 2025-12-03T14:00:00.000Z 2025-12-03T15:00:00.000Z"
     assert lines[1].startswith("tables: messages 50, status_events 150") and lines[-1] == "missing: jaeger: not configured"

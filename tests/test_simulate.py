@@ -15,8 +15,9 @@ from forensics import schema
 from forensics.errors import ScenarioError
 from forensics.profiles import load_profile
 from forensics.simulate import REFERENCE_END, SCENARIOS, render, scenario_names, simulate
-from forensics.simulate.population import IDENTITY_FORMATS, TEXT_LIMITS, WA
+from forensics.simulate.population import TEXT_LIMITS, WA
 from forensics.sources.documents import messages_from_documents, status_events_from_documents
+from forensics.sources.identity import format_valid
 from forensics.sources.partitioner import murmur2, murmur2_many, partition_for, partitions_for, to_positive
 
 PROFILES = ("runbook", "chat4all-v2")
@@ -32,6 +33,11 @@ ROOT_CAUSES = {
     "mongo-write-timeouts": "mongodb_write_failure",
     "missing-topic": "missing_topic",
     "whatsapp-outage": "platform_outage",
+    "poison-pill": "partition_problem",
+    "stuck-lock": "conversation_lock_stuck",
+    "webhooks-stopped": "webhook_unreachable",
+    "broker-restart": "healthy",
+    "rebalance-drained": "healthy",
 }
 N = 2000
 
@@ -273,9 +279,10 @@ def test_invalid_recipients_are_concentrated_and_badly_formed():
     m, ids = ev.tables["messages"], ev.tables["identities"]
     failed = m[m["error_message"].str.contains("131026", na=False)]
     assert len(failed) > 30 and (failed["channel"] == "WHATSAPP").all()
-    recipients = set(failed["recipient_id"])
+    affected = failed["recipient_id"].isin(ev.scenario["affected_recipients"])
+    assert affected.mean() > 0.95  # the rest: the sporadic 131026 of any day
+    recipients = set(failed.loc[affected, "recipient_id"])
     assert len(recipients) < len(failed) / 3
-    assert recipients <= set(ev.scenario["affected_recipients"])
     mine = ids[(ids["platform"] == "WHATSAPP") & ids["platform_user_id"].isin(recipients)]
     assert (~mine["format_valid"] | ~mine["verified"]).mean() >= 0.5
 
@@ -436,9 +443,11 @@ def test_log_rows_say_what_their_raw_json_line_says():
 
 
 def test_consumer_lag_is_end_minus_committed_every_minute():
-    lag = sim("router-outage").tables["consumer_lag"]
+    ev = sim("router-outage")
+    lag = ev.tables["consumer_lag"]
     assert (lag["lag"] == lag["end_offset"] - lag["committed_offset"]).all() and (lag["lag"] >= 0).all()
-    assert lag["sampled_at"].nunique() == 60
+    # every minute from the window's start (the traffic began an hour before it) to its end
+    assert set(lag["sampled_at"]) == set(pd.date_range(ev.window.start, ev.window.end, freq="1min"))
     assert (lag.groupby(["group", "topic", "partition"])["end_offset"].apply(lambda s: s.is_monotonic_increasing)).all()
 
 
@@ -448,9 +457,8 @@ def test_identities_cover_every_external_recipient_with_computed_format():
     ext = m[m["channel"] != "INTERNAL"]
     known = set(zip(ids["platform"], ids["platform_user_id"], strict=True))
     assert set(zip(ext["channel"], ext["recipient_id"], strict=True)) <= known
-    for platform, pattern in IDENTITY_FORMATS.items():
-        mine = ids[ids["platform"] == platform]
-        assert (mine["platform_user_id"].str.match(pattern).astype(bool) == mine["format_valid"]).all()
+    judged = format_valid(ids["platform"], ids["platform_user_id"])  # the rule's one home, as for live rows
+    assert (judged.astype(bool) == ids["format_valid"]).all()
     wa = ids[ids["platform"] == "WHATSAPP"]["platform_user_id"]
     assert wa.str.startswith("+55").mean() > 0.9
 

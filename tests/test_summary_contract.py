@@ -55,7 +55,8 @@ def test_summaries_of_simulated_incidents_follow_the_schema(scenario, profile):
 
 
 def test_the_top_hypothesis_carries_its_evidence_radius_and_action():
-    summary = summary_of(simulate("whatsapp-rate-limit", messages=1500, seed=5), redact=False)
+    # the window alone: the same traffic this seed always gave (no sporadic Telegram 429 in it)
+    summary = summary_of(simulate("whatsapp-rate-limit", messages=1500, seed=5, baseline=None), redact=False)
     top = summary["hypotheses"][0]
     assert top["evidence_for"] and any(e["finding_id"] for e in top["evidence_for"])
     assert top["first_seen"] is not None and top["runbook_step"] and top["recommended_action"]

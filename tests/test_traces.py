@@ -465,8 +465,8 @@ def test_critical_path_covers_each_simulated_root_exactly(simulated):
 def test_message_investigation_notebook_runs_on_a_simulated_bundle(tmp_path):
     from forensics.bundle import write_bundle
     from forensics.errors import ParameterError
-    from forensics.report.rca import run_notebook
     from forensics.report.resources import find_notebook
+    from forensics.report.runner import run_notebook
     from forensics.simulate import simulate
 
     bundle = write_bundle(simulate("whatsapp-rate-limit", messages=1500, seed=11), tmp_path / "bundle")

@@ -116,7 +116,7 @@ def test_installed_wheel_runs_the_demo_and_every_notebook_outside_the_checkout(v
     assert sorted(Path(p).stem for p in copies) == sorted(NOTEBOOK_PARAMETERS)
     runs = {Path(p).stem: {k: (v.format(bundle=tmp_path / "demo" / "bundle") if isinstance(v, str) else v)
                            for k, v in NOTEBOOK_PARAMETERS[Path(p).stem].items()} for p in copies}
-    script = ("import json, sys\nfrom pathlib import Path\nfrom forensics.report.rca import run_notebook\n"
+    script = ("import json, sys\nfrom pathlib import Path\nfrom forensics.report.runner import run_notebook\n"
               "for name, params in json.loads(sys.argv[1]).items():\n"
               "    run_notebook(Path('nbs') / f'{name}.ipynb', Path('nbs') / f'{name}.out.ipynb', params)\n"
               "    print(name)\n")

@@ -26,14 +26,15 @@ so a record blocked for two reasons says both.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
 from forensics import schema
 from forensics.analysis.classify import classify_series
 from forensics.evidence import Evidence
-from forensics.report.redact import Redactor
-from forensics.sources.redis import replay_blockers
+from forensics.redact import Redactor
 
 VERDICTS: dict[str, str] = {
     "undecodable": "payload not decoded or without a message id: inspect by hand",
@@ -56,6 +57,13 @@ COLUMNS = {
     "safe_to_replay": schema.BOOL, "reason": schema.STR,
 }
 """Columns of :func:`replay_safety`: one row per DLQ record."""
+
+
+def replay_blockers(locks: pd.DataFrame, message_ids: Iterable[str]) -> pd.DataFrame:
+    """Processed keys of ``message_ids`` (the FAILED messages to replay): while one exists the
+    router's deduplication drops a manual replay of that message without a word."""
+    wanted = {str(m) for m in message_ids if not pd.isna(m)}
+    return locks[((locks["kind"] == "processed") & locks["message_id"].isin(wanted)).fillna(False)]
 
 
 def _short_class(fqcn: pd.Series) -> pd.Series:

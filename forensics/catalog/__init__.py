@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from forensics import schema
 from forensics.errors import ForensicsError
 
 CATEGORIES = (
@@ -99,12 +100,13 @@ class Cause:
 class Catalog:
     """The parsed catalog with its indexes: by id, by (platform, code), and the text-matched entries."""
 
-    def __init__(self, entries: tuple[CatalogEntry, ...], causes: dict[str, Cause], limits: dict[str, dict[str, int]],
+    def __init__(self, entries: tuple[CatalogEntry, ...], causes: dict[str, Cause], limits: dict[str, dict[str, int | str]],
                  sources: dict[str, str], category_actions: dict[str, dict[str, str | None]]) -> None:
         self.entries = entries
         self.causes = causes
         self.limits = limits
-        """Per channel: text_chars, file_bytes (runbook R3.2)."""
+        """Per channel: text_chars, file_bytes, file_kinds (``image`` when the platform's file
+        limit is for images only; else any file) (runbook R3.2)."""
         self.sources = sources
         self.category_actions = category_actions
         self._by_id = {e.id: e for e in entries}
@@ -223,7 +225,8 @@ def _parse(data: Any) -> Catalog:
         for c in (e.cause, e.runbook_cause):
             if c is not None and c not in causes:
                 raise CatalogError(f"error catalog {e.id}: cause {c!r} is not declared under causes")
-    limits = {str(k): {str(a): int(b) for a, b in v.items()} for k, v in (data.get("limits") or {}).items()}
+    limits = {str(k): {str(a): b if isinstance(b, str) else int(b) for a, b in v.items()}
+              for k, v in (data.get("limits") or {}).items()}
     actions = {str(k): {"runbook_step": (v or {}).get("runbook_step"), "action": (v or {}).get("action")}
                for k, v in categories.items()}
     return Catalog(tuple(entries), causes, limits, sources, actions)
@@ -244,3 +247,31 @@ def conflicts() -> list[CatalogEntry]:
 def lookup(platform: str, code: str | int, text: str = "", subcode: str | int | None = None) -> CatalogEntry | None:
     """Shortcut for ``load_catalog().lookup(...)``."""
     return load_catalog().lookup(platform, code, text, subcode)
+
+
+def check_platform_limits(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add the runbook R3.2 limit columns to rows with ``channel``, ``content_type``,
+    ``content_length`` and optionally ``mime_type`` and ``file_size`` (bytes).
+
+    Adds ``text_limit_chars``, ``text_over_limit``, ``file_limit_bytes``,
+    ``file_over_limit``; limits are null (and the flags NA) where the platform states none
+    (INTERNAL, or a non-image file on Instagram).
+    """
+    out = frame.copy()
+    channel = out["channel"].astype(schema.STR).str.upper()
+    limits = load_catalog().limits
+    text = channel.map({c: lim["text_chars"] for c, lim in limits.items()}).astype(schema.INT)
+    mime = out["mime_type"] if "mime_type" in out else pd.Series(pd.NA, index=out.index, dtype=schema.STR)
+    is_image = (out["content_type"].astype(schema.STR).str.upper().eq("IMAGE").fillna(False)
+                | mime.astype(schema.STR).str.lower().str.startswith("image/").fillna(False))
+    file_limit = pd.Series(pd.NA, index=out.index, dtype=schema.INT)
+    for c, lim in limits.items():
+        applies = channel.eq(c).fillna(False) & (is_image if lim.get("file_kinds") == "image" else True)
+        file_limit[applies] = lim["file_bytes"]
+    size = out["file_size"].astype(schema.INT) if "file_size" in out else pd.Series(pd.NA, index=out.index,
+                                                                                        dtype=schema.INT)
+    out["text_limit_chars"] = text
+    out["text_over_limit"] = (out["content_length"].astype(schema.INT) > text).astype(schema.BOOL)
+    out["file_limit_bytes"] = file_limit
+    out["file_over_limit"] = (size > file_limit).astype(schema.BOOL)
+    return out

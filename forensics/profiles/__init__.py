@@ -16,9 +16,11 @@ from typing import Any
 import yaml
 
 from forensics.errors import ProfileError
+from forensics.schema import PLATFORMS
 
 DEFAULT_PROFILE = "runbook"
-CHANNELS = ("WHATSAPP", "TELEGRAM", "INSTAGRAM")
+CHANNELS = PLATFORMS
+"""Channels a profile names a connector for (:data:`forensics.schema.PLATFORMS`)."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Batch mode: the RCA reports of many incidents in one run, and an index of them.
 
 ``build_batch`` takes bundles, or directories holding bundles, and builds each incident's
-report (:func:`forensics.report.rca.build_report`, one after another) into its own
+report (:func:`forensics.report.runner.build_report`, one after another) into its own
 subdirectory of ``out_dir``. ``index.json`` and ``index.html`` list every incident with its
 most likely cause, confidence, window and impact, or the error that stopped it: a bundle
 that fails (tampered, unreadable, a notebook error) is recorded and the batch goes on.
@@ -24,7 +24,7 @@ from typing import Any
 from forensics import __version__
 from forensics.bundle import ARCHIVE_SUFFIXES, MANIFEST, is_archive
 from forensics.errors import BundleError, ForensicsError
-from forensics.report.rca import FORMATS, build_report
+from forensics.report.runner import FORMATS, build_report
 from forensics.timeutil import iso, utcnow
 
 INDEX_JSON = "index.json"

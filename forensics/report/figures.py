@@ -317,7 +317,8 @@ def alert_panels(metrics: pd.DataFrame, alerts: pd.DataFrame, window=None, max_p
     minute it fired or would have fired marked (one panel per rule, at most ``max_panels``)."""
     from plotly.subplots import make_subplots
 
-    from forensics.analysis.alerts import UnsupportedPromQL, condition_values
+    from forensics.analysis.promql import UnsupportedPromQL
+    from forensics.analysis.promql_eval import condition_values
     from forensics.errors import ForensicsError
 
     title = "Alert rules replayed over the window"

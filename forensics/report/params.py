@@ -19,7 +19,7 @@ from forensics.credentials import mask_secrets
 from forensics.errors import ForensicsError, ParameterError
 from forensics.profiles import load_profile
 from forensics.schema import CHANNELS
-from forensics.sources.registry import SOURCES
+from forensics.sources.registry import SOURCES, check_options
 from forensics.timeutil import Window, iso, parse_time, utcnow
 
 
@@ -165,6 +165,11 @@ def validate_evidence_params(*, bundle: Any = "", sources: Any = "", source_opti
                              f"(bundle {str(bundle)!r}, sources {sources!r})")
     if path is not None and not path.exists():
         raise ParameterError(f"bundle: {path} does not exist")
+    if names:
+        try:
+            check_options(names, options)
+        except ParameterError as exc:
+            raise ParameterError(f"source_options: {exc}") from None
     if names and start is None:
         raise ParameterError(f"since: live sources ({', '.join(names)}) need a window start: "
                              'ISO 8601 ("2025-12-03T14:00:00Z") or relative ("2h")')

@@ -38,7 +38,7 @@ import pandas as pd
 
 from forensics.errors import ForensicsError, ParameterError
 from forensics.report.batch import INDEX_JSON, Incident, incident_error, write_index
-from forensics.report.rca import FORMATS
+from forensics.report.runner import FORMATS
 from forensics.timeutil import Window, iso, utcnow
 
 PAYLOAD_VERSION = "4"
@@ -265,7 +265,7 @@ class Watcher:
     def collect_and_report(self, incident: AlertIncident, window: Window) -> None:
         """Collect ``window`` from the live sources into the incident's bundle, then its report."""
         from forensics.bundle import custody_entry, write_bundle
-        from forensics.report.rca import build_report
+        from forensics.report.runner import build_report
         from forensics.sources.registry import collect
 
         home = self.out / incident.name

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from forensics import catalog
+from forensics.schema import CHANNELS
 from forensics.simulate.columns import fill, token_ids
 from forensics.simulate.population import IG, TG, WA
 
@@ -31,7 +33,7 @@ PLATFORM_URLS = {
     IG: "https://graph.facebook.com/v18.0/me/messages",
 }
 PLATFORM_HOSTS = {WA: "graph.facebook.com", TG: "api.telegram.org", IG: "graph.facebook.com"}
-PLATFORM_NAMES = {WA: "WhatsApp", TG: "Telegram", IG: "Instagram"}
+PLATFORM_NAMES = {c: catalog.PLATFORM_NAMES[CHANNELS[c]] for c in (WA, TG, IG)}
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,19 @@ KINDS: tuple[FailureKind, ...] = (
                 f"{_HTTP}$TooManyRequests", backoff_s=20.0, rate_limited=True),
     FailureKind("tg_chat_not_found", TG, API, 400, 400, False,
                 _telegram(400, "Bad Request: chat not found"), f"{_HTTP}$BadRequest"),
+    FailureKind("wa_pair_rate_limit", WA, API, 400, 131056, False,
+                _graph(131056, "(#131056) (Business Account, Consumer Account) pair rate limit hit",
+                       "Too many messages sent from the sender phone number to the same recipient phone number "
+                       "in a short period of time."), f"{_HTTP}$BadRequest"),
+    FailureKind("wa_not_delivered_by_meta", WA, API, 400, 131049, False,
+                _graph(131049, "(#131049) This message was not delivered to maintain healthy ecosystem engagement.",
+                       "In order to maintain a healthy ecosystem engagement, the message failed to be delivered."),
+                f"{_HTTP}$BadRequest"),
+    FailureKind("tg_user_deactivated", TG, API, 403, 403, False,
+                _telegram(403, "Forbidden: user is deactivated"), f"{_HTTP}$Forbidden"),
+    FailureKind("ig_policy_block", IG, API, 400, 368, False,
+                _graph(368, "The action attempted has been deemed abusive or is otherwise disallowed"),
+                f"{_HTTP}$BadRequest"),
 )
 KIND = {k.name: i for i, k in enumerate(KINDS)}
 # Per-kind lookups, indexed by kind code.
@@ -134,6 +149,8 @@ IS_TRANSPORT = np.array([k.stage == TRANSPORT for k in KINDS])
 IS_API = np.array([k.stage == API for k in KINDS])
 RETRYABLE = np.array([k.retryable for k in KINDS])
 RATE_LIMITED = np.array([k.rate_limited for k in KINDS])
+RETRY_AFTER_IN_BODY = np.array(["{retry_after}" in k.body for k in KINDS])
+"""The error body itself says how long to wait (Telegram's ``retry after N`` / ``retry_after``)."""
 HTTP_STATUS = np.array([k.http_status or -1 for k in KINDS])
 ATTEMPT_S = np.array([k.attempt_s for k in KINDS])
 BACKOFF_S = np.array([k.backoff_s for k in KINDS])
@@ -146,6 +163,16 @@ NOISE = {
     IG: {"ig_user_unavailable": 0.4, "ig_rate_limit": 0.3, "connector_timeout": 0.3},
 }
 """Sporadic failures every scenario carries, by channel: kind -> share."""
+CHRONIC = {
+    WA: {"wa_rate_limit": 0.1, "wa_undeliverable": 0.15, "wa_re_engagement": 0.2, "wa_generic_error": 0.1,
+         "wa_pair_rate_limit": 0.15, "wa_not_delivered_by_meta": 0.1, "wa_service_unavailable": 0.05,
+         "connector_timeout": 0.15},
+    TG: {"tg_bot_blocked": 0.25, "tg_user_deactivated": 0.2, "tg_chat_not_found": 0.2, "tg_rate_limit": 0.2,
+         "connector_timeout": 0.15},
+    IG: {"ig_user_unavailable": 0.3, "ig_rate_limit": 0.2, "ig_policy_block": 0.2, "connector_timeout": 0.3},
+}
+"""Background failures of the deployed code's everyday life (the ``noise`` variant), by channel:
+a wider mix than ``NOISE``, none of it dominant, at a rate within ``traffic.CHRONIC_RATE``."""
 
 
 def connector_url(connector: str, channel: int) -> str:

@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from forensics import schema
-from forensics.analysis.alerts import (
-    NS,
+from forensics.analysis.detectors import NS, to_ns
+from forensics.analysis.series import (
     delivery_observations,
     http_error_counts,
     http_errors,
@@ -43,7 +43,6 @@ from forensics.analysis.alerts import (
     stuck_intervals,
     transitions,
 )
-from forensics.analysis.detectors import to_ns
 from forensics.errors import ParameterError
 from forensics.evidence import Evidence
 from forensics.profiles import Profile, load_profile

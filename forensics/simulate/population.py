@@ -2,8 +2,8 @@
 
 Recipients carry the platform id forms Chat4All sees: E.164 numbers for WhatsApp
 (``+5511987654321``), ``@handles`` or numeric chat ids for Telegram, ``@handles`` or
-numeric IGSIDs for Instagram, with a few malformed ones. ``IDENTITY_FORMATS`` are the
-regular expressions ``identities.format_valid`` is computed with.
+numeric IGSIDs for Instagram, with a few malformed ones; ``identities.format_valid`` is judged
+by :mod:`forensics.sources.identity`, as for a live PostgreSQL.
 
 Every scenario also carries a few hostile texts (``HOSTILE_CONTENT``): markup, a MongoDB
 operator, terminal escapes, bidi overrides, spreadsheet formulas, and text decoded from
@@ -19,10 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forensics.catalog import load_catalog
+from forensics.schema import CHANNELS
 from forensics.simulate.columns import concat, int_text, text, uuids
 
-CHANNELS = ("WHATSAPP", "TELEGRAM", "INSTAGRAM", "INTERNAL")
 WA, TG, IG, INTERNAL = range(4)
+"""Channel codes: positions in :data:`forensics.schema.CHANNELS`."""
 EXTERNAL = (WA, TG, IG)
 CHANNEL_MIX = (0.50, 0.25, 0.20, 0.05)
 
@@ -38,17 +40,10 @@ FILE_SHAPES = {
     FILE: (2_000_000, 1.0, "application/zip", "FILE", "zip"),
 }
 
-TEXT_LIMITS = {WA: 4096, TG: 4096, IG: 1000}
-"""Platform text limits in characters (runbook R3.2)."""
-FILE_LIMITS = {WA: 100 * 1024**2, TG: 2 * 1024**3, IG: 8 * 1024**2}
-"""Platform file limits in bytes (runbook R3.2: WhatsApp 100 MB, Telegram 2 GB, Instagram 8 MB images)."""
-
-IDENTITY_FORMATS = {
-    "WHATSAPP": r"^\+[1-9]\d{7,14}$",
-    "TELEGRAM": r"^(@[A-Za-z][A-Za-z0-9_]{4,31}|\d{5,15})$",
-    "INSTAGRAM": r"^(@[A-Za-z0-9._]{1,30}|\d{10,20})$",
-}
-"""What a well-formed platform_user_id looks like: E.164 for WhatsApp, handle or numeric id otherwise."""
+TEXT_LIMITS = {c: int(load_catalog().limits[CHANNELS[c]]["text_chars"]) for c in EXTERNAL}
+"""Platform text limits in characters (runbook R3.2; the catalog's ``limits``)."""
+FILE_LIMITS = {c: int(load_catalog().limits[CHANNELS[c]]["file_bytes"]) for c in EXTERNAL}
+"""Platform file limits in bytes (runbook R3.2; the catalog's ``limits``)."""
 
 HOSTILE_CONTENT = (
     "<script>alert(1)</script>",

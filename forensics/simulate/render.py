@@ -204,7 +204,8 @@ def _json_bytes(obj) -> bytes:
 
 
 def kafka_records(ev: Evidence, profile: Profile | str | None = None) -> list[Record]:
-    """Records for the message events topic, the DLQ topics and (deployed layout) status-updates."""
+    """Records for the message events topic (with a scenario's ``poison_record``, a record no
+    consumer can read), the DLQ topics and (deployed layout) status-updates."""
     prof = _profile(ev, profile)
     missing = set((ev.scenario or {}).get("missing_topics", []))
     camel = prof.kafka.event_case == "camelCase"
@@ -219,6 +220,11 @@ def kafka_records(ev: Evidence, profile: Profile | str | None = None) -> list[Re
         value = event_payload(mid, conv, sender, rcpt, content, ctype, channel, ns, camel)
         records.append((topic.name, partition_for(key, topic.partitions), key, _json_bytes(value),
                         [("__TypeId__", _EVENT_CLASS.encode())], ns // 1_000_000))
+    stray = (ev.scenario or {}).get("poison_record")
+    if stray and ev.window.start <= pd.Timestamp(stray["timestamp"]) < ev.window.end:
+        key = stray["key"].encode() if stray["key"] else None
+        records.append((topic.name, int(stray["partition"]), key, stray["value"].encode(),
+                        [("__TypeId__", _EVENT_CLASS.encode())], pd.Timestamp(stray["timestamp"]).value // 1_000_000))
     for r in ev.table("dlq_records").itertuples(index=False):
         headers = [(k, _header_bytes(k, v)) for k, v in json.loads(r.headers).items()]
         records.append((r.topic, int(r.partition), r.key.encode(), r.payload.encode("utf-8"), headers,

@@ -70,7 +70,7 @@ import pandas as pd
 
 from forensics.simulate import population as pop
 from forensics.simulate.columns import MS, NAT, NS, concat, int_text
-from forensics.simulate.failures import KIND
+from forensics.simulate.failures import IS_CALLBACK, KIND
 from forensics.simulate.telemetry import LISTENER_THREAD, LogBlock, log_block
 from forensics.simulate.traffic import Surge, Traffic, sequence_conversations
 from forensics.timeutil import iso
@@ -97,6 +97,8 @@ class Incident:
     """Topic name -> time (ns) from which it does not exist."""
     router_down_from: int | None = None
     mongo_trouble: tuple[int, int] | None = None
+    stray_records: list[tuple[int, int, int]] = field(default_factory=list)
+    """Records on the message events topic that are no message: (partition, time ns, offset)."""
 
 
 @dataclass(frozen=True)
@@ -289,46 +291,67 @@ def partition_rebalance(t: Traffic, inc: Incident) -> None:
         if zombie.any():
             moved = candidate
             break
-    # The revoked partitions' events wait for the new assignment, then drain FIFO at three
-    # times the arrival rate (at most 50 ms each). The zombie member still delivers later
-    # messages of a conversation it had fetched, while the first one waits: out of order.
+    # The revoked partitions' events wait for the new assignment, then drain. The zombie member
+    # still delivers later messages of a conversation it had fetched, while the first one
+    # waits: out of order.
     queue = np.flatnonzero(on_moved & (t.created >= T - 5 * NS) & (t.created < resume + 10 * MINUTE))
-    rate = max(on_moved.sum(), 1) / (t.end_ns - t.start_ns)
-    svc = min(1.0 / (3.0 * rate), 50.0 * MS)
-    arrival = np.maximum(t.routed[queue], resume).astype(np.float64)
-    j = np.arange(len(queue), dtype=np.float64)
-    depart = ((j + 1) * svc + np.maximum.accumulate(arrival - j * svc)).astype(np.int64)
-    shift = depart - t.routed[queue]
+    depart = _drained(t, queue, resume, on_moved.sum())
     z = zombie[queue]
-    moving = queue[~z]
-    for arr in (t.routed, t.first_attempt, t.ack, t.delivered, t.read, t.failed):
-        arr[moving] = np.where(arr[moving] == NAT, NAT, arr[moving] + shift[~z])
+    _delay(t, queue[~z], (depart - t.routed[queue])[~z])
     zq = queue[z]
     t.duplicate_at[zq] = np.where(t.delivered[zq] == NAT, NAT, depart[z] + (t.delivered[zq] - t.routed[zq]))
     # One conversation lock was left behind by the revoked member, without a TTL.
     later = np.flatnonzero(on_moved & (t.created >= resume) & (t.created < resume + 10 * MINUTE))
     if len(later):
-        conv = t.conv[later[0]]
-        stuck = np.flatnonzero((t.conv == conv) & (t.created >= resume) & _routable(t))
-        t.stall(stuck)
-        key = prof.redis.conversation_lock.format(conversation_id=t.conv_ids[conv].decode())
-        holder = f"{prof.services.router}-1:{LISTENER_THREAD}"
-        inc.locks.append({"key": [key], "kind": "conversation_lock", "conversation_id": [t.conv_ids[conv].decode()],
-                          "message_id": [None], "ttl_s": [np.nan], "value": [holder],
-                          "pattern": prof.redis.conversation_lock})
-        inc.logs.append(log_block(
-            t.routed[stuck], prof.services.router, "WARN", "com.chat4all.router.service.ConversationLockService",
-            LISTENER_THREAD,
-            concat("Conversation lock busy, message not processed: messageId=", t.msg_ids[stuck], f", lock={key}, "
-                   f"holder={holder}"), message_id=t.msg_ids[stuck].astype("U").astype(object)))
-        inc.details["stuck_lock"] = key
+        _lock_left_behind(t, inc, t.conv[later[:1]], resume, f"{prof.services.router}-1:{LISTENER_THREAD}")
     _rebalance_logs(t, inc, T, resume, moved)
     inc.trigger = f"{prof.services.router} consumer group {group} rebalanced (a new replica joined)"
     inc.details["rebalance"] = {"start": iso(_ts(T)), "end": iso(_ts(resume)), "topic": topic,
                                 "moved_partitions": [int(p) for p in moved]}
 
 
-def _rebalance_logs(t: Traffic, inc: Incident, T: int, resume: int, moved: np.ndarray) -> None:
+def _drained(t: Traffic, queue: np.ndarray, resume: int, arrivals: int) -> np.ndarray:
+    """When the router takes each event of ``queue`` (message indices in creation order) that
+    could not be consumed before ``resume``: first in, first out, at three times the arrival rate
+    (``arrivals`` events over the traffic's span), at most 50 ms each. Returns times (ns)."""
+    rate = max(int(arrivals), 1) / (t.end_ns - t.start_ns)
+    svc = min(1.0 / (3.0 * rate), 50.0 * MS)
+    arrival = np.maximum(t.routed[queue], resume).astype(np.float64)
+    j = np.arange(len(queue), dtype=np.float64)
+    return ((j + 1) * svc + np.maximum.accumulate(arrival - j * svc)).astype(np.int64)
+
+
+def _delay(t: Traffic, idx: np.ndarray, shift: np.ndarray) -> None:
+    """Everything from routing on happens ``shift`` ns later for messages ``idx``."""
+    for arr in (t.routed, t.first_attempt, t.ack, t.delivered, t.read, t.failed):
+        arr[idx] = np.where(arr[idx] == NAT, NAT, arr[idx] + shift)
+
+
+def _lock_left_behind(t: Traffic, inc: Incident, convs: np.ndarray, since: int, holder: str) -> None:
+    """Conversation locks ``convs`` held without a TTL by a consumer that is gone: the router
+    skips every message of those conversations it takes from ``since`` on ("Conversation lock
+    busy"), so they stay PENDING; the keys are in Redis at capture time."""
+    prof = t.profile
+    keys = [prof.redis.conversation_lock.format(conversation_id=t.conv_ids[c].decode()) for c in convs]
+    for conv, key in zip(convs, keys, strict=True):
+        stuck = np.flatnonzero((t.conv == conv) & (t.routed >= since) & _routable(t))
+        t.stall(stuck)
+        inc.logs.append(log_block(
+            t.routed[stuck], prof.services.router, "WARN", "com.chat4all.router.service.ConversationLockService",
+            LISTENER_THREAD,
+            concat("Conversation lock busy, message not processed: messageId=", t.msg_ids[stuck], f", lock={key}, "
+                   f"holder={holder}"), message_id=t.msg_ids[stuck].astype("U").astype(object)))
+    inc.locks.append({"key": keys, "kind": "conversation_lock",
+                      "conversation_id": [t.conv_ids[c].decode() for c in convs], "message_id": [None] * len(keys),
+                      "ttl_s": [np.nan] * len(keys), "value": [holder] * len(keys),
+                      "pattern": prof.redis.conversation_lock})
+    inc.details["stuck_lock"] = keys[0]
+    inc.details["stuck_locks"] = keys
+
+
+def _rebalance_logs(t: Traffic, inc: Incident, T: int, resume: int, moved: np.ndarray, kicked: bool = True) -> None:
+    """The group's rebalance as the router logs it; ``kicked``: the old member had been kicked
+    out of the group, so its offset commit failed (CommitFailedException)."""
     prof = t.profile
     topic, group, router = prof.kafka.message_events.name, prof.kafka.router_group, prof.services.router
     parts = prof.kafka.message_events.partitions
@@ -347,9 +370,6 @@ def _rebalance_logs(t: Traffic, inc: Incident, T: int, resume: int, moved: np.nd
                                      f"partitions [{every}]"),
         (T + 120 * MS, "INFO", container, f"{group}: partitions revoked: [{every}]"),
         (T + 150 * MS, "INFO", coord, f"[Consumer clientId={c1}, groupId={group}] (Re-)joining group"),
-        (T + 4 * NS, "WARN", coord, f"[Consumer clientId={c1}, groupId={group}] Offset commit failed on partition "
-                                    f"{topic}-{moved[0]} at offset {int(t.event_offset[t.event_partition == moved[0]][:1].sum())}: "
-                                    "The coordinator is not aware of this member."),
         (resume, "INFO", coord, f"[Consumer clientId={c2}, groupId={group}] Successfully joined group with "
                                 f"generation Generation{{generationId={gen}, memberId='{member}', protocol='range'}}"),
         (resume + 40 * MS, "INFO", coord, f"[Consumer clientId={c1}, groupId={group}] Successfully joined group with "
@@ -362,8 +382,15 @@ def _rebalance_logs(t: Traffic, inc: Incident, T: int, resume: int, moved: np.nd
         (resume + 130 * MS, "INFO", container, f"{group}: partitions assigned: [{kept}]"),
         (resume + 135 * MS, "INFO", container, f"{group}: partitions assigned: [{gone}]"),
     ]
+    if kicked:
+        offset = int(t.event_offset[t.event_partition == moved[0]][:1].sum())
+        lines.append((T + 4 * NS, "WARN", coord, f"[Consumer clientId={c1}, groupId={group}] Offset commit failed on "
+                                                 f"partition {topic}-{moved[0]} at offset {offset}: The coordinator "
+                                                 "is not aware of this member."))
     ts, level, logger, message = zip(*lines, strict=True)
     inc.logs.append(log_block(list(ts), router, list(level), list(logger), LISTENER_THREAD, list(message)))
+    if not kicked:
+        return
     inc.logs.append(log_block(
         T + 5 * NS, router, "ERROR", container, LISTENER_THREAD, "Consumer exception",
         stack_trace="org.apache.kafka.clients.consumer.CommitFailedException: Offset commit cannot be completed "
@@ -473,6 +500,161 @@ def whatsapp_outage(t: Traffic, inc: Incident) -> None:
     inc.details["outage_bursts"] = [[iso(_ts(a)), iso(_ts(b))] for a, b in zip(starts, stops, strict=True)]
 
 
+_SPRING_CONTAINER = "org.springframework.kafka.listener.KafkaMessageListenerContainer"
+
+
+def poison_pill(t: Traffic, inc: Incident) -> None:
+    T, rng, prof = inc.trigger_ns, inc.rng, t.profile
+    topic, group = prof.kafka.message_events.name, prof.kafka.router_group
+    later = _routable(t) & (t.routed >= T)
+    busy = np.unique(t.event_partition[later])
+    p = int(rng.choice(busy)) if len(busy) else 0
+    stuck = np.flatnonzero(later & (t.event_partition == p))
+    before = t.event_offset[(t.event_partition == p) & ~later]
+    # The record takes the next offset of its partition; the events after it move up by one.
+    offset = int(before.max()) + 1 if len(before) else int(t.event_offset[stuck].min()) if len(stuck) else 0
+    t.event_offset[stuck] += 1
+    t.never_routed(stuck)
+    stack = (
+        "java.lang.IllegalStateException: This error handler cannot process 'SerializationException's directly; "
+        "please consider configuring an 'ErrorHandlingDeserializer' in the value deserializer\n\tat org.springframework."
+        "kafka.listener.DefaultErrorHandler.handleOtherException(DefaultErrorHandler.java:198)\n\tat org.springframework."
+        "kafka.listener.KafkaMessageListenerContainer$ListenerConsumer.handleConsumerException(KafkaMessageListener"
+        "Container.java:1998)\nCaused by: org.apache.kafka.common.errors.RecordDeserializationException: Error "
+        f"deserializing key/value for partition {topic}-{p} at offset {offset}. If needed, please seek past the record "
+        "to continue consumption.\n\tat org.apache.kafka.clients.consumer.internals.CompletedFetch.parseRecord("
+        "CompletedFetch.java:331)\nCaused by: org.apache.kafka.common.errors.SerializationException: Can't "
+        f"deserialize data from topic [{topic}]\nCaused by: com.fasterxml.jackson.core.JsonParseException: Unexpected "
+        "character ('m' (code 109)): was expecting double-quote to start field name")
+    # The container polls again at once and meets the same record: the error repeats until someone seeks past it.
+    loop = _times(rng, T + 200 * MS, t.end_ns, 1.0)
+    inc.logs.append(log_block(loop, prof.services.router, "ERROR", _SPRING_CONTAINER, LISTENER_THREAD,
+                              "Consumer exception", stack_trace=stack))
+    inc.stray_records.append((p, T, offset))
+    replayed = t.msg_ids[stuck[0]].decode() if len(stuck) else t.msg_ids[-1].decode()
+    key = t.conv_ids[t.conv[stuck[0]]].decode() if len(stuck) else None
+    inc.trigger = (f"a record on {topic} partition {p} (offset {offset}) that is not JSON, published by hand with "
+                   f"unquoted keys, stops the {group} consumer of that partition")
+    inc.details.update({
+        "topic": topic, "partition": p, "poison_offset": offset, "stuck_conversations": int(len(np.unique(
+            t.conv[stuck]))),
+        "poison_record": {"topic": topic, "partition": p, "key": key, "timestamp": iso(_ts(T)),
+                          "value": f"{{message_id: {replayed}, event_type: MESSAGE_CREATED}}"},
+    })
+
+
+def stuck_lock(t: Traffic, inc: Incident) -> None:
+    T, rng, prof = inc.trigger_ns, inc.rng, t.profile
+    router, group = prof.services.router, prof.kafka.router_group
+    # The pod is killed (SIGKILL: no shutdown lines) while it holds the locks of the
+    # conversations it was working on; a new pod takes over after 30-60 s.
+    restart = T + int(rng.uniform(30, 60) * NS)
+    active = np.unique(t.conv[(t.routed != NAT) & (t.routed >= T - 10 * NS) & (t.routed < T)])
+    going_on = active[np.isin(active, t.conv[t.created >= restart])]
+    pool = going_on if len(going_on) else active
+    convs = rng.choice(pool, min(len(pool), int(rng.integers(1, 4))), replace=False) if len(pool) else pool
+    routable = _routable(t)
+    queue = np.flatnonzero(routable & (t.routed >= T) & (t.created < restart + 10 * MINUTE))
+    _delay(t, queue, _drained(t, queue, restart, routable.sum()) - t.routed[queue])
+    if len(convs):
+        # The event being worked on when the pod died was never acknowledged: the new pod
+        # takes it again and meets the lock, like every later message of the conversation.
+        for c in convs:
+            last = np.flatnonzero((t.conv == c) & routable & (t.routed < T))[-1:]
+            t.routed[last] = restart
+        _lock_left_behind(t, inc, convs, restart, f"{router}-7d9f8b6c5-x2k4q:{LISTENER_THREAD}")
+    coord = "org.apache.kafka.clients.consumer.internals.ConsumerCoordinator"
+    client = f"consumer-{group}-1"
+    parts = ", ".join(f"{prof.kafka.message_events.name}-{p}" for p in range(prof.kafka.message_events.partitions))
+    lines = [
+        (restart - 9 * NS, "INFO", "com.chat4all.router.RouterServiceApplication", "main",
+         f"Starting RouterServiceApplication v1.0.0 using Java 21.0.5 with PID 1 ({router}-7d9f8b6c5-m8r2t)"),
+        (restart - 800 * MS, "INFO", "com.chat4all.router.RouterServiceApplication", "main",
+         "Started RouterServiceApplication in 8.9 seconds (process running for 9.6)"),
+        (restart - 300 * MS, "INFO", coord, LISTENER_THREAD,
+         f"[Consumer clientId={client}, groupId={group}] Successfully joined group with generation "
+         f"Generation{{generationId={int(rng.integers(5, 40))}, memberId='{client}-{rng.integers(0, 2**32):08x}', "
+         "protocol='range'}"),
+        (restart - 100 * MS, "INFO", _SPRING_CONTAINER, LISTENER_THREAD, f"{group}: partitions assigned: [{parts}]"),
+    ]
+    ts, level, logger, thread, message = zip(*lines, strict=True)
+    inc.logs.append(log_block(list(ts), router, list(level), list(logger), list(thread), list(message)))
+    inc.trigger = f"a {router} pod was killed (OOMKilled) while holding conversation locks that have no TTL"
+    inc.details["restart"] = [iso(_ts(T)), iso(_ts(restart))]
+
+
+def webhooks_stopped(t: Traffic, inc: Incident) -> None:
+    T, rng, prof = inc.trigger_ns, inc.rng, t.profile
+    c = int(rng.choice(pop.EXTERNAL))
+    connector = prof.services.connector(pop.CHANNELS[c])
+    inc.channel = pop.CHANNELS[c]
+    inc.details["connector"] = connector
+    if t.deployed_flow:
+        # The deployed connectors report back to message-service by callback (this installation
+        # has CALLBACK_BASE_URL set); one connector is redeployed with a host that does not resolve.
+        host = f"{prof.services.message_service}.chat4all-prod.svc"
+        t.callback_error = None
+        t.callback_fault = (c, T, f"Failed to resolve '{host}' [A(1), AAAA(28)] after 2 queries")
+        inc.trigger = f"{connector} redeployed with a callback URL whose host does not resolve ({host})"
+        return
+    # Runbook flow: the platform's delivery webhooks for the channel no longer reach the
+    # connector: its messages stay SENT, and failures reported by webhook never arrive.
+    sel = (t.channel == c) & (t.ack != NAT) & (t.ack >= T - 5 * NS)
+    late = sel & (t.delivered != NAT) & (t.delivered >= T)
+    t.delivered[late] = NAT
+    t.read[late] = NAT
+    cb = sel & (t.fail_kind >= 0) & IS_CALLBACK[np.maximum(t.fail_kind, 0)] & (t.failed >= T)
+    t.failed[cb] = NAT
+    t.fail_kind[cb] = -1
+    inc.trigger = (f"the platform's delivery webhooks stopped reaching {connector} (its public /webhook route was "
+                   "dropped from the reverse proxy)")
+
+
+def broker_restart(t: Traffic, inc: Incident) -> None:
+    T, rng, prof = inc.trigger_ns, inc.rng, t.profile
+    back = T + int(rng.uniform(30, 45) * NS)
+    routable = _routable(t)
+    queue = np.flatnonzero(routable & (t.routed >= T) & (t.created < back + 10 * MINUTE))
+    _delay(t, queue, _drained(t, queue, back, routable.sum()) - t.routed[queue])
+    group = prof.kafka.router_group
+    node = "Connection to node 1 (kafka/172.18.0.5:9092) could not be established. Node may not be available."
+    clients = [(prof.services.router, f"[Consumer clientId=consumer-{group}-1, groupId={group}] ", LISTENER_THREAD),
+               (prof.services.message_service, "[Producer clientId=producer-1] ",
+                "kafka-producer-network-thread | producer-1")]
+    if t.deployed_flow:
+        clients.append((prof.services.router, "[Producer clientId=producer-1] ",
+                        "kafka-producer-network-thread | producer-1"))
+    for service, prefix, thread in clients:
+        retries = _times(rng, T + int(rng.integers(50, 900)) * MS, back, 1.0)
+        inc.logs.append(log_block(retries, service, "WARN", "org.apache.kafka.clients.NetworkClient", thread,
+                                  prefix + node))
+    coord = "org.apache.kafka.clients.consumer.internals.ConsumerCoordinator"
+    consumer = f"[Consumer clientId=consumer-{group}-1, groupId={group}] "
+    inc.logs.append(log_block(
+        [T + 30 * MS, back + 400 * MS], prof.services.router, "INFO", coord, LISTENER_THREAD,
+        [consumer + "Group coordinator kafka:9092 (id: 2147483646 rack: null) is unavailable or invalid due to "
+                    "cause: coordinator unavailable. isDisconnected: true. Rediscovery will be attempted.",
+         consumer + "Discovered group coordinator kafka:9092 (id: 2147483646 rack: null)"]))
+    inc.trigger = "the Kafka broker restarted (rolling upgrade); clients reconnected within a minute"
+    inc.details["broker_down"] = [iso(_ts(T)), iso(_ts(back))]
+
+
+def rebalance_drained(t: Traffic, inc: Incident) -> None:
+    T, rng, prof = inc.trigger_ns, inc.rng, t.profile
+    parts = prof.kafka.message_events.partitions
+    resume = T + int(rng.uniform(20, 60) * NS)
+    moved = np.sort(rng.choice(parts, max(1, parts // 2), replace=False))
+    routable = _routable(t)
+    # The eager (range) protocol stops every partition until the new assignment; no member was
+    # lost, so nothing is processed twice and no lock is left behind.
+    queue = np.flatnonzero(routable & (t.routed >= T) & (t.created < resume + 10 * MINUTE))
+    _delay(t, queue, _drained(t, queue, resume, routable.sum()) - t.routed[queue])
+    _rebalance_logs(t, inc, T, resume, moved, kicked=False)
+    inc.trigger = f"{prof.services.router} scaled out: a second replica joined consumer group {prof.kafka.router_group}"
+    inc.details["rebalance"] = {"start": iso(_ts(T)), "end": iso(_ts(resume)),
+                                "topic": prof.kafka.message_events.name, "moved_partitions": [int(p) for p in moved]}
+
+
 def _ts(ns: int) -> pd.Timestamp:
     return pd.Timestamp(int(ns), unit="ns", tz="UTC")
 
@@ -517,6 +699,25 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("whatsapp-outage", "platform_outage",
              "WhatsApp Cloud API outage bursts: code 131016 / HTTP 503 and 502, retried; connector 5xx rate "
              "high, FAILED messages and DLQ growth during the bursts.", whatsapp_outage),
+    Scenario("poison-pill", "partition_problem",
+             "A record that is not JSON (a manual replay typed with unquoted keys) sits on one partition of the "
+             "message events topic: the router logs RecordDeserializationException for that partition in a loop, "
+             "lag grows into the hundreds there and stays 0-1 elsewhere; only conversations hashed (murmur2) to "
+             "it are stuck PENDING.", poison_pill),
+    Scenario("stuck-lock", "conversation_lock_stuck",
+             "A router pod is killed while it holds conversation locks that have no TTL: after a short lag blip "
+             "the new pod drains the backlog, but every later message of those conversations stays PENDING with "
+             "'Conversation lock busy' WARN lines; the keys sit in Redis without TTL.", stuck_lock),
+    Scenario("webhooks-stopped", "webhook_unreachable",
+             "One channel's delivery webhooks stop arriving: in the runbook flow its messages stay SENT forever; "
+             "in the deployed flow that connector's status callbacks to message-service fail from the trigger on.",
+             webhooks_stopped),
+    Scenario("broker-restart", "healthy",
+             "Harmless: the Kafka broker restarts, clients log 'Node may not be available' for ~40 s and the "
+             "router's lag blips, then drains within a minute.", broker_restart),
+    Scenario("rebalance-drained", "healthy",
+             "Harmless: a router replica joins, the group rebalances (partitions revoked and assigned), lag "
+             "spikes for under a minute and drains; nothing out of order, duplicated or locked.", rebalance_drained),
 )}
 
 

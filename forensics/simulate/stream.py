@@ -20,11 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from forensics import schema
-from forensics.bundle import BundleWriter, custody_entry
+from forensics.bundle import BASELINE_DIR, BundleWriter, custody_entry
 from forensics.evidence import Evidence
 from forensics.profiles import load_profile
 from forensics.rules import metric_names
@@ -49,31 +50,35 @@ def simulate_bundle(scenario: str, path: str | Path, messages: int = 5000, seed:
                     end: pd.Timestamp | str | None = None, profile: str | None = "runbook", *,
                     overwrite: bool = False, archive: bool = False, slice_messages: int = SLICE_MESSAGES,
                     detail_sample: int = telemetry.DETAIL_SAMPLE, failure_sample: int = telemetry.FAILURE_SAMPLE,
-                    progress: Callable[[str], None] | None = None) -> Path:
+                    progress: Callable[[str], None] | None = None, **variants: Any) -> Path:
     """Simulate ``scenario`` with ``messages`` messages into a bundle at ``path``, one slice at a
-    time (parameters as :func:`forensics.simulate.simulate`; ``slice_messages`` caps a slice).
-    Returns the bundle's path."""
+    time (parameters as :func:`forensics.simulate.simulate`, ``variants`` = its baseline, noise,
+    under_way, collected; ``slice_messages`` caps a slice). Each slice's baseline period goes
+    under ``baseline/`` the same way. Returns the bundle's path."""
     say = progress or (lambda text: None)
     sizes = slice_sizes(messages, slice_messages)
     parts = len(sizes)
-    merged: dict[str, list[pd.DataFrame]] = {name: [] for name in _SUMMED}
+    merged: dict[tuple[str, str], list[pd.DataFrame]] = {}
     first: Evidence | None = None
     with BundleWriter(path, overwrite=overwrite, archive=archive) as writer:
         for k, n in enumerate(sizes):
             say(f"simulating slice {k + 1}/{parts} ({n:,} messages)")
             ev = simulate(scenario, messages=n, seed=seed, end=end, profile=profile, part=(k, parts),
-                          detail_sample=_share(detail_sample, k, parts), failure_sample=_share(failure_sample, k, parts))
-            for name, frame in ev.tables.items():
-                if name in merged:
-                    merged[name].append(frame)
-                elif name != "topics" or k == 0:
-                    writer.append(name, frame)
+                          detail_sample=_share(detail_sample, k, parts), failure_sample=_share(failure_sample, k, parts),
+                          **variants)
+            for prefix, period in (("", ev), (BASELINE_DIR, ev.baseline)):
+                for name, frame in (period.tables.items() if period is not None else ()):
+                    if name in _SUMMED:
+                        merged.setdefault((prefix, name), []).append(frame)
+                    elif name != "topics" or k == 0:
+                        writer.append(name, frame, prefix=prefix)
             first = _summed_sources(first, ev)
             del ev
         assert first is not None
         up = metric_names(load_profile(first.profile)).name("up")
-        for name, frames in merged.items():
-            writer.append(name, _merge(name, frames, keep_max={up} if name == "metrics" and up else set()))
+        for (prefix, name), frames in merged.items():
+            writer.append(name, _merge(name, frames, keep_max={up} if name == "metrics" and up else set()),
+                          prefix=prefix)
         say(f"writing bundle {path}")
         return writer.close(first, custody=[custody_entry("simulated", {
             "scenario": scenario, "messages": messages, "seed": seed, "slices": parts})])
@@ -87,7 +92,10 @@ def _summed_sources(acc: Evidence | None, ev: Evidence) -> Evidence:
     """The bundle's description: slice 0's, with the message and sample counts of every slice."""
     if acc is None:
         acc = Evidence(window=ev.window, profile=ev.profile, sources=ev.sources, missing=ev.missing,
-                       scenario=ev.scenario)
+                       scenario=ev.scenario, baseline_kind=ev.baseline_kind)
+        if ev.baseline is not None:  # its description; its tables are in the writer
+            acc.baseline = Evidence(window=ev.baseline.window, profile=ev.profile, sources=ev.baseline.sources,
+                                    missing=ev.baseline.missing)
         acc.sources["simulator"]["slices"] = 1
         return acc
     sim, mine = acc.sources["simulator"], ev.sources["simulator"]

@@ -54,6 +54,7 @@ from forensics.simulate.failures import (
     stored_errors,
 )
 from forensics.simulate.traffic import Traffic
+from forensics.sources.identity import format_valid
 from forensics.sources.partitioner import partitions_for
 
 STATUS = {s: i for i, s in enumerate(schema.STATUSES)}
@@ -189,13 +190,15 @@ def status_events(t: Traffic, tr: dict[str, np.ndarray], messages_frame: pd.Data
 
     Rows: first one derived PENDING per message (``derived=True``, in creation order, sharing
     the messages table's buffers), then the history rows in time order, as the
-    collection returns them in insertion order.
+    collection returns them in insertion order (per period of ``t.cuts_ns`` first).
     """
     prof = t.profile
     keep = tr["in_history"]
     msg, time, new, old = tr["msg"][keep], tr["time"][keep], tr["new"][keep], tr["old"][keep]
-    order = np.lexsort((msg, time))
+    period = np.searchsorted(np.asarray(t.cuts_ns, dtype=np.int64), t.created[msg], side="right")
+    order = np.lexsort((msg, time, period))
     msg, time, new, old = msg[order], time[order], new[order], old[order]
+    t.history_msg = msg
     n, h = t.n, len(msg)
     ch = t.channel[msg]
     services = [prof.services.router] + [prof.services.connector(c) for c in pop.CHANNELS[:3]]
@@ -360,21 +363,29 @@ def dlq_records(t: Traffic) -> pd.DataFrame:
     return _conform("dlq_records", frame)
 
 
-def consumer_lag(t: Traffic, missing_from: dict[str, int]) -> pd.DataFrame:
+def consumer_lag(t: Traffic, missing_from: dict[str, int],
+                 stray: list[tuple[int, int, int]] | tuple = ()) -> pd.DataFrame:
     """Per-minute lag of the router group on the message events topic (and, in the runbook flow,
     of each connector group on its outbound topic), consistent with the messages: end offset =
     events produced before the sample, committed offset = events the group finished before it.
 
     A topic in ``missing_from`` (name -> ns) has no rows from that time on: the group describes
-    nothing for a topic that does not exist.
+    nothing for a topic that does not exist. ``stray``: records of the message events topic
+    that are no message, (partition, time ns, offset), never consumed.
     """
     prof = t.profile
     samples = t.start_ns + np.arange(1, (t.end_ns - t.start_ns) // (60 * NS) + 1) * 60 * NS
     frames = []
     topic = prof.kafka.message_events
     done = np.where(t.routed == NAT, np.iinfo(np.int64).max, t.routed + 5 * MS)
+    part, produced, offsets = t.event_partition, t.created + 2 * MS, t.event_offset
+    if len(stray):
+        s_part, s_time, s_offset = (np.array(col, dtype=np.int64) for col in zip(*stray, strict=True))
+        part, produced = np.concatenate([part, s_part]), np.concatenate([produced, s_time])
+        done, offsets = np.concatenate([done, np.full(len(s_part), np.iinfo(np.int64).max)]), np.concatenate(
+            [offsets, s_offset])
     frames.append(_lag_rows(t, samples, prof.kafka.router_group, topic.name, topic.partitions,
-                            t.event_partition, t.created + 2 * MS, done, t.event_offset, missing_from))
+                            part, produced, done, offsets, missing_from))
     connector_groups = prof.kafka.consumer_groups.get("connectors") or {}
     if not t.deployed_flow and connector_groups:
         op, oo = outbound_partitions(t)
@@ -455,10 +466,7 @@ def identities(t: Traffic) -> pd.DataFrame:
     ext = np.flatnonzero(r.channel != pop.INTERNAL)
     platform = vocab_series(pop.CHANNELS, r.channel[ext])
     pid = str_series(r.platform_id[ext])
-    valid = np.zeros(len(ext), dtype=bool)
-    for c in range(3):
-        sel = r.channel[ext] == c
-        valid[sel] = pid[sel].str.match(pop.IDENTITY_FORMATS[pop.CHANNELS[c]]).to_numpy(dtype=bool)
+    valid = format_valid(platform, pid).fillna(False).to_numpy(dtype=bool)
     frame = {
         "user_id": str_series(r.user_id[ext]),
         "platform": platform,

@@ -62,6 +62,7 @@ from forensics.simulate.failures import (
     PLATFORM_NAMES,
     PLATFORM_URLS,
     RATE_LIMITED,
+    RETRY_AFTER_IN_BODY,
     RETRYABLE,
     connector_url,
 )
@@ -508,6 +509,8 @@ def message_logs(t: Traffic, s: Samples, rng: np.random.Generator, router_down_f
                                     _threads(rng, "http-nio-809" + str(c + 1) + "-exec-", len(d)),
                                     concat(f"[{name}] Delivery receipt: messageId=", mid[d], ", status=DELIVERED"),
                                     message_id=text(mid[d])))
+    blocks += callback_logs(t, i, rng)
+    blocks += redelivery_logs(t, alive)
     lost = np.where(t.lost_from == NAT, np.iinfo(np.int64).max, t.lost_from)
     d = i[(t.delivered[i] != NAT) & (t.delivered[i] < end) & (t.delivered[i] < lost[i]) & ~t.publish_failed[i]]
     if t.deployed_flow:
@@ -525,6 +528,51 @@ def message_logs(t: Traffic, s: Samples, rng: np.random.Generator, router_down_f
     blocks += failure_logs(t, s.failure, rng, alive)
     blocks += incident_message_logs(t, rng)
     return blocks
+
+
+def callback_logs(t: Traffic, i: np.ndarray, rng: np.random.Generator) -> list[LogBlock]:
+    """The deployed connectors' READ-status callback to message-service, 2 s after each accepted
+    message of the detail sample ``i``: "Callback sent successfully", or "Callback failed" with
+    ``t.callback_error`` (every callback; the chronic noise) or ``t.callback_fault`` (one channel
+    from a time on). The runbook flow has no such callback unless one of those is set."""
+    sv, end = t.profile.services, t.end_ns
+    if not t.deployed_flow and t.callback_error is None and t.callback_fault is None:
+        return []
+    blocks = []
+    for c in pop.EXTERNAL:
+        a = i[(t.channel[i] == c) & (t.ack[i] != NAT)]
+        at = t.ack[a] + 2 * NS + lognormal_s(rng, 0.05, 0.5, len(a))
+        a, at = a[at < end], at[at < end]
+        error = np.full(len(a), t.callback_error, dtype=object)
+        if t.callback_fault is not None and t.callback_fault[0] == c:
+            error[at >= t.callback_fault[1]] = t.callback_fault[2]
+        failed = np.array([e is not None for e in error], dtype=bool)
+        if not (t.deployed_flow or failed.any()):
+            continue
+        name, pkg = PLATFORM_NAMES[c], _CONNECTOR_PKG[c]
+        mid = t.msg_ids[a]
+        blocks.append(log_block(
+            at, sv.connector(pop.CHANNELS[c]), np.where(failed, "ERROR", "INFO"),
+            f"com.chat4all.connector.{pkg}.service.{name}Service", _threads(rng, "reactor-http-nio-", len(a), 4),
+            where(failed, concat(f"[{name}] Callback failed: messageId=", mid, ", error=", np.where(failed, error, "")),
+                  concat(f"[{name}] Callback sent successfully: messageId=", mid)),
+            message_id=text(mid)))
+    return blocks
+
+
+def redelivery_logs(t: Traffic, alive: int) -> list[LogBlock]:
+    """The router's duplicate skips (chronic noise): every message whose event came back, not sampled."""
+    if t.redelivery_ns is None or not t.redelivery_ns.any():
+        return []
+    finish = np.where(t.failed != NAT, t.failed, t.delivered)
+    at = np.where((t.redelivery_ns > 0) & (finish != NAT), finish + t.redelivery_ns, NAT)
+    r = np.flatnonzero((at != NAT) & (at < min(t.end_ns, alive)))
+    mid, router = t.msg_ids[r], t.profile.services.router
+    return [log_block(at[r], router, "WARN", "com.chat4all.router.handler.DeduplicationHandler", LISTENER_THREAD,
+                      concat("Duplicate message detected in Redis: ", mid), message_id=text(mid)),
+            log_block(at[r] + MS, router, "WARN", "com.chat4all.router.consumer.MessageEventConsumer",
+                      LISTENER_THREAD, concat("Duplicate message detected, skipping processing: ", mid),
+                      message_id=text(mid))]
 
 
 def failure_logs(t: Traffic, f: np.ndarray, rng: np.random.Generator, alive: int) -> list[LogBlock]:
@@ -545,6 +593,9 @@ def failure_logs(t: Traffic, f: np.ndarray, rng: np.random.Generator, alive: int
     more = k < MAX_RETRIES
     retryable = RETRYABLE[kind]
     level = np.where(more & retryable, "WARN", "ERROR")
+    # A body that says how long to wait puts that value on every line quoting it.
+    waits = where(api & RETRY_AFTER_IN_BODY[kind],
+                  concat('{"retry_after":"', int_text(BACKOFF_S[kind].astype(np.int64)), '"}'))
     for c in pop.EXTERNAL:
         name, pkg = PLATFORM_NAMES[c], _CONNECTOR_PKG[c]
         conn = sv.connector(pop.CHANNELS[c])
@@ -556,7 +607,8 @@ def failure_logs(t: Traffic, f: np.ndarray, rng: np.random.Generator, alive: int
                     concat(f"[{name}] API error: messageId=", mid[m_], ", status=", int_text(http[a]), ", body=", body))
             blocks.append(log_block(at[a] - MS, conn, level[a], f"com.chat4all.connector.{pkg}.client.{name}ApiClient",
                                     _threads(rng, thread, a.sum()), line,
-                                    message_id=None if c == pop.TG else text(mid[m_]), http_status=http[a]))
+                                    message_id=None if c == pop.TG else text(mid[m_]), http_status=http[a],
+                                    rate_limit=text(waits)[a]))
             rl = a & RATE_LIMITED[kind]
             if rl.any():
                 m_ = msg[rl]
@@ -589,7 +641,7 @@ def failure_logs(t: Traffic, f: np.ndarray, rng: np.random.Generator, alive: int
                               'timed out')))
     blocks.append(log_block(at[a] + MS, sv.router, "ERROR", "com.chat4all.router.service.ConnectorClient",
                             LISTENER_THREAD, router_line[a], stack_trace=stack[a],
-                            http_status=np.where(transport[a], -1, http[a])))
+                            http_status=np.where(transport[a], -1, http[a]), rate_limit=text(waits)[a]))
     w = a & more & retryable
     if w.any():
         backoff = (BACKOFF_S[kind[w]] * 1000).astype(np.int64)

@@ -24,12 +24,21 @@ import pandas as pd
 from forensics.profiles import Profile
 from forensics.simulate import population as pop
 from forensics.simulate.columns import MS, NAT, NS, lognormal_s, uuids
-from forensics.simulate.failures import ATTEMPT_S, IS_CALLBACK, KIND, KINDS, NOISE
+from forensics.simulate.failures import ATTEMPT_S, CHRONIC, IS_CALLBACK, KIND, KINDS, NOISE
 from forensics.sources.partitioner import partitions_for
 
 MAX_RETRIES = 3
 NOISE_RATE = 0.003
 """Share of connector-bound messages that meet a sporadic platform error in any scenario."""
+CHRONIC_RATE = (0.005, 0.02)
+"""Range of the extra share of connector-bound messages failing with the ``CHRONIC`` mix when
+the deployed code's chronic noise is on (drawn per seed: installations differ)."""
+REDELIVERY_RATE = (0.001, 0.005)
+"""Range of the share of messages whose event the router meets a second time (chronic noise;
+drawn per seed): it finds the ``router:processed`` key and skips it with two WARN lines."""
+CALLBACK_REFUSED = "Connection refused: localhost/127.0.0.1:8081"
+"""What a connector's READ-status callback meets when CALLBACK_BASE_URL is unset: the
+default ``http://localhost:8081`` points at the connector's own container."""
 _CALL_MEDIAN_S = {pop.WA: 0.40, pop.TG: 0.25, pop.IG: 0.45, pop.INTERNAL: 0.01}
 
 
@@ -101,7 +110,22 @@ class Traffic:
     """The router could not publish the message onward (missing topic)."""
     publish_at: np.ndarray = field(init=False)
     """When the failed publish was attempted (the producer gives up max.block.ms later)."""
-    # derived once the scenario has run (tables.failure_texts / tables.messages)
+    chronic_noise: bool = field(init=False, default=False)
+    """The deployed code's chronic noise is on (``add_chronic_noise``)."""
+    redelivery_ns: np.ndarray | None = field(init=False, default=None)
+    """How long after the message finished (delivered or failed) the router met its event a
+    second time and skipped it as a duplicate (0: never)."""
+    callback_error: str | None = field(init=False, default=None)
+    """What every connector READ-status callback meets (``CALLBACK_REFUSED`` with the chronic
+    noise); None: the callbacks reach message-service."""
+    callback_fault: tuple[int, int, str] | None = field(init=False, default=None)
+    """(channel, from ns, error): that channel's callbacks fail with ``error`` from then on."""
+    # derived once the scenario has run (tables.failure_texts / tables.messages / tables.status_events)
+    cuts_ns: tuple[int, ...] = field(init=False, default=())
+    """Boundaries between periods returned apart (a baseline before the window); the history
+    rows of ``status_events`` are ordered by period first, so each period is one slice."""
+    history_msg: np.ndarray | None = field(init=False, default=None)
+    """Message index of each history row of ``status_events``, in the table's order."""
     body: np.ndarray | None = field(init=False, default=None)
     error_text: np.ndarray | None = field(init=False, default=None)
     status: np.ndarray | None = field(init=False, default=None)
@@ -210,7 +234,7 @@ class Traffic:
     def release(self) -> None:
         """Drop the per-message arrays only the bounded tables and ``messages`` needed."""
         for name in ("routed", "first_attempt", "call_ns", "step_ns", "ack", "delivered", "read", "failed",
-                     "duplicate_at", "lost_from", "publish_at", "file_size", "body", "platform_ids",
+                     "duplicate_at", "lost_from", "publish_at", "redelivery_ns", "file_size", "body", "platform_ids",
                      "event_offset", "out_partition", "out_offset", "content_code"):
             setattr(self, name, None)
 
@@ -222,37 +246,35 @@ class Traffic:
 
 
 def build_traffic(rng: np.random.Generator, profile: Profile, n: int, start_ns: int, end_ns: int,
-                  surge: Surge | None = None) -> Traffic:
-    """Draw ``n`` messages in [start_ns, end_ns) grouped into conversations."""
-    duration = end_ns - start_ns
-    # Conversation sizes: 1 + Poisson(3); cut so that they add up to exactly n messages.
-    sizes = 1 + rng.poisson(3.0, n // 3 + 2)
-    campaign = rng.random(len(sizes)) < (surge.share if surge is not None else 0.0)
-    sizes[campaign] = 1
-    ends = np.cumsum(sizes)
-    n_conv = int(np.searchsorted(ends, n) + 1)
-    sizes, campaign = sizes[:n_conv].copy(), campaign[:n_conv]
-    sizes[-1] -= ends[n_conv - 1] - n
+                  surge: Surge | None = None, chronic_noise: bool = False,
+                  lead: tuple[int, int] | None = None) -> Traffic:
+    """Draw ``n`` messages in [start_ns, end_ns) grouped into conversations.
+
+    lead: ``(count, since_ns)``: about that many more messages from ``since_ns`` on (a baseline
+    period before the window; the traffic then starts at ``since_ns``). Its conversations run
+    on into the window as they would, and the window's own conversations make up the rest,
+    so the window still holds exactly ``n`` messages. chronic_noise: the deployed code's
+    everyday noise (``add_chronic_noise``).
+    """
+    window_start, share = start_ns, surge.share if surge is not None else 0.0
+    if lead is not None and lead[0] > 0:
+        before = _conversations(rng, lead[0], lead[1], start_ns, 0.0, run_on=True)
+        spill = int((before[2] >= start_ns).sum())
+        after = _conversations(rng, max(n - spill, 1), start_ns, end_ns, share)
+        sizes, campaign, created, conv_start = (np.concatenate(pair) for pair in zip(before, after, strict=True))
+        start_ns, n = lead[1], len(created)
+    else:
+        sizes, campaign, created, conv_start = _conversations(rng, n, start_ns, end_ns, share)
+    n_conv = len(sizes)
     conv = np.repeat(np.arange(n_conv, dtype=np.int32), sizes)
-    first_of_conv = np.cumsum(sizes) - sizes
-    # Messages of a conversation follow each other by exponential gaps (mean 25 s).
-    gaps = rng.exponential(25.0 * NS, n).astype(np.int64)
-    gaps[first_of_conv] = 0
-    offsets = np.cumsum(gaps)
-    offsets -= np.repeat(offsets[first_of_conv], sizes)
-    span = offsets[first_of_conv + sizes - 1]
-    squeeze = span > duration * 0.5
-    if squeeze.any():
-        factor = np.where(squeeze, duration * 0.5 / np.maximum(span, 1), 1.0)
-        offsets = (offsets * factor[conv]).astype(np.int64)
-        span = offsets[first_of_conv + sizes - 1]
-    conv_start = start_ns + (rng.random(n_conv) * (duration - span - 1)).astype(np.int64)
+    span = created[np.cumsum(sizes) - 1] - conv_start
     conv_channel = rng.choice(len(pop.CHANNELS), n_conv, p=pop.CHANNEL_MIX).astype(np.int8)
     if surge is not None:
         conv_channel[campaign] = surge.channel
-        conv_start[campaign] = surge.start_ns + (rng.random(campaign.sum()) * surge.duration_ns).astype(np.int64)
-        conv_start = np.minimum(conv_start, end_ns - span - 1)
-    created = conv_start[conv] + offsets
+        moved = surge.start_ns + (rng.random(campaign.sum()) * surge.duration_ns).astype(np.int64)
+        moved = np.minimum(moved, end_ns - span[campaign] - 1)
+        created[np.repeat(campaign, sizes)] += np.repeat(moved - conv_start[campaign], sizes[campaign])
+        conv_start[campaign] = moved
     order = np.argsort(created, kind="stable")
     created, conv = created[order], conv[order]
 
@@ -278,7 +300,8 @@ def build_traffic(rng: np.random.Generator, profile: Profile, n: int, start_ns: 
     is_text = content_type == pop.TEXT
     content_code = np.where(is_text, rng.integers(0, len(texts), n),
                             len(texts) + rng.integers(0, len(pop.CAPTIONS), n)).astype(np.int32)
-    hostile = rng.choice(n, min(n, len(pop.HOSTILE_CONTENT)), replace=False)
+    in_window = np.flatnonzero(created >= window_start)  # a few hostile texts in every window
+    hostile = rng.choice(in_window, min(len(in_window), len(pop.HOSTILE_CONTENT)), replace=False)
     content_code[hostile] = len(texts) + len(pop.CAPTIONS) + np.arange(len(hostile))
     content_type[hostile] = pop.TEXT
     file_size = np.full(n, -1, dtype=np.int64)
@@ -305,8 +328,42 @@ def build_traffic(rng: np.random.Generator, profile: Profile, n: int, start_ns: 
         event_partition=event_partition, event_offset=event_offset,
         vocab=vocab, vocab_len=np.array([len(v) for v in vocab], dtype=np.int64),
     )
+    t.chronic_noise = chronic_noise
     healthy_delivery(t)
     return t
+
+
+def _conversations(rng: np.random.Generator, n: int, start_ns: int, end_ns: int, campaign_share: float,
+                   run_on: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Conversations of exactly ``n`` messages starting in [start_ns, end_ns): sizes (1 +
+    Poisson(3), the last one cut), which are single-message campaign conversations
+    (``campaign_share`` of them), each message's creation time (in conversation order) and
+    each conversation's start. ``run_on``: conversations may go on past ``end_ns``; otherwise
+    every message is created before it."""
+    sizes = 1 + rng.poisson(3.0, n // 3 + 2)
+    campaign = rng.random(len(sizes)) < campaign_share
+    sizes[campaign] = 1
+    ends = np.cumsum(sizes)
+    n_conv = int(np.searchsorted(ends, n) + 1)
+    sizes, campaign = sizes[:n_conv].copy(), campaign[:n_conv]
+    sizes[-1] -= ends[n_conv - 1] - n
+    conv = np.repeat(np.arange(n_conv, dtype=np.int32), sizes)
+    first_of_conv = np.cumsum(sizes) - sizes
+    # Messages of a conversation follow each other by exponential gaps (mean 25 s).
+    gaps = rng.exponential(25.0 * NS, n).astype(np.int64)
+    gaps[first_of_conv] = 0
+    offsets = np.cumsum(gaps)
+    offsets -= np.repeat(offsets[first_of_conv], sizes)
+    span = offsets[first_of_conv + sizes - 1]
+    duration = end_ns - start_ns
+    squeeze = span > duration * 0.5
+    if squeeze.any():
+        factor = np.where(squeeze, duration * 0.5 / np.maximum(span, 1), 1.0)
+        offsets = (offsets * factor[conv]).astype(np.int64)
+        span = offsets[first_of_conv + sizes - 1]
+    room = duration if run_on else duration - span - 1
+    conv_start = start_ns + (rng.random(n_conv) * room).astype(np.int64)
+    return sizes, campaign, conv_start[conv] + offsets, conv_start
 
 
 def _offsets(rng: np.random.Generator, partition: np.ndarray, partitions: int) -> np.ndarray:
@@ -349,7 +406,10 @@ def healthy_delivery(t: Traffic) -> None:
     t.history_gap = np.zeros(n, dtype=bool)
     t.publish_failed = np.zeros(n, dtype=bool)
     t.publish_at = np.full(n, NAT, dtype=np.int64)
+    t.redelivery_ns = np.zeros(n, dtype=np.int64)
     add_noise(t)
+    if t.chronic_noise:
+        add_chronic_noise(t)
     sequence_conversations(t)
 
 
@@ -375,11 +435,21 @@ def sequence_conversations(t: Traffic, max_passes: int = 20) -> None:
             arr += np.where(arr == NAT, 0, delay)
 
 
-def add_noise(t: Traffic, rate: float = NOISE_RATE) -> None:
-    """Sporadic failures of mixed kinds on every connector channel."""
+def add_chronic_noise(t: Traffic) -> None:
+    """The deployed code's everyday noise, the same before and during any incident: background
+    failures of a wide mix of platform codes, connectors whose READ-status callbacks are refused
+    (CALLBACK_BASE_URL unset), and events the router meets twice and skips as duplicates."""
+    add_noise(t, t.rng.uniform(*CHRONIC_RATE), CHRONIC)
+    t.callback_error = CALLBACK_REFUSED
+    again = np.flatnonzero((t.routed != NAT) & (t.rng.random(t.n) < t.rng.uniform(*REDELIVERY_RATE)))
+    t.redelivery_ns[again] = lognormal_s(t.rng, 20.0, 1.0, len(again))
+
+
+def add_noise(t: Traffic, rate: float = NOISE_RATE, mix: dict[int, dict[str, float]] = NOISE) -> None:
+    """Sporadic failures of mixed kinds on every connector channel (``mix``: channel -> kind -> share)."""
     ch = t.channel
-    hit = (ch != pop.INTERNAL) & (t.rng.random(t.n) < rate)
-    for c, shares in NOISE.items():
+    hit = (ch != pop.INTERNAL) & (t.fail_kind < 0) & (t.transient_kind < 0) & (t.rng.random(t.n) < rate)
+    for c, shares in mix.items():
         idx = np.flatnonzero(hit & (ch == c))
         names = list(shares)
         picks = t.rng.choice(len(names), len(idx), p=list(shares.values()))

@@ -1,4 +1,4 @@
-"""Jaeger as an evidence source: a client for the query API and ``collect(request)``.
+"""Jaeger as an evidence source: a client for the query API and the :class:`Source`.
 
 The client speaks both query APIs and finds out which one a server has, probing
 ``/api/v3/services`` (OTLP JSON, Jaeger v2) then ``/api/services`` (v1 JSON; releases
@@ -19,7 +19,6 @@ server should fail fast, a timeout already cost ``Limits.timeout_s``).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,15 +29,19 @@ import requests
 
 from forensics import schema
 from forensics.config import DEFAULT_LIMITS, Limits, connection
-from forensics.credentials import host_of, mask_uri
-from forensics.errors import SourceError, is_connection_refused
-from forensics.sources.registry import CollectRequest, SourceResult
+from forensics.credentials import mask_uri
+from forensics.errors import SourceError
+from forensics.sources.base import EvidenceSource, Option, SourceResult
+from forensics.sources.http import Hints, HttpJsonClient
+from forensics.timeutil import Window
 from forensics.traces import TraceFileError, parse_traces, tag_values
 from forensics.traces.readers import read_trace_files, trace_files
 
 DEFAULT_LOOKBACK = pd.Timedelta(days=2)
 """Search window when none is given (the v1 API's own default)."""
 RETRY_STATUS = frozenset({500, 502, 503, 504})
+HINTS = Hints(refused="is Jaeger running? scripts/services status; FORENSICS_JAEGER_URL (query port, default 16686)",
+              timeout="is the Jaeger query service up and not overloaded?", network="network path to Jaeger")
 STATUS_TAGS = frozenset({"error", "otel.status_code", "otel.status_description"})
 """Tags Jaeger v2 derives from the OTLP span status: its storage cannot search them, so they
 are matched here, after the search."""
@@ -127,10 +130,10 @@ class JaegerClient:
         if api not in (None, "v1", "v3"):
             raise ValueError(f"api must be 'v1', 'v3' or None (detect), not {api!r}")
         self.url = resolved.rstrip("/")
-        self.limits, self.retries, self.backoff_s = limits, retries, backoff_s
-        self.session = session or requests.Session()
-        self.session.headers.setdefault("Accept", "application/json")
-        self.history: list[dict[str, Any]] = []
+        self.limits = limits
+        self.http = HttpJsonClient(self.url, unavailable=JaegerUnavailable, hints=HINTS, limits=limits,
+                                   retries=retries, backoff_s=backoff_s, retry_status=RETRY_STATUS, session=session)
+        self.history = self.http.history
         self._api = api
 
     def __repr__(self) -> str:
@@ -144,35 +147,8 @@ class JaegerClient:
         ``traces``: a JSON 404 means "no such trace(s)" (NoTracesFound) rather than a
         missing endpoint.
         """
-        url = self.url + path
-        where = mask_uri(url)
-        for attempt in range(self.retries + 1):
-            began = time.monotonic()
-            try:
-                resp = self.session.get(url, params=params,
-                                        timeout=(self.limits.connect_timeout_s, self.limits.timeout_s))
-            except requests.exceptions.Timeout as exc:
-                self._log(path, params, None, began)
-                raise JaegerUnavailable(f"no answer from {host_of(self.url)} within "
-                                        f"{self.limits.timeout_s:g} s ({path})",
-                                        "is the Jaeger query service up and not overloaded?", url=where) from exc
-            except requests.exceptions.ConnectionError as exc:
-                self._log(path, params, None, began)
-                if is_connection_refused(exc):
-                    raise JaegerUnavailable(f"connection refused by {host_of(self.url)}",
-                                            "is Jaeger running? scripts/services status; FORENSICS_JAEGER_URL "
-                                            "(query port, default 16686)", url=where) from exc
-                if attempt < self.retries:
-                    time.sleep(self.backoff_s * 2 ** attempt)
-                    continue
-                raise JaegerUnavailable(f"connection to {host_of(self.url)} failed after {attempt + 1} attempts: "
-                                        f"{exc.__class__.__name__}", "network path to Jaeger", url=where) from exc
-            self._log(path, params, resp.status_code, began)
-            if resp.status_code in RETRY_STATUS and attempt < self.retries:
-                time.sleep(self.backoff_s * 2 ** attempt)
-                continue
-            return self._decode(resp, path, where, traces)
-        raise AssertionError("unreachable")  # the loop returns or raises
+        resp, entry = self.http.get(path, params)
+        return self._decode(resp, path, entry["url"], traces)
 
     def _decode(self, resp: requests.Response, path: str, where: str, traces: bool) -> Any:
         ctype = resp.headers.get("Content-Type", "")
@@ -206,10 +182,6 @@ class JaegerClient:
                               status=status, url=where)
         raise JaegerServerError(f"HTTP {status} from {path}: {reason}", "Jaeger's own log and its storage backend",
                                 status=status, url=where)
-
-    def _log(self, path: str, params: Any, status: int | None, began: float) -> None:
-        self.history.append({"url": mask_uri(self.url + path), "params": params, "status": status,
-                             "elapsed_ms": round((time.monotonic() - began) * 1000, 1)})
 
     # -- API detection -----------------------------------------------------------------------
 
@@ -371,88 +343,93 @@ def _traces_with_tagged_span(spans: pd.DataFrame, service: str, tags: dict[str, 
     return spans[spans["trace_id"].isin(keep)].reset_index(drop=True)
 
 
-def _file_paths(value: str | Iterable[str]) -> list[str]:
-    """``files`` as given: ``"a.json,dir/"`` (the command line) or a list of paths."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return [str(p).strip() for p in items if str(p).strip()]
-
-
-def collect_files(request: CollectRequest, paths: list[str]) -> SourceResult:
-    """Spans from trace files instead of the query API: every file of ``paths`` (files, or
-    directories searched recursively) in any shape :func:`~forensics.traces.read_trace_file`
-    reads, keeping the traces with a span starting in the request window (whole traces, as a
-    search returns them). Spans repeated across files (one trace downloaded twice) are kept
-    once. A file that cannot be read fails the source with its one-line reason."""
-    limits: Limits = request.options.get("limits") or DEFAULT_LIMITS
-    try:
-        files = trace_files(paths)
-        if request.progress:
-            request.progress(f"jaeger: reading {len(files)} trace file(s)")
-        spans = read_trace_files(files)
-    except TraceFileError as exc:
-        raise SourceError("jaeger", str(exc), "the files given with -o files=") from exc
-    notes: list[str] = []
-    repeated = spans.duplicated(["trace_id", "span_id", "start", "duration_ms", "operation", "service"])
-    if repeated.any():
-        notes.append(f"{int(repeated.sum())} span(s) repeated across files kept once")
-        spans = spans[~repeated]
-    inside = spans["start"].ge(request.window.start) & spans["start"].lt(request.window.end)
-    keep = spans["trace_id"].isin(spans.loc[inside.fillna(False).astype(bool), "trace_id"])
-    outside = spans.loc[~keep, "trace_id"].nunique()
-    if outside:
-        notes.append(f"{outside} trace(s) with no span starting in the window left out")
-    spans = spans[keep].reset_index(drop=True)
-    if len(spans) > limits.max_rows:
-        notes.append(f"spans truncated at {limits.max_rows} rows")
-        spans = spans.iloc[:limits.max_rows]
-    description = {"kind": "jaeger-files", "files": [str(f) for f in files], "traces": int(spans["trace_id"].nunique()),
-                   "notes": notes}
-    return SourceResult(tables={"spans": schema.conform("spans", spans)}, description=description,
-                        queries={"spans": [{"file": str(f)} for f in files]})
-
-
-def collect(request: CollectRequest) -> SourceResult:
-    """Spans of every trace touching the profile's services within the request window.
+class Source(EvidenceSource):
+    """Spans of every trace touching the profile's services within the window.
 
     Options: ``files`` (trace files or directories, comma-separated: read them instead of
-    the query API, :func:`collect_files`), ``jaeger_url`` (default FORENSICS_JAEGER_URL),
+    the query API, :meth:`read_files`), ``jaeger_url`` (default FORENSICS_JAEGER_URL),
     ``jaeger_api`` (v1/v3, default detect), ``services`` (default the profile's),
-    ``traces_per_service`` (default 200) and ``limits``. A service that reaches the
+    ``traces_per_service`` (default 200) and the query bounds. A service that reaches the
     per-service limit is named in the notes: the window holds more traces than were read.
     Services Jaeger has never seen are noted too.
     """
-    opts = request.options
-    if opts.get("files"):
-        return collect_files(request, _file_paths(opts["files"]))
-    limits: Limits = opts.get("limits") or DEFAULT_LIMITS
-    client = JaegerClient(opts.get("jaeger_url"), api=opts.get("jaeger_api"), limits=limits)
-    per_service = int(opts.get("traces_per_service") or 200)
-    wanted = list(opts.get("services") or request.profile.services.all())
-    known = set(client.services())
-    frames: list[pd.DataFrame] = []
-    notes: list[str] = []
-    seen: set[str] = set()
-    counts: dict[str, int] = {}
-    for service in wanted:
-        if service not in known:
-            notes.append(f"{service}: Jaeger has no spans of this service")
-            continue
-        if request.progress:
-            request.progress(f"jaeger: searching {service}")
-        spans = client.search(service, start=request.window.start, end=request.window.end, limit=per_service)
-        found = spans["trace_id"].nunique()
-        counts[service] = int(found)
-        if found >= per_service:
-            notes.append(f"{service}: limit reached ({per_service} traces); the window holds more, "
-                         "raise traces_per_service or narrow the window")
-        fresh = spans[~spans["trace_id"].isin(seen)]
-        seen.update(fresh["trace_id"].unique())
-        frames.append(fresh)
-    spans = pd.concat(frames, ignore_index=True) if frames else schema.empty("spans")
-    if len(spans) > limits.max_rows:
-        notes.append(f"spans truncated at {limits.max_rows} rows")
-        spans = spans.iloc[:limits.max_rows]
-    description = {"kind": "jaeger", "url": mask_uri(client.url), "api": client.api,
-                   "services": wanted, "traces_per_service": per_service, "traces": counts, "notes": notes}
-    return SourceResult(tables={"spans": schema.conform("spans", spans)}, description=description,
-                        queries={"spans": client.history})
+
+    name = "jaeger"
+    tables = ("spans",)
+    connection, env = "jaeger_url", "jaeger"
+    options = (
+        Option("jaeger_api", "choice", None, "query API (default: detect)", choices=("v1", "v3")),
+        Option("services", "list", None, "services to search (default: the profile's)"),
+        Option("traces_per_service", "int", 200, "traces read per service at most", minimum=1),
+        Option("files", "list", None, "trace files or directories to read instead of the query API"),
+    )
+
+    def read(self, window: Window) -> SourceResult:
+        if self.opts["files"]:
+            return self.read_files(window, self.opts["files"])
+        opts, limits = self.opts, self.opts.limits
+        client = JaegerClient(opts.connection, api=opts["jaeger_api"], limits=limits)
+        per_service = opts["traces_per_service"]
+        wanted = list(opts["services"] or self.profile.services.all())
+        known = set(client.services())
+        frames: list[pd.DataFrame] = []
+        notes: list[str] = []
+        seen: set[str] = set()
+        counts: dict[str, int] = {}
+        for service in wanted:
+            if service not in known:
+                notes.append(f"{service}: Jaeger has no spans of this service")
+                continue
+            self.say(f"jaeger: searching {service}")
+            spans = client.search(service, start=window.start, end=window.end, limit=per_service)
+            found = spans["trace_id"].nunique()
+            counts[service] = int(found)
+            if found >= per_service:
+                notes.append(f"{service}: limit reached ({per_service} traces); the window holds more, "
+                             "raise traces_per_service or narrow the window")
+            fresh = spans[~spans["trace_id"].isin(seen)]
+            seen.update(fresh["trace_id"].unique())
+            frames.append(fresh)
+        spans = pd.concat(frames, ignore_index=True) if frames else schema.empty("spans")
+        truncated = len(spans) > limits.max_rows
+        if truncated:
+            notes.append(f"spans truncated at {limits.max_rows} rows")
+            spans = spans.iloc[:limits.max_rows]
+        tables = {"spans": schema.conform("spans", spans)}
+        description = self.describe(tables, notes=notes, truncated=truncated, connection=mask_uri(client.url),
+                                    api=client.api, services=wanted, traces=counts)
+        return SourceResult(tables=tables, description=description, queries={"spans": client.history})
+
+    def read_files(self, window: Window, paths: list[str]) -> SourceResult:
+        """Spans from trace files instead of the query API: every file of ``paths`` (files, or
+        directories searched recursively) in any shape :func:`~forensics.traces.read_trace_file`
+        reads, keeping the traces with a span starting in the window (whole traces, as a search
+        returns them). Spans repeated across files (one trace downloaded twice) are kept once.
+        A file that cannot be read fails the source with its one-line reason."""
+        limits = self.opts.limits
+        try:
+            files = trace_files(paths)
+            self.say(f"jaeger: reading {len(files)} trace file(s)")
+            spans = read_trace_files(files)
+        except TraceFileError as exc:
+            raise SourceError("jaeger", str(exc), "the files given with -o files=") from exc
+        notes: list[str] = []
+        repeated = spans.duplicated(["trace_id", "span_id", "start", "duration_ms", "operation", "service"])
+        if repeated.any():
+            notes.append(f"{int(repeated.sum())} span(s) repeated across files kept once")
+            spans = spans[~repeated]
+        inside = spans["start"].ge(window.start) & spans["start"].lt(window.end)
+        keep = spans["trace_id"].isin(spans.loc[inside.fillna(False).astype(bool), "trace_id"])
+        outside = spans.loc[~keep, "trace_id"].nunique()
+        if outside:
+            notes.append(f"{outside} trace(s) with no span starting in the window left out")
+        spans = spans[keep].reset_index(drop=True)
+        truncated = len(spans) > limits.max_rows
+        if truncated:
+            notes.append(f"spans truncated at {limits.max_rows} rows")
+            spans = spans.iloc[:limits.max_rows]
+        tables = {"spans": schema.conform("spans", spans)}
+        description = self.describe(tables, notes=notes, truncated=truncated, connection=", ".join(map(str, files)),
+                                    files=[str(f) for f in files], traces=int(spans["trace_id"].nunique()))
+        return SourceResult(tables=tables, description=description,
+                            queries={"spans": [{"file": str(f)} for f in files]})

@@ -33,8 +33,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..config import Limits
-from ..errors import SourceError
+from forensics.config import Limits
+from forensics.errors import SourceError
+from forensics.sources import kafka_records
 
 READER_ENV = "FORENSICS_KAFKA_READER"
 BATCH_ROWS = 65_536
@@ -134,15 +135,13 @@ def _patched(array: pa.Array, patches: dict[int, Any]) -> pa.Array:
 
 
 def batch_columns(batch: dict[str, Any], headers: bool, max_bytes: int) -> dict[str, pa.Array]:
-    """One native batch -> the columns the Python path's ``_raw_columns`` gives."""
-    from . import kafka
-
+    """One native batch -> the columns the Python path's ``raw_columns`` gives."""
     rows = batch["rows"]
     cols: dict[str, pa.Array] = {
         "topic": _strings(batch["topic"], rows),
         "partition": _numbers(batch["partition"], rows, pa.int32()).cast(pa.int64()),
         "offset": _numbers(batch["offset"], rows, pa.int64()),
-        "timestamp": _numbers(batch["timestamp"], rows, kafka.UTC_NS),
+        "timestamp": _numbers(batch["timestamp"], rows, kafka_records.UTC_NS),
         "key": _strings(batch["key"], rows),
         "source_ref": _strings(batch["source_ref"], rows),
     }
@@ -150,11 +149,11 @@ def batch_columns(batch: dict[str, Any], headers: bool, max_bytes: int) -> dict[
         text = {c: _strings(batch[c], rows) for c in ("headers", "original_topic", "exception_class",
                                                       "exception_message")}
         ints = {c: _numbers(batch[c], rows, pa.int64()) for c in ("original_partition", "original_offset")}
-        ints["original_timestamp"] = _numbers(batch["original_timestamp"], rows, kafka.UTC_NS)
+        ints["original_timestamp"] = _numbers(batch["original_timestamp"], rows, kafka_records.UTC_NS)
         patches: dict[str, dict[int, Any]] = {c: {} for c in (*text, *ints)}
         cache: dict = {}
         for row, pairs in batch["python_header_rows"]:
-            patches["headers"][row], found = kafka.decode_headers(pairs, cache)
+            patches["headers"][row], found = kafka_records.decode_headers(pairs, cache)
             for column, value in found.items():
                 patches[column][row] = value
         ms = patches.pop("original_timestamp")  # decode_headers gives epoch ms; the column holds ns
@@ -162,35 +161,35 @@ def batch_columns(batch: dict[str, Any], headers: bool, max_bytes: int) -> dict[
         if ms:
             rows_ms = sorted(ms)
             cols["original_timestamp"] = _replaced(ints["original_timestamp"], rows_ms,
-                                                   kafka._ms_times([ms[r] for r in rows_ms]))
+                                                   kafka_records.ms_times([ms[r] for r in rows_ms]))
         else:
             cols["original_timestamp"] = ints["original_timestamp"]
 
     fields = {c: _strings(batch[c], rows) for c in _FIELDS[:4]}
     payload = _strings(batch["payload"], rows)
-    times = _numbers(batch["event_time"], rows, kafka.UTC_NS)
+    times = _numbers(batch["event_time"], rows, kafka_records.UTC_NS)
     field_patches: dict[str, dict[int, Any]] = {c: {} for c in fields}
     payload_patches: dict[int, Any] = {}
     errors: dict[int, Any] = {}
     time_patches: dict[int, Any] = {}
     for row, value in batch["python_payload_rows"]:
-        d = kafka.decode_payload(value, max_bytes)
+        d = kafka_records.decode_payload(value, max_bytes)
         payload_patches[row], errors[row] = d.text, d.error
         if d.fields:
-            for column, keys in kafka._PAYLOAD_KEYS.items():
-                field_patches[column][row] = kafka._field_text(next((d.fields[k] for k in keys
+            for column, keys in kafka_records.PAYLOAD_KEYS.items():
+                field_patches[column][row] = kafka_records.field_text(next((d.fields[k] for k in keys
                                                                      if d.fields.get(k) is not None), None))
-            time_patches[row] = d.fields.get(kafka._PAYLOAD_TIME_KEY)
+            time_patches[row] = d.fields.get(kafka_records.PAYLOAD_TIME_KEY)
     for row, field, raw in batch["python_fields"]:
         value = json.loads(raw)
         if _FIELDS[field] == "event_time":
             time_patches[row] = value
         else:
-            field_patches[_FIELDS[field]][row] = kafka._field_text(value)
+            field_patches[_FIELDS[field]][row] = kafka_records.field_text(value)
     cols.update({c: _patched(a, field_patches[c]) for c, a in fields.items()})
     if time_patches:  # coerce_timestamps works value by value: the patched rows alone
         rows_patched = sorted(time_patches)
-        times = _replaced(times, rows_patched, kafka._times([time_patches[r] for r in rows_patched]))
+        times = _replaced(times, rows_patched, kafka_records.utc_times([time_patches[r] for r in rows_patched]))
     cols["event_time"] = times
     cols["payload"] = _patched(payload, payload_patches)
     cols["payload_bytes"] = _numbers(batch["payload_bytes"], rows, pa.int64())

@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 from forensics import schema
 from forensics.errors import SourceError
 from forensics.profiles import Profile, load_profile
-from forensics.sources.registry import CollectRequest, SourceResult
+from forensics.sources.base import EvidenceSource, Option, SourceResult
 from forensics.timeutil import Window, coerce_timestamps
 
 SOURCE = "logs"
@@ -604,27 +604,28 @@ def _settle(frame: pd.DataFrame) -> pd.DataFrame:
 
 # ---- collection ------------------------------------------------------------
 
-def _list_option(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return [str(v) for v in value]
+class Source(EvidenceSource):
+    """Logs named by ``logs`` (paths, or one comma-separated string; ``-`` = stdin) within the
+    window; ``log_services`` keeps only those services."""
 
+    name = "logs"
+    tables = ("log_events",)
+    bounded = False
+    options = (
+        Option("logs", "list", None, "log files, directories, .gz files or - for standard input"),
+        Option("log_services", "list", None, "services to keep (default: all)"),
+    )
 
-def collect(request: CollectRequest) -> SourceResult:
-    """Logs named by ``options["logs"]`` (paths, or one comma-separated string; ``-`` = stdin),
-    within the request window; ``options["log_services"]`` keeps only those services."""
-    paths = _list_option(request.options.get("logs"))
-    if not paths:
-        raise SourceError(SOURCE, "no log files given",
-                          "pass -o logs=PATH[,PATH...]: files, directories, .gz files or - for standard input")
-    services = _list_option(request.options.get("log_services")) or None
-    if request.progress:
-        request.progress(f"logs: reading {', '.join(paths)}")
-    frame = read_logs(paths, window=request.window, services=services, profile=request.profile)
-    parameters = {"paths": paths, "window": request.window.to_dict(), "services": services}
-    description = {"kind": "logs", "parameters": parameters, "rows": len(frame),
-                   "unparsed_rows": int(frame["parse_error"].notna().sum())}
-    return SourceResult(tables={"log_events": frame}, description=description,
-                        queries={"log_events": {"logs": parameters}})
+    def read(self, window: Window) -> SourceResult:
+        paths = self.opts["logs"]
+        if not paths:
+            raise SourceError(SOURCE, "no log files given",
+                              "pass -o logs=PATH[,PATH...]: files, directories, .gz files or - for standard input")
+        services = self.opts["log_services"] or None
+        self.say(f"logs: reading {', '.join(paths)}")
+        frame = read_logs(paths, window=window, services=services, profile=self.profile)
+        parameters = {"paths": paths, "window": window.to_dict(), "services": services}
+        tables = {"log_events": frame}
+        description = self.describe(tables, parameters=parameters,
+                                    unparsed_rows=int(frame["parse_error"].notna().sum()))
+        return SourceResult(tables=tables, description=description, queries={"log_events": {"logs": parameters}})

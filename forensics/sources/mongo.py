@@ -34,26 +34,23 @@ same canonical frames (tests pin it on odd documents).
 from __future__ import annotations
 
 import contextlib
-import json
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 import pymongo
-from bson import ObjectId, json_util
+from bson import ObjectId
 from bson import errors as bson_errors
 from pymongo import errors as mongo_errors
 
 from forensics import schema
-from forensics.config import DEFAULT_LIMITS, Limits, connection, limits_from_options
+from forensics.catalog import check_platform_limits
+from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import mask_uri
 from forensics.errors import ParameterError, SourceError
 from forensics.profiles import Profile, load_profile
+from forensics.sources.base import EvidenceSource, Option, SourceResult
 from forensics.sources.documents import (
     files_from_documents,
     flatten_documents,
@@ -61,15 +58,29 @@ from forensics.sources.documents import (
     status_events_from_documents,
     with_derived_pending,
 )
-from forensics.sources.registry import CollectRequest, SourceResult
+from forensics.sources.mongo_arrow import arrow_kinds, arrow_schema, arrow_to_flat, get_path, value_kind
+from forensics.sources.mongo_query import (
+    all_of,
+    any_path_in,
+    date_bucket,
+    first_date_of,
+    first_of,
+    literal_id,
+    literal_ids,
+    mark_truncated,
+    path_supplying,
+    query_json,
+    spellings,
+    time_range,
+    times_before,
+)
 from forensics.timeutil import Window, iso, parse_time
 
 with warnings.catch_warnings():
     # pymongoarrow 1.15 wheels are compiled against a pyarrow whose Cython object sizes
     # differ from 25.0.x (the version it pins): harmless "size changed" notices at import.
     warnings.filterwarnings("ignore", message=r".*size changed, may indicate binary incompatibility.*")
-    from pymongoarrow.api import Schema, find_arrow_all
-    from pymongoarrow.types import ObjectIdType
+    from pymongoarrow.api import find_arrow_all
 
 SOURCE = "mongodb"
 APPNAME = "chat4all-forensics"
@@ -79,310 +90,6 @@ UNREADABLE_MIN = 10
 """Documents that must come back unreadable before a query counts as a profile/type mismatch."""
 SAMPLE_SIZE = 256
 """Documents read as dicts to pick the Arrow type of every field (see :meth:`MongoSource._read`)."""
-
-# Epoch numbers are told apart by magnitude, exactly as forensics.timeutil does.
-_MS_FROM, _US_FROM, _NS_FROM = 1e11, 1e14, 1e17
-_ISO_MIN, _ISO_MAX = "0000-01-01", "9999-12-31"
-
-MB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class PlatformLimit:
-    text_chars: int
-    file_bytes: int
-    file_kinds: str = "any"
-    """``any`` file, or ``image`` when the platform's stated limit is for images only."""
-
-
-PLATFORM_LIMITS: dict[str, PlatformLimit] = {
-    "WHATSAPP": PlatformLimit(4096, 100 * MB),
-    "TELEGRAM": PlatformLimit(4096, 2048 * MB),
-    "INSTAGRAM": PlatformLimit(1000, 8 * MB, "image"),
-}
-"""Runbook R3.2 platform limits: text in characters, files in bytes (MB = 1024 x 1024)."""
-
-
-# ---- literal parameters -------------------------------------------------------------
-
-def literal_id(value: Any, what: str = "message id") -> str:
-    """``value`` if it is a non-empty ``str``; anything else is refused.
-
-    A dict (``{"$ne": None}``), a list, a number or None could change what a query means
-    or match by accident; such values are never sent to the server.
-    """
-    if not isinstance(value, str):
-        raise ParameterError(f"{what} must be a string, got {type(value).__name__} {value!r:.80}: "
-                             "ids are matched literally, never as query operators")
-    if not value:
-        raise ParameterError(f"{what} is empty")
-    return value
-
-
-def literal_ids(values: Any, what: str = "message id") -> list[str]:
-    """A sequence of ids (list, tuple, Series, array) -> unique ``str`` ids in first-seen order."""
-    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Sequence | pd.Series | np.ndarray):
-        raise ParameterError(f"{what}s must be a list of strings, got {type(values).__name__}")
-    return list(dict.fromkeys(literal_id(v, what) for v in values))
-
-
-def spellings(value: str) -> list[str]:
-    """The spellings a status or channel is stored with across variants (PENDING, pending, Pending)."""
-    return list(dict.fromkeys([value, value.upper(), value.lower(), value.capitalize()]))
-
-
-def any_path_in(paths: Sequence[str], values: Sequence[str]) -> dict:
-    """Filter: some path of ``paths`` holds one of ``values`` (``$in``: operands are literals)."""
-    clauses = [{p: {"$in": list(values)}} for p in paths]
-    return clauses[0] if len(clauses) == 1 else {"$or": clauses}
-
-
-def all_of(*filters: dict | None) -> dict:
-    parts = [f for f in filters if f]
-    return {} if not parts else parts[0] if len(parts) == 1 else {"$and": parts}
-
-
-def _ts(value) -> pd.Timestamp | None:
-    return None if value is None else parse_time(value)
-
-
-def time_range(paths: Sequence[str], start=None, end=None) -> dict:
-    """Filter: some path of ``paths`` holds a time in [start, end), whatever its storage.
-
-    MongoDB compares values of one BSON type only, so one clause per representation:
-    BSON dates; epoch seconds (< 1e11), epoch milliseconds (< 1e14); ISO 8601 strings in UTC
-    with ``T`` or a space between date and time (compared as text, so an ISO string with a
-    non-UTC offset or a numeric string is not selected by the server: rows that are
-    returned are checked again after normalisation). An open bound still bounds the type.
-    """
-    s, e = _ts(start), _ts(end)
-    bounds: list[tuple[Any, Any]] = [
-        (s.to_pydatetime() if s is not None else None, e.to_pydatetime() if e is not None else None),
-        (s.timestamp() if s is not None else None, e.timestamp() if e is not None else _MS_FROM),
-        (s.timestamp() * 1000 if s is not None else _MS_FROM, e.timestamp() * 1000 if e is not None else _US_FROM),
-    ]
-    for sep in ("T", " "):
-        lo = iso(s)[:-1].replace("T", sep).removesuffix(".000") if s is not None else _ISO_MIN
-        hi = iso(e)[:-1].replace("T", sep).removesuffix(".000") if e is not None else _ISO_MAX
-        bounds.append((lo, hi))
-    clauses = []
-    for path in paths:
-        for lo, hi in bounds:
-            cond = {}
-            if lo is not None:
-                cond["$gte"] = lo
-            if hi is not None:
-                cond["$lt"] = hi
-            if not cond:  # a date range open at both ends: any date
-                cond = {"$type": "date"}
-            clauses.append({path: cond})
-    return {"$or": clauses}
-
-
-def times_before(paths: Sequence[str], cutoff) -> dict:
-    """Filter: every path of ``paths`` is absent or holds a time before ``cutoff``, and one holds one."""
-    before = [time_range([p], None, cutoff) for p in paths]
-    each = [{"$or": [{p: None}, *b["$or"]]} for p, b in zip(paths, before, strict=True)]
-    return {"$and": [*each, {"$or": [c for b in before for c in b["$or"]]}]}
-
-
-def first_of(paths: Sequence[str]) -> dict:
-    """Aggregation expression: the first of ``paths`` that holds a value (``$ifNull``), else null."""
-    return {"$ifNull": [*(f"${p}" for p in paths), None]}
-
-
-def as_date(path: str) -> dict:
-    """Aggregation expression: the time in ``path`` as a BSON date, whatever its storage, else null.
-
-    Numbers are epoch seconds, milliseconds, microseconds or nanoseconds by magnitude (as
-    :func:`forensics.timeutil.coerce_timestamps`); strings go through ``$dateFromString``.
-    """
-    v, t = f"${path}", {"$type": f"${path}"}
-    number = {"$switch": {"branches": [
-        {"case": {"$lt": [{"$abs": v}, _MS_FROM]}, "then": {"$multiply": [v, 1000]}},
-        {"case": {"$lt": [{"$abs": v}, _US_FROM]}, "then": v},
-        {"case": {"$lt": [{"$abs": v}, _NS_FROM]}, "then": {"$divide": [v, 1000]}},
-    ], "default": {"$divide": [v, 1_000_000]}}}
-    return {"$switch": {"branches": [
-        {"case": {"$eq": [t, "date"]}, "then": v},
-        {"case": {"$in": [t, ["double", "int", "long", "decimal"]]}, "then": {"$toDate": {"$toLong": number}}},
-        {"case": {"$eq": [t, "string"]}, "then": {"$dateFromString": {"dateString": v, "onError": None}}},
-    ], "default": None}}
-
-
-def first_date_of(paths: Sequence[str]) -> dict:
-    """Aggregation expression: the first of ``paths`` readable as a time, as a BSON date."""
-    return {"$ifNull": [*(as_date(p) for p in paths), None]}
-
-
-def path_supplying(paths: Sequence[str]) -> dict:
-    """Aggregation expression: which of ``paths`` supplies the value ``first_of(paths)`` takes."""
-    return {"$switch": {"branches": [{"case": {"$ne": [{"$ifNull": [f"${p}", None]}, None]}, "then": p}
-                                     for p in paths], "default": None}}
-
-
-def date_bucket(bucket: str | pd.Timedelta) -> tuple[str, int]:
-    """A bucket width -> ``$dateTrunc`` (unit, binSize); whole seconds, at most whole days."""
-    try:
-        width = pd.Timedelta(bucket)
-    except (ValueError, TypeError) as exc:
-        raise ParameterError(f"bucket {bucket!r} is not a duration (e.g. 1min, 30s, 1h)") from exc
-    ms = int(width / pd.Timedelta("1ms"))
-    if ms <= 0 or ms % 1000:
-        raise ParameterError(f"bucket {bucket!r} must be a positive whole number of seconds")
-    for unit, size in (("day", 86_400_000), ("hour", 3_600_000), ("minute", 60_000), ("second", 1000)):
-        if ms % size == 0:
-            return unit, ms // size
-    raise AssertionError("unreachable: ms is a multiple of 1000")
-
-
-def check_platform_limits(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add the runbook R3.2 limit columns to rows with ``channel``, ``content_type``,
-    ``content_length`` and optionally ``mime_type`` and ``file_size`` (bytes).
-
-    Adds ``text_limit_chars``, ``text_over_limit``, ``file_limit_bytes``,
-    ``file_over_limit``; limits are null (and the flags NA) where the platform states none
-    (INTERNAL, or a non-image file on Instagram).
-    """
-    out = frame.copy()
-    channel = out["channel"].astype(schema.STR).str.upper()
-    text = channel.map({c: lim.text_chars for c, lim in PLATFORM_LIMITS.items()}).astype(schema.INT)
-    mime = out["mime_type"] if "mime_type" in out else pd.Series(pd.NA, index=out.index, dtype=schema.STR)
-    is_image = (out["content_type"].astype(schema.STR).str.upper().eq("IMAGE").fillna(False)
-                | mime.astype(schema.STR).str.lower().str.startswith("image/").fillna(False))
-    file_limit = pd.Series(pd.NA, index=out.index, dtype=schema.INT)
-    for c, lim in PLATFORM_LIMITS.items():
-        applies = channel.eq(c).fillna(False) & (is_image if lim.file_kinds == "image" else True)
-        file_limit[applies] = lim.file_bytes
-    size = out["file_size"].astype(schema.INT) if "file_size" in out else pd.Series(pd.NA, index=out.index,
-                                                                                        dtype=schema.INT)
-    out["text_limit_chars"] = text
-    out["text_over_limit"] = (out["content_length"].astype(schema.INT) > text).astype(schema.BOOL)
-    out["file_limit_bytes"] = file_limit
-    out["file_over_limit"] = (size > file_limit).astype(schema.BOOL)
-    return out
-
-
-def _json(value: Any) -> Any:
-    """A query (filter, pipeline) as plain JSON (dates as {"$date": ISO}), for bundles and reports."""
-    return json.loads(json_util.dumps(value, json_options=json_util.RELAXED_JSON_OPTIONS))
-
-
-def _mark_truncated(frame: pd.DataFrame, cap: int, what: str) -> str:
-    note = f"{what}: truncated at {cap:,} rows (Limits.max_rows or limit); the rest was not read"
-    frame.attrs.update({"truncated": True, "truncated_at": cap})
-    frame.attrs.setdefault("warnings", []).append(note)
-    return note
-
-
-# ---- Arrow loading --------------------------------------------------------------------
-
-_PY_TO_ARROW = {"date": pa.timestamp("ms"), "string": pa.string(), "int": pa.int64(), "float": pa.float64(),
-                "bool": pa.bool_(), "objectId": ObjectIdType(), "list": pa.list_(pa.string())}
-_DEFAULT_KIND = {"created_at": "date", "updated_at": "date", "timestamp": "date", "uploaded_at": "date",
-                 "retry_count": "int", "file_size": "int", "recipient_ids": "list"}
-
-
-def _kind(value: Any) -> str | None:
-    """The kind of a decoded BSON value, as far as the Arrow schema cares."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, ObjectId):
-        return "objectId"
-    if hasattr(value, "isoformat"):
-        return "date"
-    if isinstance(value, list):
-        return "list" if all(isinstance(v, str) for v in value) else "mixed"
-    return "mixed"  # documents, binary, regex, ...: no Arrow column for them
-
-
-def _get_path(doc: Mapping, path: str) -> Any:
-    value: Any = doc
-    for part in path.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
-def arrow_kinds(sample: Sequence[Mapping], paths: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """Pick an Arrow kind per path from sampled documents: (kinds, mixed paths).
-
-    ``paths`` maps a field path to its canonical field (for the default kind of a path the
-    sample never shows). Ints with floats read as floats. A path whose sample holds more
-    than one kind cannot be one Arrow column: it is returned in ``mixed``.
-    """
-    kinds: dict[str, str] = {}
-    mixed: list[str] = []
-    for path, canonical in paths.items():
-        seen = {k for k in (_kind(_get_path(d, path)) for d in sample) if k}
-        if seen == {"int", "float"}:
-            seen = {"float"}
-        if len(seen) > 1 or seen == {"mixed"}:
-            mixed.append(path)
-        else:
-            kinds[path] = seen.pop() if seen else _DEFAULT_KIND.get(canonical, "string")
-    return kinds, mixed
-
-
-def arrow_schema(kinds: Mapping[str, str]) -> Schema:
-    """Dotted paths with kinds -> a pymongoarrow Schema with nested structs (``metadata.x``)."""
-    tree: dict[str, Any] = {}
-    for path, kind in kinds.items():
-        node = tree
-        *parents, leaf = path.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):  # "metadata" itself and "metadata.x": the struct wins
-                break
-        else:
-            node.setdefault(leaf, _PY_TO_ARROW[kind])
-
-    def build(node):
-        if isinstance(node, dict):
-            return pa.struct([(k, build(v)) for k, v in node.items()])
-        return node
-
-    return Schema({k: build(v) for k, v in tree.items()})
-
-
-def _hex_object_ids(column: pa.ChunkedArray) -> pa.Array:
-    """ObjectId (12-byte) column -> 24-character lowercase hex strings, vectorised, built in place."""
-    arr = column.combine_chunks()
-    storage = arr.storage if isinstance(arr, pa.ExtensionArray) else arr
-    n = len(storage)
-    raw = np.frombuffer(storage.buffers()[1], dtype=np.uint8, count=12 * (storage.offset + n))[12 * storage.offset:]
-    grid = raw.reshape(n, 12)
-    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-    text = np.empty((n, 24), dtype=np.uint8)
-    text[:, 0::2] = digits[grid >> 4]
-    text[:, 1::2] = digits[grid & 15]
-    offsets = np.arange(0, 24 * (n + 1), 24, dtype=np.int64)
-    hexed = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text)).cast(pa.string())
-    if storage.null_count:
-        hexed = pc.if_else(storage.is_null(), pa.scalar(None, pa.string()), hexed)
-    return hexed
-
-
-def arrow_to_flat(table: pa.Table) -> pd.DataFrame:
-    """A pymongoarrow table -> a flat frame of dotted paths: str, Int64, boolean, datetime64 columns."""
-    while any(pa.types.is_struct(f.type) for f in table.schema):
-        table = table.flatten()
-    for i, f in enumerate(table.schema):
-        if isinstance(f.type, ObjectIdType):
-            table = table.set_column(i, f.name, _hex_object_ids(table.column(i)))
-    mapping = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
-    return table.to_pandas(types_mapper=mapping.get)
-
-
 # ---- the source -------------------------------------------------------------------------
 
 TableName = Literal["messages", "status_events"]
@@ -510,8 +217,8 @@ class MongoSource:
 
     def _record(self, purpose: str, collection: str, operation: str, query: Any, **extra) -> dict[str, Any]:
         entry = {"purpose": purpose, "database": self.database_name, "collection": collection,
-                 "operation": operation, "pipeline" if operation == "aggregate" else "filter": _json(query),
-                 **{k: _json(v) for k, v in extra.items()}, "maxTimeMS": self._max_time_ms}
+                 "operation": operation, "pipeline" if operation == "aggregate" else "filter": query_json(query),
+                 **{k: query_json(v) for k, v in extra.items()}, "maxTimeMS": self._max_time_ms}
         self.queries.append(entry)
         return entry
 
@@ -562,7 +269,7 @@ class MongoSource:
                                 max_time_ms=self._max_time_ms))
         if not sample:
             return [pd.DataFrame()], False
-        id_kinds = {_kind(d.get("_id")) for d in sample}
+        id_kinds = {value_kind(d.get("_id")) for d in sample}
         if len(id_kinds) != 1 or id_kinds & {"mixed", "list", None}:
             # Rows could not be re-read by _id: the document path for this query.
             self.warnings.append(f"{coll.name}: _id of several types; read as documents")
@@ -580,7 +287,7 @@ class MongoSource:
             by_id = {str(d["_id"]): d for d in extra}
             for path in mixed:
                 # As json_normalize in the document path: a sub-document is not a value of ``path``.
-                values = (_get_path(by_id.get(i, {}), path) for i in flat["_id"])
+                values = (get_path(by_id.get(i, {}), path) for i in flat["_id"])
                 flat[path] = pd.Series([None if isinstance(v, Mapping) else v for v in values],
                                        index=flat.index, dtype=object)
         key_fields = {"messages": ["message_id", "created_at"], "status_history": ["message_id", "new_status",
@@ -603,7 +310,7 @@ class MongoSource:
         frame = _concat("messages", [messages_from_documents(p, self.profile) for p in parts if len(p)])
         self._check_readable("messages", frame, sum(len(p) for p in parts))
         if truncated:
-            self.warnings.append(_mark_truncated(frame, cap, purpose))
+            self.warnings.append(mark_truncated(frame, cap, purpose))
         return frame
 
     def _history(self, purpose: str, flt: dict, messages: pd.DataFrame, *, cap: int) -> pd.DataFrame:
@@ -614,7 +321,7 @@ class MongoSource:
         self._check_readable("status_history", read, sum(len(p) for p in parts))
         frame = with_derived_pending(read, messages)
         if truncated:
-            self.warnings.append(_mark_truncated(frame, cap, purpose))
+            self.warnings.append(mark_truncated(frame, cap, purpose))
         return frame
 
     def _check_readable(self, kind: str, frame: pd.DataFrame, documents: int) -> None:
@@ -755,7 +462,7 @@ class MongoSource:
         entry["rows"], entry["truncated"] = min(len(rows), cap), len(rows) > cap
         frame = pd.DataFrame(rows[:cap])
         if len(rows) > cap:
-            self.warnings.append(_mark_truncated(frame, cap, purpose))
+            self.warnings.append(mark_truncated(frame, cap, purpose))
         return frame
 
     def stuck_messages(self, status: str | Sequence[str] = "PENDING", older_than: str | pd.Timedelta = "30s",
@@ -997,7 +704,7 @@ def _capped(frame: pd.DataFrame, cap: int, what: str, warnings_: list[str]) -> p
     attrs = frame.attrs
     frame = frame.iloc[:cap].reset_index(drop=True)
     frame.attrs = {k: v for k, v in attrs.items() if k != "warnings"}
-    warnings_.append(_mark_truncated(frame, cap, what))
+    warnings_.append(mark_truncated(frame, cap, what))
     return frame
 
 
@@ -1026,38 +733,43 @@ def _with_attrs(out: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 # ---- the registry entry ---------------------------------------------------------------------
 
-def source_from_options(options: Mapping[str, Any], profile: Profile | str | None) -> MongoSource:
-    """A MongoSource from collect options: ``mongo_uri``, ``mongo_database``, ``max_rows``,
-    ``timeout_s``, ``connect_timeout_s``, ``mongo_load`` (arrow or documents)."""
-    limits = limits_from_options(dict(options), "mongo")
-    load = str(options.get("mongo_load") or "arrow")
-    if load not in ("arrow", "documents"):
-        raise ParameterError(f"mongo_load must be arrow or documents, got {load!r}")
-    return MongoSource(options.get("mongo_uri"), profile, limits, database=options.get("mongo_database"),
-                       arrow=load == "arrow")
+class Source(EvidenceSource):
+    """``messages`` and ``status_events`` of the window (:meth:`MongoSource.window_evidence`),
+    file sizes filled from the files collection where it still has them. Options: ``mongo_uri``
+    (default FORENSICS_MONGO_URI), ``mongo_database`` (default the profile's), ``mongo_load``
+    (arrow or documents) and the query bounds."""
 
+    name = "mongo"
+    tables = ("messages", "status_events")
+    connection, env = "mongo_uri", "mongo"
+    options = (
+        Option("mongo_database", "text", None, "database (default: the profile's)"),
+        Option("mongo_load", "choice", "arrow", "how documents are loaded", choices=("arrow", "documents")),
+    )
 
-def collect(request: CollectRequest) -> SourceResult:
-    """``messages`` and ``status_events`` of the request window (:meth:`MongoSource.window_evidence`),
-    file sizes filled from the files collection where it still has them."""
-    progress = request.progress or (lambda _m: None)
-    with source_from_options(request.options, request.profile) as src:
-        progress(f"mongodb: messages and status history of {request.window} from {src.masked_uri}")
-        messages, events = src.window_evidence(request.window)
-        notes: list[str] = []
-        try:
-            messages = src.with_file_sizes(messages)
-        except SourceError as exc:  # files expire after 24 h; their absence must not cost the messages
-            notes.append(f"file sizes not read: {exc}")
-        progress(f"mongodb: {len(messages):,} messages, {len(events):,} status events")
-        by_purpose = src.queries_by_purpose()
-        queries = {
-            "messages": [q for p in ("messages in window", "messages by id", "files") for q in by_purpose.get(p, [])],
-            "status_events": by_purpose.get("status events in window", []),
-        }
-        description = {**src.describe(), "window": request.window.to_dict(), "notes": notes + src.warnings,
-                       "method": "messages: created or updated in the window, and those of its status events; "
-                                 "status_events: history rows timed in the window, the initial PENDING derived "
-                                 "from the message's creation time"}
-    return SourceResult(tables={"messages": messages, "status_events": events}, description=description,
-                        queries=queries)
+    def read(self, window: Window) -> SourceResult:
+        opts = self.opts
+        with MongoSource(opts.connection, self.profile, opts.limits, database=opts["mongo_database"],
+                         arrow=opts["mongo_load"] == "arrow") as src:
+            self.say(f"mongodb: messages and status history of {window} from {src.masked_uri}")
+            messages, events = src.window_evidence(window)
+            notes: list[str] = []
+            try:
+                messages = src.with_file_sizes(messages)
+            except SourceError as exc:  # files expire after 24 h; their absence must not cost the messages
+                notes.append(f"file sizes not read: {exc}")
+            self.say(f"mongodb: {len(messages):,} messages, {len(events):,} status events")
+            by_purpose = src.queries_by_purpose()
+            queries = {
+                "messages": [q for p in ("messages in window", "messages by id", "files")
+                             for q in by_purpose.get(p, [])],
+                "status_events": by_purpose.get("status events in window", []),
+            }
+            tables = {"messages": messages, "status_events": events}
+            details = {k: v for k, v in src.describe().items() if k not in ("kind", "uri")}
+            description = self.describe(
+                tables, notes=notes + src.warnings, connection=src.masked_uri, window=window.to_dict(),
+                method="messages: created or updated in the window, and those of its status events; "
+                       "status_events: history rows timed in the window, the initial PENDING derived "
+                       "from the message's creation time", **details)
+        return SourceResult(tables=tables, description=description, queries=queries)

@@ -28,12 +28,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from forensics import schema
-from forensics.config import DEFAULT_LIMITS, Limits, connection, int_option, limits_from_options
+from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import mask_uri
 from forensics.errors import SourceError
 from forensics.profiles import Profile, load_profile
+from forensics.sources.base import EvidenceSource, Option, SourceResult, connected
 from forensics.sources.identity import format_valid
-from forensics.sources.registry import CollectRequest, SourceResult
+from forensics.timeutil import Window
 
 SOURCE = "postgres"
 DEFAULT_IDENTITY_LIMIT = 100_000
@@ -110,28 +111,24 @@ def conninfo(dsn: str, limits: Limits = DEFAULT_LIMITS) -> str:
 
 @contextmanager
 def _connect(dsn: str | None, limits: Limits) -> Iterator[psycopg.Connection]:
-    dsn = connection(SOURCE, dsn)
-    if not dsn:
-        raise SourceError(SOURCE, "no connection string", _HINT_DSN)
-    masked = mask_uri(dsn)
-    try:
-        conn = psycopg.connect(conninfo(dsn, limits))
-    except psycopg.OperationalError as exc:
-        raise _connect_error(exc, masked) from None
-    try:
+    def failure(exc: BaseException, masked: str, opening: bool) -> SourceError | None:
+        if opening:
+            return _connect_error(exc, masked) if isinstance(exc, psycopg.OperationalError) else None
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            return SourceError(SOURCE, f"query cancelled after {limits.timeout_s:g} s on {masked}: {_first_line(exc)}",
+                               "a smaller set of platform ids, or a larger Limits.timeout_s")
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return SourceError(SOURCE, f"permission denied on {masked}: {_first_line(exc)}",
+                               "grant SELECT on the identities and users tables to this user")
+        if isinstance(exc, psycopg.Error):
+            return SourceError(SOURCE, f"query failed on {masked}: {_first_line(exc)}", "")
+        return None
+
+    with connected(SOURCE, connection(SOURCE, dsn), missing_hint=_HINT_DSN,
+                   open=lambda address: psycopg.connect(conninfo(address, limits)), failure=failure) as conn:
         conn.read_only = True  # BEGIN READ ONLY on top of the session default
         with conn.transaction():
             yield conn
-    except psycopg.errors.QueryCanceled as exc:
-        raise SourceError(SOURCE, f"query cancelled after {limits.timeout_s:g} s on {masked}: {_first_line(exc)}",
-                          "a smaller set of platform ids, or a larger Limits.timeout_s") from None
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise SourceError(SOURCE, f"permission denied on {masked}: {_first_line(exc)}",
-                          "grant SELECT on the identities and users tables to this user") from None
-    except psycopg.Error as exc:
-        raise SourceError(SOURCE, f"query failed on {masked}: {_first_line(exc)}", "") from None
-    finally:
-        conn.close()
 
 
 def _connect_error(exc: psycopg.OperationalError, masked: str | None) -> SourceError:
@@ -238,30 +235,25 @@ def _frame(rows: list[tuple], prof: Profile, has_pk: bool) -> pd.DataFrame:
 
 # ---- collection --------------------------------------------------------------
 
-def _list_option(value: Any) -> list[str] | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return [str(v) for v in value]
+class Source(EvidenceSource):
+    """Identities for ``platform_ids`` (list or comma-separated), else all identities up to
+    ``identity_limit``; connection from ``postgres_dsn`` or FORENSICS_POSTGRES_DSN."""
 
+    name = "postgres"
+    tables = ("identities",)
+    connection, env = "postgres_dsn", "postgres"
+    options = (
+        Option("platform_ids", "list", None, "recipients' platform ids to look up (default: all)"),
+        Option("identity_limit", "int", DEFAULT_IDENTITY_LIMIT, "identities read at most", minimum=1),
+    )
 
-def collect(request: CollectRequest) -> SourceResult:
-    """Identities for ``options["platform_ids"]`` (list or comma-separated), else all identities
-    up to ``options["identity_limit"]``; connection from ``options["postgres_dsn"]`` or
-    FORENSICS_POSTGRES_DSN."""
-    opts = request.options
-    dsn = connection(SOURCE, opts.get("postgres_dsn"))
-    ids = _list_option(opts.get("platform_ids"))
-    limit = int_option(opts, "identity_limit", DEFAULT_IDENTITY_LIMIT)
-    limits = limits_from_options(opts, SOURCE)
-    if request.progress:
-        request.progress(f"postgres: identities from {mask_uri(dsn) if dsn else '(no DSN)'}")
-    frame = read_identities(dsn, profile=request.profile, platform_ids=ids, limit=limit, limits=limits)
-    parameters = {"platform_ids": len(ids) if ids is not None else None, "limit": limit}
-    description = {"kind": "postgres", "connection": mask_uri(dsn), "parameters": parameters, "rows": len(frame),
-                   "truncated": bool(frame.attrs.get("truncated"))}
-    if frame.attrs.get("truncated"):
-        description["note"] = f"truncated at {limit} identities"
-    return SourceResult(tables={"identities": frame}, description=description,
-                        queries={"identities": {"postgres": frame.attrs.get("query")}})
+    def read(self, window: Window) -> SourceResult:
+        dsn, ids, limit = self.opts.connection, self.opts["platform_ids"], self.opts["identity_limit"]
+        self.say(f"postgres: identities from {mask_uri(dsn) if dsn else '(no DSN)'}")
+        frame = read_identities(dsn, profile=self.profile, platform_ids=ids, limit=limit, limits=self.opts.limits)
+        tables = {"identities": frame}
+        notes = [f"truncated at {limit} identities"] if frame.attrs.get("truncated") else []
+        description = self.describe(tables, notes=notes, parameters={
+            "platform_ids": len(ids) if ids is not None else None, "identity_limit": limit})
+        return SourceResult(tables=tables, description=description,
+                            queries={"identities": {"postgres": frame.attrs.get("query")}})

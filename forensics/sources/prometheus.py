@@ -1,4 +1,4 @@
-"""Prometheus as an evidence source: the HTTP API, ``collect(request)``, actuator snapshots, backfill.
+"""Prometheus as an evidence source: the HTTP API, the :class:`Source`, actuator snapshots, backfill.
 
 :class:`PrometheusClient` reads the query API (``/api/v1/query``, ``query_range``,
 ``series``, ``label/__name__/values``, ``rules``, ``alerts``, ``status/buildinfo``), never
@@ -28,7 +28,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,10 +37,12 @@ import requests
 
 from forensics import schema
 from forensics.config import DEFAULT_LIMITS, Limits, connection
-from forensics.credentials import host_of, mask_uri
-from forensics.errors import ParameterError, SourceError, is_connection_refused
+from forensics.credentials import mask_uri
+from forensics.errors import ParameterError, SourceError
 from forensics.rules import metric_names
-from forensics.sources.registry import CollectRequest, SourceResult
+from forensics.sources.base import EvidenceSource, Option, SourceResult
+from forensics.sources.http import Hints, HttpJsonClient
+from forensics.timeutil import Window
 
 MAX_POINTS = 1100
 """Points per series a range query may return (Prometheus itself refuses more than 11 000)."""
@@ -50,6 +51,8 @@ MAX_SERIES = 500
 MIN_STEP_S = 15.0
 """Smallest automatic step: a common scrape interval (finer steps only repeat samples)."""
 NICE_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+HINTS = Hints(refused="is Prometheus running? scripts/services up --only prometheus; FORENSICS_PROMETHEUS_URL",
+              timeout="is Prometheus up and not overloaded? narrow the window", network="network path to Prometheus")
 MAX_METRIC_NAMES = 5000
 """Metric names of the server kept in the source description (for "metric does not exist")."""
 
@@ -132,9 +135,9 @@ class PrometheusClient:
                 raise ParameterError(f"{label} must be a positive integer, got {value!r}")
         self.url = resolved.rstrip("/")
         self.limits, self.max_series, self.max_points = limits, max_series, max_points
-        self.session = session or requests.Session()
-        self.session.headers.setdefault("Accept", "application/json")
-        self.history: list[dict[str, Any]] = []
+        self.http = HttpJsonClient(self.url, unavailable=PrometheusUnavailable, hints=HINTS, limits=limits,
+                                   read_slack_s=5.0, session=session)
+        self.history = self.http.history
 
     def __repr__(self) -> str:
         return f"PrometheusClient({mask_uri(self.url)!r})"
@@ -143,29 +146,8 @@ class PrometheusClient:
 
     def _get(self, path: str, params: Mapping[str, Any] | list[tuple[str, Any]] | None = None) -> Any:
         """GET ``path`` and return the answer's ``data``, mapping every failure to a PrometheusError."""
-        url = self.url + path
-        where = mask_uri(url)
-        began = time.monotonic()
-        entry: dict[str, Any] = {"url": where, "params": params, "status": None}
-        self.history.append(entry)
-        try:
-            resp = self.session.get(url, params=params,
-                                    timeout=(self.limits.connect_timeout_s, self.limits.timeout_s + 5))
-        except requests.exceptions.Timeout as exc:
-            raise PrometheusUnavailable(f"no answer from {host_of(self.url)} within {self.limits.timeout_s:g} s "
-                                        f"({path})", "is Prometheus up and not overloaded? narrow the window",
-                                        url=where) from exc
-        except requests.exceptions.ConnectionError as exc:
-            if is_connection_refused(exc):
-                raise PrometheusUnavailable(f"connection refused by {host_of(self.url)}",
-                                            "is Prometheus running? scripts/services up --only prometheus; "
-                                            "FORENSICS_PROMETHEUS_URL", url=where) from exc
-            raise PrometheusUnavailable(f"connection to {host_of(self.url)} failed: {exc.__class__.__name__}",
-                                        "network path to Prometheus", url=where) from exc
-        finally:
-            entry["elapsed_ms"] = round((time.monotonic() - began) * 1000, 1)
-        entry["status"] = resp.status_code
-        return self._decode(resp, path, where, entry)
+        resp, entry = self.http.get(path, params)
+        return self._decode(resp, path, entry["url"], entry)
 
     def _decode(self, resp: requests.Response, path: str, where: str, entry: dict[str, Any]) -> Any:
         status = resp.status_code
@@ -223,13 +205,14 @@ class PrometheusClient:
                 labels.append(lab)
                 stamps.append(int(round(float(point[0]) * 1000)) * 1_000_000)
                 values.append(_float(point[1]))
-        if len(metrics) > self.limits.max_rows:
+        truncated = len(metrics) > self.limits.max_rows
+        if truncated:
             notes.append(f"{expr}: truncated at {self.limits.max_rows} rows (max_rows)")
             metrics, labels, stamps, values = (x[: self.limits.max_rows] for x in (metrics, labels, stamps, values))
         frame = schema.conform("metrics", pd.DataFrame({
             "metric": metrics, "labels": labels, "timestamp": pd.to_datetime(stamps, utc=True), "value": values,
             "source": "prometheus", "source_object": expr, "source_ref": ref}))
-        frame.attrs["notes"] = notes
+        frame.attrs.update(notes=notes, truncated=truncated)
         return frame
 
     # -- API ----------------------------------------------------------------------------------
@@ -305,61 +288,71 @@ class PrometheusClient:
         return list((self._get("/api/v1/alerts") or {}).get("alerts") or [])
 
 
-def collect(request: CollectRequest) -> SourceResult:
-    """The profile's metrics (forensics/rules/metrics.yaml) over the request window, plus
-    Prometheus' own ``ALERTS`` series, the loaded rules and the server's metric names.
+class Source(EvidenceSource):
+    """The profile's metrics (forensics/rules/metrics.yaml) over the window, plus Prometheus'
+    own ``ALERTS`` series, the loaded rules and the server's metric names.
 
     Options: ``prometheus_url`` (default FORENSICS_PROMETHEUS_URL), ``metrics`` (series
     names, default the profile's), ``step`` (seconds, default chosen from the window),
-    ``max_series``, ``limits``, and ``actuator_urls`` (service -> actuator base URL: a
+    ``max_series``, the query bounds, and ``actuator_urls`` (service -> actuator base URL: a
     :func:`health_snapshot` is added to the same table). Metrics the server does not have
     in the window are named in the notes; NoSeries when it has none of them.
     """
-    opts = request.options
-    limits: Limits = opts.get("limits") or DEFAULT_LIMITS
-    client = PrometheusClient(opts.get("prometheus_url"), limits=limits,
-                              max_series=int(opts.get("max_series") or MAX_SERIES))
-    start, end = request.window.start, request.window.end
-    info = client.buildinfo()
-    wanted = list(dict.fromkeys(opts.get("metrics") or metric_names(request.profile).series()))
-    known = client.metric_names(start, end)
-    step = float(opts["step"]) if opts.get("step") else choose_step(start, end, max_points=client.max_points)
-    notes: list[str] = []
-    counts: dict[str, int] = {}
-    absent = [name for name in wanted if name not in known]
-    if absent:
-        notes.append(f"no series in the window for: {', '.join(absent)}")
-    rows: list[pd.DataFrame] = []
-    for name in [n for n in wanted if n in known] + (["ALERTS"] if "ALERTS" in known else []):
-        if request.progress:
-            request.progress(f"prometheus: {name}")
-        frame = client.query_range(name, start, end, step)
-        notes.extend(frame.attrs.get("notes") or [])
-        counts[name] = int(frame["labels"].nunique())
-        if len(frame):
-            rows.append(frame)
-    if not any(counts.get(n) for n in wanted):
-        raise NoSeries(f"none of the metrics asked for has samples between {start} and {end} "
-                       f"({', '.join(wanted[:8])}{' ...' if len(wanted) > 8 else ''})",
-                       "is this the platform's Prometheus, does it keep data that old (retention), and are "
-                       "the names the profile's (forensics/rules/metrics.yaml)?")
-    if opts.get("actuator_urls"):
-        snapshot = health_snapshot(opts["actuator_urls"], limits=limits)
-        notes.extend(f"actuator {svc}: {why}" for svc, why in snapshot.attrs.get("errors", {}).items())
-        rows.append(snapshot)
-    metrics = pd.concat(rows, ignore_index=True) if rows else schema.empty("metrics")
-    try:
-        rules = client.rules()
-    except PrometheusError as exc:
-        rules = []
-        notes.append(f"rules not read: {exc}")
-    description = {
-        "kind": "prometheus", "url": mask_uri(client.url), "version": info.get("version"), "step_s": step,
-        "metrics": wanted, "series": counts, "rules": rules, "metric_names": known[:MAX_METRIC_NAMES],
-        "notes": notes,
-    }
-    return SourceResult(tables={"metrics": schema.conform("metrics", metrics)}, description=description,
-                        queries={"metrics": client.history})
+
+    name = "prometheus"
+    tables = ("metrics",)
+    connection, env = "prometheus_url", "prometheus"
+    options = (
+        Option("metrics", "list", None, "series names (default: the profile's)"),
+        Option("step", "float", None, "range query step, seconds (default: chosen from the window)", minimum=0.001),
+        Option("max_series", "int", MAX_SERIES, "series kept per query", minimum=1),
+        Option("actuator_urls", "mapping", None, "service=actuator base URL, added as a health snapshot"),
+    )
+
+    def read(self, window: Window) -> SourceResult:
+        opts, limits = self.opts, self.opts.limits
+        client = PrometheusClient(opts.connection, limits=limits, max_series=opts["max_series"])
+        start, end = window.start, window.end
+        info = client.buildinfo()
+        wanted = list(dict.fromkeys(opts["metrics"] or metric_names(self.profile).series()))
+        known = client.metric_names(start, end)
+        step = opts["step"] or choose_step(start, end, max_points=client.max_points)
+        notes: list[str] = []
+        counts: dict[str, int] = {}
+        truncated = False
+        absent = [name for name in wanted if name not in known]
+        if absent:
+            notes.append(f"no series in the window for: {', '.join(absent)}")
+        rows: list[pd.DataFrame] = []
+        for name in [n for n in wanted if n in known] + (["ALERTS"] if "ALERTS" in known else []):
+            self.say(f"prometheus: {name}")
+            frame = client.query_range(name, start, end, step)
+            notes.extend(frame.attrs.get("notes") or [])
+            counts[name] = int(frame["labels"].nunique())
+            truncated = truncated or bool(frame.attrs.get("truncated"))
+            if len(frame):
+                rows.append(frame)
+        if not any(counts.get(n) for n in wanted):
+            raise NoSeries(f"none of the metrics asked for has samples between {start} and {end} "
+                           f"({', '.join(wanted[:8])}{' ...' if len(wanted) > 8 else ''})",
+                           "is this the platform's Prometheus, does it keep data that old (retention), and are "
+                           "the names the profile's (forensics/rules/metrics.yaml)?")
+        if opts["actuator_urls"]:
+            snapshot = health_snapshot(opts["actuator_urls"], limits=limits)
+            notes.extend(f"actuator {svc}: {why}" for svc, why in snapshot.attrs.get("errors", {}).items())
+            rows.append(snapshot)
+        metrics = pd.concat(rows, ignore_index=True) if rows else schema.empty("metrics")
+        try:
+            rules = client.rules()
+        except PrometheusError as exc:
+            rules = []
+            notes.append(f"rules not read: {exc}")
+        tables = {"metrics": schema.conform("metrics", metrics)}
+        description = self.describe(tables, notes=notes, connection=mask_uri(client.url),
+                                    truncated=truncated, version=info.get("version"),
+                                    step_s=step, metrics=wanted, series=counts, rules=rules,
+                                    metric_names=known[:MAX_METRIC_NAMES])
+        return SourceResult(tables=tables, description=description, queries={"metrics": client.history})
 
 
 # ---- actuator snapshots ---------------------------------------------------------------------------
@@ -497,22 +490,26 @@ def backfill(openmetrics_text: str, data_dir: str | Path, *, promtool: str | Non
     return sorted(p.name for p in target.iterdir() if p.is_dir() and p.name not in before)
 
 
-def collect_actuators(request: CollectRequest) -> SourceResult:
-    """Actuator health and metrics of the services in ``options["actuator_urls"]`` (service ->
-    base URL), read now, as a ``metrics`` table (source "actuator"): for incidents without
-    a Prometheus. Register it with ``register_source("actuator",
-    "forensics.sources.prometheus:collect_actuators")``. Every service unreachable is a SourceError.
-    """
-    urls = request.options.get("actuator_urls") or {}
-    if not urls:
-        raise SourceError("actuator", "no actuator URLs given", "options actuator_urls: {service: base URL}")
-    limits: Limits = request.options.get("limits") or DEFAULT_LIMITS
-    frame = health_snapshot(urls, limits=limits)
-    errors = frame.attrs.get("errors", {})
-    if len(errors) == len(urls) and not (frame["metric"] != "actuator_health_status").any():
-        raise SourceError("actuator", "no service answered: " + "; ".join(f"{k}: {v}" for k, v in errors.items()),
-                          "the services' management port and /actuator exposure (health, prometheus)")
-    description = {"kind": "actuator", "services": {k: mask_uri(v) for k, v in urls.items()},
-                   "notes": [f"{svc}: {why}" for svc, why in errors.items()]}
-    return SourceResult(tables={"metrics": frame}, description=description,
-                        queries={"metrics": {"actuator": list(urls)}})
+class ActuatorSource(EvidenceSource):
+    """Actuator health and metrics of the services in ``actuator_urls`` (service -> base URL),
+    read now, as a ``metrics`` table (source "actuator"): for incidents without a Prometheus.
+    Register it with ``register_source("actuator", "forensics.sources.prometheus:ActuatorSource")``.
+    Every service unreachable is a SourceError."""
+
+    name = "actuator"
+    tables = ("metrics",)
+    options = (Option("actuator_urls", "mapping", None, "service=actuator base URL"),)
+
+    def read(self, window: Window) -> SourceResult:
+        urls = self.opts["actuator_urls"] or {}
+        if not urls:
+            raise SourceError("actuator", "no actuator URLs given", "options actuator_urls: {service: base URL}")
+        frame = health_snapshot(urls, limits=self.opts.limits)
+        errors = frame.attrs.get("errors", {})
+        if len(errors) == len(urls) and not (frame["metric"] != "actuator_health_status").any():
+            raise SourceError("actuator", "no service answered: " + "; ".join(f"{k}: {v}" for k, v in errors.items()),
+                              "the services' management port and /actuator exposure (health, prometheus)")
+        tables = {"metrics": frame}
+        description = self.describe(tables, notes=[f"{svc}: {why}" for svc, why in errors.items()],
+                                    services={k: mask_uri(v) for k, v in urls.items()})
+        return SourceResult(tables=tables, description=description, queries={"metrics": {"actuator": list(urls)}})

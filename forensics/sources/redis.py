@@ -13,11 +13,9 @@ GETRANGE (strings, truncated server-side) or a length (other types). PTTL -1 mea
 (``ttl_s`` null); -2 means the key vanished between SCAN and read, and it is left out.
 Only read commands are sent.
 
-What the rows mean for an incident (:func:`stuck_locks`, :func:`replay_blockers`):
-a conversation lock without a TTL, or with a TTL longer than the profile's ``lock_ttl_s``,
-will hold the conversation beyond its intended life (runbook R4.2); a processed key of a
-FAILED message makes the router's deduplication silently drop a manual replay (R2.4, R3.3)
-until it expires (7 days in the deployed code).
+What the rows mean for an incident is the detectors' job (``stuck_locks``, ``replay_blockers``
+in :mod:`forensics.analysis.detectors.state`) and the DLQ triage's
+(:func:`forensics.analysis.replay.replay_blockers`); this module only reads.
 
 Provenance: ``source="redis"``, ``source_object`` = the key pattern, ``source_ref`` = the key.
 """
@@ -35,12 +33,12 @@ import pandas as pd
 import redis as redis_client
 
 from forensics import schema
-from forensics.config import DEFAULT_LIMITS, Limits, connection, int_option, limits_from_options
+from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import mask_uri
 from forensics.errors import SourceError
 from forensics.profiles import Profile, load_profile
-from forensics.sources.registry import CollectRequest, SourceResult
-from forensics.timeutil import utcnow
+from forensics.sources.base import EvidenceSource, Option, SourceResult, connected
+from forensics.timeutil import Window, utcnow
 
 SOURCE = "redis"
 KINDS = ("conversation_lock", "idempotency", "processed", "ratelimit")
@@ -127,21 +125,6 @@ def read_locks(url: str | None = None, *, profile: Profile | str | None = None,
     return frame
 
 
-def stuck_locks(locks: pd.DataFrame, profile: Profile | str | None = None) -> pd.DataFrame:
-    """Conversation locks that will not go away in time: no TTL at all, or a TTL longer than the
-    profile's ``lock_ttl_s`` (30 s in the runbook's connector configuration)."""
-    ttl_limit = load_profile(profile).redis.lock_ttl_s
-    mine = locks[(locks["kind"] == "conversation_lock").fillna(False)]
-    return mine[(mine["ttl_s"].isna() | (mine["ttl_s"] > ttl_limit)).to_numpy(dtype=bool)]
-
-
-def replay_blockers(locks: pd.DataFrame, message_ids: Iterable[str]) -> pd.DataFrame:
-    """Processed keys of ``message_ids`` (the FAILED messages to replay): while one exists the
-    router's deduplication drops a manual replay of that message without a word."""
-    wanted = set(_ids(message_ids))
-    return locks[((locks["kind"] == "processed") & locks["message_id"].isin(wanted)).fillna(False)]
-
-
 def _ids(values: Iterable[str] | None) -> list[str]:
     if values is None:
         return []
@@ -150,38 +133,37 @@ def _ids(values: Iterable[str] | None) -> list[str]:
 
 @contextmanager
 def _client(url: str | None, limits: Limits) -> Iterator[redis_client.Redis]:
-    url = connection(SOURCE, url)
-    if not url:
-        raise SourceError(SOURCE, "no connection URL", _HINT_URL)
-    masked = mask_uri(url)
-    try:
-        client = redis_client.Redis.from_url(url, socket_timeout=limits.timeout_s,
-                                             socket_connect_timeout=limits.connect_timeout_s, decode_responses=False)
-    except ValueError as exc:
-        raise SourceError(SOURCE, f"invalid URL {masked}: {exc}", _HINT_URL) from None
-    try:
-        client.ping()
+    def open_client(address: str) -> redis_client.Redis:
+        return redis_client.Redis.from_url(address, socket_timeout=limits.timeout_s,
+                                           socket_connect_timeout=limits.connect_timeout_s, decode_responses=False)
+
+    with connected(SOURCE, connection(SOURCE, url), missing_hint=_HINT_URL, open=open_client, failure=_failure,
+                   ready=lambda client: client.ping()) as client:
         yield client
-    except redis_client.AuthenticationError as exc:
-        raise SourceError(SOURCE, f"authentication failed for {masked}: {exc}",
-                          "the password in FORENSICS_REDIS_URL (redis://:PASSWORD@host:port/db)") from None
-    except redis_client.exceptions.NoPermissionError as exc:
-        raise SourceError(SOURCE, f"permission denied on {masked}: {exc}",
-                          "the ACL user needs SCAN, TYPE, PTTL, GETRANGE, STRLEN and the length commands") from None
-    except redis_client.TimeoutError as exc:
-        raise SourceError(SOURCE, f"timed out talking to {masked}: {exc}",
-                          "host and port, firewalls; Limits.timeout_s") from None
-    except redis_client.ConnectionError as exc:
-        raise SourceError(SOURCE, f"unreachable: {masked}: {exc}",
-                          "is Redis running at that host and port? (scripts/services status)") from None
-    except redis_client.ResponseError as exc:
+
+
+def _failure(exc: BaseException, masked: str, opening: bool) -> SourceError | None:
+    """A redis-py error as the source's one line (None: not a Redis error)."""
+    if opening:
+        return SourceError(SOURCE, f"invalid URL {masked}: {exc}", _HINT_URL) if isinstance(exc, ValueError) else None
+    if isinstance(exc, redis_client.AuthenticationError):
+        return SourceError(SOURCE, f"authentication failed for {masked}: {exc}",
+                           "the password in FORENSICS_REDIS_URL (redis://:PASSWORD@host:port/db)")
+    if isinstance(exc, redis_client.exceptions.NoPermissionError):
+        return SourceError(SOURCE, f"permission denied on {masked}: {exc}",
+                           "the ACL user needs SCAN, TYPE, PTTL, GETRANGE, STRLEN and the length commands")
+    if isinstance(exc, redis_client.TimeoutError):
+        return SourceError(SOURCE, f"timed out talking to {masked}: {exc}", "host and port, firewalls; Limits.timeout_s")
+    if isinstance(exc, redis_client.ConnectionError):
+        return SourceError(SOURCE, f"unreachable: {masked}: {exc}",
+                           "is Redis running at that host and port? (scripts/services status)")
+    if isinstance(exc, redis_client.ResponseError):
         text = str(exc)
         if "NOAUTH" in text or "Authentication required" in text:
-            raise SourceError(SOURCE, f"authentication required by {masked}: {text}",
-                              "a password in FORENSICS_REDIS_URL (redis://:PASSWORD@host:port/db)") from None
-        raise SourceError(SOURCE, f"command failed on {masked}: {text}", "") from None
-    finally:
-        client.close()
+            return SourceError(SOURCE, f"authentication required by {masked}: {text}",
+                               "a password in FORENSICS_REDIS_URL (redis://:PASSWORD@host:port/db)")
+        return SourceError(SOURCE, f"command failed on {masked}: {text}", "")
+    return None
 
 
 def _scan(client: redis_client.Redis, patterns: list[KeyPattern], max_keys: int, count: int,
@@ -263,25 +245,29 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 # ---- collection --------------------------------------------------------------
 
-def collect(request: CollectRequest) -> SourceResult:
-    """SCAN the profile's key patterns; connection from ``options["redis_url"]`` or
-    FORENSICS_REDIS_URL, namespace from ``options["redis_key_prefix"]``, cap from
-    ``options["redis_max_keys"]``."""
-    opts = request.options
-    url = connection(SOURCE, opts.get("redis_url"))
-    prefix = str(opts.get("redis_key_prefix") or "")
-    max_keys = int_option(opts, "redis_max_keys", DEFAULT_MAX_KEYS)
-    limits = limits_from_options(opts, SOURCE)
-    if request.progress:
-        request.progress(f"redis: scanning {mask_uri(url) if url else '(no URL)'}")
-    frame = read_locks(url, profile=request.profile, key_prefix=prefix, max_keys=max_keys, limits=limits)
-    patterns = [p.glob for p in key_patterns(request.profile, prefix)]
-    parameters = {"match": patterns, "count": SCAN_COUNT, "max_keys": max_keys, "value_chars": VALUE_CHARS}
-    description = {"kind": "redis", "connection": mask_uri(url), "parameters": parameters, "rows": len(frame),
-                   "truncated": bool(frame.attrs.get("truncated")),
-                   "stuck_locks": len(stuck_locks(frame, request.profile))}
-    if frame.attrs.get("truncated"):
-        description["note"] = f"SCAN stopped at {len(frame)} keys (cap {max_keys} or time limit {limits.timeout_s:g} s)"
-    return SourceResult(tables={"locks": frame}, description=description,
-                        queries={"locks": {"redis": {"commands": "SCAN MATCH/COUNT, TYPE, PTTL, GETRANGE, STRLEN",
-                                                     **parameters}}})
+class Source(EvidenceSource):
+    """SCAN the profile's key patterns; connection from ``redis_url`` or FORENSICS_REDIS_URL,
+    namespace from ``redis_key_prefix``, cap from ``redis_max_keys``."""
+
+    name = "redis"
+    tables = ("locks",)
+    connection, env = "redis_url", "redis"
+    options = (
+        Option("redis_key_prefix", "text", "", "namespace before every key pattern"),
+        Option("redis_max_keys", "int", DEFAULT_MAX_KEYS, "keys read at most", minimum=1),
+    )
+
+    def read(self, window: Window) -> SourceResult:
+        url, prefix, max_keys = self.opts.connection, self.opts["redis_key_prefix"], self.opts["redis_max_keys"]
+        limits = self.opts.limits
+        self.say(f"redis: scanning {mask_uri(url) if url else '(no URL)'}")
+        frame = read_locks(url, profile=self.profile, key_prefix=prefix, max_keys=max_keys, limits=limits)
+        patterns = [p.glob for p in key_patterns(self.profile, prefix)]
+        parameters = {"match": patterns, "count": SCAN_COUNT, "max_keys": max_keys, "value_chars": VALUE_CHARS}
+        tables = {"locks": frame}
+        notes = [f"SCAN stopped at {len(frame)} keys (cap {max_keys} or time limit {limits.timeout_s:g} s)"] \
+            if frame.attrs.get("truncated") else []
+        description = self.describe(tables, notes=notes, parameters=parameters)
+        return SourceResult(tables=tables, description=description,
+                            queries={"locks": {"redis": {"commands": "SCAN MATCH/COUNT, TYPE, PTTL, GETRANGE, STRLEN",
+                                                         **parameters}}})

@@ -1,7 +1,8 @@
 """Collection: run evidence sources over one incident window into one :class:`Evidence`.
 
-Sources sit behind one small interface (msticpy-style): a registry maps a source name
-to a lazily imported collector ``collect(request) -> SourceResult``. A source that fails
+Sources are one family (:mod:`forensics.sources.base`): the registry maps a source name to
+its lazily imported :class:`~forensics.sources.base.EvidenceSource` subclass. Options are
+checked for every source before anything is read (:func:`check_options`). A source that fails
 (unreachable, authentication, timeout) is recorded in ``Evidence.missing`` with the
 reason and the custody log, and collection of the other sources goes on.
 
@@ -13,8 +14,7 @@ a normal period, by default the one of the same length right before the window, 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -23,47 +23,49 @@ from forensics.bundle import BundleWriter, custody_entry
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
 from forensics.profiles import Profile, load_profile
+from forensics.sources.base import EvidenceSource, SourceOptions
 from forensics.timeutil import Window
 
-
-@dataclass
-class CollectRequest:
-    window: Window
-    profile: Profile
-    options: dict[str, Any] = field(default_factory=dict)
-    """Source options: connection settings (FORENSICS_* defaults), scenario, limits, ..."""
-    progress: Callable[[str], None] | None = None
-
-
-@dataclass
-class SourceResult:
-    tables: dict[str, pd.DataFrame]
-    description: dict[str, Any]
-    """What was asked of whom: masked connection, parameters, per-table queries, notes."""
-    queries: dict[str, Any] = field(default_factory=dict)
-    scenario: dict[str, Any] | None = None
-
-
-# name -> "module:function"; imported only when used, so a missing optional driver
-# never breaks the sources that do not need it. One module per source under
-# forensics/sources/, each with ``collect(request) -> SourceResult``.
 SOURCES: dict[str, str] = {
-    name: f"forensics.sources.{name}:collect"
-    for name in ("simulator", "mongo", "postgres", "redis", "logs", "kafka", "jaeger", "prometheus")
+    "simulator": "forensics.sources.simulator:Source",
+    "mongo": "forensics.sources.mongo:Source",
+    "postgres": "forensics.sources.postgres:Source",
+    "redis": "forensics.sources.redis:Source",
+    "logs": "forensics.sources.logs:Source",
+    "kafka": "forensics.sources.kafka:Source",
+    "jaeger": "forensics.sources.jaeger:Source",
+    "prometheus": "forensics.sources.prometheus:Source",
 }
+"""Source name -> ``module:class`` of its :class:`~forensics.sources.base.EvidenceSource`,
+imported only when used, so a missing optional driver never breaks the sources that do not
+need it."""
 
 
 def register_source(name: str, target: str) -> None:
+    """Add a source: ``target`` is ``"package.module:Class"`` of an EvidenceSource subclass."""
     SOURCES[name] = target
 
 
-def _collector(name: str) -> Callable[[CollectRequest], SourceResult]:
+def source_class(name: str) -> type[EvidenceSource]:
+    """The EvidenceSource subclass registered as ``name``; a ParameterError for an unknown name."""
     try:
         target = SOURCES[name]
     except KeyError:
-        raise ForensicsError(f"unknown source {name!r}; known: {', '.join(sorted(SOURCES))}") from None
-    module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)
+        raise ParameterError(f"unknown source {name!r}; known: {', '.join(sorted(SOURCES))}") from None
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def check_options(sources: Iterable[str], options: Mapping[str, Any]) -> dict[str, SourceOptions]:
+    """Every source's options, parsed before anything is read: a key none of ``sources``
+    accepts, or a value of the wrong kind, is one ParameterError naming what is accepted."""
+    classes = {name: source_class(name) for name in sources}
+    accepted = sorted({key for cls in classes.values() for key in cls.accepted()})
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ParameterError(f"unknown source option(s) {', '.join(unknown)} for {', '.join(classes)}; "
+                             f"accepted: {', '.join(accepted) or 'none'}")
+    return {name: cls.parse(options) for name, cls in classes.items()}
 
 
 def collect(sources: list[str], window: Window, profile: str | Profile | None = None,
@@ -77,16 +79,15 @@ def collect(sources: list[str], window: Window, profile: str | Profile | None = 
     holds one source's tables at a time (``forensics collect``).
     """
     prof = load_profile(profile)
-    request = CollectRequest(window, prof, dict(options or {}), progress)
+    parsed = check_options(sources, options or {})
     ev = Evidence(window=window, profile=prof.name if prof.path is None else prof.path)
     queries: dict[str, Any] = {}
     custody: list[dict] = []
-    for name in sources:
-        collector = _collector(name)
+    for name, opts in parsed.items():
         if progress:
             progress(f"collecting from {name}")
         try:
-            result = collector(request)
+            result = source_class(name)(opts, prof, progress).read(window)
         except (ForensicsError, OSError) as exc:
             # the reason without the source's name in front: it is said once, by whoever shows it
             reason = str(exc).removeprefix(f"{name}: ")

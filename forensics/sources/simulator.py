@@ -1,23 +1,31 @@
 """The incident simulator as an evidence source: ``forensics collect --sources simulator``."""
 
-from __future__ import annotations
+from forensics.sources.base import EvidenceSource, Option, SourceResult
+from forensics.timeutil import Window
 
-from forensics.sources.registry import CollectRequest, SourceResult
 
+class Source(EvidenceSource):
+    """Simulate ``scenario`` (default baseline) ending at the window's end; a baseline period
+    (``period=baseline``) is the normal traffic without the incident."""
 
-def collect(request: CollectRequest) -> SourceResult:
-    """Simulate ``options["scenario"]`` (default baseline) ending at the request window's end;
-    a baseline period (``options["period"] == "baseline"``) is the normal traffic without the incident."""
-    from forensics.simulate import simulate
+    name = "simulator"
+    tables = ("messages", "status_events", "dlq_records", "consumer_lag", "topics", "spans", "log_events",
+              "identities", "locks", "metrics")
+    bounded = False
+    options = (
+        Option("scenario", "text", "baseline", "scenario to simulate (forensics scenarios)"),
+        Option("messages", "int", 5000, "messages in the window", minimum=1),
+        Option("seed", "int", 7, "random seed"),
+    )
 
-    opts = request.options
-    params = {
-        "scenario": "baseline" if opts.get("period") == "baseline" else opts.get("scenario") or "baseline",
-        "messages": int(opts.get("messages") or 5000),
-        "seed": int(opts.get("seed") or 7),
-        "end": request.window.end,
-    }
-    ev = simulate(params["scenario"], messages=params["messages"], seed=params["seed"], end=params["end"],
-                  profile=request.profile, progress=request.progress)
-    return SourceResult(tables=dict(ev.tables), description={"kind": "simulator", "parameters": params},
-                        queries={t: {"simulator": params} for t in ev.tables}, scenario=ev.scenario)
+    def read(self, window: Window) -> SourceResult:
+        from forensics.simulate import simulate
+
+        scenario = "baseline" if self.opts["period"] == "baseline" else self.opts["scenario"]
+        params = {"scenario": scenario, "messages": self.opts["messages"], "seed": self.opts["seed"],
+                  "end": window.end}
+        ev = simulate(params["scenario"], messages=params["messages"], seed=params["seed"], end=params["end"],
+                      profile=self.profile, progress=self.progress)
+        tables = dict(ev.tables)
+        return SourceResult(tables=tables, description=self.describe(tables, parameters=params),
+                            queries={t: {"simulator": params} for t in ev.tables}, scenario=ev.scenario)

@@ -22,8 +22,8 @@ import requests
 from forensics import schema, traces
 from forensics.profiles import load_profile
 from forensics.sources import jaeger
+from forensics.sources.base import CollectRequest
 from forensics.sources.jaeger import BadQuery, JaegerClient, JaegerUnavailable, NotJSON, NoTracesFound
-from forensics.sources.registry import CollectRequest
 from forensics.timeutil import Window
 
 pytestmark = pytest.mark.integration
@@ -264,7 +264,7 @@ def test_collect_reads_the_window_and_notes_the_limit(jaeger_url, sent):
     request = CollectRequest(Window(sent["start"], sent["end"]), load_profile("chat4all-v2"),
                              {"jaeger_url": jaeger_url, "traces_per_service": 1,
                               "services": ["api-gateway", "router-service", "user-service", "nobody-service"]})
-    result = jaeger.collect(request)
+    result = jaeger.Source.collect(request)
     spans = schema.validate("spans", result.tables["spans"])
     assert not spans.duplicated(["trace_id", "span_id"]).any()
     assert spans["trace_id"].nunique() >= 3
@@ -363,6 +363,6 @@ def test_downloaded_answers_read_as_files_give_the_live_spans(jaeger_url, sent, 
     for name in ("v1.json", "v3.json.gz"):
         request = CollectRequest(Window(sent["start"], sent["end"]), load_profile("chat4all-v2"),
                                  {"files": str(tmp_path / name)})
-        from_file = jaeger.collect(request).tables["spans"]
+        from_file = jaeger.Source.collect(request).tables["spans"]
         assert set(from_file["source_object"]) == {str(tmp_path / name)}
         pd.testing.assert_frame_equal(_comparable(from_file), _comparable(live))

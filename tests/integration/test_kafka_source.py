@@ -215,6 +215,16 @@ def test_empty_window_reads_nothing(profile, seeded_dlq, kafka_bootstrap, reader
     assert read.frame.empty and all(r["start_offset"] == r["end_offset"] for r in read.ranges)
 
 
+def lag_findings(*samples: pd.DataFrame) -> list:
+    from forensics.analysis.detectors import detect
+    from forensics.evidence import Evidence
+
+    lag = pd.concat(samples, ignore_index=True)
+    ev = Evidence(Window(lag["sampled_at"].min(), lag["sampled_at"].max() + pd.Timedelta(seconds=1)))
+    ev.put("consumer_lag", lag)
+    return detect(ev, only=["consumer_lag"]).items
+
+
 def test_lag_against_committed_offsets_and_its_trend(profile, kafka_admin, kafka_bootstrap):
     topic = profile.kafka.message_events
     create_topics(kafka_admin, {topic.name: topic.partitions})
@@ -234,7 +244,6 @@ def test_lag_against_committed_offsets_and_its_trend(profile, kafka_admin, kafka
     assert mine.loc[0, ["committed_offset", "end_offset", "lag"]].tolist() == [40, 50, 10]
     assert mine.loc[1, "lag"] == 1400 and mine.loc[2, "lag"] == 0
     assert pd.isna(mine.loc[5, "committed_offset"]) and pd.isna(mine.loc[5, "lag"])
-    assert kafka.lag_band(mine["lag"]).loc[[0, 1, 2]].tolist() == ["normal", "problem", "normal"]
     # connector groups have no outbound topics here: nothing committed, nothing listed
     assert set(first["group"]) == {group}
 
@@ -245,14 +254,15 @@ def test_lag_against_committed_offsets_and_its_trend(profile, kafka_admin, kafka
     commit(kafka_bootstrap, group, {(topic.name, 1): 1700})
     third = kafka.consumer_lag(groups, bootstrap=kafka_bootstrap)
 
-    grew = kafka.lag_trend(pd.concat([first, second])).set_index("group").loc[group]
-    assert grew["trend"] == "growing" and grew["last_lag"] == 10 + 1600 and grew["band"] == "problem"
-    drained = kafka.lag_trend(pd.concat([second, third])).set_index("group").loc[group]
-    assert drained["trend"] == "draining" and drained["last_lag"] == 10
+    # the rule (runbook bands, growing or draining) is the consumer_lag detector's
+    (grew,) = lag_findings(first, second)
+    assert grew.severity == "critical" and grew.tags["trend"] == "growing" and grew.tags["final"] == 10 + 1600
+    (drained,) = lag_findings(second, third)
+    assert drained.tags["trend"] == "draining" and drained.tags["final"] == 10
 
     sampled = kafka.sample_consumer_lag(groups, samples=2, interval_s=0.2, bootstrap=kafka_bootstrap)
     assert sampled["sampled_at"].nunique() == 2
-    assert kafka.lag_trend(sampled).set_index("group").loc[group, "trend"] == "steady"
+    assert lag_findings(sampled) == []  # 10 messages behind: normal
 
 
 def test_partition_for_agrees_with_the_broker(profile, kafka_admin, kafka_bootstrap):

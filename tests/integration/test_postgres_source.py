@@ -15,8 +15,8 @@ from forensics import schema
 from forensics.config import Limits
 from forensics.errors import SourceError
 from forensics.profiles import load_profile
-from forensics.sources.postgres import collect, conninfo, identities_of_failed, read_identities
-from forensics.sources.registry import CollectRequest
+from forensics.sources.base import CollectRequest
+from forensics.sources.postgres import Source, conninfo, identities_of_failed, read_identities
 from forensics.timeutil import Window
 
 pytestmark = pytest.mark.integration
@@ -219,7 +219,7 @@ def test_collect_reads_platform_ids_from_options(pg_schema):
     seed(pg_schema.dsn, RUNBOOK_DDL, "user_id")
     window = Window.parse("2025-12-03T14:00:00Z", "2025-12-03T15:00:00Z")
     options = {"postgres_dsn": pg_schema.dsn, "platform_ids": "+5511999999999,@carla_bot"}
-    result = collect(CollectRequest(window, load_profile("runbook"), options))
+    result = Source.collect(CollectRequest(window, load_profile("runbook"), options))
     frame = schema.validate("identities", result.tables["identities"])
     assert sorted(frame["platform_user_id"]) == ["+5511999999999", "@carla_bot"]
     password = conninfo_to_dict(pg_schema.dsn)["password"]

@@ -22,22 +22,24 @@ import yaml
 from stack_tools import REPO, free_ports, run_services
 
 from forensics import schema
-from forensics.analysis.alerts import detection, evaluate
+from forensics.analysis.alerts import detection
+from forensics.analysis.promql_eval import evaluate
 from forensics.errors import ParameterError, SourceError
 from forensics.profiles import load_profile
 from forensics.simulate import simulate
 from forensics.simulate.metrics import scenario_metrics, to_openmetrics
+from forensics.sources.base import CollectRequest
 from forensics.sources.prometheus import (
+    ActuatorSource,
     BadPromQL,
     NoSeries,
     PrometheusClient,
     PrometheusUnavailable,
+    Source,
     backfill,
     choose_step,
-    collect,
     health_snapshot,
 )
-from forensics.sources.registry import CollectRequest
 from forensics.sources.registry import collect as run_collect
 from forensics.timeutil import Window
 
@@ -123,7 +125,7 @@ def test_range_queries_return_the_backfilled_series_exactly(prom):
 
 def test_collect_gives_the_profile_metrics_rules_and_names(prom):
     win = prom.evidence.window
-    result = collect(CollectRequest(win, load_profile("runbook"), {"prometheus_url": prom.url, "step": 60}))
+    result = Source.collect(CollectRequest(win, load_profile("runbook"), {"prometheus_url": prom.url, "step": 60}))
     got = _sorted(result.tables["metrics"])
     want = _sorted(prom.metrics)
     schema.validate("metrics", got)
@@ -206,9 +208,9 @@ def test_empty_results(prom):
     assert client.query_range("no_such_metric_total", win.start, win.end, step=60).empty
     later = Window(win.end + pd.Timedelta(days=1), win.end + pd.Timedelta(days=1, hours=1))
     with pytest.raises(NoSeries, match="none of the metrics"):
-        collect(CollectRequest(later, load_profile("runbook"), {"prometheus_url": prom.url}))
+        Source.collect(CollectRequest(later, load_profile("runbook"), {"prometheus_url": prom.url}))
     with pytest.raises(SourceError, match="none of the metrics"):
-        collect(CollectRequest(win, load_profile("runbook"), {"prometheus_url": prom.url,
+        Source.collect(CollectRequest(win, load_profile("runbook"), {"prometheus_url": prom.url,
                                                               "metrics": ["no_such_metric_total"]}))
 
 
@@ -248,11 +250,10 @@ def test_health_snapshot_reads_a_real_exposition_and_reports_a_dead_service(prom
 
 
 def test_actuator_snapshots_join_the_metrics_table(prom):
-    from forensics.sources.prometheus import collect_actuators
 
     dead = f"http://127.0.0.1:{free_ports(1)[0]}"
     win = prom.evidence.window
-    result = collect(CollectRequest(win, load_profile("runbook"), {
+    result = Source.collect(CollectRequest(win, load_profile("runbook"), {
         "prometheus_url": prom.url, "step": 60, "actuator_urls": {"router-service": dead}}))
     table = result.tables["metrics"]
     schema.validate("metrics", table)
@@ -261,7 +262,7 @@ def test_actuator_snapshots_join_the_metrics_table(prom):
     assert any(n.startswith("actuator router-service:") for n in result.description["notes"])
     assert len(table[table["source"] == "prometheus"]) == len(prom.metrics)
     with pytest.raises(SourceError, match="no service answered"):
-        collect_actuators(CollectRequest(win, load_profile("runbook"), {"actuator_urls": {"router-service": dead}}))
+        ActuatorSource.collect(CollectRequest(win, load_profile("runbook"), {"actuator_urls": {"router-service": dead}}))
 
 
 def test_seed_backfills_the_scenario_history_into_prometheus(tmp_path, promtool):
@@ -274,7 +275,7 @@ def test_seed_backfills_the_scenario_history_into_prometheus(tmp_path, promtool)
     data = stack / "prometheus" / "data"
     result = seed_evidence(ev, targets=["prometheus"], connections={"prometheus": str(data)})
     assert result.written["prometheus"]["blocks"] >= 1
-    assert result.written["prometheus"]["samples"] == len(ev.tables["metrics"])
+    assert result.written["prometheus"]["samples"] == len(ev.tables["metrics"]) + len(ev.baseline.tables["metrics"])
     port = free_ports(1)[0]
     env = {**os.environ, "FORENSICS_STACK_DIR": str(stack), "FORENSICS_PROMETHEUS_PORT": str(port)}
     up = run_services("up", "--only", "prometheus", "--timeout", "120", env=env, timeout=300)

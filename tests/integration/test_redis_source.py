@@ -9,18 +9,19 @@ import pytest
 import redis
 
 from forensics import schema
+from forensics.analysis.detectors import detect
+from forensics.analysis.replay import replay_blockers
 from forensics.config import Limits
 from forensics.errors import SourceError
+from forensics.evidence import Evidence
 from forensics.profiles import load_profile
+from forensics.sources.base import CollectRequest
 from forensics.sources.redis import (
     KeyPattern,
-    collect,
+    Source,
     key_patterns,
     read_locks,
-    replay_blockers,
-    stuck_locks,
 )
-from forensics.sources.registry import CollectRequest
 from forensics.timeutil import Window
 
 pytestmark = pytest.mark.integration
@@ -66,11 +67,20 @@ def test_scan_reads_every_kind_with_ttls_and_values(redis_url, redis_db):
     assert frame["sampled_at"].notna().all() and not frame.attrs["truncated"]
 
 
+def stuck_conversations(locks: pd.DataFrame) -> list[str]:
+    """Conversations of the locks the stuck_locks detector (the rule's one home) flags."""
+    at = locks["sampled_at"].max()
+    ev = Evidence(Window(at - pd.Timedelta(hours=1), at + pd.Timedelta(seconds=1)))
+    ev.put("locks", locks)
+    found = detect(ev, only=["stuck_locks"]).items
+    keys = set(found[0].evidence[0]["values"]) if found else set()
+    return sorted(locks.loc[locks["key"].isin(keys), "conversation_id"])
+
+
 def test_stuck_locks_and_replay_blockers(redis_url, redis_db):
     seed(redis_db)
     frame = read_locks(redis_url, profile="runbook", key_prefix=redis_db.prefix)
-    stuck = stuck_locks(frame, "runbook")
-    assert sorted(stuck["conversation_id"]) == ["c-forever", "c-long"]
+    assert stuck_conversations(frame) == ["c-forever", "c-long"]
     blockers = replay_blockers(frame, ["m1", "m2", "m-not-processed"])
     assert sorted(blockers["message_id"]) == ["m1", "m2"] and set(blockers["kind"]) == {"processed"}
 
@@ -171,10 +181,10 @@ def test_collect_scans_the_profile_patterns(redis_url, redis_db):
     seed(redis_db)
     window = Window.parse("2025-12-03T14:00:00Z", "2025-12-03T15:00:00Z")
     options = {"redis_url": redis_url, "redis_key_prefix": redis_db.prefix}
-    result = collect(CollectRequest(window, load_profile("chat4all-v2"), options))
+    result = Source.collect(CollectRequest(window, load_profile("chat4all-v2"), options))
     frame = schema.validate("locks", result.tables["locks"])
     assert len(frame) == 7
-    assert result.description["stuck_locks"] == 2 and result.description["truncated"] is False
+    assert len(stuck_conversations(frame)) == 2 and result.description["truncated"] is False
     password = redis.connection.parse_url(redis_url)["password"]
     assert password not in str(result.description) and password not in str(result.queries)
     assert redis_db.prefix + "conversation:lock:*" in result.queries["locks"]["redis"]["match"]
@@ -195,5 +205,4 @@ def test_a_seeded_incident_reads_back_as_simulated(redis_url, redis_db):
     assert (got["ttl_s"].isna() == want["ttl_s"].isna()).all()
     drift = (want["ttl_s"] - got["ttl_s"]).dropna()
     assert drift.between(-0.01, 120).all()  # the time to live only ran down since the seed
-    assert sorted(stuck_locks(got, result.profile)["conversation_id"]) == sorted(
-        stuck_locks(want, result.profile)["conversation_id"])
+    assert stuck_conversations(got) == stuck_conversations(want)

@@ -89,7 +89,7 @@ def test_seeded_stack_reads_back_as_the_scenario(profile, places, stack, mongo_d
     prof = load_profile(profile)
     before = utcnow()
     result = seed("whatsapp-rate-limit", profile=profile, messages=MESSAGES, seed=11, placement=placement,
-                  connections=connections)
+                  connections=connections, baseline=None)
     ev, window = result.evidence, result.window
     assert before - pd.Timedelta(seconds=1) <= window.end <= utcnow()  # the window ends when seeding starts
     messages, events = ev.table("messages"), ev.table("status_events")
@@ -194,7 +194,7 @@ def test_a_target_with_data_is_refused_without_force(places, mongo_db, redis_db,
     targets = ["mongo", "postgres", "redis"]
     first = seed("baseline", messages=300, seed=3, placement=placement, connections=connections, targets=targets)
     counts = (mongo_db.messages.count_documents({}), len(list(redis_db.client.scan_iter(match=redis_db.prefix + "*"))))
-    assert counts[0] == 300
+    assert counts[0] == 300 + len(first.evidence.baseline.table("messages"))  # the window and its baseline
 
     with pytest.raises(TargetNotEmpty) as refused:
         seed("router-outage", messages=500, seed=4, placement=placement, connections=connections, targets=targets)
@@ -206,7 +206,7 @@ def test_a_target_with_data_is_refused_without_force(places, mongo_db, redis_db,
             len(list(redis_db.client.scan_iter(match=redis_db.prefix + "*")))) == counts
 
     again = seed("router-outage", messages=500, seed=4, placement=placement, connections=connections,
-                 targets=targets, force=True)
+                 targets=targets, force=True, baseline=None)
     assert mongo_db.messages.count_documents({}) == 500
     with pg_schema.connect() as conn:
         assert conn.execute("SELECT count(*) FROM external_identities").fetchone()[0] == \
@@ -250,6 +250,7 @@ def test_cli_prints_the_window_and_no_credentials(stack, groups_cleanup, kafka_a
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "window: 2025-12-03T14:00:00.000Z 2025-12-03T15:00:00.000Z" in proc.stdout.splitlines()
+    assert "baseline: 2025-12-03T13:00:00.000Z 2025-12-03T14:00:00.000Z" in proc.stdout.splitlines()
     assert f"{prefix}message-events" in kafka_admin.list_topics(timeout=10).topics
     assert "[" in proc.stderr  # progress on stderr
     again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -271,7 +272,7 @@ def test_the_toolkit_readers_find_the_seed_under_the_placed_profile(places, stac
 
     placement, connections = places
     result = seed("router-outage", profile="chat4all-v2", messages=600, seed=9, placement=placement,
-                  connections=connections, targets=["mongo", "kafka", "redis"])
+                  connections=connections, targets=["mongo", "kafka", "redis"], baseline=None)
     ev, prof, window = result.evidence, result.profile, result.window
     with MongoSource(stack.mongo_uri, prof) as src:
         messages, events = src.window_evidence(window)
@@ -289,3 +290,45 @@ def test_the_toolkit_readers_find_the_seed_under_the_placed_profile(places, stac
     assert {placement.redis_prefix + k for k in long_lived(ev)} <= set(locks["key"])
     assert len(locks) <= result.written["redis"]["keys"]
     assert set(locks["kind"]) >= {"processed", "idempotency"}
+
+
+@pytest.mark.parametrize("profile", ["runbook", "chat4all-v2"])
+def test_a_baseline_period_is_laid_down_before_the_incident(profile, places, stack):
+    """The live path of a preceding baseline: the stores hold a normal hour, then the incident's."""
+    from forensics.sources import kafka
+    from forensics.sources.mongo import MongoSource
+    from forensics.timeutil import Window
+
+    placement, connections = places
+    result = seed("poison-pill", profile=profile, messages=800, seed=5, placement=placement,
+                  connections=connections, targets=["mongo", "kafka", "redis"], baseline="1h")
+    ev, prof, window = result.evidence, result.profile, result.window
+    base = ev.baseline
+    assert base.window == Window(window.start - pd.Timedelta("1h"), window.start)
+    with MongoSource(stack.mongo_uri, prof) as src:
+        before, before_events = src.window_evidence(base.window)
+        during, _ = src.window_evidence(window)
+    # a collection over each period finds its messages (plus, as live collections do, earlier
+    # messages updated in the later period)
+    assert set(base.table("messages")["message_id"]) <= set(before["message_id"])
+    assert set(ev.table("messages")["message_id"]) <= set(during["message_id"])
+    assert (before["status"] == "PENDING").sum() <= 3 < (during["status"] == "PENDING").sum()
+    assert before_events["timestamp"].min() >= base.window.start
+
+    # Kafka: both periods' events; the router group stopped at the poison record of one partition
+    topic = prof.kafka.message_events
+    events = read_topic(stack.kafka_bootstrap, topic.name, topic.partitions)
+    poison = [m for m in events if not m.value().startswith(b"{\"")]
+    assert len(events) == len(base.table("messages")) + len(ev.table("messages")) + 1
+    assert len(poison) == 1 and poison[0].partition() == ev.scenario["partition"]
+    lag = kafka.consumer_lag(kafka.group_topics(prof), bootstrap=stack.kafka_bootstrap)
+    router = lag[lag["topic"] == topic.name].set_index("partition")["lag"]
+    assert router.idxmax() == ev.scenario["partition"] and router.drop(router.idxmax()).max() <= 1
+    from confluent_kafka import Consumer, TopicPartition
+
+    group = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": prof.kafka.router_group})
+    try:
+        at = group.committed([TopicPartition(topic.name, ev.scenario["partition"])], timeout=10)[0].offset
+    finally:
+        group.close()
+    assert at == poison[0].offset()  # the group is stuck on the record it cannot read

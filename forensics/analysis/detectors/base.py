@@ -1,0 +1,496 @@
+"""What every detector shares: :class:`Thresholds`, :class:`Finding`, the per-run :class:`Context`
+(derived columns computed once), the registry (``@detector``, :data:`DETECTORS`), :func:`detect`
+and small helpers. The detectors themselves live in one module per family next to this one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
+from numbers import Real
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from forensics import schema
+from forensics.analysis.classify import classify_series
+from forensics.errors import ForensicsError, ParameterError
+from forensics.evidence import Evidence
+from forensics.profiles import Profile, load_profile
+from forensics.scan import MessageStatus, message_status, status_rows
+
+NS = 1_000_000_000
+NAT = np.iinfo(np.int64).min
+MAX_REF_VALUES = 50
+"""Values listed per evidence reference; ``total`` says how many there were."""
+ERROR_LEVELS = ("ERROR", "FATAL", "SEVERE", "WARN", "WARNING")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Detector thresholds, defaults from the runbook's symptoms and recommended alerts."""
+
+    stuck_pending_s: float = 30.0
+    """A PENDING message older than this is stuck (Symptom 1)."""
+    stuck_pending_alert_count: float = 100
+    """Alert: more than this many messages stuck PENDING ..."""
+    stuck_pending_alert_s: float = 120.0
+    """... for longer than this (recommended alert 1)."""
+    stuck_sent_s: float = 120.0
+    """A SENT message without progress for this long is stuck (Symptom 2)."""
+    failed_rate: float = 0.05
+    """FAILED share of the messages created in a window (recommended alert 2)."""
+    rate_window_s: float = 300.0
+    """Window of the FAILED-rate and P95 checks."""
+    min_window_messages: float = 20
+    """Windows with fewer messages are not judged (a rate of 1 in 3 is noise)."""
+    consumer_lag: float = 1000
+    """Consumer lag that is a problem (runbook 1.2, recommended alert 3)."""
+    consumer_lag_normal: float = 100
+    """Consumer lag below this is normal (runbook 1.2)."""
+    blip_s: float = 300.0
+    """A disturbance that lasted at most this long and ended at least this long before the
+    window's end, with no message FAILED or stuck, is a blip (ranking)."""
+    partition_share: float = 0.8
+    """Share of the peak lag (and of the stuck conversations) on one partition that confines a
+    change to that partition."""
+    connector_5xx_per_min: float = 10
+    """5xx answers per minute per service (recommended alert 4)."""
+    p95_latency_s: float = 5.0
+    """P95 of created -> DELIVERED (recommended alert 5, SLA SC-002)."""
+    out_of_order_tolerance_s: float = 1.0
+    """Inversions up to this much are jitter of messages sent almost at once (reported as info)."""
+    lock_ttl_s: float = 30.0
+    """Conversation lock TTL (CONVERSATION_LOCK_TTL_SECONDS, R4.2)."""
+    error_burst_per_min: float = 10
+    """ERROR log lines per minute and service that can make a burst ..."""
+    error_burst_factor: float = 5.0
+    """... when also this many times the service's median per minute."""
+    silence_s: float = 60.0
+    """A service without logs or spans for this long ..."""
+    silence_min_expected: float = 20
+    """... while traffic it would have logged at least this many events for continued."""
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> Thresholds:
+        """Defaults overridden by ``values``; an unknown name or a non-number is a ParameterError."""
+        if values is None:
+            return cls()
+        if isinstance(values, Thresholds):
+            return values
+        if not isinstance(values, Mapping):
+            raise ParameterError(f"thresholds: expected a dict of name -> number, got {type(values).__name__}")
+        known = {f.name for f in fields(cls)}
+        out = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ParameterError(f"thresholds: unknown threshold {key!r}; known: {', '.join(sorted(known))}")
+            if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value) or value < 0:
+                raise ParameterError(f"thresholds[{key!r}]: expected a non-negative number, got {value!r}")
+            out[key] = float(value)
+        return cls(**out)
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class Finding:
+    """What one detector saw; ``messages`` are the affected rows of ``Context.messages``
+    (positions) for blast radius, ``tags`` carry what ranking reads (cause, category, ...)."""
+
+    detector: str
+    key: str
+    severity: str
+    title: str
+    detail: str = ""
+    first_seen: pd.Timestamp | None = None
+    last_seen: pd.Timestamp | None = None
+    channel: str | None = None
+    count: int | None = None
+    metric: float | None = None
+    threshold: float | None = None
+    evidence: list[dict] = field(default_factory=list)
+    messages: np.ndarray | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+    times: np.ndarray | None = None
+    """Times (int64 ns) of the events the finding counts, where they are not its messages'
+    creation times (log lines, dead letters): the change point is found on them."""
+    baseline_value: float | None = None
+    """The same measure over the baseline (forensics.analysis.change); None without a baseline."""
+    change: str | None = None
+    """new, worse, unchanged or better against the baseline; None without a baseline."""
+    change_ratio: float | None = None
+    """Window rate / baseline rate (inf when the baseline had none)."""
+    onset: pd.Timestamp | None = None
+    """Change point of the signal: when its rate rose (None when it did not within the window)."""
+
+    @property
+    def finding_id(self) -> str:
+        return f"{self.detector}:{self.key}" if self.key else self.detector
+
+    def row(self) -> dict[str, Any]:
+        return {"finding_id": self.finding_id, "detector": self.detector, "severity": self.severity,
+                "title": self.title, "detail": self.detail, "first_seen": self.first_seen,
+                "last_seen": self.last_seen, "channel": self.channel, "count": self.count,
+                "metric": self.metric, "threshold": self.threshold,
+                "evidence": json.dumps(self.evidence, default=str, ensure_ascii=False),
+                "baseline_value": self.baseline_value, "change": self.change, "change_ratio": self.change_ratio,
+                "onset": self.onset}
+
+
+def ref(table: str, column: str, values: Iterable[Any] | pd.Series | np.ndarray, total: int | None = None
+        ) -> dict[str, Any]:
+    """An evidence reference: the first MAX_REF_VALUES distinct values of ``table.column``."""
+    vals = pd.unique(pd.Series(list(values) if not isinstance(values, pd.Series | np.ndarray) else values)
+                     .dropna().astype(str))
+    return {"table": table, "column": column, "values": [str(v) for v in vals[:MAX_REF_VALUES]],
+            "total": int(total if total is not None else len(vals))}
+
+
+def _ts(ns: int | float | None) -> pd.Timestamp | None:
+    if ns is None or ns == NAT or (isinstance(ns, float) and not np.isfinite(ns)):
+        return None
+    return pd.Timestamp(int(ns), tz="UTC")
+
+
+def to_ns(series: pd.Series) -> np.ndarray:
+    """UTC timestamps as int64 ns, NaT as NAT."""
+    if len(series) == 0:
+        return np.empty(0, dtype=np.int64)
+    return schema.to_utc(series).astype(schema.UTC_TS).array.asi8.copy()
+
+
+def _value(v: Any) -> Any:
+    """A scalar from a frame, with NA as None."""
+    return None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
+
+
+def _fmt_s(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
+class Context:
+    """One detector run: the evidence, the thresholds, ``now`` and derived columns computed once."""
+
+    def __init__(self, evidence: Evidence, thresholds: Thresholds | Mapping[str, Any] | None = None) -> None:
+        self.evidence = evidence
+        self.t = Thresholds.from_dict(thresholds)
+        self.now: pd.Timestamp = evidence.window.end
+        self.now_ns: int = int(self.now.value)
+        self.start_ns: int = int(evidence.window.start.value)
+
+    def table(self, name: str) -> pd.DataFrame:
+        return self.evidence.table(name)
+
+    @cached_property
+    def profile(self) -> Profile:
+        try:
+            return load_profile(self.evidence.profile)
+        except ForensicsError:
+            return load_profile(None)
+
+    @cached_property
+    def service_channels(self) -> dict[str, str]:
+        """Connector service name -> channel."""
+        return {svc: ch for ch, svc in self.profile.services.connectors.items()}
+
+    @cached_property
+    def messages(self) -> pd.DataFrame:
+        """The messages table; when it is absent but status events exist, one row per message
+        derived from them (status = last new_status, created_at = first timestamp)."""
+        m = self.table("messages")
+        if len(m) or not self.evidence.has("status_events"):
+            return m if _default_index(m) else m.reset_index(drop=True)
+        ev = self.table("status_events")
+        if not len(ev):
+            return m.reset_index(drop=True)
+        order = ev.sort_values("timestamp", kind="stable")
+        g = order.groupby("message_id", sort=False)
+        derived = pd.DataFrame({
+            "message_id": g["message_id"].first(), "conversation_id": g["conversation_id"].first(),
+            "channel": g["channel"].first(), "status": g["new_status"].last(), "created_at": g["timestamp"].first(),
+            "updated_at": g["timestamp"].last(), "source": "derived", "source_object": "status_events",
+        })
+        return schema.conform("messages", derived.reset_index(drop=True))
+
+    @cached_property
+    def n_messages(self) -> int:
+        return len(self.messages)
+
+    @cached_property
+    def created_ns(self) -> np.ndarray:
+        return to_ns(self.messages["created_at"])
+
+    @cached_property
+    def updated_ns(self) -> np.ndarray:
+        return to_ns(self.messages["updated_at"])
+
+    @cached_property
+    def status(self) -> np.ndarray:
+        """Status per message as objects (None for null), sharing one object per distinct status."""
+        codes, uniques = self.codes("status")
+        return np.append(uniques, None).astype(object)[np.where(codes >= 0, codes, len(uniques))]
+
+    @cached_property
+    def _factorized(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {}
+
+    def codes(self, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """``messages[column]`` factorised once per run: (codes with -1 for null, uniques as objects)."""
+        if column not in self._factorized:
+            codes, uniques = pd.factorize(self.messages[column], use_na_sentinel=True)
+            self._factorized[column] = (codes, np.asarray(uniques, dtype=object))
+        return self._factorized[column]
+
+    def values(self, column: str, positions: np.ndarray) -> np.ndarray:
+        """``messages[column]`` at ``positions`` as objects (None for null), without converting the column."""
+        codes, uniques = self.codes(column)
+        c = codes[positions]
+        out = np.empty(len(c), dtype=object)
+        ok = c >= 0
+        out[ok] = uniques[c[ok]]
+        return out
+
+    def distinct(self, column: str, positions: np.ndarray) -> int:
+        """Distinct non-null values of ``messages[column]`` at ``positions``."""
+        c = self.codes(column)[0][positions]
+        return int(len(np.unique(c[c >= 0])))
+
+    @cached_property
+    def channel(self) -> np.ndarray:
+        """Channel per message as objects, ``UNKNOWN`` for null."""
+        codes, uniques = self.codes("channel")
+        names = np.append(uniques, "UNKNOWN").astype(object)
+        return names[np.where(codes >= 0, codes, len(uniques))]
+
+    @cached_property
+    def _message_ids(self) -> pa.Array:
+        return pa.array(self.messages["message_id"].array, type=pa.large_string())
+
+    def positions(self, message_ids: pd.Series) -> np.ndarray:
+        """Positions in ``messages`` of ``message_ids`` (-1 where unknown; a repeated id: its
+        first position). Arrow's hash lookup, built per call: no index of every id kept."""
+        if not len(message_ids) or not self.n_messages:
+            return np.full(len(message_ids), -1, dtype=np.int64)
+        wanted = pa.array(message_ids.astype(schema.STR).array, type=pa.large_string())
+        pos = pc.index_in(wanted, value_set=self._message_ids)
+        return pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    @cached_property
+    def history(self) -> MessageStatus:
+        """Per message, what its status events say (first DELIVERED, DELIVERED count, last SENT,
+        ...), computed by DuckDB wherever the status events are (:func:`forensics.scan.message_status`)."""
+        return message_status(self.evidence, self.messages["message_id"])
+
+    @cached_property
+    def _delivered(self) -> tuple[np.ndarray, np.ndarray]:
+        h = self.history
+        first, count = h.first_delivered_at[:self.n_messages], h.delivered_count[:self.n_messages].copy()
+        count[h.repeated] = 0
+        return first, count
+
+    @property
+    def delivered_ns(self) -> np.ndarray:
+        """First DELIVERED time per message (NAT: never delivered)."""
+        return self._delivered[0]
+
+    @property
+    def delivered_count(self) -> np.ndarray:
+        return self._delivered[1]
+
+    @cached_property
+    def failed(self) -> np.ndarray:
+        return self.status == "FAILED"
+
+    @cached_property
+    def errors(self) -> pd.DataFrame:
+        """For each FAILED message: its error text and classification (index = message position).
+
+        The text is the most specific one found, in order: ``messages.error_message``, the
+        FAILED transition's ``error_message``, the DLQ record's exception message, the
+        ERROR/WARN log lines naming the message (the deployed code keeps reasons only in
+        logs). "Most specific" = a catalog entry naming a cause beats a known entry beats
+        an unknown text; ties go to the earlier source.
+        """
+        failed_pos = np.flatnonzero(self.failed)
+        cols = ["position", "text", "origin"]
+        if not len(failed_pos):
+            out = pd.DataFrame({c: pd.Series(dtype=d) for c, d in (("position", "int64"), ("text", schema.STR),
+                                                                     ("origin", schema.STR))})
+            return pd.concat([out, classify_series(out["text"])], axis=1)
+        m = self.messages
+        parts = [pd.DataFrame({"position": failed_pos, "text": m["error_message"].iloc[failed_pos].to_numpy(),
+                               "origin": "messages.error_message", "prio": 0})]
+        is_failed = np.zeros(self.n_messages, dtype=bool)
+        is_failed[failed_pos] = True
+
+        def add(frame: pd.DataFrame, text_col: str, origin: str, prio: int) -> None:
+            if not len(frame):
+                return
+            frame = frame[frame[text_col].notna()]
+            pos = self.positions(frame["message_id"])
+            keep = (pos >= 0) & is_failed[np.maximum(pos, 0)]
+            if keep.any():
+                parts.append(pd.DataFrame({"position": pos[keep], "text": frame[text_col].to_numpy()[keep],
+                                           "origin": origin, "prio": prio}))
+
+        add(status_rows(self.evidence, ("FAILED",), ("message_id", "error_message")), "error_message",
+            "status_events.error_message", 1)
+        add(self.table("dlq_records")[["message_id", "exception_message"]], "exception_message",
+            "dlq_records.exception_message", 2)
+        logs = self.table("log_events")
+        if len(logs):
+            mask = (logs["level"].isin(ERROR_LEVELS) & logs["message_id"].notna()).to_numpy(dtype=bool)
+            add(logs.loc[mask, ["message_id", "message"]], "message", "log_events.message", 3)
+        cand = pd.concat(parts, ignore_index=True)
+        cand["text"] = cand["text"].astype(schema.STR)
+        chan = self.values("channel", cand["position"].to_numpy())
+        cls = classify_series(cand["text"], pd.Series(chan, dtype=schema.STR, index=cand.index))
+        score = np.where(cls["cause"].notna(), 0, np.where(cls["entry_id"].notna(), 1, np.where(cand["text"].notna(),
+                                                                                               2, 3)))
+        cand = pd.concat([cand, cls], axis=1)
+        cand["score"] = score
+        cand = cand.sort_values(["position", "score", "prio"], kind="stable").drop_duplicates("position")
+        cand = cand.drop(columns=["prio", "score"]).reset_index(drop=True)
+        return cand[cols + list(cls.columns)]
+
+    @cached_property
+    def log_errors(self) -> pd.DataFrame:
+        """ERROR/WARN log lines and lines with a stack trace, classified (same index as the log
+        table); the stack trace's first line is classified with the message."""
+        logs = self.table("log_events")
+        if not len(logs):
+            return logs.assign(**{c: pd.Series(dtype=d) for c, d in (("signature", schema.STR),)})
+        keep = (logs["level"].isin(ERROR_LEVELS) | logs["stack_trace"].notna()).to_numpy(dtype=bool)
+        sel = logs.loc[keep, ["timestamp", "service", "level", "message", "raw", "stack_trace", "message_id",
+                              "source_ref"]]
+        if not len(sel):
+            return sel.assign(signature=pd.Series(dtype=schema.STR))
+        text = sel["message"].fillna(sel["raw"])
+        trace = sel["stack_trace"].notna()
+        if trace.any():  # the exception's own line names it (MongoSocketReadTimeoutException, ...)
+            first_line = sel.loc[trace, "stack_trace"].str.split("\n", n=1).str[0]
+            text = text.where(~trace, text.fillna("") + " | " + first_line)
+        chan = sel["service"].map(self.service_channels)
+        cls = classify_series(text, chan.astype(schema.STR))
+        return pd.concat([sel, cls.drop(columns=[c for c in cls.columns if c in sel.columns])], axis=1)
+
+
+DetectorFn = Callable[[Context], Iterable[Finding]]
+DETECTORS: dict[str, DetectorFn] = {}
+
+
+def detector(name: str) -> Callable[[DetectorFn], DetectorFn]:
+    """Register ``fn`` as detector ``name``."""
+
+    def register(fn: DetectorFn) -> DetectorFn:
+        if name in DETECTORS:
+            raise ValueError(f"detector {name!r} registered twice")
+        DETECTORS[name] = fn
+        fn.detector_name = name  # type: ignore[attr-defined]
+        return fn
+
+    return register
+
+
+@dataclass
+class Detection:
+    """The result of one run: findings as objects (with affected messages and tags) and as the table."""
+
+    context: Context
+    items: list[Finding]
+    errors: dict[str, str] = field(default_factory=dict)
+    """Detector name -> error, for a detector that raised (the others still ran)."""
+    baseline: Detection | None = None
+    """The same detectors over the baseline, when there is one (forensics.analysis.change)."""
+
+    @cached_property
+    def findings(self) -> pd.DataFrame:
+        frame = schema.conform("findings", pd.DataFrame([f.row() for f in self.items],
+                                                        columns=schema.table("findings").names))
+        return schema.validate("findings", frame)
+
+
+_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+
+def detect(evidence: Evidence, thresholds: Thresholds | Mapping[str, Any] | None = None,
+           only: Iterable[str] | None = None) -> Detection:
+    """Run the registered detectors (or ``only`` these) over ``evidence``."""
+    ctx = Context(evidence, thresholds)
+    names = list(only) if only is not None else list(DETECTORS)
+    unknown = [n for n in names if n not in DETECTORS]
+    if unknown:
+        raise ParameterError(f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(DETECTORS)}")
+    items: list[Finding] = []
+    for name in names:
+        items.extend(DETECTORS[name](ctx))
+    items.sort(key=lambda f: (_SEVERITY_ORDER.get(f.severity, 3),
+                              f.first_seen.value if f.first_seen is not None else np.iinfo(np.int64).max,
+                              f.finding_id))
+    return Detection(ctx, items)
+
+
+def run_detectors(evidence: Evidence, thresholds: Thresholds | Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """All registered detectors over ``evidence``: the canonical ``findings`` table."""
+    return detect(evidence, thresholds).findings
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+def _default_index(frame: pd.DataFrame) -> bool:
+    idx = frame.index
+    return isinstance(idx, pd.RangeIndex) and idx.start == 0 and idx.step == 1
+
+
+def _message_refs(ctx: Context, positions: np.ndarray) -> list[dict]:
+    ids = ctx.messages["message_id"].iloc[positions[:MAX_REF_VALUES * 4]]
+    return [ref("messages", "message_id", ids, total=len(positions))]
+
+
+def _by_channel(ctx: Context, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """Positions split by channel (channel UNKNOWN for nulls), largest first."""
+    if not len(positions):
+        return {}
+    ch = ctx.channel[positions]
+    codes, uniques = pd.factorize(ch)
+    groups = {str(u): positions[codes == i] for i, u in enumerate(uniques)}
+    return dict(sorted(groups.items(), key=lambda kv: -len(kv[1])))
+
+
+def _channel_or_none(channel: str) -> str | None:
+    return None if channel in ("UNKNOWN", "ALL") else channel
+
+
+def _windows(ns: np.ndarray, size_s: float) -> np.ndarray:
+    size = int(size_s * NS) or NS
+    return (ns // size) * size
+
+
+def _runs(sorted_starts: np.ndarray, step_ns: int) -> list[tuple[int, int]]:
+    """Consecutive runs of equally spaced window starts: [(first_start, last_start), ...]."""
+    if not len(sorted_starts):
+        return []
+    breaks = np.flatnonzero(np.diff(sorted_starts) > step_ns)
+    firsts = np.r_[0, breaks + 1]
+    lasts = np.r_[breaks, len(sorted_starts) - 1]
+    return [(int(sorted_starts[a]), int(sorted_starts[b])) for a, b in zip(firsts, lasts, strict=True)]
+
+
+def _group_severity(count: int, total: int) -> str:
+    share = count / max(total, 1)
+    if share >= 0.02 and count >= 10:
+        return "critical"
+    if share >= 0.002 or count >= 10:
+        return "warning"
+    return "info"
