@@ -32,7 +32,7 @@ if step == "simulate":
     extra = {}
 elif step == "report":
     from pathlib import Path
-    from forensics.report.rca import build_report
+    from forensics.report.runner import build_report
     out = build_report(path, Path(path).with_name(Path(path).name + "-report"))
     summary = json.loads(out["json"].read_text())
     extra = {"top_cause": summary["hypotheses"][0]["cause"]}

@@ -9,7 +9,7 @@ from forensics import scan
 from forensics.analysis.pipeline import analyze
 from forensics.bundle import read_bundle, write_bundle
 from forensics.evidence import STORED_TABLES, Evidence
-from forensics.report.rca import scope
+from forensics.report.drilldown import scope
 from forensics.simulate import simulate
 from forensics.timeutil import Window
 
