@@ -141,7 +141,7 @@ def collect_baseline(evidence: Evidence, sources: list[str], spec: str | None, o
     into ``evidence.baseline``; returns its per-table queries and custody entries. Sources are
     told ``period="baseline"`` (the simulator then simulates normal traffic). Only rows timed
     inside the baseline period are kept: a snapshot taken now (consumer lag, locks, topics)
-    is not evidence of the past."""
+    is not evidence of the past, and a table left with none is recorded as missing."""
     kind, window = baseline_window(spec, evidence.window)
     evidence.baseline_kind = kind
     if window is None:
@@ -152,4 +152,8 @@ def collect_baseline(evidence: Evidence, sources: list[str], spec: str | None, o
                                      progress)
     # what a source samples at collection time (lag, locks, topics) says nothing about the past
     evidence.baseline = base.between(window.start, window.end)
+    for name, frame in base.tables.items():
+        if len(frame) and not len(evidence.baseline.tables.get(name, frame.head(0))):
+            evidence.baseline.tables.pop(name, None)
+            evidence.baseline.missing[name] = "sampled at collection time, not during the baseline period"
     return queries, [custody_entry("baseline", {"kind": kind, "window": window.to_dict()}), *custody]

@@ -57,6 +57,9 @@ def test_collect_with_a_preceding_baseline_finds_the_change(seeded_with_baseline
     seeded_before = set(result.evidence.baseline.table("messages")["message_id"])
     assert seeded_before <= set(ev.baseline.table("messages")["message_id"])
     assert (ev.baseline.table("messages")["status"] == "PENDING").sum() <= 3
+    # what a source samples at collection time says nothing about the past
+    assert not ev.baseline.has("consumer_lag") and "consumer_lag" in ev.baseline.missing
+    assert not ev.baseline.has("locks")
 
     a = analyze(ev)
     top = a.ranked[0]
@@ -64,3 +67,11 @@ def test_collect_with_a_preceding_baseline_finds_the_change(seeded_with_baseline
     findings = a.findings
     assert {"baseline_value", "change"} <= set(findings.columns)
     assert findings["change"].notna().any()  # every finding is judged against the baseline
+    # localisation: the stuck messages are new and their conversations hash to the stalled partition
+    stuck = findings[findings["detector"] == "stuck_pending"]
+    assert len(stuck) and set(stuck["change"]) == {"new"}
+    confined = findings[findings["detector"] == "partition_confined"]
+    assert len(confined) == 1 and confined["finding_id"].iloc[0].endswith(f":{truth['partition']}")
+    assert confined["severity"].iloc[0] == "critical"
+    summary = a.summary()
+    assert summary["baseline"]["kind"] == "preceding" and set(stuck["finding_id"]) <= set(summary["what_changed"])
