@@ -9,13 +9,14 @@ told as text lines). The CLI's ``forensics message`` and every notebook use thes
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pandas as pd
 
 from forensics import schema
 from forensics.catalog import check_platform_limits
 from forensics.errors import ParameterError
-from forensics.evidence import Evidence
+from forensics.evidence import Evidence, clamp_window
 from forensics.report.params import EvidenceParams
 from forensics.timeutil import Window, iso
 
@@ -38,9 +39,7 @@ def scope(evidence: Evidence, window: Window, channel: str | None = None) -> Evi
             keep &= frame["channel"].isna() | frame["channel"].eq(channel)
         tables[name] = frame[keep.to_numpy()].reset_index(drop=True)
     baseline = scope(evidence.baseline, evidence.baseline.window, channel) if evidence.baseline is not None else None
-    return Evidence(window=window, profile=evidence.profile, tables=tables, sources=evidence.sources,
-                    missing=evidence.missing, scenario=evidence.scenario, baseline=baseline,
-                    baseline_kind=evidence.baseline_kind)
+    return replace(evidence, window=window, tables=tables, baseline=baseline)
 
 
 def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None = None) -> Evidence:
@@ -53,14 +52,14 @@ def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None
 
     if params.bundle is not None:
         evidence = read_bundle(params.bundle, verify=True)
-        return scope(evidence, params.window(evidence.window), params.channel)
+        return clamp_window(scope(evidence, params.window(evidence.window), params.channel))
     if not params.sources:
         raise ParameterError('bundle: expected an evidence bundle path, or sources (e.g. "mongo,kafka") and since '
                              "to collect live")
     evidence, _queries, _custody = collect(list(params.sources), params.live_window(), params.profile,
                                            params.source_options, progress)
     collect_baseline(evidence, list(params.sources), params.baseline, params.source_options, progress)
-    return scope(evidence, evidence.window, params.channel)
+    return clamp_window(scope(evidence, evidence.window, params.channel))
 
 
 def describe_evidence(evidence: Evidence) -> list[str]:

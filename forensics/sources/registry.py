@@ -21,7 +21,7 @@ import pandas as pd
 
 from forensics.bundle import custody_entry
 from forensics.errors import ForensicsError, ParameterError
-from forensics.evidence import Evidence
+from forensics.evidence import Evidence, keep_secrets_raw, mask_evidence_secrets
 from forensics.profiles import Profile, load_profile
 from forensics.sources.base import EvidenceSource, SourceOptions
 from forensics.timeutil import Window
@@ -69,12 +69,15 @@ def check_options(sources: Iterable[str], options: Mapping[str, Any]) -> dict[st
 
 
 def collect(sources: list[str], window: Window, profile: str | Profile | None = None,
-            options: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None
-            ) -> tuple[Evidence, dict[str, Any], list[dict]]:
+            options: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None,
+            *, keep_secrets: bool = False) -> tuple[Evidence, dict[str, Any], list[dict]]:
     """Run ``sources`` over ``window``. Returns the evidence, per-table queries and custody entries.
 
     A source that raises a ForensicsError or an OSError is recorded as missing with its
-    reason; any other exception is a bug and propagates.
+    reason; any other exception is a bug and propagates. Secrets in the collected text (bot
+    tokens, token/key parameters, Authorization headers, URI passwords) are masked with a
+    keyed fingerprint (:func:`forensics.evidence.mask_evidence_secrets`) unless
+    ``keep_secrets`` (a sealed internal bundle; ``Evidence.secrets`` records the choice).
     """
     prof = load_profile(profile)
     parsed = check_options(sources, options or {})
@@ -106,6 +109,12 @@ def collect(sources: list[str], window: Window, profile: str | Profile | None = 
             ev.scenario = result.scenario
         custody.append(custody_entry("collected", {"source": name, "window": window.to_dict(),
                                                    "rows": {t: len(f) for t, f in result.tables.items()}}))
+    if keep_secrets:
+        ev = keep_secrets_raw(ev, "kept raw at collection (--keep-secrets): a sealed internal bundle")
+    else:
+        ev = mask_evidence_secrets(ev)
+        if progress:
+            progress(f"secrets masked in {ev.secrets['cells']:,} cells (keyed fingerprint {ev.secrets['key_id']})")
     return ev, queries, custody
 
 
