@@ -7,7 +7,9 @@
    :func:`forensics.traces.parse_traces`; target >= 300k spans/s. The same set is also
    written as a UI download (``{"data": [...]}``, 87 MB for 100k spans) and read back with
    :func:`read_trace_file`, JSON parsing included; target >= 200k spans/s. The JSON
-   parsing alone (orjson, and the standard library's json for comparison) is timed too.
+   parsing alone (orjson, and the standard library's json for comparison) is timed too, and
+   orjson's decoding with the freeing of its objects: the floor of any reader that decodes
+   the download into Python objects (its spans/s is the ceiling of such a reader).
 2. The naive way for comparison: ``pd.json_normalize`` per span, then one concat; run on
    a sample (it is two orders of magnitude slower) and reported as spans/s.
 3. Critical path of one ``--cp-spans``-span trace, twice: a random tree (overlapping
@@ -120,6 +122,13 @@ def _without_gc(decode):
     return run
 
 
+def _decoded_and_freed(raw: bytes) -> None:
+    """orjson's decoding of ``raw`` and the freeing of what it made: what any reader that decodes
+    the whole download into Python objects pays before it reads a span."""
+    doc = orjson.loads(raw)
+    del doc
+
+
 def _chain(n: int) -> dict:
     """The worst case for the walk: one trace that is a chain n deep, every span inside its parent."""
     tid = "c" * 32
@@ -150,13 +159,16 @@ def main() -> None:
         size_mb = path.stat().st_size / 1e6
         fsecs, fcpu, _ = _time(read_trace_file, path)
         raw = path.read_bytes()
-        osecs, _, _ = _time(_without_gc(orjson.loads), raw)
+        osecs, ocpu, _ = _time(_without_gc(orjson.loads), raw)
+        _, freed_cpu, _ = _time(_without_gc(_decoded_and_freed), raw)
         jsecs, _, _ = _time(_without_gc(json.loads), raw, repeat=1)
     print(f"read_trace_file     {n:>8} spans  {fsecs:7.3f} s  {n / fsecs:>10,.0f} spans/s  "
           f"(CPU {fcpu:.3f} s: {n / fcpu:,.0f} spans/s; {size_mb:.0f} MB UI download, JSON parsing included; "
           "target >= 200,000)")
-    print(f"  of which JSON     {size_mb:>6.0f} MB     {osecs:7.3f} s  orjson ({size_mb / osecs:,.0f} MB/s); "
+    print(f"  of which JSON     {size_mb:>6.0f} MB     {osecs:7.3f} s  orjson ({size_mb / osecs:,.0f} MB/s; CPU {ocpu:.3f} s); "
           f"the standard library's json {jsecs:.3f} s")
+    print(f"  decode + free     {size_mb:>6.0f} MB              CPU {freed_cpu:.3f} s: orjson's objects made and freed, "
+          f"no parsing: at most {n / freed_cpu:,.0f} spans/s for any reader that decodes to Python objects")
 
     sample = {"data": [dict(doc["data"][0], spans=doc["data"][0]["spans"][:args.naive_sample])]}
     m = len(sample["data"][0]["spans"])

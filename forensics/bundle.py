@@ -4,14 +4,22 @@ Layout of a bundle directory::
 
     manifest.json          what, when, from where, how; sha256 of every file; custody log
     manifest.sha256        sha256 of manifest.json (catches an edited manifest)
-    messages.parquet       one Parquet file per collected table, named after the table;
-    status_events.parquet  a big table is written slice by slice as row groups of the same
-    ...                    file (:class:`BundleWriter`), so writing memory stays flat
+    messages.parquet       one Parquet file per collected table, named after the table
+    status_events.parquet
+    ...
     baseline/              the baseline period's tables, when one was collected (manifest
       messages.parquet     key ``baseline``: kind, window, tables, sources)
 
 The single-file form is the same directory as an uncompressed-member ``.tar.gz``
 (``forensics bundle pack``/``write_bundle(..., archive=True)``); every reader accepts both.
+
+Containment: a bundle is untrusted input. Every name its manifest lists must be a plain
+relative name inside it (:func:`member_path`: at most two parts of letters, digits, ``.``,
+``_`` and ``-``, none starting with a dot; never absolute, never ``..``), and every file must be
+a regular file reached without a symbolic link; anything else is refused before it is read.
+An archive is checked member by member as it is unpacked, within limits on the number of
+members and their total size (:data:`MAX_MEMBERS`, :func:`unpack_budget`), so a crafted
+archive can neither write outside the temporary directory nor fill the disk.
 
 Integrity, not authenticity: ``verify`` detects missing, added and altered files and an
 edited manifest; someone who rewrites both manifest files consistently is caught only by
@@ -25,10 +33,13 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
+import stat
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +51,15 @@ import pyarrow.parquet as pq
 
 from forensics import __version__, schema
 from forensics.credentials import mask_secrets
-from forensics.errors import BundleError, SchemaError
-from forensics.evidence import STORED_TABLES, UNREAD_COLUMNS, Evidence, StoredTable
+from forensics.errors import BundleError, ForensicsError, SchemaError, VerificationError
+from forensics.evidence import (
+    STORED_TABLES,
+    UNREAD_COLUMNS,
+    Evidence,
+    StoredTable,
+    keep_secrets_raw,
+    mask_evidence_secrets,
+)
 from forensics.timeutil import Window, iso, utcnow
 
 FORMAT = "chat4all-forensics-bundle"
@@ -51,6 +69,62 @@ MANIFEST_HASH = "manifest.sha256"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 BASELINE_DIR = "baseline/"
 """Where a bundle keeps its baseline's tables (manifest key ``baseline``)."""
+MAX_NAME_PARTS = 2
+"""Parts of a file name inside a bundle: ``messages.parquet``, or one folder deep
+(``spans/part-00001.parquet``, ``baseline/messages.parquet``)."""
+_NAME_PART = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+MAX_MEMBERS = 10_000
+"""Files a bundle may hold (a directory's files, an archive's members)."""
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_UNPACK_RATIO = 50
+"""An archive unpacks to at most this many times its own size (Parquet files are compressed
+already: a real bundle unpacks to about 1.05 times its archive)."""
+MIN_UNPACK_BUDGET = 64 << 20
+
+
+def unpack_budget(archive_bytes: int) -> int:
+    """Bytes an archive of ``archive_bytes`` may unpack to: MAX_UNPACK_RATIO times its size,
+    at least MIN_UNPACK_BUDGET (a decompression bomb stops at the first member over it)."""
+    return max(MIN_UNPACK_BUDGET, MAX_UNPACK_RATIO * archive_bytes)
+
+
+def shown(name: Any) -> str:
+    """A name from a bundle as it may appear in a message: as it is when it is a plain name,
+    else quoted with its escapes visible; shortened."""
+    if not isinstance(name, str):
+        return f"<{type(name).__name__}>"
+    text = name if re.fullmatch(r"[\w./:-]+", name, re.ASCII) else repr(name)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def member_path(name: Any) -> str:
+    """``name`` if it is a plain relative file name inside a bundle, else a VerificationError:
+    a string of at most MAX_NAME_PARTS parts separated by ``/``, each of letters, digits,
+    ``.``, ``_`` and ``-`` and not starting with a dot (so never absolute, ``..`` or hidden)."""
+    parts = name.split("/") if isinstance(name, str) else []
+    if not parts or len(parts) > MAX_NAME_PARTS or not all(_NAME_PART.fullmatch(p) for p in parts):
+        raise VerificationError(f"{shown(name)}: not a plain file name inside the bundle (absolute, '..', "
+                                "a folder too deep or an odd character); refused")
+    return name
+
+
+def regular_file(root: Path, name: str) -> Path:
+    """``root/name`` when it is a regular file reached without following a symbolic link,
+    else a VerificationError saying what it is (missing, a link, a special file); nothing
+    outside ``root`` is opened or reported on."""
+    path = root
+    for part in member_path(name).split("/"):
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            raise VerificationError(f"{shown(name)}: missing") from None
+        if stat.S_ISLNK(mode):
+            raise VerificationError(f"{shown(name)}: a symbolic link; refused")
+    if not stat.S_ISREG(mode):
+        raise VerificationError(f"{shown(name)}: {'a directory' if stat.S_ISDIR(mode) else 'a special file'}, "
+                                "not a regular file; refused")
+    return path
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -79,6 +153,19 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and any(path.name.endswith(s) for s in ARCHIVE_SUFFIXES)
 
 
+def check_target(path: str | Path, *, overwrite: bool = False, archive: bool = False) -> Path:
+    """``path`` if a bundle may be written there, else a BundleError (checked again when
+    writing; call it first to fail before the work): it exists and ``overwrite`` is off, or
+    an archive's name does not end in .tar.gz (readers tell the two forms apart by it)."""
+    path = Path(path)
+    if os.path.lexists(path) and not overwrite:
+        raise BundleError(f"{path} already exists; choose another path, or overwrite it (--force)")
+    if archive and not path.name.endswith(ARCHIVE_SUFFIXES):
+        raise BundleError(f"{path}: an archive bundle's name ends in .tar.gz (that is how readers know it); "
+                          f"use {path.name}.tar.gz")
+    return path
+
+
 class BundleWriter:
     """A bundle written table by table and, for a big table, slice by slice.
 
@@ -94,9 +181,7 @@ class BundleWriter:
 
     def __init__(self, path: str | Path, *, overwrite: bool = False, archive: bool = False,
                  progress: Callable[[str], None] | None = None) -> None:
-        self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise BundleError(f"{self.path} already exists; choose another path or pass overwrite")
+        self.path = check_target(path, overwrite=overwrite, archive=archive)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.archive = archive
         self.progress = progress
@@ -177,6 +262,7 @@ class BundleWriter:
                 "scenario": evidence.scenario,
                 "sources": mask_secrets(evidence.sources),
                 "missing_sources": mask_secrets(evidence.missing),
+                "secrets": evidence.secrets,
                 "tables": tables,
                 **({"baseline": baseline} if baseline else {}),
                 "files": files,
@@ -210,23 +296,85 @@ class BundleWriter:
 
 def write_bundle(evidence: Evidence, path: str | Path, *, queries: dict[str, Any] | None = None,
                  custody: list[dict] | None = None, overwrite: bool = False, archive: bool = False,
-                 progress: Callable[[str], None] | None = None, baseline_queries: dict[str, Any] | None = None
-                 ) -> Path:
+                 keep_secrets: bool = False, progress: Callable[[str], None] | None = None,
+                 baseline_queries: dict[str, Any] | None = None) -> Path:
     """Write ``evidence`` as a bundle at ``path`` (a directory, or a .tar.gz when ``archive``).
 
-    Tables are validated against the schema first (see :class:`BundleWriter`, which this
-    uses with one slice per table). ``queries`` maps table -> the query or parameters that
-    produced it (stored, credentials masked). ``custody`` entries are prepended to the log
-    (e.g. collection steps); a "written" entry is appended. The evidence's baseline, if any,
-    goes under ``baseline/`` (``baseline_queries`` as ``queries``).
+    Tables are validated against the schema first. The bundle is built in a temporary
+    sibling and renamed into place at the end, so an interrupted write never leaves
+    something that looks like a complete bundle. ``queries`` maps table -> the query or
+    parameters that produced it (stored, credentials masked). ``custody`` entries are
+    prepended to the log (e.g. collection steps); a "written" entry is appended. The
+    evidence's baseline, if any, goes under ``baseline/`` (``baseline_queries`` as ``queries``).
+
+    Secrets in the tables are masked with a keyed fingerprint unless collection did so already
+    or ``keep_secrets`` (a sealed internal bundle); the manifest's ``secrets`` says which.
     """
-    with BundleWriter(path, overwrite=overwrite, archive=archive, progress=progress) as writer:
-        for name, frame in evidence.tables.items():
-            writer.append(name, frame, query=(queries or {}).get(name))
+    path = check_target(path, overwrite=overwrite, archive=archive)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if keep_secrets:
+        evidence = keep_secrets_raw(evidence, "kept raw when written (--keep-secrets): a sealed internal bundle")
+    elif not (evidence.secrets or {}).get("masked"):
+        evidence = mask_evidence_secrets(evidence)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        tables = _write_tables(evidence, tmp, "", queries, progress)
+        baseline = None
         if evidence.baseline is not None:
-            for name, frame in evidence.baseline.tables.items():
-                writer.append(name, frame, query=(baseline_queries or {}).get(name), prefix=BASELINE_DIR)
-        return writer.close(evidence, custody=custody)
+            base = evidence.baseline
+            baseline = {"kind": evidence.baseline_kind, "window": base.window.to_dict(),
+                        "tables": _write_tables(base, tmp, BASELINE_DIR, baseline_queries, progress),
+                        "sources": mask_secrets(base.sources), "missing_sources": mask_secrets(base.missing)}
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        for entry in [*tables.values(), *(baseline["tables"].values() if baseline else [])]:
+            entry["sha256"] = files[entry["file"]]
+        log = list(custody or []) + [custody_entry("written", {"tables": {n: t["rows"] for n, t in tables.items()}})]
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "toolkit_version": __version__,
+            "created_at": iso(utcnow()),
+            "profile": evidence.profile,
+            "window": evidence.window.to_dict(),
+            "scenario": evidence.scenario,
+            "sources": mask_secrets(evidence.sources),
+            "missing_sources": mask_secrets(evidence.missing),
+            "secrets": evidence.secrets,
+            "tables": tables,
+            **({"baseline": baseline} if baseline else {}),
+            "files": files,
+            "custody": log,
+        }
+        _write_manifest(tmp, manifest)
+        if archive:
+            packed = tmp.with_suffix(".tar.gz")
+            _pack(tmp, packed)
+            shutil.rmtree(tmp)
+            tmp = packed
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_tables(evidence: Evidence, directory: Path, prefix: str, queries: dict[str, Any] | None,
+                  progress: Callable[[str], None] | None) -> dict[str, dict[str, Any]]:
+    """Write every table of ``evidence`` under ``directory/prefix``: table -> manifest entry."""
+    tables: dict[str, Any] = {}
+    if prefix:
+        (directory / prefix).mkdir()
+    for name, frame in evidence.tables.items():
+        schema.validate(name, frame)
+        if progress:
+            progress(f"writing {prefix}{name} ({len(frame):,} rows)")
+        file = f"{prefix}{name}.parquet"
+        frame.to_parquet(directory / file, index=False, compression="zstd")
+        tables[name] = {"file": file, "rows": len(frame), "columns": len(frame.columns),
+                        "query": mask_secrets((queries or {}).get(name))}
+    return tables
 
 
 def _write_manifest(directory: Path, manifest: dict) -> None:
@@ -236,17 +384,50 @@ def _write_manifest(directory: Path, manifest: dict) -> None:
 
 
 def _pack(directory: Path, target: Path) -> None:
-    with tarfile.open(target, "w:gz") as tar:
-        for p in sorted(directory.iterdir()):
-            tar.add(p, arcname=p.name)
+    """The directory as a .tar.gz, readable by its owner only (like the directory form)."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
+        for p in sorted(directory.rglob("*")):
+            tar.add(p, arcname=p.relative_to(directory).as_posix(), recursive=False)
 
 
 def _unpack(archive: Path, into: Path) -> Path:
+    """Unpack a bundle archive into ``into``, member by member: only directories and regular
+    files with plain names (:func:`member_path`), each name once, at most MAX_MEMBERS, and
+    no more bytes in all than :func:`unpack_budget` allows. Anything else stops the unpacking
+    with a VerificationError naming the member, before that member is written."""
+    budget = unpack_budget(archive.stat().st_size)
+    written, count, seen = 0, 0, set()
     try:
         with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(into, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BundleError(f"{archive}: not a readable bundle archive ({exc})") from exc
+            for member in tar:
+                count += 1
+                if count > MAX_MEMBERS:
+                    raise VerificationError(f"{archive}: more than {MAX_MEMBERS:,} members; refused")
+                name = member.name.removeprefix("./").rstrip("/")
+                if member.isdir() and name in ("", "."):
+                    continue
+                member_path(name)
+                if name in seen:
+                    raise VerificationError(f"{archive}: member {shown(name)} appears twice; refused")
+                seen.add(name)
+                target = into / name
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                if not member.isreg():
+                    kind = "a link" if member.issym() or member.islnk() else "a special file"
+                    raise VerificationError(f"{archive}: member {shown(name)} is {kind}, not a regular file; refused")
+                written += member.size
+                if written > budget:
+                    raise VerificationError(f"{archive}: unpacks to more than {budget:,} bytes ({MAX_UNPACK_RATIO}x "
+                                            "its size); refused")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                with open(target, "wb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise BundleError(f"{archive}: not a readable bundle archive ({' '.join(str(exc).split())})") from None
     return into
 
 
@@ -264,7 +445,7 @@ def verify_bundle(path: str | Path) -> Verification:
     """Check a bundle: manifest present and unaltered, every listed file present with its
     sha256, no file added. Each problem names the file."""
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         return Verification(False, [f"{path}: does not exist"], None)
     if is_archive(path):
         with tempfile.TemporaryDirectory(prefix="forensics-verify-") as tmp:
@@ -279,51 +460,126 @@ def verify_bundle(path: str | Path) -> Verification:
 
 def _verify_dir(path: Path) -> Verification:
     problems: list[str] = []
-    mpath = path / MANIFEST
-    if not mpath.is_file():
-        return Verification(False, [f"{MANIFEST}: missing"], None)
-    text = mpath.read_bytes()
-    hpath = path / MANIFEST_HASH
-    if not hpath.is_file():
-        problems.append(f"{MANIFEST_HASH}: missing")
-    elif hpath.read_text().split()[:1] != [hashlib.sha256(text).hexdigest()]:
-        problems.append(f"{MANIFEST}: altered (does not match {MANIFEST_HASH})")
     try:
-        manifest = json.loads(text)
-    except ValueError as exc:
-        return Verification(False, problems + [f"{MANIFEST}: not valid JSON ({exc})"], None)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        return Verification(False, problems + [f"{MANIFEST}: not a {FORMAT} manifest"], None)
-    files = manifest.get("files") or {}
+        text = _manifest_bytes(path)
+    except BundleError as exc:
+        return Verification(False, [str(exc)], None)
+    try:
+        hash_text = regular_file(path, MANIFEST_HASH).read_text(encoding="utf-8", errors="replace")
+        if hash_text.split()[:1] != [hashlib.sha256(text).hexdigest()]:
+            problems.append(f"{MANIFEST}: altered (does not match {MANIFEST_HASH})")
+    except BundleError as exc:
+        problems.append(str(exc))
+    try:
+        manifest = _parse_manifest(text)
+    except BundleError as exc:
+        return Verification(False, problems + [str(exc)], None)
+    files = manifest["files"]
     for name, digest in sorted(files.items()):
-        p = path / name
-        if not p.is_file():
-            problems.append(f"{name}: missing")
-        elif sha256_file(p) != digest:
-            problems.append(f"{name}: altered (sha256 differs from manifest)")
-    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+        try:
+            if sha256_file(regular_file(path, name)) != digest:
+                problems.append(f"{shown(name)}: altered (sha256 differs from manifest)")
+        except BundleError as exc:
+            problems.append(str(exc))
+    present = _present(path, problems, set(files))
     for name in sorted(present - set(files) - {MANIFEST, MANIFEST_HASH}):
-        problems.append(f"{name}: added (not in manifest)")
+        problems.append(f"{shown(name)}: added (not in manifest)")
     baseline_tables = (manifest.get("baseline") or {}).get("tables") or {}
-    for table, entry in [*(manifest.get("tables") or {}).items(), *baseline_tables.items()]:
-        if entry.get("file") not in files:
-            problems.append(f"{entry.get('file')}: listed for table {table} but not hashed")
+    for table, entry in [*manifest["tables"].items(), *baseline_tables.items()]:
+        if entry["file"] not in files:
+            problems.append(f"{shown(entry['file'])}: listed for table {shown(table)} but not hashed")
     return Verification(not problems, problems, manifest)
 
 
+def _present(root: Path, problems: list[str], listed: set[str]) -> set[str]:
+    """Names of the regular files under ``root`` (symbolic links not followed); links, special
+    files and folders deeper than MAX_NAME_PARTS are added to ``problems`` (those ``listed`` in
+    the manifest were reported already)."""
+    found: set[str] = set()
+    pending = [(root, "")]
+    while pending:
+        folder, prefix = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = prefix + entry.name
+                if name in listed and not entry.is_dir(follow_symlinks=False):
+                    found.add(name)
+                elif entry.is_symlink():
+                    problems.append(f"{shown(name)}: a symbolic link; refused")
+                elif entry.is_dir(follow_symlinks=False):
+                    if name.count("/") + 2 > MAX_NAME_PARTS:
+                        problems.append(f"{shown(name)}: a folder too deep for a bundle; refused")
+                    else:
+                        pending.append((Path(entry.path), name + "/"))
+                elif entry.is_file(follow_symlinks=False):
+                    found.add(name)
+                else:
+                    problems.append(f"{shown(name)}: a special file; refused")
+                if len(found) + len(problems) > MAX_MEMBERS:
+                    raise VerificationError(f"{root}: more than {MAX_MEMBERS:,} files; refused")
+    return found
+
+
+def _manifest_bytes(path: Path) -> bytes:
+    mpath = regular_file(path, MANIFEST)
+    if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+        raise VerificationError(f"{MANIFEST}: larger than {MAX_MANIFEST_BYTES:,} bytes; refused")
+    return mpath.read_bytes()
+
+
+def _parse_manifest(text: bytes) -> dict:
+    """The manifest, checked for the shape every reader relies on (a VerificationError naming
+    the first thing out of place): ``files`` name -> sha256 with plain names, ``tables`` name ->
+    {file, rows (a count)}, and a window of two times."""
+    try:
+        manifest = json.loads(text)
+    except ValueError as exc:
+        raise VerificationError(f"{MANIFEST}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise VerificationError(f"{MANIFEST}: not a {FORMAT} manifest")
+    files, tables, window = manifest.get("files"), manifest.get("tables"), manifest.get("window")
+    if not isinstance(files, dict) or not all(isinstance(d, str) and re.fullmatch(r"[0-9a-f]{64}", d)
+                                              for d in files.values()):
+        raise VerificationError(f"{MANIFEST}: 'files' must map file names to sha256 digests")
+    if len(files) > MAX_MEMBERS:
+        raise VerificationError(f"{MANIFEST}: more than {MAX_MEMBERS:,} files; refused")
+    for name in files:
+        member_path(name)
+    _check_tables(tables, window, "")
+    baseline = manifest.get("baseline")
+    if baseline is not None:
+        if not isinstance(baseline, dict):
+            raise VerificationError(f"{MANIFEST}: 'baseline' must describe the baseline's tables and window")
+        _check_tables(baseline.get("tables"), baseline.get("window"), "baseline ")
+    return manifest
+
+
+def _check_tables(tables: Any, window: Any, what: str) -> None:
+    """``tables`` name -> {file, rows (a count)} and ``window`` {start, end} as a manifest holds
+    them (``what`` prefixes the names in a message: "baseline ")."""
+    if not isinstance(tables, dict):
+        raise VerificationError(f"{MANIFEST}: {what}'tables' must map table names to their file and row count")
+    for table, entry in tables.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise VerificationError(f"{MANIFEST}: {what}table {shown(table)} names no file")
+        rows = entry.get("rows")
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+            raise VerificationError(f"{MANIFEST}: {what}table {shown(table)}: 'rows' must be a count, "
+                                    f"got {shown(rows)}")
+    if not isinstance(window, dict) or not all(isinstance(window.get(k), str) for k in ("start", "end")):
+        raise VerificationError(f"{MANIFEST}: {what}'window' must give a start and an end time")
+
+
 def read_manifest(path: str | Path) -> dict:
-    """The manifest of a bundle directory or archive, without verifying it."""
+    """The manifest of a bundle directory or archive, without verifying the files, but
+    checked for its shape (:func:`_parse_manifest`)."""
     path = Path(path)
     if is_archive(path):
         with tempfile.TemporaryDirectory(prefix="forensics-manifest-") as tmp:
-            return json.loads((_unpack(path, Path(tmp)) / MANIFEST).read_text(encoding="utf-8"))
-    mpath = path / MANIFEST
-    if not mpath.is_file():
+            return read_manifest(_unpack(path, Path(tmp)))
+    if not (path / MANIFEST).exists():
         raise BundleError(f"{path}: no {MANIFEST}; is this an evidence bundle?")
-    try:
-        return json.loads(mpath.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise BundleError(f"{mpath}: not valid JSON ({exc})") from exc
+    return _parse_manifest(_manifest_bytes(path))
 
 
 def read_bundle(path: str | Path, *, verify: bool = True, tables: list[str] | None = None,
@@ -338,7 +594,7 @@ def read_bundle(path: str | Path, *, verify: bool = True, tables: list[str] | No
     are not read (null, listed in ``Evidence.unread``).
     """
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise BundleError(f"{path}: no such bundle")
     if is_archive(path):
         with tempfile.TemporaryDirectory(prefix="forensics-read-") as tmp:
@@ -354,17 +610,17 @@ def _read_dir(path: Path, verify: bool, wanted: list[str] | None, lean: bool, la
     if verify:
         result = _verify_dir(path)
         if not result.ok:
-            raise BundleError(f"{label}: verification failed: {result}")
+            raise VerificationError(f"{label}: verification failed: {result}")
         manifest = result.manifest
     else:
         manifest = read_manifest(path)
     try:
         window = Window.parse(manifest["window"]["start"], manifest["window"]["end"])
-    except (KeyError, TypeError) as exc:
-        raise BundleError(f"{label}: manifest has no valid window") from exc
+    except ForensicsError as exc:
+        raise BundleError(f"{label}: manifest has no valid window ({exc})") from None
     ev = Evidence(window=window, profile=manifest.get("profile", "runbook"),
                   sources=manifest.get("sources") or {}, missing=manifest.get("missing_sources") or {},
-                  scenario=manifest.get("scenario"))
+                  scenario=manifest.get("scenario"), secrets=manifest.get("secrets"))
     _read_tables(ev, path, manifest.get("tables") or {}, wanted, lean, label)
     base = manifest.get("baseline")
     if isinstance(base, dict) and base.get("tables") is not None:
@@ -387,7 +643,7 @@ def _read_tables(ev: Evidence, path: Path, entries: dict[str, Any], wanted: list
         if name not in schema.TABLES:
             continue  # a table from a newer toolkit: keep the file, skip the load
         try:
-            file = path / entry["file"]
+            file = regular_file(path, entry["file"])
             unread = UNREAD_COLUMNS.get(name, ()) if lean else ()
             if lean and name in STORED_TABLES:
                 ev.stored[name] = _stored(name, file, entry.get("rows"))
@@ -418,7 +674,7 @@ def append_custody(path: str | Path, action: str, detail: str | dict | None = No
         raise BundleError(f"{path}: custody entries are appended to bundle directories; unpack it first")
     result = _verify_dir(path)
     if not result.ok:
-        raise BundleError(f"{path}: verification failed: {result}")
+        raise VerificationError(f"{path}: verification failed: {result}")
     manifest = result.manifest
     entry = custody_entry(action, detail)
     manifest["custody"] = list(manifest.get("custody") or []) + [entry]
@@ -431,7 +687,7 @@ def pack_bundle(directory: str | Path, target: str | Path) -> Path:
     directory, target = Path(directory), Path(target)
     result = _verify_dir(directory)
     if not result.ok:
-        raise BundleError(f"{directory}: verification failed: {result}")
+        raise VerificationError(f"{directory}: verification failed: {result}")
     tmp = target.with_name(f".{target.name}.partial")
     _pack(directory, tmp)
     os.replace(tmp, target)

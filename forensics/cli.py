@@ -2,22 +2,36 @@
 
 Every failure the user can cause (unknown scenario or profile, bad window, tampered
 bundle, unreachable source) ends in one line on stderr naming the problem and a non-zero
-exit; progress goes to stderr, results (paths, tables) to stdout.
+exit; progress goes to stderr, results (paths, tables) to stdout. ``main`` is the one place
+that turns an error into that line and its exit status (:data:`EXIT_CODES`), and it
+passes everything any command prints through :class:`forensics.terminal.SafeStream`
+(control characters escaped, secrets masked): a command only raises and prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from forensics import __version__
-from forensics.errors import ForensicsError
+from forensics.errors import EXIT_FAILED_CHECK, EXIT_INPUT, ForensicsError, ParameterError
+from forensics.terminal import SafeStream
 
-EXIT_ERROR = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+EXIT_CODES = {0: "done", EXIT_FAILED_CHECK: "a check failed: a bundle that does not verify, an unknown message id, "
+                                            "a batch with failed incidents",
+              EXIT_INPUT: "bad input or usage: the line says which argument, file or value",
+              EXIT_INTERNAL: "an error of the toolkit itself (FORENSICS_DEBUG=1 shows the traceback)",
+              EXIT_INTERRUPTED: "interrupted (Ctrl-C)"}
+"""Exit status -> meaning (the README's table)."""
+DEBUG_ENV = "FORENSICS_DEBUG"
 DEFAULT_DEMO_SCENARIO = "whatsapp-rate-limit"
 
 
@@ -38,6 +52,26 @@ def _window(args) -> object:
     from forensics.timeutil import Window
 
     return Window.parse(args.since, args.until)
+
+
+def _json_object(flag: str, text: str | None) -> dict[str, Any]:
+    """A JSON object given on the command line; ParameterError for anything else."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ParameterError(f"{flag}: invalid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ParameterError(f"{flag}: expected a JSON object ({{...}}), got {type(value).__name__}")
+    return value
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    formats = tuple(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
+    if not formats:
+        raise ParameterError(f"--formats {text!r}: no format given; expected any of html, md, json")
+    return formats
 
 
 def _check_scenario_and_profile(scenario: str, profile: str) -> None:
@@ -66,24 +100,30 @@ def cmd_scenarios(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from forensics.simulate.stream import simulate_bundle
+    from forensics.bundle import check_target, custody_entry, write_bundle
+    from forensics.simulate import simulate
     from forensics.timeutil import parse_time
 
     _check_scenario_and_profile(args.scenario, args.profile)
+    check_target(args.out, overwrite=args.force, archive=args.archive)
     progress = Progress(args.quiet)
     end = parse_time(args.end) if args.end else None
     progress(f"simulating {args.scenario} with {args.messages:,} messages (seed {args.seed})")
-    path = simulate_bundle(args.scenario, args.out, messages=args.messages, seed=args.seed, end=end,
-                           profile=args.profile, overwrite=args.force, archive=args.archive, progress=progress,
-                           baseline=args.baseline, noise=args.noise, under_way=args.under_way,
-                           collected=args.collected.split(",") if args.collected else None)
+    ev = simulate(args.scenario, messages=args.messages, seed=args.seed, end=end, profile=args.profile,
+                  progress=progress, baseline=args.baseline, noise=args.noise, under_way=args.under_way,
+                  collected=args.collected.split(",") if args.collected else None)
+    progress(f"writing bundle {args.out}")
+    path = write_bundle(ev, args.out, overwrite=args.force, archive=args.archive, progress=progress,
+                        keep_secrets=args.keep_secrets,
+                        custody=[custody_entry("simulated", {"scenario": args.scenario, "messages": args.messages,
+                                                             "seed": args.seed})])
     progress("done")
     print(path)
     return 0
 
 
 def cmd_collect(args) -> int:
-    from forensics.bundle import BASELINE_DIR, BundleWriter
+    from forensics.bundle import check_target, write_bundle
     from forensics.sources.base import parse_option_args
     from forensics.sources.registry import baseline_window, collect, collect_baseline
 
@@ -92,17 +132,14 @@ def cmd_collect(args) -> int:
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     options = {"scenario": args.scenario, "messages": args.messages, "seed": args.seed} if "simulator" in sources else {}
     options.update(parse_option_args(args.option))
+    check_target(args.out, overwrite=args.force, archive=args.archive)
     baseline_window(args.baseline, window)  # a bad --baseline fails before anything is collected
-    with BundleWriter(args.out, overwrite=args.force, archive=args.archive, progress=progress) as writer:
-        ev, queries, custody = collect(sources, window, args.profile, options, progress, writer=writer)
-        if not writer.tables():
-            raise ForensicsError("no source returned evidence: "
-                                 + "; ".join(f"{k}: {v}" for k, v in ev.missing.items()))
-        baseline_queries, baseline_custody = collect_baseline(ev, sources, args.baseline, options, progress)
-        if ev.baseline is not None:
-            for name, frame in ev.baseline.tables.items():
-                writer.append(name, frame, query=baseline_queries.get(name), prefix=BASELINE_DIR)
-        path = writer.close(ev, queries=queries, custody=custody + baseline_custody)
+    ev, queries, custody = collect(sources, window, args.profile, options, progress, keep_secrets=args.keep_secrets)
+    if not ev.tables:
+        raise ForensicsError("no source returned evidence: " + "; ".join(f"{k}: {v}" for k, v in ev.missing.items()))
+    baseline_queries, baseline_custody = collect_baseline(ev, sources, args.baseline, options, progress)
+    path = write_bundle(ev, args.out, queries=queries, custody=custody + baseline_custody, overwrite=args.force,
+                        archive=args.archive, progress=progress, baseline_queries=baseline_queries)
     for name, why in ev.missing.items():
         print(f"warning: source {name} missing from the bundle: {why}", file=sys.stderr)
     print(path)
@@ -111,7 +148,10 @@ def cmd_collect(args) -> int:
 
 def cmd_verify(args) -> int:
     from forensics.bundle import verify_bundle
+    from forensics.errors import BundleError
 
+    if not os.path.lexists(args.bundle):
+        raise BundleError(f"{args.bundle}: does not exist")
     result = verify_bundle(args.bundle)
     if result.ok:
         m = result.manifest
@@ -120,10 +160,7 @@ def cmd_verify(args) -> int:
         return 0
     for problem in result.problems:
         print(f"FAILED {args.bundle}: {problem}", file=sys.stderr)
-    return 1
-
-
-EXIT_NOT_FOUND = 1
+    return EXIT_FAILED_CHECK
 
 
 def cmd_message(args) -> int:
@@ -165,7 +202,7 @@ def cmd_message(args) -> int:
             identities, locks = _identity_and_locks(found.iloc[0], args.profile)
     if found.empty:
         print(f"forensics message: message {args.message_id} not found in {where}", file=sys.stderr)
-        return EXIT_NOT_FOUND
+        return EXIT_FAILED_CHECK
     if len(found) > 1:
         print(f"warning: {len(found)} documents carry message id {args.message_id}; showing the first",
               file=sys.stderr)
@@ -207,10 +244,10 @@ def cmd_report(args) -> int:
     from forensics.sources.base import parse_option_args
 
     progress = Progress(args.quiet)
-    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    params = json.loads(args.parameters) if args.parameters else {}
+    formats = _formats(args.formats)
+    params = _json_object("--parameters", args.parameters)
     if args.thresholds:
-        params["thresholds"] = json.loads(args.thresholds)
+        params["thresholds"] = _json_object("--thresholds", args.thresholds)
     if args.since or args.until:
         params.update(since=args.since or "", until=args.until or "")
     if args.sources:
@@ -235,8 +272,8 @@ def cmd_batch(args) -> int:
     from forensics.report.batch import build_batch
 
     progress = Progress(args.quiet)
-    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    params = {"thresholds": json.loads(args.thresholds)} if args.thresholds else {}
+    formats = _formats(args.formats)
+    params = {"thresholds": _json_object("--thresholds", args.thresholds)} if args.thresholds else {}
     result = build_batch(args.bundles, args.out, formats=formats, parameters=params, redact=not args.no_redact,
                          progress=progress)
     for i in result.incidents:
@@ -245,7 +282,7 @@ def cmd_batch(args) -> int:
     print(f"index: {result.index_html}\nindex: {result.index_json}")
     if result.failed:
         print(f"forensics batch: {len(result.failed)} of {len(result.incidents)} incidents failed", file=sys.stderr)
-        return 1  # some incidents failed; 2 stays for an error that stops the whole command
+        return EXIT_FAILED_CHECK  # some incidents failed; 2 stays for an error that stops the whole command
     return 0
 
 
@@ -327,7 +364,7 @@ def cmd_watch(args) -> int:
     progress = Progress(args.quiet)
     watcher = Watcher(args.out, sources, profile=args.profile, options=options,
                       lookback=lookback, max_concurrent=args.max_concurrent,
-                      formats=[f.strip() for f in args.formats.split(",") if f.strip()], redact=not args.no_redact,
+                      formats=list(_formats(args.formats)), redact=not args.no_redact,
                       alert_names=[a.strip() for a in (args.alerts or "").split(",") if a.strip()], progress=progress)
     try:
         server = WatchServer(listen, watcher)
@@ -400,13 +437,27 @@ def _add_world(p: argparse.ArgumentParser) -> None:
                         "skips); default on for --profile chat4all-v2, off for runbook")
 
 
+def _add_keep_secrets(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-secrets", action="store_true",
+                   help="keep bot tokens, token/key parameters, Authorization headers and URI passwords found in the "
+                        "evidence raw (a sealed internal bundle; the manifest records it). Default: masked with a "
+                        "keyed fingerprint, so equal secrets still correlate")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="runbook", help="naming profile: runbook, chat4all-v2, or a YAML file")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (which command, what is wrong, where help is)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="forensics",
         description="Incident forensics for Chat4All v2 message delivery: collect evidence into a bundle, "
                     "rank root causes, write the RCA report. Start with `forensics demo`.")
@@ -436,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--under-way", action="store_true", help="the incident began 5-20 min before the window")
     p.add_argument("--collected", default=None, metavar="SOURCES",
                    help="partial evidence: only these sources were collected, e.g. mongo,logs")
+    _add_keep_secrets(p)
     _add_common(p)
     p.set_defaults(func=cmd_simulate)
 
@@ -452,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_baseline(p)
     p.add_argument("--archive", action="store_true")
     p.add_argument("--force", action="store_true")
+    _add_keep_secrets(p)
     _add_common(p)
     p.set_defaults(func=cmd_collect)
 
@@ -543,20 +596,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; every error becomes one line on stderr and its exit status (EXIT_CODES)."""
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeStream(stdout), SafeStream(stderr)
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # usage errors (one line, _Parser.error), --help, --version
+            return exc.code if isinstance(exc.code, int) else EXIT_INPUT
+        return _run(args)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _run(args: argparse.Namespace) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
+
+    def fail(what: str, code: int) -> int:
+        print(f"forensics {args.command}: {' '.join(what.split())}", file=sys.stderr)
+        return code
+
     try:
         return func(args)
     except ForensicsError as exc:
-        print(f"forensics {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except json.JSONDecodeError as exc:
-        print(f"forensics {args.command}: error: invalid JSON argument: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return fail(f"error: {exc}", exc.exit_code)
     except KeyboardInterrupt:
-        print(f"forensics {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return fail("interrupted", EXIT_INTERRUPTED)
+    except OSError as exc:  # the machine said no: permissions, a full disk, a path that is a file
+        return fail(f"error: {exc}", EXIT_INPUT)
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        return fail(f"internal error: {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)",
+                    EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

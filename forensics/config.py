@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 ENV = {
     "mongo": "FORENSICS_MONGO_URI",
@@ -39,6 +40,13 @@ def configured_sources() -> dict[str, str]:
     from forensics.credentials import mask_uri
 
     return {name: mask_uri(connection(name)) or "" for name in LIVE_SOURCES if connection(name)}
+
+
+def cache_dir() -> Path:
+    """Where the toolkit keeps what outlives a checkout (``CHAT4ALL_FORENSICS_CACHE``, default
+    ``~/.cache/chat4all-forensics``), as ``scripts/services`` does."""
+    env = os.environ.get("CHAT4ALL_FORENSICS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "chat4all-forensics"
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+EXIT_INPUT = 2
+"""Exit status of a command stopped by bad input or usage (the README's table of exit codes)."""
+EXIT_FAILED_CHECK = 1
+"""Exit status of a command whose input was read but failed a check: a bundle that does not
+verify, a message id that is not there."""
+
 
 class ForensicsError(Exception):
-    """Base class: the CLI prints ``str(err)`` on one line and exits non-zero."""
+    """Base class: the CLI prints ``str(err)`` on one line and exits with ``exit_code``."""
+
+    exit_code = EXIT_INPUT
 
 
 class SchemaError(ForensicsError):
@@ -26,6 +34,13 @@ class WindowError(ForensicsError):
 
 class BundleError(ForensicsError):
     """An evidence bundle that is missing, incomplete, corrupt or tampered with."""
+
+
+class VerificationError(BundleError):
+    """A bundle that was read but does not verify: a file missing, added, altered or refused
+    (a name outside the bundle, a link, a special file), or its manifest edited."""
+
+    exit_code = EXIT_FAILED_CHECK
 
 
 class ScenarioError(ForensicsError):

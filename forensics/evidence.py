@@ -20,7 +20,13 @@ from typing import Any
 import pandas as pd
 
 from forensics import schema
-from forensics.timeutil import Window
+from forensics.config import cache_dir
+from forensics.credentials import FINGERPRINT_HEX, SecretFingerprint, mask_frame_secrets
+from forensics.timeutil import Window, iso
+
+EXTENT_MARGIN = pd.Timedelta(hours=1)
+"""How far the analysed window may reach beyond the first and last evidence row (the time
+before the first row and after the last still counts: a silence, a message stuck since)."""
 
 BASELINE_KINDS = ("preceding", "explicit", "pre-onset", "none")
 """How a baseline was chosen: the period of the window's length right before it, a range
@@ -67,6 +73,11 @@ class Evidence:
     :mod:`forensics.scan` about them; ``table(name)`` reads one whole on first use."""
     unread: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Table -> columns a lean bundle read left on disk (null here): read the bundle again for them."""
+    window_note: str | None = None
+    """One sentence when the analysed window is not the one asked for (:func:`clamp_window`)."""
+    secrets: dict[str, Any] | None = None
+    """How secrets in the tables were treated (:func:`mask_evidence_secrets`): None = not
+    looked at; {"masked": True, "fingerprint", "key_id", "cells"}; or {"masked": False, "kept_raw"}."""
 
     @classmethod
     def from_records(cls, window: Window, scenario: dict[str, Any] | None = None, *, source: str = "crafted",
@@ -124,3 +135,78 @@ class Evidence:
             if name not in SNAPSHOT_TABLES and schema.table(name).time_column is not None:
                 part.stored[name] = replace(stored, rows=None, window=part.window)
         return part
+
+    def time_extent(self) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """The first and last time, within the window, of any row of a timed table (each
+        table's schema time column); None when no row has a time in the window."""
+        lo = hi = None
+        for name, frame in self.tables.items():
+            column = schema.table(name).time_column if name in schema.TABLES else None
+            if not column or column not in frame.columns or not len(frame):
+                continue
+            t = frame[column]
+            t = t[(t >= self.window.start) & (t <= self.window.end)]
+            if len(t) and t.notna().any():
+                first, last = t.min(), t.max()
+                lo = first if lo is None or first < lo else lo
+                hi = last if hi is None or last > hi else hi
+        return None if lo is None else (lo, hi)
+
+
+def mask_evidence_secrets(evidence: Evidence, fingerprint: SecretFingerprint | None = None) -> Evidence:
+    """The evidence with every secret in its text masked by a keyed fingerprint (bot tokens,
+    token/key query parameters, Authorization headers, URI passwords: forensics.credentials),
+    and ``secrets`` recording how; unchanged when already masked. What collection and bundle
+    writing do by default, so a secret never reaches a bundle or a report."""
+    if (evidence.secrets or {}).get("masked"):
+        return evidence
+    fingerprint = fingerprint or SecretFingerprint.default(cache_dir() / "fingerprint.key")
+    tables, cells = {}, 0
+    for name, frame in evidence.tables.items():
+        tables[name], n = mask_frame_secrets(frame, fingerprint)
+        cells += n
+    baseline = evidence.baseline
+    if baseline is not None:
+        baseline = mask_evidence_secrets(baseline, fingerprint)
+        cells += baseline.secrets.get("cells", 0)
+    return replace(evidence, tables=tables, baseline=baseline, secrets={
+        "masked": True, "fingerprint": f"HMAC-SHA256, first {FINGERPRINT_HEX} hex digits, as ***#<fingerprint>",
+        "key_id": fingerprint.key_id, "cells": cells})
+
+
+def keep_secrets_raw(evidence: Evidence, why: str) -> Evidence:
+    """The evidence marked as deliberately unmasked (a sealed internal bundle); ``why`` is recorded."""
+    return replace(evidence, secrets={"masked": False, "kept_raw": why})
+
+
+def clamp_window(evidence: Evidence, margin: pd.Timedelta = EXTENT_MARGIN) -> Evidence:
+    """The evidence with its window cut to the evidence's own time extent (plus ``margin``
+    either side), and ``window_note`` saying so; the same evidence when the window already fits.
+
+    What the analysis builds per unit of time (alert replay steps, per-minute counts) then
+    follows the evidence, not a window someone typed or a manifest claims: ``--until 2099``
+    or a received bundle whose window spans a century costs what its rows cost. A window with
+    no evidence row in it keeps its bounds and gets a note saying nothing can be concluded.
+    """
+    if evidence.baseline is not None:  # a baseline's window is as untrusted as the incident's
+        evidence = replace(evidence, baseline=clamp_window(evidence.baseline, margin))
+    w = evidence.window
+    extent = evidence.time_extent()
+    if extent is None:
+        if evidence.window_note:
+            return evidence
+        return replace(evidence, window_note=f"No evidence in the window {_span(w.start, w.end)}: no row of any "
+                                             "timed table falls inside it, so nothing can be concluded about it.")
+    first, last = extent
+    start, end = max(w.start, first - margin), min(w.end, last + margin)
+    if (start, end) == (w.start, w.end):
+        return evidence
+    clamped = Window(start, end)  # start <= first <= last <= end, and the window is not empty
+    note = (f"Asked for {_span(w.start, w.end)}; the evidence covers {_span(first, last)}, so the analysis uses "
+            f"{_span(clamped.start, clamped.end)} (the evidence and up to {margin / pd.Timedelta(minutes=1):g} min "
+            "either side).")
+    return replace(evidence, window=clamped, window_note=note)
+
+
+def _span(start: pd.Timestamp, end: pd.Timestamp) -> str:
+    return f"{iso(start)} to {iso(end)}"

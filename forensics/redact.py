@@ -13,6 +13,9 @@ What is masked
   incident (message contents, display names; ``[content]``) wherever they are quoted, e.g.
   inside an error message or a log line.
 
+Also masked: a number labelled as a phone although it touches ``:`` or ``-`` (``tel:+5511...``,
+``recipient:+5511...``, ``to=+5511...``, ``msisdn:5511...``).
+
 What is kept, although it is digits: ISO dates and times, UUIDs (also all-digit ones) and hex
 ids (a digit run touching a letter, ``:`` or ``-`` is part of an id, e.g. ``partition:offset``), decimals
 (``1234.5678``) and numbers shorter than 8 digits (error codes like ``131047``).
@@ -40,6 +43,10 @@ _HANDLE = re.compile(r"(?<![\w@.])@[A-Za-z0-9_](?:[A-Za-z0-9_.]*[A-Za-z0-9_])?")
 # A phone candidate: digits with at most two separator characters between consecutive digits,
 # not touching a word character, ':' or '-' (which would make it part of an id or a time).
 _PHONE = re.compile(r"(?<![\w:.+-])\+?\(?\d(?:[ ().-]{0,2}\d)+\)?(?![\w:-])")
+# A phone number after a scheme or a label that a digit run of an id never follows: E.164 with its
+# "+" after ":", "=" or "-" (tel:+55..., recipient:+55..., to=+55...), or digits after tel:/phone:/msisdn:.
+_LABELLED_PHONE = re.compile(r"(?:(?<=[:=-])\+\d(?:[ .-]?\d){6,14}|(?i:(?<=tel:)|(?<=phone:)|(?<=msisdn:)|(?<=recipient:))"
+                             r"\d(?:[ .-]?\d){7,14})(?!\w)")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _UUID = re.compile(r"\d{8}-\d{4}-\d{4}-\d{4}-\d{12}")
 _DECIMAL = re.compile(r"\d+\.\d+")
@@ -130,6 +137,7 @@ class Redactor:
             value = self._quoted.sub("[content]", value)
         value = _EMAIL.sub("[email]", value)
         value = _HANDLE.sub("[handle]", value)
+        value = _LABELLED_PHONE.sub("[phone]", value)
         return _PHONE.sub(_phone, value)
 
     def frame(self, df: pd.DataFrame, columns: Mapping[str, str] | Iterable[str] | None = None) -> pd.DataFrame:

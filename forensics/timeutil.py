@@ -104,21 +104,26 @@ def parse_time(value: str | datetime | pd.Timestamp | None, *, now: pd.Timestamp
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     if value is None:
         raise WindowError("no time given")
-    if isinstance(value, (datetime, pd.Timestamp)):
-        return _as_utc_datetime(value)
     text = str(value).strip()
-    if text.lower() == "now":
-        return now
-    m = _RELATIVE.match(text)
-    if m:
-        return now - timedelta(**{_UNITS[m.group(2).lower()]: float(m.group(1))})
     try:
-        ts = pd.Timestamp(text)
+        if isinstance(value, (datetime, pd.Timestamp)):
+            ts = _as_utc_datetime(value)
+        elif text.lower() == "now":
+            ts = now
+        elif m := _RELATIVE.match(text):
+            ts = now - timedelta(**{_UNITS[m.group(2).lower()]: float(m.group(1))})
+        else:
+            ts = pd.Timestamp(text)
+            if ts is pd.NaT:
+                raise WindowError(f"cannot parse time {text!r}")
+            ts = _as_utc_datetime(ts)
+        # every time of the toolkit is datetime64[ns]: years 1677 to 2262
+        return ts.as_unit("ns")
+    except (OverflowError, pd.errors.OutOfBoundsDatetime) as exc:
+        raise WindowError(f"time {text[:60]!r} is out of range (times run from 1677 to 2262)") from exc
     except (ValueError, TypeError) as exc:
-        raise WindowError(f"cannot parse time {text!r}: use ISO 8601 (2025-12-03T14:00:00Z) or relative (2h)") from exc
-    if ts is pd.NaT:
-        raise WindowError(f"cannot parse time {text!r}")
-    return _as_utc_datetime(ts)
+        raise WindowError(f"cannot parse time {text[:60]!r}: use ISO 8601 (2025-12-03T14:00:00Z) or relative (2h)"
+                          ) from exc
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,8 @@ def test_a_failed_bundle_is_recorded_and_the_batch_goes_on(batch):
     code, out, _, by_name = batch
     assert code == 1
     assert by_name["tampered"]["status"] == "failed"
-    assert "BundleError" in by_name["tampered"]["error"] and "messages.parquet" in by_name["tampered"]["error"]
+    assert "verification failed" in by_name["tampered"]["error"]
+    assert "messages.parquet: altered" in by_name["tampered"]["error"]
     assert by_name["missing"]["error"].endswith("missing: does not exist")
     assert not (out / "tampered").exists() and not list(out.glob(".*partial*"))
 
@@ -63,7 +64,7 @@ def test_a_failed_bundle_is_recorded_and_the_batch_goes_on(batch):
 def test_index_html_links_each_report_and_escapes(batch):
     _, out, _, _ = batch
     page = (out / "index.html").read_text(encoding="utf-8")
-    assert '<a href="rate-limit/report.html">rate-limit</a>' in page and '<a href="token/report.html">' in page
+    assert '<a href="./rate-limit/report.html">rate-limit</a>' in page and '<a href="./token/report.html">' in page
     assert "Rate limited by the messaging platform" in page and "2 reported, 2 failed" in page
     assert page.count('<tr class="failed">') == 2
     hostile = Incident("x", "b", status="failed", error="<script>alert(1)</script>")

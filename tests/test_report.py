@@ -1,6 +1,7 @@
 """The RCA report as a reader and an attacker meet it: sections present, untrusted text
 escaped in every format, personal data redacted by default, nothing half-written."""
 
+import hashlib
 import json
 import socket
 
@@ -13,7 +14,7 @@ from test_summary_contract import assert_valid
 
 from forensics import schema
 from forensics.bundle import write_bundle
-from forensics.errors import ForensicsError, ParameterError
+from forensics.errors import ForensicsError, ParameterError, VerificationError
 from forensics.evidence import Evidence
 from forensics.redact import Redactor, redact_frame, redact_text
 from forensics.report import drilldown, runner
@@ -153,15 +154,29 @@ def test_redacted_exports_hold_no_phone_handle_or_content(redacted):
 
 
 def test_failing_notebook_gives_one_line_and_writes_nothing(bundle, tmp_path):
-    tampered = tmp_path / "tampered"
-    write_bundle(hostile_evidence(50), tampered)
-    (tampered / "messages.parquet").write_bytes(b"not parquet")
+    broken = tmp_path / "broken"
+    write_bundle(hostile_evidence(50), broken)
+    # not Parquet, but hashed in a consistent manifest: it verifies, and fails in the notebook
+    (broken / "messages.parquet").write_bytes(b"not parquet")
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["files"]["messages.parquet"] = hashlib.sha256(b"not parquet").hexdigest()
+    text = json.dumps(manifest) + "\n"
+    (broken / "manifest.json").write_text(text)
+    (broken / "manifest.sha256").write_text(hashlib.sha256(text.encode()).hexdigest() + "  manifest.json\n")
     out = tmp_path / "report"
     with pytest.raises(ForensicsError) as err:
-        runner.build_report(tampered, out)
+        runner.build_report(broken, out)
     assert "\n" not in str(err.value)
     assert "BundleError" in str(err.value) and "messages.parquet" in str(err.value)
     assert not out.exists() and not list(tmp_path.glob(".report*"))
+
+
+def test_a_bundle_that_does_not_verify_stops_before_the_kernel(tmp_path):
+    tampered = write_bundle(hostile_evidence(50), tmp_path / "tampered")
+    (tampered / "messages.parquet").write_bytes(b"tampered")
+    with pytest.raises(VerificationError, match="messages.parquet: altered") as err:
+        runner.build_report(tampered, tmp_path / "report")
+    assert err.value.exit_code == 1 and not (tmp_path / "report").exists()
 
 
 @pytest.mark.parametrize("parameters, name", [

@@ -64,14 +64,15 @@ from forensics.analysis.promql_eval import (
     CMP,
     DEFAULT_STEP_S,
     LOOKBACK_S,
+    MAX_STEPS,
     Evaluator,
     Key,
     SeriesStore,
     Vector,
     evaluation_steps,
     parse_labels,
+    replay_step_ns,
     series_key,
-    step_ns,
     window_of,
 )
 from forensics.analysis.series import (
@@ -561,7 +562,8 @@ def detection(evidence: Evidence, rules: Iterable[Rule | str | Path] | Rule | st
     frame["time_to_detect_s"] = pd.Series(ttd, index=frame.index, dtype="float64")
     frame = frame.sort_values(["would_fire_at", "rule", "source"], na_position="last", kind="stable")
     frame = frame.reset_index(drop=True)[list(DETECTION_COLUMNS)]
-    frame.attrs.update({"incident_start": start, "incident_start_basis": basis, "step_s": step_ns(step) / NS})
+    frame.attrs.update({"incident_start": start, "incident_start_basis": basis,
+                        "step_s": replay_step_ns(evidence.window, step) / NS})
     return frame
 
 
@@ -586,6 +588,10 @@ def describe_detection(frame: pd.DataFrame) -> list[str]:
             gap = (first_page - row.would_fire_at).total_seconds()
             text += f", {_minutes(abs(gap))} {'before' if gap >= 0 else 'after'} the first page"
         out.append(text)
+    step_s = frame.attrs.get("step_s")
+    if step_s and step_s > DEFAULT_STEP_S:
+        out.append(f"Replayed every {_minutes(step_s)} instead of every {_minutes(DEFAULT_STEP_S)}: the window is long, "
+                   f"and a replay takes at most {MAX_STEPS:,} steps.")
     return out
 
 

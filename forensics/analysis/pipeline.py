@@ -26,7 +26,7 @@ from forensics.analysis.detectors import NAT, NS, Detection, Thresholds, detect
 from forensics.analysis.rank import Hypothesis, close_call, coverage, hypotheses, hypotheses_frame
 from forensics.analysis.timeline import build_timeline
 from forensics.catalog import PLATFORM_NAMES
-from forensics.evidence import Evidence
+from forensics.evidence import Evidence, clamp_window
 from forensics.timeutil import iso
 
 DEFAULT_THRESHOLDS: dict[str, float] = Thresholds().to_dict()
@@ -140,6 +140,7 @@ class Analysis:
         out: dict[str, Any] = {
             "schema_version": SUMMARY_SCHEMA_VERSION,
             "window": self.evidence.window.to_dict(),
+            "window_note": self.evidence.window_note,
             "profile": self.evidence.profile,
             "impact": self.impact,
             "missing_sources": self.missing_sources(),
@@ -282,9 +283,12 @@ def impact(detection: Detection) -> dict[str, Any]:
 
 def analyze(evidence: Evidence, thresholds: Thresholds | Mapping[str, Any] | None = None) -> Analysis:
     """Run the detectors over ``evidence``, rank the root causes, build the timeline, group
-    the errors and measure the impact. ``thresholds`` overrides :data:`DEFAULT_THRESHOLDS`."""
+    the errors and measure the impact. ``thresholds`` overrides :data:`DEFAULT_THRESHOLDS`.
+    The window is first cut to the evidence's extent (:func:`forensics.evidence.clamp_window`),
+    so the work follows the evidence, never the window's length."""
     from forensics.analysis.alerts import detection as replay_alerts
 
+    evidence = clamp_window(evidence)
     th = Thresholds.from_dict(thresholds)
     detection = detect(evidence, th)
     change = analyse_change(evidence, detection, th)

@@ -43,6 +43,9 @@ from forensics.rules import RuleFileError, parse_duration
 from forensics.timeutil import Window
 
 DEFAULT_STEP_S = 60.0
+MAX_STEPS = 2880
+"""Evaluation steps of one replay at most (two days at the default step): a longer window
+replays at a multiple of the step, so the work follows the evidence, not the window's length."""
 LOOKBACK_S = 300.0
 """Prometheus' default lookback for instant selectors (--query.lookback-delta)."""
 
@@ -541,9 +544,17 @@ def step_ns(step: Any) -> int:
     return int(round(seconds * NS))
 
 
-def evaluation_steps(window: Window, step: Any = DEFAULT_STEP_S) -> np.ndarray:
-    """Evaluation times (int64 ns): multiples of ``step`` within [window.start, window.end]."""
+def replay_step_ns(window: Window, step: Any = DEFAULT_STEP_S) -> int:
+    """The step a replay over ``window`` uses (ns): ``step``, or the smallest multiple of it
+    that cuts the window into at most :data:`MAX_STEPS` steps."""
     s = step_ns(step)
+    return s * max(1, -(-int(window.duration.value) // (s * MAX_STEPS)))
+
+
+def evaluation_steps(window: Window, step: Any = DEFAULT_STEP_S) -> np.ndarray:
+    """Evaluation times (int64 ns): multiples of the step within [window.start, window.end]
+    (``step`` grown by :func:`replay_step_ns` when the window is long)."""
+    s = replay_step_ns(window, step)
     first = -(-int(window.start.value) // s) * s
     last = int(window.end.value) // s * s
     return np.arange(first, last + 1, s, dtype=np.int64) if last >= first else np.array([], dtype=np.int64)

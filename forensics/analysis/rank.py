@@ -427,11 +427,15 @@ def _first_seen(found: list[Finding]) -> pd.Timestamp | None:
 
 
 def coverage(detection: Detection) -> tuple[float, list[str]]:
-    """Share of KEY_TABLES collected, and notes naming what is missing."""
+    """Share of KEY_TABLES collected, and notes naming what is missing. No coverage at all
+    when the key tables hold no row in the window: an empty window is not a healthy one."""
     ev = detection.context.evidence
     absent = [t for t in KEY_TABLES if not ev.has(t)]
     notes = [f"source {name} missing: {why}" for name, why in sorted(ev.missing.items())]
     notes += [f"table {t} not collected" for t in absent]
+    if not any(len(ev.table(t)) for t in KEY_TABLES):
+        return 0.0, notes + [ev.window_note or f"no evidence in the window {ev.window}: the key tables "
+                                               f"({', '.join(KEY_TABLES)}) hold no row in it"]
     return 1.0 - len(absent) / len(KEY_TABLES), notes
 
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from forensics import __version__
 from forensics.bundle import ARCHIVE_SUFFIXES, MANIFEST, is_archive
@@ -101,12 +103,25 @@ def find_bundles(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def incident_name(bundle: Path) -> str:
+    """The subdirectory name of a bundle's report: its name without the archive suffix, cut to
+    letters, digits, ``.``, ``_`` and ``-`` (anything else becomes ``-``; no leading dot), so it
+    stays a plain name inside the batch output whatever the bundle is called (``..``,
+    ``javascript:...``)."""
+    name = bundle.resolve().name if bundle.name in ("", ".", "..") else bundle.name
+    base = next((name[: -len(s)] for s in ARCHIVE_SUFFIXES if name.endswith(s)), name)
+    return _UNSAFE.sub("-", base).strip("-").lstrip(".")[:100] or "incident"
+
+
 def incident_names(bundles: list[Path]) -> list[str]:
-    """One subdirectory name per bundle: its name without the archive suffix, made unique
-    with -2, -3, ... in order."""
+    """One subdirectory name per bundle (:func:`incident_name`), made unique with -2, -3, ...
+    in order."""
     names: list[str] = []
     for b in bundles:
-        base = next((b.name[: -len(s)] for s in ARCHIVE_SUFFIXES if b.name.endswith(s)), b.name) or "incident"
+        base = incident_name(b)
         name, n = base, 1
         while name in names or name in (INDEX_JSON, INDEX_HTML):
             n += 1
@@ -200,7 +215,8 @@ def render_index(incidents: list[Incident], meta: dict, title: str = "Incident b
     rows = []
     for i in incidents:
         report = i.files.get("html") or i.files.get("md") or i.files.get("json")
-        name = f'<a href="{e(report)}">{e(i.name)}</a>' if report else e(i.name)
+        # a relative ./ URL, percent-encoded: never a scheme (javascript:), never outside the batch
+        name = f'<a href="./{e(quote(report))}">{e(i.name)}</a>' if report else e(i.name)
         affected = (f"{_count(i.impact, 'messages_affected')} of {_count(i.impact, 'messages_total')}"
                     if i.impact.get("messages_total") is not None else None)
         sla = {True: "breached", False: "met"}.get(i.impact.get("sla_breach"))

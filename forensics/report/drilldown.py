@@ -16,7 +16,7 @@ import pandas as pd
 from forensics import schema
 from forensics.catalog import check_platform_limits
 from forensics.errors import ParameterError
-from forensics.evidence import Evidence
+from forensics.evidence import Evidence, clamp_window
 from forensics.report.params import EvidenceParams
 from forensics.timeutil import Window, iso
 
@@ -42,9 +42,10 @@ def scope(evidence: Evidence, window: Window, channel: str | None = None) -> Evi
                             channel=channel if channel is not None else s.channel)
               for name, s in evidence.stored.items()}
     baseline = scope(evidence.baseline, evidence.baseline.window, channel) if evidence.baseline is not None else None
-    return Evidence(window=window, profile=evidence.profile, tables=tables, sources=evidence.sources,
-                    missing=evidence.missing, scenario=evidence.scenario, stored=stored, unread=evidence.unread,
-                    baseline=baseline, baseline_kind=evidence.baseline_kind)
+    stored = {name: replace(s, rows=None, window=window if window != evidence.window else s.window,
+                            channel=channel if channel is not None else s.channel)
+              for name, s in evidence.stored.items()}
+    return replace(evidence, window=window, tables=tables, baseline=baseline, stored=stored)
 
 
 def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None = None, *,
@@ -60,14 +61,14 @@ def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None
 
     if params.bundle is not None:
         evidence = read_bundle(params.bundle, verify=True, lean=lean)
-        return scope(evidence, params.window(evidence.window), params.channel)
+        return clamp_window(scope(evidence, params.window(evidence.window), params.channel))
     if not params.sources:
         raise ParameterError('bundle: expected an evidence bundle path, or sources (e.g. "mongo,kafka") and since '
                              "to collect live")
     evidence, _queries, _custody = collect(list(params.sources), params.live_window(), params.profile,
                                            params.source_options, progress)
     collect_baseline(evidence, list(params.sources), params.baseline, params.source_options, progress)
-    return scope(evidence, evidence.window, params.channel)
+    return clamp_window(scope(evidence, evidence.window, params.channel))
 
 
 def describe_evidence(evidence: Evidence) -> list[str]:

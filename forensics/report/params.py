@@ -86,9 +86,11 @@ class EvidenceParams:
 
     def to_dict(self, *, masked: bool = False) -> dict[str, Any]:
         """The parameters as papermill passes them (strings, dicts, bools); ``masked`` hides the
-        passwords in connection strings (for what a report writes down)."""
+        passwords in connection strings and names the bundle without the path of the machine that
+        read it (for what a report writes down)."""
         options = mask_secrets(self.source_options) if masked else dict(self.source_options)
-        return {"bundle": str(self.bundle) if self.bundle else "", "sources": ",".join(self.sources),
+        bundle = "" if self.bundle is None else self.bundle.name if masked else str(self.bundle)
+        return {"bundle": bundle, "sources": ",".join(self.sources),
                 "source_options": options, "since": iso(self.since) or "", "until": iso(self.until) or "",
                 "channel": self.channel or "", "profile": self.profile, "baseline": self.baseline}
 

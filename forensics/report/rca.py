@@ -368,7 +368,8 @@ class RcaReport:
 
     def gaps(self) -> list[str]:
         """Data gaps as sentences: missing sources (with the reason) and what stays unknown."""
-        out = [f"Source {source} was not read: {why}." for source, why in sorted(self.evidence.missing.items())]
+        out = [self.evidence.window_note] if self.evidence.window_note else []
+        out += [f"Source {source} was not read: {why}." for source, why in sorted(self.evidence.missing.items())]
         out += [f"Without {table} ({TABLE_SOURCE.get(table, '?')}) the report cannot tell "
                 f"{UNKNOWN_WITHOUT.get(table, 'what it holds')}."
                 for table in schema.EVIDENCE_TABLES if not self.evidence.has(table)]
@@ -382,7 +383,7 @@ class RcaReport:
         ranked = [h["cause"] for h in self.hypothesis_dicts()]
         truth = sc.get("root_cause")
         rank = ranked.index(truth) + 1 if truth in ranked else None
-        return {"scenario": sc.get("name"), "root_cause": truth, "description": sc.get("description"),
+        return {"scenario": sc.get("name"), "root_cause": truth, "description": self.text(sc.get("description")),
                 "seed": sc.get("seed"), "messages": sc.get("messages"), "rank_of_true_cause": rank,
                 "verdict": ("the analysis ranked the true cause first" if rank == 1 else
                             f"the analysis ranked the true cause #{rank}" if rank else
@@ -457,7 +458,8 @@ class RcaReport:
         """analysis.summary() (hypotheses ranked most likely first), redacted, with report metadata."""
         data = self.redactor.value(json.loads(json.dumps(self.analysis.summary(), default=str)))
         data["report"] = {"generated_at": iso(utcnow()), "toolkit_version": __version__,
-                          "redacted": self.redactor.enabled, "parameters": self.params.to_dict(masked=True)}
+                          "redacted": self.redactor.enabled,
+                          "parameters": self.redactor.value(self.params.to_dict(masked=True))}
         return data
 
     def to_dict(self) -> dict:

@@ -39,7 +39,7 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
-from forensics.errors import ForensicsError, ParameterError
+from forensics.errors import ForensicsError, ParameterError, VerificationError
 from forensics.evidence import Evidence
 from forensics.report.figures import PLOTLY_MIMETYPE
 from forensics.report.params import validate_report_params
@@ -227,6 +227,8 @@ def build_report(bundle_path: str | Path | None, out_dir: str | Path, formats: I
     if params.bundle is None and not params.sources:
         raise ParameterError('bundle: expected an evidence bundle path, or parameters with sources (e.g. '
                              '"mongo,kafka") and since to collect live')
+    if params.bundle is not None:
+        _verified(params.bundle, say)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -256,6 +258,17 @@ def build_report(bundle_path: str | Path | None, out_dir: str | Path, formats: I
         raise
     say(f"report written in {time.monotonic() - started:.1f} s")
     return {kind: out / p.name for kind, p in written.items()}
+
+
+def _verified(bundle: Path, say: Callable[[str], None]) -> None:
+    """Verify the bundle before the kernel starts: one line and exit 1 (VerificationError) for a
+    bundle that does not verify, without a notebook run (the notebook verifies it again as it reads)."""
+    from forensics.bundle import verify_bundle
+
+    say(f"verifying {bundle.name}")
+    result = verify_bundle(bundle)
+    if not result.ok:
+        raise VerificationError(f"{bundle.name}: verification failed: {result}")
 
 
 def _record_parameters(nb, parameters: dict[str, Any], path: Path) -> None:

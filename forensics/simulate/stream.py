@@ -26,7 +26,7 @@ import pandas as pd
 
 from forensics import schema
 from forensics.bundle import BASELINE_DIR, BundleWriter, custody_entry
-from forensics.evidence import Evidence
+from forensics.evidence import Evidence, mask_evidence_secrets
 from forensics.profiles import load_profile
 from forensics.rules import metric_names
 from forensics.simulate import simulate, telemetry
@@ -66,6 +66,7 @@ def simulate_bundle(scenario: str, path: str | Path, messages: int = 5000, seed:
             ev = simulate(scenario, messages=n, seed=seed, end=end, profile=profile, part=(k, parts),
                           detail_sample=_share(detail_sample, k, parts), failure_sample=_share(failure_sample, k, parts),
                           **variants)
+            ev = mask_evidence_secrets(ev)  # as write_bundle does: a secret never reaches a bundle
             for prefix, period in (("", ev), (BASELINE_DIR, ev.baseline)):
                 for name, frame in (period.tables.items() if period is not None else ()):
                     if name in _SUMMED:
@@ -92,7 +93,7 @@ def _summed_sources(acc: Evidence | None, ev: Evidence) -> Evidence:
     """The bundle's description: slice 0's, with the message and sample counts of every slice."""
     if acc is None:
         acc = Evidence(window=ev.window, profile=ev.profile, sources=ev.sources, missing=ev.missing,
-                       scenario=ev.scenario, baseline_kind=ev.baseline_kind)
+                       scenario=ev.scenario, baseline_kind=ev.baseline_kind, secrets=ev.secrets)
         if ev.baseline is not None:  # its description; its tables are in the writer
             acc.baseline = Evidence(window=ev.baseline.window, profile=ev.profile, sources=ev.baseline.sources,
                                     missing=ev.baseline.missing)

@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from forensics.bundle import BundleWriter, custody_entry
+from forensics.bundle import custody_entry
 from forensics.errors import ForensicsError, ParameterError
-from forensics.evidence import Evidence
+from forensics.evidence import Evidence, keep_secrets_raw, mask_evidence_secrets
 from forensics.profiles import Profile, load_profile
 from forensics.sources.base import EvidenceSource, SourceOptions
 from forensics.timeutil import Window
@@ -70,13 +70,14 @@ def check_options(sources: Iterable[str], options: Mapping[str, Any]) -> dict[st
 
 def collect(sources: list[str], window: Window, profile: str | Profile | None = None,
             options: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None,
-            writer: BundleWriter | None = None) -> tuple[Evidence, dict[str, Any], list[dict]]:
+            *, keep_secrets: bool = False) -> tuple[Evidence, dict[str, Any], list[dict]]:
     """Run ``sources`` over ``window``. Returns the evidence, per-table queries and custody entries.
 
     A source that raises a ForensicsError or an OSError is recorded as missing with its
-    reason; any other exception is a bug and propagates. ``writer``: each source's tables go
-    into this bundle as soon as the source returns, instead of into the evidence, so memory
-    holds one source's tables at a time (``forensics collect``).
+    reason; any other exception is a bug and propagates. Secrets in the collected text (bot
+    tokens, token/key parameters, Authorization headers, URI passwords) are masked with a
+    keyed fingerprint (:func:`forensics.evidence.mask_evidence_secrets`) unless
+    ``keep_secrets`` (a sealed internal bundle; ``Evidence.secrets`` records the choice).
     """
     prof = load_profile(profile)
     parsed = check_options(sources, options or {})
@@ -98,9 +99,6 @@ def collect(sources: list[str], window: Window, profile: str | Profile | None = 
                 progress(f"{name}: FAILED: {reason}")
             continue
         for table, frame in result.tables.items():
-            if writer is not None:
-                writer.append(table, frame, query=result.queries.get(table))
-                continue
             if ev.has(table) and len(frame):
                 # Two sources may fill one table (Prometheus and actuator metrics): keep both.
                 frame = pd.concat([ev.tables[table], frame], ignore_index=True) if len(ev.tables[table]) else frame
@@ -111,6 +109,12 @@ def collect(sources: list[str], window: Window, profile: str | Profile | None = 
             ev.scenario = result.scenario
         custody.append(custody_entry("collected", {"source": name, "window": window.to_dict(),
                                                    "rows": {t: len(f) for t, f in result.tables.items()}}))
+    if keep_secrets:
+        ev = keep_secrets_raw(ev, "kept raw at collection (--keep-secrets): a sealed internal bundle")
+    else:
+        ev = mask_evidence_secrets(ev)
+        if progress:
+            progress(f"secrets masked in {ev.secrets['cells']:,} cells (keyed fingerprint {ev.secrets['key_id']})")
     return ev, queries, custody
 
 

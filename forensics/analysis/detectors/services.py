@@ -184,6 +184,19 @@ def log_errors(ctx: Context) -> Iterable[Finding]:
 
 # ---- error-log bursts -----------------------------------------------------------------------
 
+def _median_with_zeros(values: np.ndarray, n: int) -> float:
+    """The median of ``values`` (positive counts) padded with zeros to ``n`` items, without
+    building the padding (``n`` follows the window's length, ``values`` the evidence)."""
+    zeros = max(0, n - len(values))
+    ordered = np.sort(values)
+    total = zeros + len(ordered)
+
+    def nth(k: int) -> float:
+        return 0.0 if k < zeros else float(ordered[k - zeros])
+
+    return (nth((total - 1) // 2) + nth(total // 2)) / 2
+
+
 @detector("error_log_burst")
 def error_log_burst(ctx: Context) -> Iterable[Finding]:
     """Minutes in which a service logged more than ``error_burst_per_min`` ERROR lines and
@@ -203,8 +216,7 @@ def error_log_burst(ctx: Context) -> Iterable[Finding]:
     out = []
     for service, rows in df.groupby("service", sort=False):
         counts = rows.groupby("minute").size()
-        padded = np.r_[counts.to_numpy(), np.zeros(max(0, n_minutes - len(counts)))]
-        median = float(np.median(padded))
+        median = _median_with_zeros(counts.to_numpy(), n_minutes)
         limit = max(ctx.t.error_burst_per_min, ctx.t.error_burst_factor * median)
         bad = counts[counts > limit]
         if bad.empty:
