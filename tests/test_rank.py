@@ -52,6 +52,29 @@ def test_true_root_cause_ranks_first(scenario, profile, seed):
         assert top["confidence"] - runner_up >= 0.15, "the true cause should stand clear of the next one"
 
 
+@cache
+def judged(scenario: str, profile: str):
+    """The scenario as collected: the profile's chronic noise, and the hour before it as baseline."""
+    return analyze(simulate(scenario, messages=2000, seed=3, profile=profile))
+
+
+KNOWN_GAPS = ("stuck-lock",)
+"""Not yet ranked first reliably (README, Ranking accuracy): a killed pod that left one locked
+conversation scores under healthy or a few refused connections."""
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s not in KNOWN_GAPS])
+def test_true_root_cause_ranks_first_on_what_changed(scenario, profile):
+    a = judged(scenario, profile)
+    assert a.baseline_used["kind"] == "preceding"
+    top = a.ranked[0]
+    assert top.cause == SCENARIOS[scenario].root_cause, a.hypotheses[["cause", "confidence"]].head(4).to_string()
+    chronic = set(a.chronic["finding_id"])
+    assert not chronic & {i.get("finding_id") for i in top.evidence_for if top.cause != "healthy"}
+    assert top.margin == pytest.approx(top.confidence - (a.ranked[1].confidence if len(a.ranked) > 1 else 0))
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("scenario", JUDGED_ALONE[1:])
 def test_incidents_have_a_blast_radius_runbook_step_and_first_seen(scenario, profile):
