@@ -516,7 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_baseline(p)
     p.add_argument("--profile", default="runbook", help="(live) naming profile: runbook, chat4all-v2, or a YAML file")
     p.add_argument("--out", required=True)
-    p.add_argument("--formats", default="html,md,json", help="comma-separated: html, md, json")
+    p.add_argument("--formats", default="html,md,json",
+                   help="comma-separated: html, md, json, pdf (the HTML printed by headless Chromium)")
     p.add_argument("--thresholds", default=None, help='JSON object, e.g. {"failed_rate": 0.1}')
     p.add_argument("--parameters", default=None, help="JSON object of extra notebook parameters")
     p.add_argument("--no-redact", action="store_true", help="keep phone numbers, handles and content in exports")

@@ -4,22 +4,17 @@ checks can fail.
 
 Chromium is Debian's (/usr/bin/chromium, installed by the test setup; this test installs
 nothing). Without it the test is skipped, or FAILS when CI=true. The browser is driven over
-the DevTools protocol (a tiny client on websocket-client, a Jupyter dependency): console
-errors and uncaught exceptions are collected as events, the DOM is queried for Plotly's
+the DevTools protocol by forensics.report.browser (the client the PDF export uses): console errors
+and uncaught exceptions are collected as events, the DOM is queried for Plotly's
 ``main-svg`` elements, and each figure is captured as a PNG that is decoded here (zlib and
-the five PNG filters) to check it is not blank.
+the five PNG filters) to check it is not blank. The printable form (``--formats pdf``) is
+read back with pypdf: a page per section, the summary's words, figures drawn as vectors.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import signal
 import struct
-import subprocess
-import time
-import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,22 +24,20 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from forensics.bundle import write_bundle
+from forensics.report.browser import FIGURES_DRAWN_JS, Browser, find_chromium, print_pdf, session_processes
 from forensics.report.runner import build_report
 from forensics.simulate import simulate
 
-CHROMIUM = os.environ.get("FORENSICS_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900")
-TIMEOUT_S = 60
 MIN_COLOURED_PIXELS = 50
 """Strongly coloured pixels a figure with data shows at least, captured at half scale (its
 markers, lines, bars and legend; an empty figure or a text-only page shows none)."""
 
 
 def _chromium() -> str:
-    if Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK):
-        return CHROMIUM
-    why = f"headless Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium)"
+    found = find_chromium()
+    if found:
+        return found
+    why = "headless Chromium not found (Debian: apt-get install -y chromium; or set FORENSICS_CHROMIUM)"
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{why}; CI=true, so the browser check cannot be skipped")
     pytest.skip(why)
@@ -135,7 +128,7 @@ def test_png_decoder_reads_every_filter():
     assert (png_pixels(png) == image).all()
 
 
-# ---- a tiny DevTools-protocol client ------------------------------------------------------------
+# ---- the page as the browser draws it -----------------------------------------------------------
 
 @dataclass
 class PageCheck:
@@ -148,111 +141,6 @@ class PageCheck:
     main_svg: int = 0
     screenshot: bytes = b""
     """The whole page as a PNG (kept beside the report for a human to look at)."""
-    stderr: str = ""
-
-
-class Browser:
-    """One headless Chromium with one page, driven over the DevTools protocol."""
-
-    def __init__(self, workdir: Path) -> None:
-        import websocket  # websocket-client, installed with jupyter
-
-        self.log = workdir / "chromium-stderr.txt"
-        profile = workdir / "profile"
-        with open(self.log, "wb") as err:
-            self.proc = subprocess.Popen([_chromium(), *FLAGS, f"--user-data-dir={profile}",
-                                          "--remote-debugging-port=0", "about:blank"],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                         start_new_session=True)
-        try:
-            port = self._port(profile / "DevToolsActivePort")
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:  # noqa: S310
-                page = next(t for t in json.load(resp) if t["type"] == "page")
-            self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=TIMEOUT_S,
-                                                  suppress_origin=True)
-        except BaseException:
-            self.close()
-            raise
-        self.next_id, self.events = 0, []
-        for domain in ("Runtime", "Log", "Page"):
-            self.call(f"{domain}.enable")
-
-    def _port(self, port_file: Path) -> int:
-        deadline = time.monotonic() + TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chromium exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            text = port_file.read_text() if port_file.exists() else ""
-            if text.strip():
-                return int(text.split()[0])
-            time.sleep(0.05)
-        raise TimeoutError(f"chromium did not open its DevTools port in {TIMEOUT_S} s")
-
-    def call(self, method: str, **params) -> dict:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg["result"]
-            self.events.append(msg)
-
-    def evaluate(self, expression: str):
-        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-    def open(self, path: Path) -> None:
-        """Navigate to ``path`` and wait for the load event."""
-        self.events.clear()
-        self.call("Page.navigate", url=path.resolve().as_uri())
-        deadline = time.monotonic() + TIMEOUT_S
-        while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
-            assert time.monotonic() < deadline, f"{path.name} did not load in {TIMEOUT_S} s"
-            self.events.append(json.loads(self.ws.recv()))
-
-    def errors(self) -> list[str]:
-        out = []
-        for e in self.events:
-            method, p = e.get("method"), e.get("params", {})
-            if method == "Runtime.exceptionThrown":
-                d = p["exceptionDetails"]
-                out.append(f"uncaught: {d.get('exception', {}).get('description') or d.get('text')}")
-            elif method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append(f"console.{p['type']}: " + " ".join(str(a.get("value", a.get("description")))
-                                                               for a in p.get("args", [])))
-            elif method == "Log.entryAdded" and p["entry"].get("level") == "error":
-                out.append(f"log: {p['entry'].get('text')}")
-        return out
-
-    def close(self) -> None:
-        """Stop the browser, and whatever of its session (renderer, zygote) outlives it."""
-        if getattr(self, "ws", None) is not None:
-            self.ws.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        deadline = time.monotonic() + 5
-        while session_processes(self.proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if session_processes(self.proc.pid):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # only the session this test started
-        self.proc.wait(10)
-
-
-def session_processes(sid: int) -> list[int]:
-    """Live processes of session ``sid`` (the browser was started as its own session leader)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":  # fields after the name: state, ppid, pgrp, session
-            out.append(int(stat.parent.name))
-    return out
 
 
 FIGURES_JS = """
@@ -267,24 +155,18 @@ def check_page(browser: Browser, path: Path) -> PageCheck:
     """Load ``path``, wait until Plotly has drawn (at most 20 s; not at all without plotly.js),
     and look at it."""
     browser.open(path)
-    deadline = time.monotonic() + 20
+    if browser.evaluate("!!window.Plotly"):
+        browser.wait_for(FIGURES_DRAWN_JS)
     figures = browser.evaluate(FIGURES_JS)
-    while (not all(f["drawn"] for f in figures) and browser.evaluate("!!window.Plotly")
-           and time.monotonic() < deadline):
-        time.sleep(0.1)
-        figures = browser.evaluate(FIGURES_JS)
     check = PageCheck(errors=browser.errors(), main_svg=browser.evaluate("document.querySelectorAll('.main-svg').length"))
     for f in figures:
         coloured = 0
         if f["width"] and f["height"]:
             clip = {"x": f["x"], "y": f["y"], "width": f["width"], "height": f["height"], "scale": 0.5}
-            shot = browser.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)
-            coloured = coloured_pixels(png_pixels(base64.b64decode(shot["data"])))
+            coloured = coloured_pixels(png_pixels(browser.screenshot(clip)))
         check.figures.append({**f, "coloured_pixels": coloured})
     height = browser.evaluate("document.documentElement.scrollHeight")
-    whole = {"x": 0, "y": 0, "width": 1280, "height": min(height, 16000), "scale": 1}
-    check.screenshot = base64.b64decode(browser.call("Page.captureScreenshot", format="png", clip=whole,
-                                                     captureBeyondViewport=True)["data"])
+    check.screenshot = browser.screenshot({"x": 0, "y": 0, "width": 1280, "height": min(height, 16000), "scale": 1})
     return check
 
 
@@ -292,6 +174,7 @@ def check_page(browser: Browser, path: Path) -> PageCheck:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
+    _chromium()
     b = Browser(tmp_path_factory.mktemp("chromium"))
     yield b
     b.close()
@@ -302,7 +185,7 @@ def report_html(tmp_path_factory) -> Path:
     _chromium()  # skip (or fail in CI) before building anything
     root = tmp_path_factory.mktemp("browser")
     bundle = write_bundle(simulate("whatsapp-rate-limit", messages=1500, seed=11), root / "bundle")
-    return build_report(bundle, root / "report", formats=("html",))["html"]
+    return build_report(bundle, root / "report", formats=("html", "pdf"))["html"]
 
 
 def test_report_figures_render_without_javascript_errors(browser, report_html):
@@ -341,7 +224,77 @@ def test_negative_control_a_page_without_plotly_draws_nothing(browser, report_ht
 
 
 def test_chromium_is_not_left_running(tmp_path):
+    _chromium()
     b = Browser(tmp_path)
     assert len(session_processes(b.proc.pid)) > 1  # browser, zygote, ...
     b.close()
     assert b.proc.poll() is not None and not session_processes(b.proc.pid)
+
+
+# ---- the printable form ---------------------------------------------------------------------------
+
+PATH_OPERATORS = (b" l\n", b" c\n", b" re\n", b" m\n")
+"""PDF content-stream operators that draw (line, curve, rectangle, move): Chromium prints
+Plotly's SVG as vector paths, so a page with a figure holds thousands of them."""
+
+
+def pdf_pages(path: Path) -> list[dict]:
+    """Per page of a PDF: its text (pypdf) and how many drawing operators it holds."""
+    import pypdf
+
+    pages = []
+    for page in pypdf.PdfReader(path).pages:
+        content = page.get_contents()
+        data = content.get_data() if content is not None else b""
+        pages.append({"text": page.extract_text() or "", "drawing": sum(data.count(op) for op in PATH_OPERATORS)})
+    return pages
+
+
+def _sections(html: str) -> list[str]:
+    import re
+
+    return [re.sub(r"<[^>]+>|¶", "", h).strip() for h in re.findall(r"<h2[^>]*>(.*?)</h2>", html, flags=re.S)]
+
+
+def section_pages(pages: list[dict], sections: list[str]) -> dict[str, list[int]]:
+    """Section title -> the pages it spans, each section found at the top of a page."""
+    starts: dict[str, int] = {}
+    for i, page in enumerate(pages):
+        top = [line.strip() for line in page["text"].splitlines() if line.strip()][:12]
+        starts.update({title: i for title in sections if title in top and title not in starts})
+    order = sorted(starts.items(), key=lambda kv: kv[1])
+    ends = [start for _, start in order[1:]] + [len(pages)]
+    return {title: list(range(start, end)) for (title, start), end in zip(order, ends, strict=True)}
+
+
+def drawing(pages: list[dict], spans: dict[str, list[int]], title: str) -> int:
+    return sum(pages[i]["drawing"] for i in spans.get(title, []))
+
+
+FIGURE_DRAWING = 1000
+"""Drawing operators a section with drawn figures holds at least (measured: Figures about 8,700,
+Detection's alert panels about 1,500; the same sections without plotly.js about 130)."""
+
+
+def test_pdf_has_a_page_per_section_the_summary_first_and_its_figures(report_html):
+    pdf = report_html.with_name("report.pdf")
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    pages = pdf_pages(pdf)
+    sections = _sections(report_html.read_text(encoding="utf-8"))
+    assert len(sections) >= 10 and len(pages) >= len(sections)
+    spans = section_pages(pages, sections)
+    assert list(spans) == sections, f"sections not each starting a page: {spans}"
+    first = " ".join(pages[0]["text"].split())
+    assert sections[0] == "Summary" and "What happened" in first and "Delivery SLA" in first
+    assert drawing(pages, spans, "Figures") > FIGURE_DRAWING, [p["drawing"] for p in pages]
+    assert drawing(pages, spans, "Detection") > FIGURE_DRAWING, [p["drawing"] for p in pages]
+
+
+def test_negative_control_a_pdf_without_plotly_has_no_figures(report_html, tmp_path):
+    bare = tmp_path / "bare.html"
+    html = report_html.read_text(encoding="utf-8")
+    bare.write_text(html.replace(get_plotlyjs(), ""), encoding="utf-8")
+    pages = pdf_pages(print_pdf(bare, tmp_path / "bare.pdf", tmp_path / "chromium"))
+    spans = section_pages(pages, _sections(html))
+    assert drawing(pages, spans, "Figures") < FIGURE_DRAWING / 2, [p["drawing"] for p in pages]
+    assert any("figure cannot be drawn" in p["text"] for p in pages)

@@ -111,8 +111,8 @@ def test_rebuilding_replaces_the_whole_earlier_report(bundle, tmp_path):
 
 def test_html_is_self_contained_and_has_no_code(unredacted):
     page = _page(unredacted["html"])
-    for section in ("Summary", "Impact", "Root cause", "Detection", "Timeline", "Figures", "Error groups",
-                    "Evidence and data gaps"):
+    for section in ("Summary", "Key moments", "Impact", "Root cause", "Detection", "Evidence and data gaps",
+                    "Figures", "Appendix A: every finding", "Appendix B: every event", "Appendix C: error groups"):
         assert f">{section}<" in page, section
     assert "validate_report_params" not in page and "import " not in page  # no code cells
     assert "In&nbsp;[" not in page and "jp-InputPrompt" not in page
@@ -135,13 +135,20 @@ def test_untrusted_text_is_escaped_in_html(unredacted):
 def test_untrusted_text_is_escaped_in_markdown_and_json(unredacted):
     md = unredacted["md"].read_text(encoding="utf-8")
     assert "<script>alert" not in md and "&lt;script&gt;alert(" in md
-    for heading in ("## Summary", "## Impact", "## Root cause", "## Trigger", "## Detection", "## Resolution",
-                    "## Timeline", "## Action items", "## Lessons learned"):
+    for heading in ("## Summary", "## Key moments", "## Impact", "## Root cause", "## Trigger", "## Detection",
+                    "## Resolution", "## Action items", "## Lessons learned", "## Appendix A: every finding"):
         assert heading in md
     summary = json.loads(unredacted["json"].read_text(encoding="utf-8"))
     assert summary["hypotheses"] and summary["report"]["redacted"] is False
     confidences = [h["confidence"] for h in summary["hypotheses"]]
     assert confidences == sorted(confidences, reverse=True)
+    review = summary["review"]
+    assert {"what_happened", "when", "who", "why", "what_to_do", "confidence", "sla", "key_moments",
+            "window_note"} <= set(review)
+    assert review["sla"]["statement"].startswith("Delivery SLA: 95 % of the messages created are DELIVERED")
+    assert review["sla"]["breached"] is summary["impact"]["sla_breach"]
+    assert review["who"]["messages_affected"] == summary["impact"]["messages_affected"]
+    assert md.index("## Summary") < md.index("## Impact") and review["what_happened"] in md.replace("\\", "")
 
 
 def test_redacted_exports_hold_no_phone_handle_or_content(redacted):
@@ -190,6 +197,20 @@ def test_bad_parameters_fail_before_the_kernel_starts(bundle, tmp_path, paramete
         runner.build_report(bundle, tmp_path / "r", parameters=parameters)
     assert name in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("setting, says", [
+    ({"FORENSICS_CHROMIUM": "/nonexistent/chromium"}, "FORENSICS_CHROMIUM=/nonexistent/chromium is not an executable"),
+    ({"PATH": "/nonexistent"}, "which is not installed (Debian: apt-get install chromium"),
+])
+def test_pdf_without_chromium_fails_in_one_line_before_anything_runs(bundle, tmp_path, monkeypatch, setting, says):
+    monkeypatch.delenv("FORENSICS_CHROMIUM", raising=False)
+    for key, value in setting.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ParameterError) as err:
+        runner.build_report(bundle, tmp_path / "r", formats=("html", "pdf"))
+    assert says in str(err.value) and "\n" not in str(err.value) and str(err.value).startswith("formats: pdf")
+    assert not (tmp_path / "r").exists() and not list(tmp_path.glob(".r*"))
 
 
 def test_markdown_report_straight_from_an_analysis():
@@ -310,7 +331,7 @@ def test_unreachable_live_sources_give_a_report_that_names_them(tmp_path, monkey
     assert summary["report"]["parameters"]["sources"] == "mongo,kafka"
     page = _page(written["html"])
     assert "Source mongo was not read: mongodb: cannot reach" in page and "Source kafka was not read" in page
-    assert "The evidence is partial: kafka, mongo could not be read" in page
+    assert "the evidence is partial: kafka, mongo could not be read" in page
     assert "<dt>Live sources</dt><dd>mongo, kafka</dd>" in page
     assert "| Live sources | mongo, kafka |" in written["md"].read_text()
     for path in written.values():

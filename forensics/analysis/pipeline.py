@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forensics import schema
+from forensics import schema, units
 from forensics.analysis.change import (
     CHANGED,
     PRESENT_BEFORE,
@@ -237,31 +237,109 @@ def error_groups_frame(detection: Detection) -> pd.DataFrame:
     return out.astype(ERROR_GROUP_COLUMNS).reset_index(drop=True)
 
 
+SLA_SHARE = 0.95
+"""Share of the messages created that the delivery SLA (SC-002) promises DELIVERED within
+``p95_latency_s`` seconds (5 s by default)."""
+
+
+@dataclass
+class Sla:
+    """The delivery SLA over the window: ``met_share`` of the messages created were DELIVERED
+    within ``within_s``; FAILED and never-delivered messages count as missed (a P95 of the
+    delivered messages alone would call an incident where half the messages FAILED "met");
+    messages younger than ``within_s`` at the window's end are not judged yet."""
+
+    within_s: float
+    target_share: float
+    judged: int
+    met: int
+    failed: int
+    undelivered: int
+    late: int
+
+    @property
+    def met_share(self) -> float | None:
+        return self.met / self.judged if self.judged else None
+
+    @property
+    def breached(self) -> bool | None:
+        return None if self.met_share is None else self.met_share < self.target_share
+
+    def statement(self) -> str:
+        """The SLA as one sentence a reader can check."""
+        return (f"Delivery SLA: {units.percent(self.target_share)} of the messages created are DELIVERED within "
+                f"{units.number(self.within_s)} s; a FAILED or never-delivered message counts as missed.")
+
+    def verdict(self) -> str:
+        """Whether it held, and the messages that missed it, in one sentence."""
+        if self.met_share is None:
+            return "The delivery SLA cannot be judged: no message old enough to judge."
+        missed = [f"{self.failed:,} FAILED" if self.failed else "",
+                  f"{self.undelivered:,} never delivered" if self.undelivered else "",
+                  f"{self.late:,} delivered after {units.number(self.within_s)} s" if self.late else ""]
+        why = ", ".join(m for m in missed if m)
+        return (f"{'Breached' if self.breached else 'Met'}: {units.percent(self.met, self.judged)} of "
+                f"{units.count(self.judged, 'messages')} were DELIVERED within {units.number(self.within_s)} s"
+                + (f" (missed: {why})." if why else "."))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"statement": self.statement(), "within_s": self.within_s, "target_share": self.target_share,
+                "judged_messages": self.judged, "met_messages": self.met, "met_share": self.met_share,
+                "breached": self.breached, "text": self.verdict()}
+
+
+def delivery_sla(detection: Detection) -> Sla:
+    """The delivery SLA judged over every message created in the window (see :class:`Sla`)."""
+    ctx = detection.context
+    within = float(ctx.t.p95_latency_s)
+    created = ctx.created_ns
+    judged = (created != NAT) & (created <= ctx.now_ns - int(within * NS))
+    delivered = ctx.delivered_ns != NAT
+    latency = np.where(delivered & judged, (ctx.delivered_ns - created) / NS, np.inf)
+    met = judged & (latency <= within)
+    return Sla(within, SLA_SHARE, int(judged.sum()), int(met.sum()), int((judged & ctx.failed).sum()),
+               int((judged & ~delivered & ~ctx.failed).sum()), int((judged & delivered & (latency > within)).sum()))
+
+
+def stuck_messages(detection: Detection) -> np.ndarray:
+    """Boolean per message: stuck PENDING or SENT (the stuck detectors' messages)."""
+    out = np.zeros(detection.context.n_messages, dtype=bool)
+    for f in detection.items:
+        if f.detector in ("stuck_pending", "stuck_sent") and f.messages is not None:
+            out[f.messages] = True
+    return out
+
+
+def affected_messages(detection: Detection) -> np.ndarray:
+    """Boolean per message: not delivered normally (FAILED, stuck PENDING/SENT, or DELIVERED
+    after the SLA's ``p95_latency_s``)."""
+    ctx = detection.context
+    out = ctx.failed | stuck_messages(detection)
+    delivered = (ctx.delivered_ns != NAT) & (ctx.created_ns != NAT)
+    late = np.where(delivered, (ctx.delivered_ns - ctx.created_ns) / NS, 0) > ctx.t.p95_latency_s
+    return out | (delivered & late)
+
+
 def impact(detection: Detection) -> dict[str, Any]:
     """Messages total / failed / stuck / late, and the conversations, channels and customers
     (distinct recipient_id) of the affected ones (failed, stuck, or delivered after the SLA);
-    delivery P95 and whether the SLA (P95 <= p95_latency_s) was breached."""
+    delivery P95 of the delivered messages, and whether the delivery SLA was breached
+    (:func:`delivery_sla`: FAILED and never-delivered messages count as missed)."""
     ctx = detection.context
     n = ctx.n_messages
     if not n:
         return {"messages_total": 0, "messages_failed": 0, "messages_stuck": 0, "messages_late": 0,
                 "messages_affected": 0, "failed_rate": None, "conversations_affected": 0, "channels_affected": [],
-                "customers_affected": 0, "delivery_p95_s": None, "sla_breach": None}
+                "customers_affected": 0, "delivery_p95_s": None, "sla_breach": None, "sla_met_share": None}
     t = ctx.t
     age = ctx.now_ns - ctx.created_ns
-    stuck = np.zeros(n, dtype=bool)
-    for f in detection.items:
-        if f.detector in ("stuck_pending", "stuck_sent") and f.messages is not None:
-            stuck[f.messages] = True
+    stuck = stuck_messages(detection)
     delivered = (ctx.delivered_ns != NAT) & (ctx.created_ns != NAT)
     latency = np.where(delivered, (ctx.delivered_ns - ctx.created_ns) / NS, np.nan)
     late = delivered & (latency > t.p95_latency_s)
-    affected = ctx.failed | stuck | late
-    pos = np.flatnonzero(affected)
+    pos = np.flatnonzero(affected_messages(detection))
     p95 = float(np.nanpercentile(latency, 95)) if delivered.any() else None
-    breach = (p95 > t.p95_latency_s) if p95 is not None else None
-    if breach is False and any(f.detector == "delivery_p95" for f in detection.items):
-        breach = True
+    sla = delivery_sla(detection)
     channels = pd.unique(ctx.values("channel", pos))
     return {
         "messages_total": int(n),
@@ -274,7 +352,8 @@ def impact(detection: Detection) -> dict[str, Any]:
         "channels_affected": sorted(str(c) for c in channels if isinstance(c, str)),
         "customers_affected": ctx.distinct("recipient_id", pos),
         "delivery_p95_s": round(p95, 3) if p95 is not None else None,
-        "sla_breach": bool(breach) if breach is not None else None,
+        "sla_breach": sla.breached,
+        "sla_met_share": round(sla.met_share, 4) if sla.met_share is not None else None,
         "oldest_stuck_s": float(age[stuck].max() / NS) if stuck.any() else None,
         "window_start": iso(ctx.evidence.window.start), "window_end": iso(ctx.now),
         "evidence_coverage": round(coverage(detection)[0], 3),

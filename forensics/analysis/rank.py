@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forensics import schema
+from forensics import schema, units
 from forensics.analysis.calibration import load_calibration
 from forensics.analysis.change import is_change
 from forensics.analysis.detectors import Context, Detection, Finding
@@ -300,10 +300,14 @@ def _error_signals(detection: Detection, items: list[Finding], key: str) -> dict
         beyond = min(count, excess[source]) if source in excess else count
         dominance = min(1.0, count / max(totals.get(source, 0), 1))
         strength = min(1.0, dominance * min(1.0, beyond / n / FULL_MAGNITUDE))
-        where = "FAILED messages" if source == "messages" else f"messages in {source.replace('_', ' ')}"
-        note = f"{count:,} {where} ({count / n:.1%} of messages, {dominance:.0%} of the classified errors there)"
-        if beyond < count:
-            note += f"; errors there only {beyond:,.0f} above the baseline's volume"
+        rows = units.ERROR_ROW_UNITS.get(source, f"{source} rows")
+        named = source == "messages" or all(f.tags.get("messages") is not None
+                                            for fs in found[(source, name)].values() for f in fs)
+        what = rows if source == "messages" else f"messages named in {rows}" if named else rows
+        share = f"{units.percent(count, n)} of the {n:,} messages, " if named else ""
+        note = f"{units.count(count, what)} ({share}{units.percent(dominance)} of the classified {rows} there)"
+        if round(beyond) < count:
+            note += f"; only {units.count(round(beyond), rows)} above the baseline's volume"
         if name not in out or strength > out[name].strength:
             out[name] = Signal(name, strength, [], note)
     for name, sig in out.items():  # every finding of the cause, FAILED messages first, backs the signal

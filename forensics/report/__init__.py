@@ -7,5 +7,7 @@ notebook shows it), :mod:`~forensics.report.runner` (papermill, HTML/Markdown/JS
 :mod:`~forensics.report.figures`, :mod:`~forensics.report.params`, :mod:`~forensics.report.batch`,
 :mod:`~forensics.report.resources` (the shipped notebooks and templates),
 :mod:`~forensics.report.lab` (them copied out, parameters filled in, in JupyterLab),
-:mod:`~forensics.report.watch` (an Alertmanager webhook receiver that reports each alert group).
+:mod:`~forensics.report.watch` (an Alertmanager webhook receiver that reports each alert group),
+:mod:`~forensics.report.narrative` (what the review reads first: summary, key moments, SLA, severities),
+:mod:`~forensics.report.browser` (headless Chromium: the PDF, screenshots, the browser test).
 """

@@ -26,7 +26,7 @@ from urllib.parse import quote
 from forensics import __version__
 from forensics.bundle import ARCHIVE_SUFFIXES, MANIFEST, is_archive
 from forensics.errors import BundleError, ForensicsError
-from forensics.report.runner import FORMATS, build_report
+from forensics.report.runner import DEFAULT_FORMATS, build_report
 from forensics.timeutil import iso, utcnow
 
 INDEX_JSON = "index.json"
@@ -136,7 +136,7 @@ def incident_error(exc: BaseException) -> str:
     return text if isinstance(exc, ForensicsError) else f"{type(exc).__name__}: {text}"
 
 
-def build_batch(paths: Iterable[str | Path], out_dir: str | Path, formats: Iterable[str] = FORMATS,
+def build_batch(paths: Iterable[str | Path], out_dir: str | Path, formats: Iterable[str] = DEFAULT_FORMATS,
                 parameters: dict[str, Any] | None = None, redact: bool = True,
                 progress: Callable[[str], None] | None = None) -> BatchResult:
     """Build the report of every incident in ``paths`` (see :func:`find_bundles`) into

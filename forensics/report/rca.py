@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from forensics import __version__, schema
+from forensics import __version__, schema, units
 from forensics.analysis.change import LEVELS
 from forensics.analysis.rank import close_call
 from forensics.evidence import Evidence
 from forensics.redact import Redactor
+from forensics.report import narrative
 from forensics.report.params import ReportParams
 from forensics.timeutil import iso, utcnow
 
@@ -28,10 +30,11 @@ if TYPE_CHECKING:
 
 
 MAX_TABLE_ROWS = 200
+MAX_BODY_ROWS = 10
+"""Rows of What changed / Present before the incident too in the body (every finding, with its
+baseline verdict, is in Appendix A)."""
 EXPORT_MIMETYPE = "application/vnd.chat4all.rca+json"
 """Mimetype of the notebook output that carries RcaReport.to_dict() to build_report."""
-MAX_TIMELINE_ROWS = 60
-"""Timeline events listed in the report tables (the most severe first; the figure shows all)."""
 
 # What an absent evidence table leaves unknown, in the reader's words, and where it comes from.
 UNKNOWN_WITHOUT = {
@@ -51,6 +54,8 @@ TABLE_SOURCE = {"messages": "mongodb", "status_events": "mongodb", "dlq_records"
                 "consumer_lag": "kafka", "spans": "jaeger", "log_events": "logs", "identities": "postgres",
                 "locks": "redis", "topics": "kafka", "metrics": "prometheus"}
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+RULE_OUT_CONFIDENCE = 0.1
+"""Other candidates at least this likely become an action item ("Rule out ...")."""
 IMPACT_LABELS = {
     "messages_total": "Messages in the window",
     "messages_affected": "Messages affected (failed, stuck or late)",
@@ -61,8 +66,9 @@ IMPACT_LABELS = {
     "conversations_affected": "Conversations affected",
     "channels_affected": "Channels affected",
     "customers_affected": "Customers affected (distinct recipients)",
-    "delivery_p95_s": "Delivery time P95 (created to DELIVERED)",
+    "delivery_p95_s": "Delivery time P95 of the DELIVERED messages (created to DELIVERED)",
     "sla_breach": "Delivery SLA breached",
+    "sla_met_share": "Share of messages DELIVERED within the SLA's time (target 95 %)",
     "oldest_stuck_s": "Oldest stuck message, age",
     "evidence_coverage": "Evidence coverage",
 }
@@ -174,45 +180,36 @@ class RcaReport:
         return self.redactor.frame(df)
 
     # -- narrative
+    @cached_property
+    def review(self) -> narrative.Review:
+        """What the review reads first (forensics.report.narrative), not yet redacted."""
+        return narrative.review(self.evidence, self.analysis)
+
+    def summary_sentences(self) -> list[tuple[str, str]]:
+        """The plain summary as (heading, sentence) pairs: what happened, when, who, why, what
+        to do now, how sure, and the delivery SLA."""
+        return [(head, self.text(sentence)) for head, sentence in self.review.sentences()]
+
     def summary_text(self) -> str:
-        """What happened, when and how bad, in one paragraph for a non-engineer."""
-        imp, top, w = self.impact, self.top, self.evidence.window
-        total = imp.get("messages_total", len(self.evidence.table("messages")))
-        affected = imp.get("messages_affected", top.get("messages_affected") if top else None)
-        parts = [f"Between {fmt_time(w.start)} and {fmt_time(w.end)}"]
-        if as_number(affected):
-            share = f" ({as_number(affected) / as_number(total):.1%})" if as_number(total) else ""
-            parts.append(f", {fmt_int(affected)} of {fmt_int(total)} messages were not delivered normally{share}")
-            conv = imp.get("conversations_affected", top.get("conversations_affected") if top else None)
-            cust = imp.get("customers_affected", top.get("customers_affected") if top else None)
-            chans = imp.get("channels_affected", top.get("channels_affected") if top else None)
-            if isinstance(chans, list | tuple):
-                chans = ", ".join(map(str, chans))
-            parts.append(f", in {fmt_int(conv)} conversations reaching {fmt_int(cust)} customers"
-                         + (f" on {chans}" if chans else "") + ".")
-        else:
-            parts.append(f", {fmt_int(total)} messages were examined and no delivery problem stood out.")
-        if top:
-            since = f", starting {fmt_time(top.get('first_seen'))}" if top.get("first_seen") is not None else ""
-            parts.append(f" The most likely cause is {top['title']} (confidence {as_number(top['confidence']) or 0:.0%})"
-                         f"{since}.")
-            first_for = [_statement(i) for i in _loads(top.get("evidence_for"))][:1]
-            if first_for:
-                parts.append(f" The strongest evidence: {first_for[0].rstrip('.')}.")
-        breach = self.sla_breach()
-        if breach is not None:
-            parts.append(" The delivery SLA was breached." if breach else " The delivery SLA held.")
-        if top and top.get("recommended_action"):
-            step = f" (runbook {top['runbook_step']})" if top.get("runbook_step") else ""
-            parts.append(f" Recommended next step{step}: {str(top['recommended_action']).rstrip('.')}.")
-        if self.evidence.missing:
-            parts.append(f" The evidence is partial: {', '.join(sorted(self.evidence.missing))} could not be read "
-                         "(see Evidence and data gaps).")
-        return self.text("".join(parts))
+        """The plain summary as one paragraph."""
+        return " ".join(sentence for _, sentence in self.summary_sentences())
+
+    def window_note(self) -> str | None:
+        """Why the window the report covers differs from the one asked for, when it does."""
+        return self.text(self.review.window_note) if self.review.window_note else None
 
     def sla_breach(self) -> bool | None:
-        value = self.impact.get("sla_breach")
-        return None if value is None else bool(value)
+        return self.review.sla["breached"]
+
+    def sla_statement(self) -> str:
+        """The delivery SLA stated, then whether it held."""
+        return self.text(f"{self.review.sla['statement']} {self.review.sla['text']}")
+
+    def key_moments(self) -> pd.DataFrame:
+        """The review timeline: onset, first failure of the cause, alerts, peak, recovery or end."""
+        rows = [{"time (UTC)": units.clock(m.at).removesuffix(" UTC"), "moment": self.text(m.text)}
+                for m in self.review.key_moments]
+        return pd.DataFrame(rows, columns=["time (UTC)", "moment"])
 
     def impact_rows(self) -> pd.DataFrame:
         """The impact as measure/value rows in words (IMPACT_LABELS order; others after)."""
@@ -228,12 +225,12 @@ class RcaReport:
                 shown = ", ".join(map(str, value)) or "none"
             elif isinstance(value, bool):
                 shown = "yes" if value else "no"
-            elif key.endswith(("_rate", "_coverage")):
-                shown = f"{value:.1%}"
+            elif key.endswith(("_rate", "_coverage", "_share")):
+                shown = units.percent(value)
             elif key.endswith("_s"):
-                shown = f"{value:,.1f} s"
+                shown = units.duration(value)
             elif isinstance(value, int | float):
-                shown = f"{value:,}"
+                shown = units.number(value)
             else:
                 shown = str(value)
             rows.append({"measure": IMPACT_LABELS.get(key, key.replace("_", " ").capitalize()),
@@ -251,12 +248,38 @@ class RcaReport:
             out.append(row)
         return out
 
+    @cached_property
+    def _delivery_severity(self) -> dict[str, str]:
+        """Finding id -> severity by impact on delivery (forensics.report.narrative.delivery_severity)."""
+        from forensics.analysis.pipeline import affected_messages
+
+        detection = self.analysis.detection
+        if detection is None:
+            return {}
+        return narrative.delivery_severity(detection, affected_messages(detection),
+                                           narrative.chronic_ids(self.analysis.findings))
+
     def findings(self) -> pd.DataFrame:
+        """Every finding for reading: severity by impact on delivery, what it counts in its
+        unit, its value and threshold in theirs; most severe first, then in time order."""
         f = self.analysis.findings
-        cols = [c for c in ("severity", "title", "detail", "first_seen", "last_seen", "channel", "count", "metric",
-                            "threshold", "detector") if c in f.columns]
-        f = f.assign(_rank=f["severity"].map(SEVERITY_RANK)).sort_values(["_rank", "first_seen"])
-        return self.frame(f[cols].reset_index(drop=True))
+        severity = f["finding_id"].map(self._delivery_severity).fillna(f["severity"])
+        detection = self.analysis.detection
+        items = {i.finding_id: i for i in detection.items} if detection is not None else {}
+        n = detection.context.n_messages if detection is not None else 0
+        rows = f.to_dict(orient="records")
+        view = pd.DataFrame({
+            "severity": severity, "finding": f["title"].map(self.text),
+            "first seen": f["first_seen"].map(lambda t: units.clock(t).removesuffix(" UTC"), na_action="ignore"),
+            "counted": [narrative.count_text(r) for r in rows],
+            "value": [narrative.value_text(items[r["finding_id"]], n) if r["finding_id"] in items else
+                      narrative.metric_text(r["detector"], r["metric"]) for r in rows],
+            "threshold": [narrative.metric_text(r["detector"], r["threshold"]) if r["threshold"] else "" for r in rows],
+        })
+        if "change" in f.columns:
+            view["before the incident"] = f["change"].fillna("")
+        order = view.assign(_rank=severity.map(SEVERITY_RANK), _t=f["first_seen"]).sort_values(["_rank", "_t"])
+        return order.drop(columns=["_rank", "_t"]).reset_index(drop=True)
 
     def baseline_note(self) -> str:
         """Which baseline the verdicts are against, and when the incident began (or that it was
@@ -279,13 +302,28 @@ class RcaReport:
         return text
 
     def _changes(self, frame: pd.DataFrame) -> pd.DataFrame:
-        f = frame.assign(_rank=frame["severity"].map(SEVERITY_RANK)).sort_values(["_rank", "onset", "first_seen"])
-        out = pd.DataFrame({"change": f["change"], "severity": f["severity"], "title": f["title"],
-                            "now": f["metric"].where(f["detector"].isin(LEVELS), f["count"].astype("Float64")),
-                            "baseline": f["baseline_value"],
-                            "ratio": f["change_ratio"].mask(f["change_ratio"] == float("inf")),
-                            "onset": f["onset"], "detector": f["detector"]})
-        return self.frame(out.reset_index(drop=True))
+        """Findings against the baseline, for reading: severity by impact on delivery, the value
+        now and before in the finding's unit (a level, or what it counts), the ratio, when it began."""
+        severity = frame["finding_id"].map(self._delivery_severity).fillna(frame["severity"])
+        f = frame.assign(severity=severity, _rank=severity.map(SEVERITY_RANK)).sort_values(
+            ["_rank", "onset", "first_seen"])
+
+        def measure(row: dict, value: Any) -> str:
+            if value is None or pd.isna(value):
+                return ""
+            if row["detector"] in LEVELS:
+                return narrative.metric_text(row["detector"], value)
+            return narrative.count_text({**row, "count": round(float(value))})
+
+        rows = f.to_dict(orient="records")
+        ratio = f["change_ratio"].mask(f["change_ratio"] == float("inf"))
+        out = pd.DataFrame({
+            "change": f["change"], "severity": f["severity"], "finding": f["title"].map(self.text),
+            "now": [measure(r, r["metric"] if r["detector"] in LEVELS else r["count"]) for r in rows],
+            "before": [measure(r, r["baseline_value"]) for r in rows],
+            "ratio": [f"{units.number(v)}x" if pd.notna(v) else "" for v in ratio],
+            "began": f["onset"].map(lambda t: units.clock(t).removesuffix(" UTC"), na_action="ignore").fillna("")})
+        return out.reset_index(drop=True)
 
     def close_call_text(self) -> str:
         """When the top two causes are close: say so, and the check that separates them."""
@@ -305,33 +343,44 @@ class RcaReport:
         return self._changes(self.analysis.chronic)
 
     def alert_replay(self) -> list[str]:
-        """One sentence per alert rule: when it fired or would have fired, and the time to detect."""
-        from forensics.analysis.alerts import describe_detection
-
-        alerts = self.analysis.alerts
-        if alerts is None or alerts.empty:
-            return []
-        return [self.text(line) for line in describe_detection(alerts)]
+        """One sentence per alert rule: when it fired or would have fired, and how long after
+        the onset (forensics.report.narrative.alert_lines)."""
+        start = self.review.when.get("start")
+        onset = pd.Timestamp(start) if start else None
+        return [self.text(line) for line in narrative.alert_lines(self.analysis.alerts, onset)]
 
     def alert_table(self) -> pd.DataFrame:
-        """The replayed alert rules as a table (source: metrics or the evidence itself)."""
+        """The replayed alert rules for reading (replayed from the metrics or the evidence
+        itself): times on the UTC clock, peak and threshold rounded, time after the onset."""
         a = self.analysis.alerts
         if a is None or a.empty:
             return pd.DataFrame()
-        cols = [c for c in ("rule", "source", "would_fire_at", "fired_at", "resolved_at", "peak_value", "threshold",
-                            "time_to_detect_s", "note") if c in a.columns]
-        return self.frame(a[cols].reset_index(drop=True))
+        start = self.review.when.get("start")
+        onset = pd.Timestamp(start) if start else None
 
-    def timeline_highlights(self, limit: int) -> pd.DataFrame:
-        """The ``limit`` most severe timeline events (earliest first within a severity), in time
-        order, each with the evidence row it comes from (source/object: reference)."""
-        t = self.analysis.timeline
-        if len(t) > limit:
-            t = t.assign(_rank=t["severity"].map(SEVERITY_RANK)).sort_values(["_rank", "timestamp"]).head(limit)
-        t = t.sort_values("timestamp")
+        def clock(t: Any) -> str:
+            return "" if t is None or pd.isna(t) else units.clock(t).removesuffix(" UTC")
+
+        view = pd.DataFrame({
+            "rule": a["rule"], "replayed from": a["source"], "would fire at": a["would_fire_at"].map(clock),
+            "Prometheus fired at": a["fired_at"].map(clock), "resolved at": a["resolved_at"].map(clock),
+            "peak": a["peak_value"].map(units.number, na_action="ignore").fillna(""),
+            "threshold": a["threshold"].map(units.number, na_action="ignore").fillna(""),
+            "after the onset": [units.duration((t - onset).total_seconds()) if onset is not None and pd.notna(t)
+                                else "" for t in a["would_fire_at"]],
+            "note": a["note"].fillna("")})
+        return self.frame(view.reset_index(drop=True))
+
+    def timeline_table(self) -> pd.DataFrame:
+        """Every timeline event in time order, each with the evidence row it comes from
+        (source/object: reference); a finding's event carries its delivery-impact severity."""
+        t = self.analysis.timeline.sort_values("timestamp", kind="stable")
+        finding = t["summary"].str.extract(r"\[([^\[\]]+)\]$", expand=False)
+        severity = finding.map(self._delivery_severity).where(t["kind"].eq("finding")).fillna(t["severity"])
         where = (t["source"].fillna("?") + "/" + t["source_object"].fillna("?") + ": " + t["source_ref"].fillna("?"))
-        view = pd.DataFrame({"timestamp": t["timestamp"], "lane": t["lane"], "severity": t["severity"],
-                             "summary": t["summary"], "evidence": where})
+        view = pd.DataFrame({"time (UTC)": t["timestamp"].map(lambda x: units.clock(x).removesuffix(" UTC"),
+                                                              na_action="ignore"),
+                             "lane": t["lane"], "severity": severity, "event": t["summary"], "evidence": where})
         return self.frame(view.reset_index(drop=True))
 
     def timeline(self) -> pd.DataFrame:
@@ -344,7 +393,7 @@ class RcaReport:
         g = self.analysis.error_groups
         view = g[[c for c in ERROR_GROUP_VIEW if c in g.columns]]
         if "share" in view.columns:
-            view = view.assign(share=view["share"].map(lambda v: f"{v:.1%}", na_action="ignore"))
+            view = view.assign(share=view["share"].map(units.percent, na_action="ignore"))
         return self.frame(view.reset_index(drop=True))
 
     def sources(self) -> pd.DataFrame:
@@ -367,12 +416,30 @@ class RcaReport:
         return self.frame(pd.DataFrame(rows, columns=["source", "status", "note"]))
 
     def gaps(self) -> list[str]:
-        """Data gaps as sentences: missing sources (with the reason) and what stays unknown."""
+        """Data gaps as sentences: missing sources (with the reason), what each missing table
+        leaves unknown, and which causes it leaves open (cannot be confirmed or ruled out)."""
+        from forensics.catalog import load_catalog
+
+        cat = load_catalog()
+        top = self.top
+        left = narrative.open_causes(self.evidence, top["cause"] if top else None)
+
+        def titles(causes: list[str]) -> str:
+            return ", ".join(cat.cause(c).title.lower() for c in causes)
+
         out = [self.evidence.window_note] if self.evidence.window_note else []
         out += [f"Source {source} was not read: {why}." for source, why in sorted(self.evidence.missing.items())]
-        out += [f"Without {table} ({TABLE_SOURCE.get(table, '?')}) the report cannot tell "
-                f"{UNKNOWN_WITHOUT.get(table, 'what it holds')}."
-                for table in schema.EVIDENCE_TABLES if not self.evidence.has(table)]
+        for table in schema.EVIDENCE_TABLES:
+            if self.evidence.has(table):
+                continue
+            text = (f"Without {table} ({TABLE_SOURCE.get(table, '?')}) the report cannot tell "
+                    f"{UNKNOWN_WITHOUT.get(table, 'what it holds')}.")
+            open_ = left.get(table, {})
+            if open_.get("cannot_confirm"):
+                text += f" Cannot be confirmed without it: {titles(open_['cannot_confirm'])}."
+            if open_.get("cannot_rule_out"):
+                text += f" Cannot be ruled out without it: {titles(open_['cannot_rule_out'])}."
+            out.append(text)
         return [self.text(s) for s in out]
 
     def scenario_truth(self) -> dict | None:
@@ -390,39 +457,39 @@ class RcaReport:
                             "the analysis did not list the true cause")}
 
     def trigger(self) -> str:
-        """What set the incident off: the earliest critical event on the timeline."""
-        t = self.analysis.timeline
-        crit = t[t["severity"].eq("critical")].sort_values("timestamp")
-        if crit.empty:
-            return "No critical event on the timeline."
-        first = crit.iloc[0]
-        return self.text(f"{fmt_time(first['timestamp'])}: {first['summary']} ({first['lane']})")
+        """What set the incident off: the first failure of the most likely cause (never a
+        condition present before the incident too)."""
+        first = next((m for m in self.review.key_moments if m.kind == "first_failure_of_cause"), None)
+        if first is None:
+            return "No failure could be attributed to the most likely cause."
+        return self.text(f"{units.clock(first.at, True)}: {first.text}")
 
     def detection(self) -> str:
-        """How many findings, the first of them, and when the evidence for the top cause starts."""
-        f = self.analysis.findings.dropna(subset=["first_seen"]).sort_values("first_seen")
-        if f.empty:
-            return "No detector fired."
-        alarming = f[f["severity"].ne("info")]
-        first = (alarming if len(alarming) else f).iloc[0]
-        text = (f"{len(f)} findings, {len(alarming)} of them warning or critical; the first of those at "
-                f"{fmt_time(first['first_seen'])}: {first['title']}." if len(alarming) else
-                f"{len(f)} findings, all informational; the first at {fmt_time(first['first_seen'])}: "
-                f"{first['title']}.")
-        top = self.top
-        if top and top.get("first_seen") is not None and not pd.isna(top["first_seen"]):
-            text += f" The evidence for the most likely cause starts at {fmt_time(top['first_seen'])}."
+        """When the incident was detected (or would have been), and how many findings, by their
+        impact on delivery."""
+        when = self.review.when
+        by = pd.Series(list(self._delivery_severity.values()), dtype=object).value_counts()
+        counts = ", ".join(f"{int(by.get(s, 0)):,} {s}" for s in ("critical", "warning", "info"))
+        n = len(self.analysis.findings)
+        text = (f"{units.count(n, 'findings')}; by their impact on delivery: {counts} (every finding is in "
+                "Appendix A).")
+        if when.get("detected"):
+            after = ""
+            if when.get("start"):
+                ttd = (pd.Timestamp(when["detected"]) - pd.Timestamp(when["start"])).total_seconds()
+                after = f" That is {units.duration(ttd)} after the onset ({units.clock(when['start'])})."
+            text = f"Detected at {units.clock(when['detected'])}: {when['detected_by']}{after} {text}"
+        elif when.get("start"):
+            text = f"No alert rule fired or would have fired during the incident. {text}"
         return self.text(text)
 
     def action_items(self) -> list[str]:
-        top, items = self.top, []
-        if top and top.get("recommended_action"):
-            step = f" (runbook {top['runbook_step']})" if top.get("runbook_step") else ""
-            items.append(f"{str(top['recommended_action']).rstrip('.')}{step}.")
+        """What to do now (the summary's), then the other likely candidates to rule out, the
+        customers to notify, the alerts to tune."""
+        items = list(self.review.what_to_do)
         for h in self.hypothesis_dicts()[1:3]:
-            items.append(f"Rule out {h['title']} (confidence {as_number(h['confidence']) or 0:.0%}).")
-        if self.gaps():
-            items.append("Collect the missing evidence sources listed under data gaps and rebuild this report.")
+            if (as_number(h["confidence"]) or 0) >= RULE_OUT_CONFIDENCE:
+                items.append(f"Rule out {h['title']} (confidence {units.percent(h['confidence'])}).")
         if self.sla_breach():
             items.append("Notify affected customers of the SLA breach and share this report's summary.")
         items.append("Add or tune alerts for the detectors that fired (runbook: Monitoring & Alerting).")
@@ -455,8 +522,10 @@ class RcaReport:
                 "channel": self.params.channel or "all channels"}
 
     def summary_json(self) -> dict:
-        """analysis.summary() (hypotheses ranked most likely first), redacted, with report metadata."""
-        data = self.redactor.value(json.loads(json.dumps(self.analysis.summary(), default=str)))
+        """The plain summary (``review``, first, as in every format), then analysis.summary()
+        (hypotheses ranked most likely first), redacted, with report metadata."""
+        review = self.redactor.value(json.loads(json.dumps(self.review.to_dict(), default=str)))
+        data = {"review": review, **self.redactor.value(json.loads(json.dumps(self.analysis.summary(), default=str)))}
         data["report"] = {"generated_at": iso(utcnow()), "toolkit_version": __version__,
                           "redacted": self.redactor.enabled,
                           "parameters": self.redactor.value(self.params.to_dict(masked=True))}
@@ -467,9 +536,12 @@ class RcaReport:
         return {
             "meta": self.meta(),
             "summary": self.summary_text(),
+            "summary_sentences": self.summary_sentences(),
+            "window_note": self.window_note(),
+            "sla": {"statement": self.text(self.review.sla["statement"]), "text": self.text(self.review.sla["text"]),
+                    "breached": self.sla_breach()},
+            "key_moments": _records(self.key_moments()),
             "impact": _records(self.impact_rows()),
-            "sla_breach": self.sla_breach(),
-            "sla_s": self.threshold("p95_latency_s"),
             "hypotheses": self.hypothesis_dicts(),
             "trigger": self.trigger(),
             "detection": self.detection(),
@@ -477,10 +549,11 @@ class RcaReport:
             "findings": _records(self.findings()),
             "baseline_note": self.baseline_note(),
             "close_call": self.close_call_text(),
-            "what_changed": _records(self.what_changed_rows().head(MAX_TABLE_ROWS)),
-            "chronic": _records(self.chronic_rows().head(MAX_TABLE_ROWS)),
-            "timeline": _records(self.timeline_highlights(MAX_TIMELINE_ROWS)),
-            "timeline_total": len(self.analysis.timeline),
+            "what_changed": _records(self.what_changed_rows().head(MAX_BODY_ROWS)),
+            "what_changed_total": len(self.analysis.what_changed),
+            "chronic": _records(self.chronic_rows().head(MAX_BODY_ROWS)),
+            "chronic_total": len(self.analysis.chronic),
+            "timeline": _records(self.timeline_table()),
             "error_groups": _records(self.error_groups().head(MAX_TABLE_ROWS)),
             "catalog_conflicts": self.catalog_conflicts(),
             "sources": _records(self.sources()),
@@ -491,5 +564,3 @@ class RcaReport:
             "scenario": self.scenario_truth(),
             "summary_json": self.summary_json(),
         }
-
-

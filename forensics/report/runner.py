@@ -7,7 +7,8 @@ read is recorded as missing and the report says so), and writes, into ``out_dir`
 - ``report.html``  the notebook rendered through ``templates/rca`` without code or prompts,
   self-contained (plotly.js inlined once, no network);
 - ``report.md``    the post-mortem in Markdown (``templates/postmortem.md.j2``);
-- ``summary.json`` the analysis summary, hypotheses ranked most likely first;
+- ``summary.json`` the plain summary, then the analysis summary, hypotheses most likely first;
+- ``report.pdf``   (``formats`` with pdf) the HTML printed by headless Chromium;
 - ``report.ipynb`` the executed notebook, for audit.
 
 The notebook computes the analysis once and publishes what the report says (``RcaReport.
@@ -39,11 +40,13 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
+from forensics import units
 from forensics.errors import ForensicsError, ParameterError, VerificationError
 from forensics.evidence import Evidence
+from forensics.report.browser import print_pdf, require_chromium
 from forensics.report.figures import PLOTLY_MIMETYPE
 from forensics.report.params import validate_report_params
-from forensics.report.rca import EXPORT_MIMETYPE, RcaReport, as_number
+from forensics.report.rca import EXPORT_MIMETYPE, RcaReport
 from forensics.report.resources import find_notebook, find_template
 
 if TYPE_CHECKING:
@@ -53,7 +56,9 @@ if TYPE_CHECKING:
 REPORT_NOTEBOOK = "rca_report"
 HTML_TEMPLATE = "rca"
 MARKDOWN_TEMPLATE = "postmortem.md.j2"
-FORMATS = ("html", "md", "json")
+FORMATS = ("html", "md", "json", "pdf")
+DEFAULT_FORMATS = ("html", "md", "json")
+"""What build_report writes unless told (pdf needs headless Chromium)."""
 REMOVE_IN_REPORT = ("remove-in-report", "parameters", "injected-parameters")
 """Cells with these tags are machinery (parameters, loading, publishing): not in the HTML."""
 
@@ -62,7 +67,10 @@ REMOVE_IN_REPORT = ("remove-in-report", "parameters", "injected-parameters")
 # --------------------------------------------------------------------------- Markdown
 
 def _md(value: Any) -> str:
-    """Untrusted text for Markdown: one line, HTML-escaped, Markdown punctuation escaped."""
+    """Untrusted text for Markdown: one line, HTML-escaped, Markdown punctuation escaped;
+    numbers with thousands separators."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = units.number(value)
     text = html.escape("" if value is None else str(value), quote=False)
     text = " ".join(text.split())
     for ch in "\\`*_[]|#":
@@ -78,7 +86,8 @@ def render_markdown(content: dict) -> str:
                              undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters["md"] = _md
-    env.filters["pct"] = lambda v: "?" if as_number(v) is None else f"{as_number(v):.0%}"
+    env.filters["pct"] = units.percent
+    env.filters["clock"] = lambda t: units.clock(t, with_date=True)
     return env.get_template(MARKDOWN_TEMPLATE).render(**content)
 
 
@@ -197,13 +206,14 @@ def _published(nb) -> dict:
     raise ForensicsError(f"the report notebook published no {EXPORT_MIMETYPE} output (widgets.publish(rca) missing?)")
 
 
-def build_report(bundle_path: str | Path | None, out_dir: str | Path, formats: Iterable[str] = FORMATS,
+def build_report(bundle_path: str | Path | None, out_dir: str | Path, formats: Iterable[str] = DEFAULT_FORMATS,
                  parameters: dict[str, Any] | None = None, redact: bool = True,
                  progress: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Build the RCA report of a bundle into ``out_dir``; return {format: path} of what was written.
 
-    ``formats`` is any of html, md, json (the executed notebook, report.ipynb, is always
-    kept for audit). ``parameters`` are further notebook parameters (since, until, channel,
+    ``formats`` is any of html, md, json, pdf (the executed notebook, report.ipynb, is always
+    kept for audit); pdf is the HTML printed by headless Chromium (forensics.report.browser), a
+    ParameterError before anything runs when Chromium is not installed. ``parameters`` are further notebook parameters (since, until, channel,
     thresholds, profile, title); they are validated before the kernel starts. With
     ``bundle_path`` None the notebook collects live: ``parameters`` name the ``sources``
     (comma list), ``since`` (and ``until``, default now) and any ``source_options``;
@@ -224,6 +234,8 @@ def build_report(bundle_path: str | Path | None, out_dir: str | Path, formats: I
             raise ParameterError(f"parameters: {reserved} is given as its own argument, not in parameters")
     bundle = str(Path(bundle_path).resolve()) if bundle_path else ""
     params = validate_report_params(bundle=bundle, redact=redact, **_known(extra))
+    if "pdf" in formats:
+        require_chromium()  # before the kernel starts: one line saying how to get it
     if params.bundle is None and not params.sources:
         raise ParameterError('bundle: expected an evidence bundle path, or parameters with sources (e.g. '
                              '"mongo,kafka") and since to collect live')
@@ -241,9 +253,15 @@ def build_report(bundle_path: str | Path | None, out_dir: str | Path, formats: I
             _record_parameters(executed, params.to_dict(masked=True), tmp / "report.ipynb")
         content = _published(executed)
         written = {"ipynb": tmp / "report.ipynb"}
-        if "html" in formats:
+        if "html" in formats or "pdf" in formats:
             say("rendering report.html")
             written["html"] = export_html(executed, tmp / "report.html", content["meta"])
+        if "pdf" in formats:
+            say("printing report.pdf with headless Chromium")
+            with tempfile.TemporaryDirectory(prefix="forensics-chromium-") as workdir:
+                written["pdf"] = print_pdf(written["html"], tmp / "report.pdf", Path(workdir))
+            if "html" not in formats:
+                written.pop("html").unlink()
         if "md" in formats:
             say("rendering report.md")
             written["md"] = tmp / "report.md"
@@ -292,7 +310,7 @@ def _known(parameters: dict[str, Any]) -> dict[str, Any]:
     return parameters
 
 
-REPORT_FILES = ("report.ipynb", "report.html", "report.md", "summary.json")
+REPORT_FILES = ("report.ipynb", "report.html", "report.md", "summary.json", "report.pdf")
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

@@ -10,13 +10,15 @@ from typing import Any
 
 import pandas as pd
 
+from forensics import units
 from forensics.report.rca import EXPORT_MIMETYPE, MAX_TABLE_ROWS, RcaReport, as_number, fmt_int, fmt_time
 
 # --------------------------------------------------------------------------- notebook display
 
-def html_table(df: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS, caption: str = "") -> Any:
+def html_table(df: pd.DataFrame, max_rows: int | None = MAX_TABLE_ROWS, caption: str = "") -> Any:
     """``df`` as an escaped HTML table (IPython HTML object): timestamps in UTC, missing as
-    "—", a severity column coloured, at most ``max_rows`` rows with a note of how many more."""
+    "—", a severity column coloured, at most ``max_rows`` rows (None: all) with a note of how
+    many more."""
     from IPython.display import HTML
 
     shown = df.head(max_rows).copy()
@@ -33,7 +35,7 @@ def html_table(df: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS, caption: str = 
         classes["severity"] = "sev-" + shown["severity"].astype(str)
     styler = styler.set_td_classes(classes)
     note = f"{caption} " if caption else ""
-    if len(df) > max_rows:
+    if max_rows is not None and len(df) > max_rows:
         note += f"(showing {max_rows:,} of {len(df):,} rows)"
     styler = styler.set_caption(html.escape(note.strip())) if note.strip() else styler
     return HTML(styler.to_html())
@@ -74,10 +76,33 @@ def kpis(rca: RcaReport) -> Any:
                      f'<div class="label">{html.escape(label)}</div></div>')
     breach = rca.sla_breach()
     if breach is not None:
+        sla = rca.review.sla
         tiles.append(f'<div class="report-kpi {"bad" if breach else "good"}"><div class="value">'
-                     f'{"breached" if breach else "met"}</div><div class="label">delivery SLA '
-                     f'(P95 ≤ {rca.threshold("p95_latency_s"):g} s)</div></div>')
+                     f'{"breached" if breach else "met"}</div><div class="label">delivery SLA: '
+                     f'{html.escape(units.percent(sla["met_share"]))} within {units.number(sla["within_s"])} s '
+                     f'(target {units.percent(sla["target_share"])})</div></div>')
     return HTML('<div class="report-kpis">' + "".join(tiles) + "</div>")
+
+
+def summary_card(rca: RcaReport) -> Any:
+    """The plain summary as a list of headed sentences, the window note under it when the
+    window was clamped, the delivery SLA's statement last."""
+    from IPython.display import HTML
+
+    e = html.escape
+    level = rca.review.confidence.get("level", "low")
+    def sentence_html(head: str, sentence: str) -> str:
+        if head != "How sure" or ":" not in sentence:
+            return e(sentence)
+        word, rest = sentence.split(":", 1)
+        return f'<span class="report-confidence-{e(level)}">{e(word)}</span>:{e(rest)}'
+
+    rows = "".join(f"<dt>{e(head)}</dt><dd>{sentence_html(head, sentence)}</dd>"
+                   for head, sentence in rca.summary_sentences())
+    note = rca.window_note()
+    return HTML(f'<dl class="report-summary">{rows}</dl>'
+                + (f'<p class="report-window-note"><b>Window.</b> {e(note)}</p>' if note else "")
+                + f'<p class="report-note">{e(rca.text(rca.review.sla["statement"]))}</p>')
 
 
 def root_cause_card(rca: RcaReport) -> Any:
@@ -95,8 +120,8 @@ def root_cause_card(rca: RcaReport) -> Any:
 
     return HTML(
         f'<div class="report-callout"><h3>{e(str(h["title"]))} '
-        f'<span class="report-note">({e(str(h["cause"]))}, confidence {as_number(h["confidence"]) or 0:.0%}, '
-        f'{as_number(h.get("margin")) or 0:.0%} ahead of the next)</span></h3>'
+        f'<span class="report-note">({e(str(h["cause"]))}, confidence {units.percent(h["confidence"])}, '
+        f'{units.percent(as_number(h.get("margin")) or 0)} ahead of the next)</span></h3>'
         f"<p>First seen {e(fmt_time(h.get('first_seen')))}{e(_radius(h))}.</p>"
         + (f'<p class="report-note">{e(rca.close_call_text())}</p>' if rca.close_call_text() else "")
         +
@@ -115,7 +140,7 @@ def _radius(h: dict) -> str:
 
 def other_hypotheses(rca: RcaReport) -> pd.DataFrame:
     hs = rca.hypothesis_dicts()[1:]
-    rows = [{"rank": h["rank"], "cause": h["title"], "confidence": f"{as_number(h['confidence']) or 0:.0%}",
+    rows = [{"rank": h["rank"], "cause": h["title"], "confidence": units.percent(h["confidence"]),
              "evidence for": "; ".join(h["evidence_for"][:3]), "evidence against": "; ".join(h["evidence_against"][:3]),
              "runbook step": h.get("runbook_step")} for h in hs]
     return pd.DataFrame(rows, columns=["rank", "cause", "confidence", "evidence for", "evidence against",

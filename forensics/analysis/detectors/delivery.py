@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from forensics import units
 from forensics.analysis.detectors.base import (
     NAT,
     NS,
@@ -16,7 +17,6 @@ from forensics.analysis.detectors.base import (
     Finding,
     _by_channel,
     _channel_or_none,
-    _fmt_s,
     _message_refs,
     _runs,
     _ts,
@@ -49,7 +49,7 @@ def stuck_pending(ctx: Context) -> Iterable[Finding]:
             "stuck_pending", channel, "critical" if critical else "warning",
             f"{len(pos):,} {channel} messages stuck in PENDING for more than {t.stuck_pending_s:g} s",
             f"{len(pos):,} messages are still PENDING more than {t.stuck_pending_s:g} s after creation "
-            f"(oldest {_fmt_s(ages.max())}); {alert:,} for more than {_fmt_s(t.stuck_pending_alert_s)} "
+            f"(oldest {units.duration(ages.max())}); {alert:,} for more than {units.duration(t.stuck_pending_alert_s)} "
             f"(alert above {t.stuck_pending_alert_count:g}). Runbook Symptom 1: router not processing, "
             f"Kafka topic issues or MongoDB failures.",
             _ts(oldest + int(t.stuck_pending_s * NS)), ctx.now, _channel_or_none(channel), len(pos),
@@ -77,8 +77,8 @@ def stuck_sent(ctx: Context) -> Iterable[Finding]:
     for channel, pos in _by_channel(ctx, stuck).items():
         out.append(Finding(
             "stuck_sent", channel, "critical" if len(pos) > ctx.t.stuck_pending_alert_count else "warning",
-            f"{len(pos):,} {channel} messages stuck in SENT for more than {_fmt_s(ctx.t.stuck_sent_s)}",
-            f"{len(pos):,} messages reached SENT but got no DELIVERED/FAILED within {_fmt_s(ctx.t.stuck_sent_s)}. "
+            f"{len(pos):,} {channel} messages stuck in SENT for more than {units.duration(ctx.t.stuck_sent_s)}",
+            f"{len(pos):,} messages reached SENT but got no DELIVERED/FAILED within {units.duration(ctx.t.stuck_sent_s)}. "
             "Runbook Symptom 2: no webhook callback from the platform (2.3), rate limiting or retries (2.4).",
             _ts(int(ctx.created_ns[pos].min()) + int(ctx.t.stuck_sent_s * NS)), ctx.now, _channel_or_none(channel),
             len(pos), float(len(pos)), float(ctx.t.stuck_pending_alert_count), _message_refs(ctx, pos), pos))
@@ -118,8 +118,8 @@ def failed_rate(ctx: Context) -> Iterable[Finding]:
         out.append(Finding(
             "failed_rate", str(channel), "critical",
             f"FAILED rate up to {worst:.1%} on {'all channels' if channel == 'ALL' else channel} "
-            f"(alert above {t.failed_rate:.0%} per {_fmt_s(t.rate_window_s)})",
-            f"{len(rows)} window(s) of {_fmt_s(t.rate_window_s)} above {t.failed_rate:.0%} "
+            f"(alert above {t.failed_rate:.0%} per {units.duration(t.rate_window_s)})",
+            f"{len(rows)} window(s) of {units.duration(t.rate_window_s)} above {t.failed_rate:.0%} "
             f"({len(runs)} period(s)); {int(rows['sum'].sum()):,} FAILED of {int(rows['size'].sum()):,} messages "
             "in them. Runbook Symptom 3: group the errors (3.3).",
             _ts(first), _ts(last), _channel_or_none(str(channel)), len(pos), worst, t.failed_rate,
@@ -161,9 +161,9 @@ def delivery_p95(ctx: Context) -> Iterable[Finding]:
         worst = float(rows["p95"].max())
         out.append(Finding(
             "delivery_p95", str(channel), "critical" if worst > 2 * t.p95_latency_s else "warning",
-            f"Delivery P95 up to {_fmt_s(worst)} on {'all channels' if channel == 'ALL' else channel} "
+            f"Delivery P95 up to {units.duration(worst)} on {'all channels' if channel == 'ALL' else channel} "
             f"(SLA {t.p95_latency_s:g} s)",
-            f"{len(rows)} window(s) of {_fmt_s(t.rate_window_s)} with P95(created -> DELIVERED) above "
+            f"{len(rows)} window(s) of {units.duration(t.rate_window_s)} with P95(created -> DELIVERED) above "
             f"{t.p95_latency_s:g} s; {len(pos):,} messages took longer. SLA SC-002: 95 % delivered within 5 s.",
             _ts(first), _ts(last), _channel_or_none(str(channel)), len(pos), worst, t.p95_latency_s,
             _message_refs(ctx, pos), pos))
@@ -231,7 +231,7 @@ def out_of_order(ctx: Context) -> Iterable[Finding]:
                 f"{len(p):,} {channel} messages delivered out of order in {n_conv:,} conversations"
                 + {"reordered": "", "after_retry": " after retries", "jitter": " (within jitter)"}[kind],
                 f"{len(p):,} messages were delivered before a message created earlier in the same conversation, up "
-                f"to {_fmt_s(worst)} ahead (SC-004 allows none). {texts[kind]}",
+                f"to {units.duration(worst)} ahead (SC-004 allows none). {texts[kind]}",
                 _ts(int(ctx.delivered_ns[p].min())), _ts(int(ctx.delivered_ns[p].max())), _channel_or_none(channel),
                 len(p), float(n_conv), ctx.t.out_of_order_tolerance_s if kind != "after_retry" else 0.0,
                 _message_refs(ctx, p) + [ref("messages", "conversation_id", convs, total=n_conv)], p,

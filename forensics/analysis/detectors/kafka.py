@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from forensics import units
 from forensics.analysis.detectors.base import (
     NAT,
     NS,
@@ -247,7 +248,7 @@ def dead_letters(ctx: Context) -> Iterable[Finding]:
         channel = next((t.channel for t in ctx.profile.kafka.dlq if t.name == topic), None)
         out.append(Finding(
             "dead_letters", str(topic), _group_severity(n, max(ctx.n_messages, 1)),
-            f"{n:,} records in {topic}",
+            f"{units.count(n, 'DLQ records')} in {topic}",
             f"{n:,} dead letters from {rows['timestamp'].min():%H:%M:%S} to {rows['timestamp'].max():%H:%M:%S} UTC"
             + (f"; {bad:,} payloads could not be decoded" if bad else "") + " (runbook 3.2).",
             rows["timestamp"].min(), rows["timestamp"].max(), channel, n, float(n), None,

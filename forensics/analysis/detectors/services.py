@@ -9,14 +9,13 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from forensics import schema
+from forensics import schema, units
 from forensics.analysis.classify import classify_series
 from forensics.analysis.detectors.base import (
     NAT,
     NS,
     Context,
     Finding,
-    _fmt_s,
     _group_severity,
     _message_refs,
     _runs,
@@ -169,7 +168,7 @@ def log_errors(ctx: Context) -> Iterable[Finding]:
         pos = ctx.positions(pd.Series(ids, dtype=schema.STR)) if len(ids) else np.empty(0, dtype=np.int64)
         out.append(Finding(
             "log_errors", f"{source}:{service}:{sig}", _group_severity(messages or n, volume),
-            f"{n:,} {source.replace('_', ' ')} errors in {service}: {first['title']}",
+            f"{units.count(n, units.ERROR_ROW_UNITS.get(source, source))} in {service}: {first['title']}",
             f"category {first['category']}; signature {sig}"
             + (f"; {messages:,} distinct messages named." if messages is not None else "."),
             _ts(ts.min()) if len(ts) else None, _ts(ts.max()) if len(ts) else None,
@@ -301,7 +300,7 @@ def service_silence(ctx: Context) -> Iterable[Finding]:
                                   & ((ctx.channel == channel) if channel else True))
         out.append(Finding(
             "service_silence", str(service), "critical",
-            f"{service} went silent for {_fmt_s((end - start) / NS)}"
+            f"{service} went silent for {units.duration((end - start) / NS)}"
             + (" (until the end of the window)" if until_end else "") + " while traffic continued",
             f"No logs or spans from {service} between {pd.Timestamp(start, tz='UTC'):%H:%M:%S} and "
             f"{pd.Timestamp(end, tz='UTC'):%H:%M:%S} UTC while {n_msgs:,} messages it would handle were created "
