@@ -310,71 +310,17 @@ def write_bundle(evidence: Evidence, path: str | Path, *, queries: dict[str, Any
     Secrets in the tables are masked with a keyed fingerprint unless collection did so already
     or ``keep_secrets`` (a sealed internal bundle); the manifest's ``secrets`` says which.
     """
-    path = check_target(path, overwrite=overwrite, archive=archive)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if keep_secrets:
         evidence = keep_secrets_raw(evidence, "kept raw when written (--keep-secrets): a sealed internal bundle")
     elif not (evidence.secrets or {}).get("masked"):
         evidence = mask_evidence_secrets(evidence)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    try:
-        tables = _write_tables(evidence, tmp, "", queries, progress)
-        baseline = None
+    with BundleWriter(path, overwrite=overwrite, archive=archive, progress=progress) as writer:
+        for name, frame in evidence.tables.items():
+            writer.append(name, frame, query=(queries or {}).get(name))
         if evidence.baseline is not None:
-            base = evidence.baseline
-            baseline = {"kind": evidence.baseline_kind, "window": base.window.to_dict(),
-                        "tables": _write_tables(base, tmp, BASELINE_DIR, baseline_queries, progress),
-                        "sources": mask_secrets(base.sources), "missing_sources": mask_secrets(base.missing)}
-        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-        for entry in [*tables.values(), *(baseline["tables"].values() if baseline else [])]:
-            entry["sha256"] = files[entry["file"]]
-        log = list(custody or []) + [custody_entry("written", {"tables": {n: t["rows"] for n, t in tables.items()}})]
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "toolkit_version": __version__,
-            "created_at": iso(utcnow()),
-            "profile": evidence.profile,
-            "window": evidence.window.to_dict(),
-            "scenario": evidence.scenario,
-            "sources": mask_secrets(evidence.sources),
-            "missing_sources": mask_secrets(evidence.missing),
-            "secrets": evidence.secrets,
-            "tables": tables,
-            **({"baseline": baseline} if baseline else {}),
-            "files": files,
-            "custody": log,
-        }
-        _write_manifest(tmp, manifest)
-        if archive:
-            packed = tmp.with_suffix(".tar.gz")
-            _pack(tmp, packed)
-            shutil.rmtree(tmp)
-            tmp = packed
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _write_tables(evidence: Evidence, directory: Path, prefix: str, queries: dict[str, Any] | None,
-                  progress: Callable[[str], None] | None) -> dict[str, dict[str, Any]]:
-    """Write every table of ``evidence`` under ``directory/prefix``: table -> manifest entry."""
-    tables: dict[str, Any] = {}
-    if prefix:
-        (directory / prefix).mkdir()
-    for name, frame in evidence.tables.items():
-        schema.validate(name, frame)
-        if progress:
-            progress(f"writing {prefix}{name} ({len(frame):,} rows)")
-        file = f"{prefix}{name}.parquet"
-        frame.to_parquet(directory / file, index=False, compression="zstd")
-        tables[name] = {"file": file, "rows": len(frame), "columns": len(frame.columns),
-                        "query": mask_secrets((queries or {}).get(name))}
-    return tables
+            for name, frame in evidence.baseline.tables.items():
+                writer.append(name, frame, query=(baseline_queries or {}).get(name), prefix=BASELINE_DIR)
+        return writer.close(evidence, custody=custody)
 
 
 def _write_manifest(directory: Path, manifest: dict) -> None:
