@@ -29,13 +29,16 @@ import os
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
 import pandas as pd
 
 from forensics import schema
-from forensics.evidence import Evidence, StoredTable
+
+if TYPE_CHECKING:  # annotations only: evidence asks this module about its stored tables
+    from forensics.evidence import Evidence, StoredTable
 
 NAT = np.iinfo(np.int64).min
 MEMORY_LIMIT = "2GB"
