@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from forensics import schema
 
@@ -128,53 +130,63 @@ class MessageStatus:
     """Positions of the messages table whose id appeared at an earlier position."""
 
 
-_CODES = """
-    first AS (SELECT message_id, min(pos) AS code FROM ids WHERE message_id IS NOT NULL GROUP BY message_id),
-    orphan AS (SELECT message_id, ? - 1 + row_number() OVER (ORDER BY message_id) AS code FROM (
-        SELECT DISTINCT message_id FROM status_events WHERE message_id IS NOT NULL
-        EXCEPT SELECT message_id FROM first)),
-    codes AS (SELECT * FROM first UNION ALL SELECT * FROM orphan)"""
 _PER_MESSAGE = """  -- NAT (int64 min) for "none", so that only int64 columns come back
-    SELECT codes.code,
-           coalesce(min(epoch_ns(timestamp)), -9223372036854775807 - 1) AS first_at,
-           coalesce(min(epoch_ns(timestamp)) FILTER (WHERE new_status IS NOT NULL AND new_status <> 'PENDING'), -9223372036854775807 - 1)
-               AS left_pending_at,
-           coalesce(min(epoch_ns(timestamp)) FILTER (WHERE new_status = 'DELIVERED'), -9223372036854775807 - 1) AS first_delivered_at,
-           count(*) FILTER (WHERE new_status = 'DELIVERED') AS delivered_count,
-           coalesce(max(epoch_ns(timestamp)) FILTER (WHERE new_status = 'SENT'), -9223372036854775807 - 1) AS last_sent_at
-    FROM status_events JOIN codes USING (message_id) GROUP BY codes.code"""
+    WITH per AS (
+        SELECT message_id,
+               coalesce(min(epoch_ns(timestamp)), -9223372036854775807 - 1) AS first_at,
+               coalesce(min(epoch_ns(timestamp)) FILTER (WHERE new_status IS NOT NULL AND new_status <> 'PENDING'),
+                        -9223372036854775807 - 1) AS left_pending_at,
+               coalesce(min(epoch_ns(timestamp)) FILTER (WHERE new_status = 'DELIVERED'), -9223372036854775807 - 1) AS first_delivered_at,
+               count(*) FILTER (WHERE new_status = 'DELIVERED') AS delivered_count,
+               coalesce(max(epoch_ns(timestamp)) FILTER (WHERE new_status = 'SENT'), -9223372036854775807 - 1) AS last_sent_at
+        FROM status_events WHERE message_id IS NOT NULL GROUP BY message_id),
+    first AS (SELECT message_id, min(pos) AS pos FROM ids WHERE message_id IS NOT NULL GROUP BY message_id)
+    SELECT coalesce(first.pos, -1) AS pos, CASE WHEN first.pos IS NULL THEN per.message_id END AS orphan,
+           first_at, left_pending_at, first_delivered_at, delivered_count, last_sent_at
+    FROM per LEFT JOIN first USING (message_id)"""
+_REPEATED = """
+    WITH dup AS (SELECT message_id, min(pos) AS first FROM ids GROUP BY message_id HAVING count(*) > 1)
+    SELECT pos FROM ids JOIN dup ON ids.message_id IS NOT DISTINCT FROM dup.message_id WHERE pos > dup.first"""
 _COLUMNS = ("first_at", "left_pending_at", "first_delivered_at", "delivered_count", "last_sent_at")
 _STATUS_CACHE: list = []
 
 
-def _ids(message_ids: pd.Series) -> pd.DataFrame:
-    return pd.DataFrame({"message_id": message_ids.reset_index(drop=True), "pos": np.arange(len(message_ids))})
+def _ids(message_ids: pd.Series) -> pa.Table:
+    """The messages' ids with their positions, as Arrow (DuckDB scans it without a copy)."""
+    return pa.table({"message_id": pa.array(message_ids.astype(schema.STR).array, type=pa.large_string()),
+                     "pos": np.arange(len(message_ids), dtype=np.int64)})
 
 
 def message_status(evidence: Evidence, message_ids: pd.Series) -> MessageStatus:
     """What the status history says about each message of ``message_ids`` (the messages
-    table's ``message_id`` column): one GROUP BY over the status events, joined to message
-    codes inside DuckDB so that only integers come back (and the orphans' ids). The last
-    result is kept for the same evidence and ids (detectors and alert replay both ask)."""
+    table's ``message_id`` column): one GROUP BY message over the status events, joined to
+    the messages' positions inside DuckDB, so that only integers come back (and the orphans'
+    ids). The last result is kept for the same evidence and ids (detectors and alert replay
+    both ask)."""
     key = (evidence.stored.get("status_events") or id(evidence.tables.get("status_events")), id(message_ids.array))
     if _STATUS_CACHE and _STATUS_CACHE[0]() is evidence and _STATUS_CACHE[1] == key:
         return _STATUS_CACHE[2]
     n = len(message_ids)
     with connect(evidence, "status_events") as con:
         con.register("ids", _ids(message_ids))
-        per = fetch(con, f"WITH {_CODES} {_PER_MESSAGE}", [n])  # noqa: S608 (constant SQL)
-        orphans = fetch(con, f"WITH {_CODES} SELECT message_id FROM orphan ORDER BY code", [n])  # noqa: S608
-        repeated = fetch(con, "SELECT pos FROM ids WHERE pos NOT IN (SELECT min(pos) FROM ids GROUP BY message_id)")
-    size = n + len(orphans)
-    code = per["code"].to_numpy(dtype=np.int64)
+        per = con.sql(_PER_MESSAGE).to_arrow_table()
+        repeated = con.sql(_REPEATED).to_arrow_table()["pos"].to_numpy()
+    pos = per["pos"].to_numpy()
+    orphan = pos < 0
+    orphan_ids = pc.filter(per["orphan"], pa.array(orphan))
+    order = pc.sort_indices(orphan_ids).to_numpy()  # orphans take codes n.. in id order
+    code = pos.copy()
+    code[np.flatnonzero(orphan)[order]] = n + np.arange(len(order))
+    size = n + len(order)
     out = {}
     for c in _COLUMNS:
         fill = 0 if c == "delivered_count" else NAT
         arr = np.full(size, fill, dtype=np.int64)
-        arr[code] = per[c].to_numpy(dtype=np.int64)
+        arr[code] = per[c].to_numpy()
         out[c] = arr
-    result = MessageStatus(**out, orphan_ids=orphans["message_id"].to_numpy(dtype=object),
-                           repeated=np.sort(repeated["pos"].to_numpy(dtype=np.int64)))
+    del per
+    result = MessageStatus(**out, orphan_ids=orphan_ids.take(pa.array(order)).to_numpy(zero_copy_only=False),
+                           repeated=np.sort(repeated.astype(np.int64)))
     _STATUS_CACHE[:] = [weakref.ref(evidence), key, result]
     return result
 
@@ -182,15 +194,20 @@ def message_status(evidence: Evidence, message_ids: pd.Series) -> MessageStatus:
 def transitions(evidence: Evidence, message_ids: pd.Series, statuses: tuple[str, ...]) -> pd.DataFrame:
     """Every status event to one of ``statuses``: code (as :func:`message_status` numbers the
     messages of ``message_ids``), status, channel (``UNKNOWN`` when null), at (ns), in time order."""
+    orphans = message_status(evidence, message_ids).orphan_ids
     marks = ", ".join("?" for _ in statuses)
     with connect(evidence, "status_events") as con:
         con.register("ids", _ids(message_ids))
-        return fetch(con, f"""WITH {_CODES}
+        con.register("orphans", pa.table({"message_id": pa.array(orphans, type=pa.large_string()),
+                                          "code": len(message_ids) + np.arange(len(orphans), dtype=np.int64)}))
+        return fetch(con, f"""
+            WITH first AS (SELECT message_id, min(pos) AS code FROM ids WHERE message_id IS NOT NULL GROUP BY message_id),
+            codes AS (SELECT * FROM first UNION ALL SELECT * FROM orphans)
             SELECT codes.code, new_status AS status, coalesce(channel, 'UNKNOWN') AS channel,
                    epoch_ns(timestamp) AS "at"
             FROM status_events JOIN codes USING (message_id)
             WHERE new_status IN ({marks}) AND timestamp IS NOT NULL ORDER BY "at", codes.code""",  # noqa: S608
-                     [len(message_ids), *statuses])
+                     list(statuses))
 
 
 def status_rows(evidence: Evidence, statuses: tuple[str, ...], columns: tuple[str, ...]) -> pd.DataFrame:

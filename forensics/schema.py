@@ -453,7 +453,7 @@ def conform(name: str, frame: pd.DataFrame | Mapping[str, object] | None = None)
                 raise SchemaError(name, c.name, f"cannot convert {s.dtype} to {c.dtype}: {exc}") from exc
             out[c.name] = s.reset_index(drop=True)
         else:
-            out[c.name] = pd.Series(pd.array([None] * n, dtype=c.dtype))
+            out[c.name] = pd.Series(index=pd.RangeIndex(n), dtype=c.dtype)  # all null, without a list of n Nones
     return pd.DataFrame(out, copy=False)
 
 

@@ -156,16 +156,18 @@ def log_errors(ctx: Context) -> Iterable[Finding]:
     if not parts:
         return []
     df = pd.concat(parts, ignore_index=True)
-    df = df[df["signature"].notna()]
+    df = df[df["signature"].notna()].reset_index(drop=True)
+    df["position"] = ctx.positions(df["message_id"])  # one lookup for every group's ids
     volume = max(ctx.n_messages, 1)
     out = []
     for (source, service, sig), rows in df.groupby(["source", "service", "signature"], sort=False):
         n = len(rows)
         first = rows.iloc[0]
         ts = rows["ts"][rows["ts"] != NAT]
-        ids = rows["message_id"].dropna().unique()
-        messages = len(ids) if len(ids) and rows["message_id"].notna().mean() >= 0.5 else None
-        pos = ctx.positions(pd.Series(ids, dtype=schema.STR)) if len(ids) else np.empty(0, dtype=np.int64)
+        named = rows["message_id"].notna().to_numpy()
+        ids = rows["message_id"][named].unique()
+        messages = len(ids) if len(ids) and named.mean() >= 0.5 else None
+        pos = pd.unique(rows["position"].to_numpy()[named])  # distinct ids have distinct positions
         out.append(Finding(
             "log_errors", f"{source}:{service}:{sig}", _group_severity(messages or n, volume),
             f"{units.count(n, units.ERROR_ROW_UNITS.get(source, source))} in {service}: {first['title']}",
