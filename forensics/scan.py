@@ -148,7 +148,10 @@ _REPEATED = """
     WITH dup AS (SELECT message_id, min(pos) AS first FROM ids GROUP BY message_id HAVING count(*) > 1)
     SELECT pos FROM ids JOIN dup ON ids.message_id IS NOT DISTINCT FROM dup.message_id WHERE pos > dup.first"""
 _COLUMNS = ("first_at", "left_pending_at", "first_delivered_at", "delivered_count", "last_sent_at")
-_STATUS_CACHE: list = []
+_STATUS_CACHE: list[tuple[weakref.ref, tuple, MessageStatus]] = []
+CACHED_STATUS = 2
+"""Results of :func:`message_status` kept, most recent first: the window's and its baseline's
+(the change analysis asks about the part before the onset between the window's questions)."""
 
 
 def _ids(message_ids: pd.Series) -> pa.Table:
@@ -161,11 +164,12 @@ def message_status(evidence: Evidence, message_ids: pd.Series) -> MessageStatus:
     """What the status history says about each message of ``message_ids`` (the messages
     table's ``message_id`` column): one GROUP BY message over the status events, joined to
     the messages' positions inside DuckDB, so that only integers come back (and the orphans'
-    ids). The last result is kept for the same evidence and ids (detectors and alert replay
-    both ask)."""
+    ids). The last results are kept (:data:`CACHED_STATUS`) for the same evidence and ids
+    (detectors, the change analysis and alert replay all ask)."""
     key = (evidence.stored.get("status_events") or id(evidence.tables.get("status_events")), id(message_ids.array))
-    if _STATUS_CACHE and _STATUS_CACHE[0]() is evidence and _STATUS_CACHE[1] == key:
-        return _STATUS_CACHE[2]
+    for ref, known, result in _STATUS_CACHE:
+        if ref() is evidence and known == key:
+            return result
     n = len(message_ids)
     with connect(evidence, "status_events") as con:
         con.register("ids", _ids(message_ids))
@@ -187,7 +191,7 @@ def message_status(evidence: Evidence, message_ids: pd.Series) -> MessageStatus:
     del per
     result = MessageStatus(**out, orphan_ids=orphan_ids.take(pa.array(order)).to_numpy(zero_copy_only=False),
                            repeated=np.sort(repeated.astype(np.int64)))
-    _STATUS_CACHE[:] = [weakref.ref(evidence), key, result]
+    _STATUS_CACHE[:] = [(weakref.ref(evidence), key, result), *_STATUS_CACHE[:CACHED_STATUS - 1]]
     return result
 
 

@@ -271,12 +271,22 @@ class Context:
 
     def positions(self, message_ids: pd.Series) -> np.ndarray:
         """Positions in ``messages`` of ``message_ids`` (-1 where unknown; a repeated id: its
-        first position). Arrow's hash lookup, built per call: no index of every id kept."""
+        first position). Arrow's hash lookups, built per call over the ids asked for (a few
+        thousand), never over every message's (millions): no index of every id kept."""
         if not len(message_ids) or not self.n_messages:
             return np.full(len(message_ids), -1, dtype=np.int64)
         wanted = pa.array(message_ids.astype(schema.STR).array, type=pa.large_string())
-        pos = pc.index_in(wanted, value_set=self._message_ids)
-        return pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        asked = pc.unique(wanted.drop_null())
+        if not len(asked):
+            return np.full(len(message_ids), -1, dtype=np.int64)
+        hit = pc.index_in(self._message_ids, value_set=asked)  # per message: which asked id it is
+        found = pc.is_valid(hit)
+        which = pc.filter(hit, found).to_numpy(zero_copy_only=False)
+        seen, at = np.unique(which, return_index=True)  # each asked id's first hit, in message order
+        first = np.full(len(asked), -1, dtype=np.int64)
+        first[seen] = np.flatnonzero(found.to_numpy(zero_copy_only=False))[at]
+        slot = pc.fill_null(pc.index_in(wanted, value_set=asked), -1).to_numpy(zero_copy_only=False)
+        return np.where(slot >= 0, first[np.maximum(slot, 0)], -1).astype(np.int64)
 
     @cached_property
     def history(self) -> MessageStatus:
