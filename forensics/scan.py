@@ -147,6 +147,8 @@ _PER_MESSAGE = """  -- NAT (int64 min) for "none", so that only int64 columns co
 _REPEATED = """
     WITH dup AS (SELECT message_id, min(pos) AS first FROM ids GROUP BY message_id HAVING count(*) > 1)
     SELECT pos FROM ids JOIN dup ON ids.message_id IS NOT DISTINCT FROM dup.message_id WHERE pos > dup.first"""
+BATCH_ROWS = 1_000_000
+"""Rows of a per-message result fetched at a time (scattered into the arrays, never held whole)."""
 _COLUMNS = ("first_at", "left_pending_at", "first_delivered_at", "delivered_count", "last_sent_at")
 _STATUS_CACHE: list[tuple[weakref.ref, tuple, MessageStatus]] = []
 CACHED_STATUS = 2
@@ -171,26 +173,25 @@ def message_status(evidence: Evidence, message_ids: pd.Series) -> MessageStatus:
         if ref() is evidence and known == key:
             return result
     n = len(message_ids)
+    out = {c: np.full(n, 0 if c == "delivered_count" else NAT, dtype=np.int64) for c in _COLUMNS}
+    orphans = []
     with connect(evidence, "status_events") as con:
         con.register("ids", _ids(message_ids))
-        per = con.sql(_PER_MESSAGE).to_arrow_table()
+        for batch in con.sql(_PER_MESSAGE).fetch_record_batch(BATCH_ROWS):  # one batch at a time
+            pos = batch.column("pos").to_numpy()
+            known = pos >= 0
+            for c in _COLUMNS:
+                out[c][pos[known]] = batch.column(c).to_numpy()[known]
+            if not known.all():
+                orphans.append(batch.filter(pa.array(~known)))
         repeated = con.sql(_REPEATED).to_arrow_table()["pos"].to_numpy()
-    pos = per["pos"].to_numpy()
-    orphan = pos < 0
-    orphan_ids = pc.filter(per["orphan"], pa.array(orphan))
-    order = pc.sort_indices(orphan_ids).to_numpy()  # orphans take codes n.. in id order
-    code = pos.copy()
-    code[np.flatnonzero(orphan)[order]] = n + np.arange(len(order))
-    size = n + len(order)
-    out = {}
-    for c in _COLUMNS:
-        fill = 0 if c == "delivered_count" else NAT
-        arr = np.full(size, fill, dtype=np.int64)
-        arr[code] = per[c].to_numpy()
-        out[c] = arr
-    del per
-    result = MessageStatus(**out, orphan_ids=orphan_ids.take(pa.array(order)).to_numpy(zero_copy_only=False),
-                           repeated=np.sort(repeated.astype(np.int64)))
+    orphan = pa.Table.from_batches(orphans) if orphans else None
+    if orphan is not None:  # orphans take codes n.. in id order
+        orphan = orphan.take(pc.sort_indices(orphan["orphan"]))
+        for c in _COLUMNS:
+            out[c] = np.concatenate([out[c], orphan[c].to_numpy()])
+    orphan_ids = (orphan["orphan"].to_numpy() if orphan is not None else np.empty(0)).astype(object)
+    result = MessageStatus(**out, orphan_ids=orphan_ids, repeated=np.sort(repeated.astype(np.int64)))
     _STATUS_CACHE[:] = [(weakref.ref(evidence), key, result), *_STATUS_CACHE[:CACHED_STATUS - 1]]
     return result
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
+import pyarrow as pa
 
 from forensics.errors import SchemaError
 
@@ -403,6 +404,21 @@ def empty(name: str) -> pd.DataFrame:
     return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in t.columns})
 
 
+NULL_CHUNK_ROWS = 1 << 20
+"""Rows of the one Arrow chunk of nulls every all-null text column is made of."""
+
+
+def nulls(dtype: str, n: int) -> pd.Series:
+    """An all-null column of ``n`` rows (no list of n Nones). A text column is slices of one
+    shared Arrow chunk of nulls, so a column left unread (a lean read of millions of
+    messages) costs no memory whatever ``n``."""
+    if dtype != STR or not n:
+        return pd.Series(index=pd.RangeIndex(n), dtype=dtype)
+    chunk = pa.nulls(min(n, NULL_CHUNK_ROWS), pa.large_string())
+    parts = [chunk] * (n // len(chunk)) + ([chunk.slice(0, n % len(chunk))] if n % len(chunk) else [])
+    return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(parts, type=pa.large_string())))
+
+
 def same_dtype(actual, declared: str) -> bool:
     """Exact dtype identity (pandas 3 treats "str" and "string" as equal; we do not)."""
     return str(actual) == str(pd.api.types.pandas_dtype(declared))
@@ -453,7 +469,7 @@ def conform(name: str, frame: pd.DataFrame | Mapping[str, object] | None = None)
                 raise SchemaError(name, c.name, f"cannot convert {s.dtype} to {c.dtype}: {exc}") from exc
             out[c.name] = s.reset_index(drop=True)
         else:
-            out[c.name] = pd.Series(index=pd.RangeIndex(n), dtype=c.dtype)  # all null, without a list of n Nones
+            out[c.name] = nulls(c.dtype, n)
     return pd.DataFrame(out, copy=False)
 
 
