@@ -3,7 +3,9 @@
 against the window.
 
 Each step runs in its own subprocess so that its peak memory (ru_maxrss; for the report the
-larger of the process and its papermill kernel) is its own.
+larger of the process and its papermill kernel) is its own; ``cpu_s`` is the CPU time of the
+step and its children (every thread: DuckDB's too), the figure that does not grow with the
+machine's load the way wall time does.
 Usage: python benchmarks/bench_scale.py [--messages 1000000,5000000,10000000]
        [--scenario whatsapp-rate-limit] [--steps simulate,report] [--bundles DIR]
 ``--bundles DIR`` keeps the bundles in DIR (and reuses them when ``simulate`` is not among
@@ -37,8 +39,10 @@ elif step == "report":
     summary = json.loads(out["json"].read_text())
     extra = {"top_cause": summary["hypotheses"][0]["cause"]}
 wall = time.perf_counter() - t0
-peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-print(json.dumps({"step": step, "wall_s": round(wall, 1), "peak_mb": round(peak / 1024), **extra}))
+use = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+peak = max(u.ru_maxrss for u in use)
+cpu = sum(u.ru_utime + u.ru_stime for u in use)
+print(json.dumps({"step": step, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "peak_mb": round(peak / 1024), **extra}))
 """
 
 
@@ -85,10 +89,11 @@ def main() -> None:
                 rows.append({"messages": n, **r})
                 print(json.dumps(rows[-1]), flush=True)
     print(f"\nscenario {args.scenario}")
-    print(f"{'messages':>11s} {'step':9s} {'wall s':>8s} {'peak MB':>8s}  {'load':9s} detail")
+    print(f"{'messages':>11s} {'step':9s} {'wall s':>8s} {'cpu s':>7s} {'peak MB':>8s}  {'load':9s} detail")
     for r in rows:
-        detail = {k: v for k, v in r.items() if k not in ("messages", "step", "wall_s", "peak_mb", "load")}
-        print(f"{r['messages']:11,d} {r['step']:9s} {r['wall_s']:8.1f} {r['peak_mb']:8d}  {r['load']:9s} {detail or ''}")
+        detail = {k: v for k, v in r.items() if k not in ("messages", "step", "wall_s", "cpu_s", "peak_mb", "load")}
+        print(f"{r['messages']:11,d} {r['step']:9s} {r['wall_s']:8.1f} {r['cpu_s']:7.1f} {r['peak_mb']:8d}  {r['load']:9s} "
+              f"{detail or ''}")
     for step in steps:
         points = [(r["messages"], r["peak_mb"]) for r in rows if r["step"] == step]
         if len(points) > 1:
