@@ -38,11 +38,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensics import schema
+from forensics.timeutil import NAT
 
 if TYPE_CHECKING:  # annotations only: evidence asks this module about its stored tables
     from forensics.evidence import Evidence, StoredTable
 
-NAT = np.iinfo(np.int64).min
 MEMORY_LIMIT = "2GB"
 
 

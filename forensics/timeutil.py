@@ -16,13 +16,25 @@ import numpy as np
 import pandas as pd
 
 from forensics.errors import WindowError
-from forensics.schema import UTC_TS
+from forensics.schema import UTC_TS, to_utc
+
+NS = 1_000_000_000
+"""Nanoseconds per second: times inside the analysis are int64 ns since the epoch."""
+NAT = np.iinfo(np.int64).min
+"""The int64 ns of NaT: "no time"."""
 
 # Epoch numbers are told apart by magnitude: seconds until ~year 5138, then milliseconds,
 # then microseconds, then nanoseconds.
 _MS_FROM = 1e11
 _US_FROM = 1e14
 _NS_FROM = 1e17
+
+
+def to_ns(series: pd.Series) -> np.ndarray:
+    """UTC timestamps as int64 ns, NaT as NAT."""
+    if len(series) == 0:
+        return np.empty(0, dtype=np.int64)
+    return to_utc(series).astype(UTC_TS).array.asi8.copy()
 
 
 def _epoch_to_ns(x: np.ndarray) -> np.ndarray:
@@ -35,7 +47,7 @@ def _epoch_to_ns(x: np.ndarray) -> np.ndarray:
     a = np.abs(x)
     to_us = np.where(a >= _US_FROM, 1e-3, np.where(a >= _MS_FROM, 1e3, 1e6))
     ok = np.isfinite(x) & (a < 9.2e18)
-    out = np.full(x.shape, np.iinfo("int64").min, dtype="int64")  # NaT
+    out = np.full(x.shape, NAT, dtype="int64")
     is_ns = ok & (a >= _NS_FROM)
     out[is_ns] = x[is_ns].astype("int64")
     rest = ok & ~is_ns

@@ -75,22 +75,21 @@ from forensics.analysis.promql_eval import (
     series_key,
     window_of,
 )
-from forensics.analysis.series import (
-    NAT,
-    STUCK_AFTER_S,
+from forensics.evidence import Evidence
+from forensics.messages import message_index
+from forensics.rules import Rule as Rule
+from forensics.rules import load_rules, renames
+from forensics.series import (
+    STUCK_PENDING_S,
     count_in,
     delivery_observations,
     http_error_counts,
     http_errors,
-    message_index,
     stuck_counts,
     stuck_intervals,
     transitions,
 )
-from forensics.evidence import Evidence
-from forensics.rules import Rule as Rule
-from forensics.rules import load_rules, renames
-from forensics.timeutil import Window
+from forensics.timeutil import NAT, Window
 
 DEFAULT_RANGE_S = 300.0
 """Range an evidence derivation uses when its rule has no range selector."""
@@ -342,11 +341,11 @@ def evidence_series(name: str) -> Callable[[EvidenceFn], EvidenceFn]:
 @evidence_series("stuck_pending")
 def _stuck_pending(ev: Evidence, steps: np.ndarray, range_ns: int) -> tuple[Vector, str]:
     """Messages stuck in PENDING (older than 30 s) at each step, from messages and status events."""
-    if not (message_index(ev).created != NAT).any():
+    if not (message_index(ev).created_by_code != NAT).any():
         return Vector(), "no messages or status events"
     starts, ends = stuck_intervals(ev)
     return (Vector({(): stuck_counts(starts, ends, steps)}),
-            f"PENDING for more than {STUCK_AFTER_S:g} s at each step, from messages/status_events")
+            f"PENDING for more than {STUCK_PENDING_S:g} s at each step, from messages/status_events")
 
 
 @evidence_series("failed_rate")

@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensics import schema
+from forensics.timeutil import NAT as NAT  # the simulator's modules read it here
+from forensics.timeutil import NS
 
-NAT = np.iinfo(np.int64).min
-NS = 1_000_000_000
 MS = 1_000_000
 
 _HEX = np.frombuffer(b"".join(f"{i:02x}".encode() for i in range(256)), dtype=np.uint16)

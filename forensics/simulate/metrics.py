@@ -15,9 +15,10 @@ sampled every minute on the minute like a scrape, in the canonical ``metrics`` t
   are lower bounds);
 - ``up`` = 1 for every service of the profile.
 
-The derivations are the ones :mod:`forensics.analysis.alerts` uses to replay alerts from the
-canonical tables, so a rule replayed over these metrics and the same rule replayed from
-the evidence agree (up to histogram interpolation for quantiles).
+The derivations are the evidence series of :mod:`forensics.series`, the ones alert replay
+(:mod:`forensics.analysis.alerts`) reads from the canonical tables, so a rule replayed over
+these metrics and the same rule replayed from the evidence agree (up to histogram
+interpolation for quantiles).
 
 ``to_openmetrics(frame)`` writes any metrics frame as OpenMetrics text with timestamps,
 ending ``# EOF``: the input of ``promtool tsdb create-blocks-from openmetrics``
@@ -34,8 +35,11 @@ import numpy as np
 import pandas as pd
 
 from forensics import schema
-from forensics.analysis.detectors import NS, to_ns
-from forensics.analysis.series import (
+from forensics.errors import ParameterError
+from forensics.evidence import Evidence
+from forensics.profiles import Profile, load_profile
+from forensics.rules import metric_names
+from forensics.series import (
     delivery_observations,
     http_error_counts,
     http_errors,
@@ -43,10 +47,7 @@ from forensics.analysis.series import (
     stuck_intervals,
     transitions,
 )
-from forensics.errors import ParameterError
-from forensics.evidence import Evidence
-from forensics.profiles import Profile, load_profile
-from forensics.rules import metric_names
+from forensics.timeutil import NS, to_ns
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, math.inf)
 """Upper bounds (seconds) of the simulated delivery-time histogram; 5 s (the SLA) is one of them."""

@@ -14,18 +14,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from forensics import schema
 from forensics.analysis.classify import classify_series
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
+from forensics.messages import MessageIndex, message_index
 from forensics.profiles import Profile, load_profile
-from forensics.scan import MessageStatus, message_status, status_rows
+from forensics.scan import MessageStatus, status_rows
+from forensics.series import STUCK_PENDING_S
+from forensics.timeutil import NAT, NS
+from forensics.timeutil import to_ns as to_ns  # the family modules read it here
 
-NS = 1_000_000_000
-NAT = np.iinfo(np.int64).min
 MAX_REF_VALUES = 50
 """Values listed per evidence reference; ``total`` says how many there were."""
 ERROR_LEVELS = ("ERROR", "FATAL", "SEVERE", "WARN", "WARNING")
@@ -35,7 +35,7 @@ ERROR_LEVELS = ("ERROR", "FATAL", "SEVERE", "WARN", "WARNING")
 class Thresholds:
     """Detector thresholds, defaults from the runbook's symptoms and recommended alerts."""
 
-    stuck_pending_s: float = 30.0
+    stuck_pending_s: float = STUCK_PENDING_S
     """A PENDING message older than this is stuck (Symptom 1)."""
     stuck_pending_alert_count: float = 100
     """Alert: more than this many messages stuck PENDING ..."""
@@ -159,13 +159,6 @@ def _ts(ns: int | float | None) -> pd.Timestamp | None:
     return pd.Timestamp(int(ns), tz="UTC")
 
 
-def to_ns(series: pd.Series) -> np.ndarray:
-    """UTC timestamps as int64 ns, NaT as NAT."""
-    if len(series) == 0:
-        return np.empty(0, dtype=np.int64)
-    return schema.to_utc(series).astype(schema.UTC_TS).array.asi8.copy()
-
-
 def _value(v: Any) -> Any:
     """A scalar from a frame, with NA as None."""
     return None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
@@ -197,122 +190,66 @@ class Context:
         return {svc: ch for ch, svc in self.profile.services.connectors.items()}
 
     @cached_property
+    def index(self) -> MessageIndex:
+        """The evidence's per-message index (:mod:`forensics.messages`), shared with alert replay."""
+        return message_index(self.evidence)
+
+    # The index's arrays under the names the detectors read (positions of ``messages``).
+    @property
     def messages(self) -> pd.DataFrame:
-        """The messages table; when it is absent but status events exist, one row per message
-        derived from them (status = last new_status, created_at = first timestamp)."""
-        m = self.table("messages")
-        if len(m) or not self.evidence.has("status_events"):
-            return m if _default_index(m) else m.reset_index(drop=True)
-        ev = self.table("status_events")
-        if not len(ev):
-            return m.reset_index(drop=True)
-        order = ev.sort_values("timestamp", kind="stable")
-        g = order.groupby("message_id", sort=False)
-        derived = pd.DataFrame({
-            "message_id": g["message_id"].first(), "conversation_id": g["conversation_id"].first(),
-            "channel": g["channel"].first(), "status": g["new_status"].last(), "created_at": g["timestamp"].first(),
-            "updated_at": g["timestamp"].last(), "source": "derived", "source_object": "status_events",
-        })
-        return schema.conform("messages", derived.reset_index(drop=True))
+        """The messages table, or one row per message derived from the status events."""
+        return self.index.messages
 
-    @cached_property
+    @property
     def n_messages(self) -> int:
-        return len(self.messages)
+        return self.index.n
 
-    @cached_property
+    @property
     def created_ns(self) -> np.ndarray:
-        return to_ns(self.messages["created_at"])
+        return self.index.created_ns
 
-    @cached_property
+    @property
     def updated_ns(self) -> np.ndarray:
-        return to_ns(self.messages["updated_at"])
-
-    @cached_property
-    def status(self) -> np.ndarray:
-        """Status per message as objects (None for null), sharing one object per distinct status."""
-        codes, uniques = self.codes("status")
-        return np.append(uniques, None).astype(object)[np.where(codes >= 0, codes, len(uniques))]
-
-    @cached_property
-    def _factorized(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        return {}
-
-    def codes(self, column: str) -> tuple[np.ndarray, np.ndarray]:
-        """``messages[column]`` factorised once per run: (codes with -1 for null, uniques as objects)."""
-        if column not in self._factorized:
-            codes, uniques = pd.factorize(self.messages[column], use_na_sentinel=True)
-            self._factorized[column] = (codes, np.asarray(uniques, dtype=object))
-        return self._factorized[column]
-
-    def values(self, column: str, positions: np.ndarray) -> np.ndarray:
-        """``messages[column]`` at ``positions`` as objects (None for null), without converting the column."""
-        codes, uniques = self.codes(column)
-        c = codes[positions]
-        out = np.empty(len(c), dtype=object)
-        ok = c >= 0
-        out[ok] = uniques[c[ok]]
-        return out
-
-    def distinct(self, column: str, positions: np.ndarray) -> int:
-        """Distinct non-null values of ``messages[column]`` at ``positions``."""
-        c = self.codes(column)[0][positions]
-        return int(len(np.unique(c[c >= 0])))
-
-    @cached_property
-    def channel(self) -> np.ndarray:
-        """Channel per message as objects, ``UNKNOWN`` for null."""
-        codes, uniques = self.codes("channel")
-        names = np.append(uniques, "UNKNOWN").astype(object)
-        return names[np.where(codes >= 0, codes, len(uniques))]
-
-    @cached_property
-    def _message_ids(self) -> pa.Array:
-        return pa.array(self.messages["message_id"].array, type=pa.large_string())
-
-    def positions(self, message_ids: pd.Series) -> np.ndarray:
-        """Positions in ``messages`` of ``message_ids`` (-1 where unknown; a repeated id: its
-        first position). Arrow's hash lookups, built per call over the ids asked for (a few
-        thousand), never over every message's (millions): no index of every id kept."""
-        if not len(message_ids) or not self.n_messages:
-            return np.full(len(message_ids), -1, dtype=np.int64)
-        wanted = pa.array(message_ids.astype(schema.STR).array, type=pa.large_string())
-        asked = pc.unique(wanted.drop_null())
-        if not len(asked):
-            return np.full(len(message_ids), -1, dtype=np.int64)
-        hit = pc.index_in(self._message_ids, value_set=asked)  # per message: which asked id it is
-        found = pc.is_valid(hit)
-        which = pc.filter(hit, found).to_numpy(zero_copy_only=False)
-        seen, at = np.unique(which, return_index=True)  # each asked id's first hit, in message order
-        first = np.full(len(asked), -1, dtype=np.int64)
-        first[seen] = np.flatnonzero(found.to_numpy(zero_copy_only=False))[at]
-        slot = pc.fill_null(pc.index_in(wanted, value_set=asked), -1).to_numpy(zero_copy_only=False)
-        return np.where(slot >= 0, first[np.maximum(slot, 0)], -1).astype(np.int64)
-
-    @cached_property
-    def history(self) -> MessageStatus:
-        """Per message, what its status events say (first DELIVERED, DELIVERED count, last SENT,
-        ...), computed by DuckDB wherever the status events are (:func:`forensics.scan.message_status`)."""
-        return message_status(self.evidence, self.messages["message_id"])
-
-    @cached_property
-    def _delivered(self) -> tuple[np.ndarray, np.ndarray]:
-        h = self.history
-        first, count = h.first_delivered_at[:self.n_messages], h.delivered_count[:self.n_messages].copy()
-        count[h.repeated] = 0
-        return first, count
+        return self.index.updated_ns
 
     @property
     def delivered_ns(self) -> np.ndarray:
         """First DELIVERED time per message (NAT: never delivered)."""
-        return self._delivered[0]
+        return self.index.delivered_ns
 
     @property
     def delivered_count(self) -> np.ndarray:
-        return self._delivered[1]
+        return self.index.delivered_count
 
-    @cached_property
+    @property
+    def history(self) -> MessageStatus:
+        return self.index.history
+
+    @property
+    def status(self) -> np.ndarray:
+        """Status per message as objects (None for null)."""
+        return self.index.status
+
+    @property
+    def channel(self) -> np.ndarray:
+        """Channel per message as objects, ``UNKNOWN`` for null."""
+        return self.index.channel
+
+    @property
     def failed(self) -> np.ndarray:
-        return self.status == "FAILED"
+        return self.index.failed
+
+    def codes(self, column: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.codes(column)
+
+    def values(self, column: str, positions: np.ndarray) -> np.ndarray:
+        return self.index.values(column, positions)
+
+    def distinct(self, column: str, positions: np.ndarray) -> int:
+        return self.index.distinct(column, positions)
+
+    def positions(self, message_ids: pd.Series) -> np.ndarray:
+        return self.index.positions(message_ids)
 
     @cached_property
     def errors(self) -> pd.DataFrame:
@@ -449,11 +386,6 @@ def run_detectors(evidence: Evidence, thresholds: Thresholds | Mapping[str, Any]
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-def _default_index(frame: pd.DataFrame) -> bool:
-    idx = frame.index
-    return isinstance(idx, pd.RangeIndex) and idx.start == 0 and idx.step == 1
-
 
 def _message_refs(ctx: Context, positions: np.ndarray) -> list[dict]:
     ids = ctx.messages["message_id"].iloc[positions[:MAX_REF_VALUES * 4]]
