@@ -1,4 +1,5 @@
-"""The shape of the library: no import cycle between its modules, no module doing too many jobs."""
+"""The shape of the library: no import cycle between its modules, no import running backwards
+through the pipeline's layers, no module doing too many jobs (README, Architecture)."""
 
 import ast
 from pathlib import Path
@@ -79,6 +80,54 @@ def test_no_import_cycle_between_modules():
 
 def test_the_cycle_check_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+STAGES = ("forensics.traces", "forensics.sources", "forensics.bundle", "forensics.simulate", "forensics.analysis",
+          "forensics.report", "forensics.cli")
+"""The pipeline's stages (README, Architecture). Every other module is shared by all of them
+(schema, evidence, scan, messages, series, timeutil, credentials, ... and the data packages
+catalog, profiles, rules, contracts) and imports no stage."""
+MUST_NOT_IMPORT = {
+    "forensics.traces": ("forensics.sources", "forensics.bundle", "forensics.simulate", "forensics.analysis",
+                         "forensics.report", "forensics.cli"),
+    # sources read; the registry names the simulator and bundle read-back as sources of the family
+    "forensics.sources": ("forensics.analysis", "forensics.report", "forensics.cli"),
+    "forensics.bundle": ("forensics.sources", "forensics.simulate", "forensics.analysis", "forensics.report",
+                         "forensics.cli"),
+    # the simulator makes evidence (and seeds the stack through the sources); it never judges it
+    "forensics.simulate": ("forensics.analysis", "forensics.report", "forensics.cli"),
+    "forensics.analysis": ("forensics.bundle", "forensics.simulate", "forensics.report", "forensics.cli"),
+    "forensics.report": ("forensics.cli",),
+}
+"""Stage -> the stages it must not import: what flows backwards through the pipeline."""
+
+
+def stage(module: str) -> str | None:
+    return next((s for s in STAGES if module == s or module.startswith(s + ".")), None)
+
+
+def backwards(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that break the layering: a shared module importing a stage, or a stage
+    importing one of its :data:`MUST_NOT_IMPORT`."""
+    found = []
+    for name, deps in sorted(graph.items()):
+        mine = stage(name)
+        banned = MUST_NOT_IMPORT.get(mine, ()) if mine else STAGES
+        found += [f"{name} -> {dep}" for dep in sorted(deps) if stage(dep) in banned]
+    return found
+
+
+def test_no_import_runs_backwards_through_the_layers():
+    graph = {name: imported(name, path) for name, path in MODULES.items()}
+    assert backwards(graph) == []
+
+
+def test_the_layer_check_finds_a_backwards_import():
+    graph = {"forensics.simulate.metrics": {"forensics.analysis.alerts", "forensics.schema"},
+             "forensics.sources.mongo": {"forensics.simulate"},
+             "forensics.series": {"forensics.analysis.detectors"}, "forensics.report.rca": {"forensics.analysis"}}
+    assert backwards(graph) == ["forensics.series -> forensics.analysis.detectors",
+                                "forensics.simulate.metrics -> forensics.analysis.alerts"]
 
 
 def test_no_module_over_the_line_limit():
