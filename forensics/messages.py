@@ -44,8 +44,8 @@ class MessageIndex:
         self.messages = _messages(evidence)
         """The messages table (default index), or one row per message derived from the status
         events when it is empty (status = last new_status, created_at = first event)."""
-        self.n = len(self.messages)
-        """Messages (positions 0..n-1)."""
+        self.n_messages = len(self.messages)
+        """Messages (positions 0..n_messages-1)."""
         self.transitions: dict[str, pd.DataFrame] = {}
         """Status -> its status events (code, channel, at), filled by :func:`forensics.series.transitions`."""
         self._factorized: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -77,7 +77,7 @@ class MessageIndex:
     @cached_property
     def _delivered(self) -> tuple[np.ndarray, np.ndarray]:
         h = self.history
-        first, count = h.first_delivered_at[:self.n], h.delivered_count[:self.n].copy()
+        first, count = h.first_delivered_at[:self.n_messages], h.delivered_count[:self.n_messages].copy()
         count[h.repeated] = 0
         return first, count
 
@@ -94,7 +94,7 @@ class MessageIndex:
     # ---- times per code (positions, then orphans) -----------------------------------------
     @cached_property
     def _pending(self) -> tuple[np.ndarray, np.ndarray]:
-        h, n = self.history, self.n
+        h, n = self.history, self.n_messages
         created = h.first_at.copy()
         left = np.where(h.left_pending_at == NAT, NEVER, h.left_pending_at)
         if n:
@@ -177,7 +177,7 @@ class MessageIndex:
         """Positions in ``messages`` of ``message_ids`` (-1 where unknown; a repeated id: its
         first position). Arrow's hash lookups, built per call over the ids asked for (a few
         thousand), never over every message's (millions): no index of every id kept."""
-        if not len(message_ids) or not self.n:
+        if not len(message_ids) or not self.n_messages:
             return np.full(len(message_ids), -1, dtype=np.int64)
         wanted = pa.array(message_ids.astype(schema.STR).array, type=pa.large_string())
         asked = pc.unique(wanted.drop_null())
@@ -207,7 +207,7 @@ def message_index(evidence: Evidence) -> MessageIndex:
     if hit is not None and hit[0]() is evidence and hit[1] == key:
         return hit[2]
     index = MessageIndex(evidence)
-    if hit is None:
+    if hit is None or hit[0]() is not evidence:
         weakref.finalize(evidence, _INDEXES.pop, id(evidence), None)
     _INDEXES[id(evidence)] = (weakref.ref(evidence), key, index)
     return index

@@ -27,6 +27,8 @@ STUCK_PENDING_S = 30.0
 stuck-PENDING gauge counts; the default of the detectors' ``Thresholds.stuck_pending_s``."""
 
 _FINISHED = ("DELIVERED", "FAILED")
+_HTTP_ANSWERS = (("spans", "spans", "http_status_code", "start"), ("logs", "log_events", "http_status", "timestamp"))
+"""Where HTTP answers show: origin, table, status column, time column."""
 
 
 def transitions(ev: Evidence, status: str) -> pd.DataFrame:
@@ -76,18 +78,13 @@ def http_errors(ev: Evidence, min_status: int = 500) -> dict[str, pd.DataFrame]:
     """HTTP answers with status >= ``min_status`` seen in spans and in logs: per origin a frame
     of service, status, at (ns). The same call can show in both, so counts take the larger."""
     out: dict[str, pd.DataFrame] = {}
-    spans = ev.table("spans")
-    if len(spans):
-        s = spans[spans["http_status_code"].fillna(0) >= min_status]
-        out["spans"] = pd.DataFrame({"service": s["service"].fillna("unknown").astype(str).to_numpy(),
-                                     "status": s["http_status_code"].astype("int64").astype(str).to_numpy(),
-                                     "at": to_ns(s["start"])})
-    logs = ev.table("log_events")
-    if len(logs):
-        lg = logs[logs["http_status"].fillna(0) >= min_status]
-        out["logs"] = pd.DataFrame({"service": lg["service"].fillna("unknown").astype(str).to_numpy(),
-                                    "status": lg["http_status"].astype("int64").astype(str).to_numpy(),
-                                    "at": to_ns(lg["timestamp"])})
+    for origin, table, status, at in _HTTP_ANSWERS:
+        frame = ev.table(table)
+        if len(frame):
+            f = frame[frame[status].fillna(0) >= min_status]
+            out[origin] = pd.DataFrame({"service": f["service"].fillna("unknown").astype(str).to_numpy(),
+                                        "status": f[status].astype("int64").astype(str).to_numpy(),
+                                        "at": to_ns(f[at])})
     return {k: v[v["at"] != NAT] for k, v in out.items() if len(v)}
 
 

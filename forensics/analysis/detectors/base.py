@@ -21,7 +21,7 @@ from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
 from forensics.messages import MessageIndex, message_index
 from forensics.profiles import Profile, load_profile
-from forensics.scan import MessageStatus, status_rows
+from forensics.scan import status_rows
 from forensics.series import STUCK_PENDING_S
 from forensics.timeutil import NAT, NS
 from forensics.timeutil import to_ns as to_ns  # the family modules read it here
@@ -164,6 +164,17 @@ def _value(v: Any) -> Any:
     return None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
 
 
+class _FromIndex:
+    """A :class:`Context` attribute that is its message index's attribute of the same name
+    (:class:`forensics.messages.MessageIndex`, where each is documented)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, ctx: Context | None, owner: type | None = None) -> Any:
+        return self if ctx is None else getattr(ctx.index, self.name)
+
+
 class Context:
     """One detector run: the evidence, the thresholds, ``now`` and derived columns computed once."""
 
@@ -194,62 +205,21 @@ class Context:
         """The evidence's per-message index (:mod:`forensics.messages`), shared with alert replay."""
         return message_index(self.evidence)
 
-    # The index's arrays under the names the detectors read (positions of ``messages``).
-    @property
-    def messages(self) -> pd.DataFrame:
-        """The messages table, or one row per message derived from the status events."""
-        return self.index.messages
-
-    @property
-    def n_messages(self) -> int:
-        return self.index.n
-
-    @property
-    def created_ns(self) -> np.ndarray:
-        return self.index.created_ns
-
-    @property
-    def updated_ns(self) -> np.ndarray:
-        return self.index.updated_ns
-
-    @property
-    def delivered_ns(self) -> np.ndarray:
-        """First DELIVERED time per message (NAT: never delivered)."""
-        return self.index.delivered_ns
-
-    @property
-    def delivered_count(self) -> np.ndarray:
-        return self.index.delivered_count
-
-    @property
-    def history(self) -> MessageStatus:
-        return self.index.history
-
-    @property
-    def status(self) -> np.ndarray:
-        """Status per message as objects (None for null)."""
-        return self.index.status
-
-    @property
-    def channel(self) -> np.ndarray:
-        """Channel per message as objects, ``UNKNOWN`` for null."""
-        return self.index.channel
-
-    @property
-    def failed(self) -> np.ndarray:
-        return self.index.failed
-
-    def codes(self, column: str) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.codes(column)
-
-    def values(self, column: str, positions: np.ndarray) -> np.ndarray:
-        return self.index.values(column, positions)
-
-    def distinct(self, column: str, positions: np.ndarray) -> int:
-        return self.index.distinct(column, positions)
-
-    def positions(self, message_ids: pd.Series) -> np.ndarray:
-        return self.index.positions(message_ids)
+    # The index's arrays and lookups under the names the detectors read (positions of ``messages``).
+    messages = _FromIndex()
+    n_messages = _FromIndex()
+    created_ns = _FromIndex()
+    updated_ns = _FromIndex()
+    delivered_ns = _FromIndex()
+    delivered_count = _FromIndex()
+    history = _FromIndex()
+    status = _FromIndex()
+    channel = _FromIndex()
+    failed = _FromIndex()
+    codes = _FromIndex()
+    values = _FromIndex()
+    distinct = _FromIndex()
+    positions = _FromIndex()
 
     @cached_property
     def errors(self) -> pd.DataFrame:
