@@ -13,7 +13,6 @@ read back with pypdf: a page per section, the summary's words, figures drawn as 
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ci import skip_or_fail
 from plotly.offline import get_plotlyjs
 
 from forensics.bundle import write_bundle
@@ -37,10 +37,7 @@ def _chromium() -> str:
     found = find_chromium()
     if found:
         return found
-    why = "headless Chromium not found (Debian: apt-get install -y chromium; or set FORENSICS_CHROMIUM)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{why}; CI=true, so the browser check cannot be skipped")
-    pytest.skip(why)
+    skip_or_fail("headless Chromium not found (Debian: apt-get install -y chromium; or set FORENSICS_CHROMIUM)")
 
 
 # ---- a tiny PNG decoder (8-bit RGB/RGBA, not interlaced: what Chromium writes) ----------------

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from ci import skip_or_fail as skip_or_fail_now
 from stack_tools import SERVICES_SCRIPT
 
 # service -> environment variable holding its address
@@ -38,20 +39,10 @@ SERVICE_ENV = {
 OTHER_ENV = ("FORENSICS_OTLP_ENDPOINT", "FORENSICS_STACK_DIR")
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 @pytest.fixture(scope="session")
 def skip_or_fail():
     """Skip with the reason on a developer's machine; fail with it under CI=true (never a silent pass)."""
-
-    def decide(msg: str) -> None:
-        if in_ci():
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-
-    return decide
+    return skip_or_fail_now
 
 
 def unique_name(prefix: str = "t") -> str:
@@ -182,11 +173,8 @@ class Stack:
         if not missing:
             return
         lines = [f"{s} is not available ({p}); log: {self.log_path(s)}" for s, p in missing]
-        msg = ("; ".join(lines) + ". Start the stack with `scripts/services up` "
-               f"(addresses from {self.source}).")
-        if in_ci():
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+        skip_or_fail_now("; ".join(lines) + ". Start the stack with `scripts/services up` "
+                         f"(addresses from {self.source}).")
 
 
 @pytest.fixture(scope="session")

@@ -10,16 +10,13 @@ Prometheus computes on the same data.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from stack_tools import REPO, free_ports, run_services
+from stack_tools import REPO, free_ports, private_services, require_installed
 
 from forensics import schema
 from forensics.analysis.alerts import detection
@@ -60,24 +57,10 @@ class Prom:
     metrics: pd.DataFrame
 
 
-def _have_promtool() -> bool:
-    return bool(shutil.which("promtool") or Path("/usr/bin/promtool").exists())
-
-
 @pytest.fixture(scope="module")
-def promtool(skip_or_fail) -> None:
-    """Debian's prometheus and promtool, installed by scripts/services when missing (Prometheus is
-    opt-in in the stack, so `make test`'s `up` does not bring it on a bare machine)."""
-    if not _have_promtool():
-        done = run_services("install", "--only", "prometheus", timeout=600)
-        if not _have_promtool():
-            skip_or_fail("promtool/prometheus not installed and `scripts/services install --only prometheus` "
-                         f"did not install it: {done.stderr[-1000:]}")
-
-
-@pytest.fixture(scope="module")
-def prom(tmp_path_factory, promtool) -> Prom:
+def prom(tmp_path_factory) -> Prom:
     """A Prometheus of our own holding a simulated WhatsApp outage (2025-12-03, runbook names)."""
+    require_installed("prometheus")
     ev = simulate("whatsapp-outage", messages=1500, seed=11)
     metrics = scenario_metrics(ev)
     stack = tmp_path_factory.mktemp("prometheus-stack")
@@ -86,16 +69,10 @@ def prom(tmp_path_factory, promtool) -> Prom:
     runbook["groups"].append({"name": "site", "rules": [MISSING_METRIC_RULE]})
     rules.write_text(yaml.safe_dump(runbook))
     port = free_ports(1)[0]
-    env = {**os.environ, "FORENSICS_STACK_DIR": str(stack), "FORENSICS_PROMETHEUS_PORT": str(port),
-           "FORENSICS_PROMETHEUS_RULES": str(rules)}
     blocks = backfill(to_openmetrics(metrics), stack / "prometheus" / "data")
-    up = run_services("up", "--only", "prometheus", "--timeout", "120", env=env, timeout=300)
-    if up.returncode != 0:
-        pytest.fail(f"scripts/services up --only prometheus failed:\n{up.stderr[-2000:]}")
-    try:
+    with private_services("prometheus", stack, {"FORENSICS_PROMETHEUS_PORT": str(port),
+                                                "FORENSICS_PROMETHEUS_RULES": str(rules)}):
         yield Prom(f"http://127.0.0.1:{port}", blocks, ev, metrics)
-    finally:
-        run_services("down", "--only", "prometheus", env=env, timeout=300)
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -265,11 +242,12 @@ def test_actuator_snapshots_join_the_metrics_table(prom):
         ActuatorSource.collect(CollectRequest(win, load_profile("runbook"), {"actuator_urls": {"router-service": dead}}))
 
 
-def test_seed_backfills_the_scenario_history_into_prometheus(tmp_path, promtool):
+def test_seed_backfills_the_scenario_history_into_prometheus(tmp_path):
     """`forensics seed --targets prometheus`: the scenario's metrics as blocks in the data
     directory; a server started on it answers range queries over the past window."""
     from forensics.simulate.seed import seed_evidence
 
+    require_installed("prometheus")
     ev = simulate("router-outage", messages=1200, seed=5)
     stack = tmp_path / "stack"
     data = stack / "prometheus" / "data"
@@ -277,14 +255,9 @@ def test_seed_backfills_the_scenario_history_into_prometheus(tmp_path, promtool)
     assert result.written["prometheus"]["blocks"] >= 1
     assert result.written["prometheus"]["samples"] == len(ev.tables["metrics"]) + len(ev.baseline.tables["metrics"])
     port = free_ports(1)[0]
-    env = {**os.environ, "FORENSICS_STACK_DIR": str(stack), "FORENSICS_PROMETHEUS_PORT": str(port)}
-    up = run_services("up", "--only", "prometheus", "--timeout", "120", env=env, timeout=300)
-    assert up.returncode == 0, up.stderr[-2000:]
-    try:
+    with private_services("prometheus", stack, {"FORENSICS_PROMETHEUS_PORT": str(port)}):
         client = PrometheusClient(f"http://127.0.0.1:{port}")
         names = set(client.metric_names())
         assert set(ev.tables["metrics"]["metric"]) - {"ALERTS"} <= names
         frame = client.query_range("sum(messages_stuck_pending)", ev.window.start, ev.window.end, step=60)
         assert frame["value"].max() > 100  # the router outage's PENDING backlog
-    finally:
-        run_services("down", "--only", "prometheus", env=env, timeout=300)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from stack_tools import REPO, free_ports, run_services
+from stack_tools import REPO, free_ports, private_services, require_installed
 
 from forensics.bundle import read_bundle, verify_bundle
 from forensics.simulate.seed import Placement, seed
@@ -69,14 +69,11 @@ def alerting(stack, mongo_db, kafka_topic_prefix, pg_schema, redis_db, tmp_path)
     for group in runbook["groups"]:
         group["interval"] = "5s"  # the platform's rules, evaluated often enough for a test
     rules.write_text(yaml.safe_dump(runbook))
-    services_env = {**os.environ, "FORENSICS_STACK_DIR": str(private),
-                    "FORENSICS_PROMETHEUS_PORT": str(prometheus_port), "FORENSICS_PROMETHEUS_RULES": str(rules),
-                    "FORENSICS_ALERTMANAGER_PORT": str(alertmanager_port),
-                    "FORENSICS_ALERTMANAGER_WEBHOOK": f"http://127.0.0.1:{watch_port}/",
-                    "FORENSICS_ALERTMANAGER_REPEAT": "10s"}
-    installed = run_services("install", "--only", "prometheus,alertmanager", env=services_env)
-    if installed.returncode != 0:
-        pytest.fail(f"scripts/services install --only prometheus,alertmanager failed:\n{installed.stderr[-2000:]}")
+    settings = {"FORENSICS_PROMETHEUS_PORT": str(prometheus_port), "FORENSICS_PROMETHEUS_RULES": str(rules),
+                "FORENSICS_ALERTMANAGER_PORT": str(alertmanager_port),
+                "FORENSICS_ALERTMANAGER_WEBHOOK": f"http://127.0.0.1:{watch_port}/",
+                "FORENSICS_ALERTMANAGER_REPEAT": "10s"}
+    require_installed("prometheus,alertmanager")
 
     placement = Placement(database=mongo_db.name, topic_prefix=kafka_topic_prefix, pg_schema=pg_schema.name,
                           redis_prefix=redis_db.prefix, service_prefix=kafka_topic_prefix)
@@ -88,16 +85,11 @@ def alerting(stack, mongo_db, kafka_topic_prefix, pg_schema, redis_db, tmp_path)
                                "prometheus": str(private / "prometheus" / "data")})
     profile = tmp_path / "placed-profile.yaml"
     profile.write_text(yaml.safe_dump({k: v for k, v in dataclasses.asdict(result.profile).items() if k != "path"}))
-    up = run_services("up", "--only", "prometheus,alertmanager", "--timeout", "120", env=services_env, timeout=300)
-    if up.returncode != 0:
-        pytest.fail(f"scripts/services up --only prometheus,alertmanager failed:\n{up.stderr[-2000:]}")
     watch_env = {**os.environ, "FORENSICS_MONGO_URI": stack.mongo_uri, "FORENSICS_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
                  "FORENSICS_POSTGRES_DSN": stack.postgres_dsn, "FORENSICS_REDIS_URL": stack.redis_url,
                  "FORENSICS_PROMETHEUS_URL": f"http://127.0.0.1:{prometheus_port}"}
-    try:
+    with private_services("prometheus,alertmanager", private, settings):
         yield watch_env, watch_port, f"http://127.0.0.1:{alertmanager_port}", result, profile
-    finally:
-        run_services("down", "--only", "prometheus,alertmanager", env=services_env, timeout=300)
 
 
 def test_a_firing_alert_from_alertmanager_becomes_one_incident_with_its_report(alerting, tmp_path):
