@@ -27,6 +27,7 @@ import pandas as pd
 from forensics import schema
 from forensics.errors import ForensicsError
 from forensics.traces.model import is_model_span, is_thrift_span, v1_spans
+from forensics.traces.native import native_block
 from forensics.traces.otlp import otlp_block
 from forensics.traces.table import Block, spans_frame
 from forensics.traces.v1 import v1_block
@@ -195,6 +196,9 @@ def read_trace_file(path: str | Path) -> pd.DataFrame:
             raise TraceFileError(f"{path}: not a readable gzip file ({exc})") from exc
     try:
         with _without_gc():
+            block, _ = native_block(raw)  # v1 documents, when the native reader is built
+            if block is not None:
+                return spans_frame([block], path.name)
             return _parse(_documents(raw, path), path.name)
     except TraceFileError as exc:
         raise TraceFileError(f"{path}: {exc}") from exc

@@ -208,8 +208,22 @@ def _tag_columns(keys: pa.DictionaryArray, values: np.ndarray, span_of: np.ndarr
     for name in set(_TAG_COLUMN.values()) - {"error", "http_status_code"}:
         out[name] = as_text(found[name]) if name in found else pa.nulls(n, pa.string())
     codes = found.get("http_status_code", np.full(n, None, dtype=object))
-    out["http_status_code"] = pd.to_numeric(pd.Series(codes, dtype=object), errors="coerce").astype(schema.INT)
+    out["http_status_code"] = _whole_numbers(pd.to_numeric(pd.Series(codes, dtype=object), errors="coerce"))
     return out
+
+
+def _whole_numbers(numbers: pd.Series) -> pd.Series:
+    """Numbers as Int64; one that is not a whole number within int64 (a status code of 2.5 or
+    1e300) is null, as text that is no number is."""
+    values = numbers.to_numpy()
+    if values.dtype.kind == "u":
+        bad = values > np.iinfo("int64").max
+    elif values.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.isfinite(values) & (values == np.floor(values)) & (np.abs(values) < 2.0**63))
+    else:
+        return numbers.astype(schema.INT)
+    return pd.Series(pd.arrays.IntegerArray(np.where(bad, 0, values).astype("int64"), bad)).astype(schema.INT)
 
 
 def _tag_map(key_names: pa.Array, key_idx: np.ndarray, values: np.ndarray, span_of: np.ndarray, rest: np.ndarray,

@@ -25,20 +25,24 @@ from forensics.traces.values import Warnings, duration_us, time_us
 
 
 def _v1_logs(logs: list) -> tuple[str, str | None]:
-    """v1 span logs as a JSON array of {timestamp, field: value...}; plus an exception message found."""
+    """v1 span logs as a JSON array of {timestamp, field: value...}; plus an exception message found.
+    An entry or field that is no object is left out; a key that is no text is written as JSON text."""
     out, exc = [], None
     for log in logs:
-        log = log or {}
+        log = log if isinstance(log, Mapping) else {}
         when = log.get("timestamp")  # null: not given, or unreadable (then warned on the span)
         entry: dict[str, Any] = {"timestamp": None if when is None else iso_us(int(when) * 1000)}
-        for f in log.get("fields") or ():
-            entry[f.get("key")] = f.get("value")
+        fields = log.get("fields")
+        for f in fields if isinstance(fields, list) else ():
+            if isinstance(f, Mapping):
+                key = f.get("key")
+                entry[key if isinstance(key, str) else dumps(key)] = f.get("value")
         exc = exc or exception_message(entry)
         out.append(entry)
     return dumps(out), exc
 
 
-_V1_LOG = pa.struct([("timestamp", pa.int64()), ("fields", pa.list_(pa.struct([("key", pa.string())])))])
+V1_LOG = pa.struct([("timestamp", pa.int64()), ("fields", pa.list_(pa.struct([("key", pa.string())])))])
 """What is read of a v1 log entry in C++; field values are read in Python."""
 _LOGS_COLUMNWISE = 64
 """From this many spans with logs on, logs are written column-wise; fewer, one by one (faster then)."""
@@ -50,7 +54,7 @@ def _v1_log_columns(logs: list[list], read: pa.ListArray | None, values: np.ndar
                     ) -> tuple[pa.Array, pa.Array]:
     """:func:`_v1_logs` for many spans' logs (non-empty lists) at once: JSON text and exception messages.
 
-    Column-wise from ``read`` (the same logs as lists of :data:`_V1_LOG`) and ``values`` (their
+    Column-wise from ``read`` (the same logs as lists of :data:`V1_LOG`) and ``values`` (their
     fields' values, flat): each entry is written as a JSON object by :func:`json_maps`, as
     ``dumps`` writes the entry dict (keys sorted, the last of a repeated key kept, a
     ``timestamp`` field replacing the time). Without ``read``, and for logs of other shapes (an
@@ -110,7 +114,7 @@ def _v1_span_type(log: pa.StructType) -> pa.StructType:
     ])
 
 
-_V1_SPAN = _v1_span_type(_V1_LOG)
+_V1_SPAN = _v1_span_type(V1_LOG)
 """What is read of a v1 span in C++ (pyarrow converts the dicts); tag and log field values,
 whose types vary, are read in Python."""
 _V1_SPAN_BARE = _v1_span_type(pa.struct([("timestamp", pa.int64())]))
@@ -165,11 +169,12 @@ _TAGS_FIELD, _LOGS_FIELD = _V1_SPAN.get_field_index("tags"), _V1_SPAN.get_field_
 
 
 @dataclass(frozen=True)
-class _V1Read:
-    """v1 spans as read by :func:`_v1_read`."""
+class V1Read:
+    """v1 spans as read column-wise, by :func:`_v1_read` from decoded spans or by the native
+    reader (:mod:`~forensics.traces.native`) from the bytes of a document."""
 
-    spans: pa.StructArray
-    """The fixed fields (:data:`_V1_SPAN` or :data:`_V1_SPAN_BARE`)."""
+    fields: dict[str, pa.Array]
+    """The fixed fields of :data:`_V1_SPAN` (or :data:`_V1_SPAN_BARE`), by name, one row a span."""
     tag_values: np.ndarray
     """All tags' values, flat (any JSON type)."""
     logs: list
@@ -179,7 +184,13 @@ class _V1Read:
     that are no objects)."""
 
 
-def _v1_read(spans: list, span_type: pa.StructType) -> _V1Read:
+def log_values_of(logs: list) -> np.ndarray:
+    """The values of the fields of these logs lists, flat (raises on entries or fields that are
+    no objects)."""
+    return np.fromiter((f.get("value") for lg in logs for log in lg for f in log.get("fields") or ()), dtype=object)
+
+
+def _v1_read(spans: list, span_type: pa.StructType) -> V1Read:
     """v1 spans read chunk by chunk (:data:`_CHUNK`); raises what pyarrow raises on odd types."""
     arrays, logs = [], []
     values, filled = np.empty(0, dtype=object), 0  # written in place: a concatenation would read them all again
@@ -207,13 +218,13 @@ def _v1_read(spans: list, span_type: pa.StructType) -> _V1Read:
         logs.extend(part_logs)
         if part_logs and log_values is not None:
             try:
-                log_values.append(np.fromiter(
-                    (f.get("value") for lg in part_logs for log in lg for f in log.get("fields") or ()), dtype=object))
+                log_values.append(log_values_of(part_logs))
             except (AttributeError, TypeError):  # entries or fields that are no objects: _v1_logs says what
                 log_values = None
     arrays = arrays or [pa.array([], type=span_type)]
-    return _V1Read(arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays), values[:filled], logs,
-                   None if log_values is None else np.concatenate(log_values or [np.zeros(0, dtype=object)]))
+    spans = arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays)
+    return V1Read(dict(zip(span_type.names, spans.flatten(), strict=True)), values[:filled], logs,
+                  None if log_values is None else np.concatenate(log_values or [np.zeros(0, dtype=object)]))
 
 
 class _Unread(Exception):
@@ -224,6 +235,20 @@ def _ns(us: pa.Array) -> np.ndarray:
     """µs (null: missing or unreadable) as int64 ns, null as :data:`NAT_NS`."""
     values = pc.fill_null(us, NAT_NS).to_numpy()
     return np.where(values == NAT_NS, NAT_NS, values * 1000)
+
+
+@dataclass(frozen=True)
+class V1Traces:
+    """What a block needs of each trace besides its spans."""
+
+    ids: list[str | None]
+    """Each trace's traceID (the id of its spans that name none)."""
+    services: list[dict[str, str | None]]
+    """Each trace's processes: process id -> service name."""
+    warnings: list[Any]
+    """Each trace's warnings as given (a list of texts, or None)."""
+    counts: list[int]
+    """Each trace's number of spans."""
 
 
 def v1_block(traces: list[Mapping], prefixes: list[str], as_is: bool = False) -> Block:
@@ -249,21 +274,38 @@ def v1_block(traces: list[Mapping], prefixes: list[str], as_is: bool = False) ->
             read = _v1_read(spans, _V1_SPAN_BARE)
         except odd:
             read = _v1_read([_v1_sanitised(sp) for sp in spans], _V1_SPAN_BARE)
-    arr, tag_values = read.spans, read.tag_values
-    n = len(arr)
-    f = dict(zip(_V1_SPAN.names, arr.flatten(), strict=True))
-    trace_of = np.repeat(np.arange(len(traces)), counts)
-    trace_ids = pa.array([None if t.get("traceID") is None else str(t.get("traceID")) for t in traces], pa.string())
+    def processes(trace: Mapping) -> Mapping:
+        given = trace.get("processes")
+        return given if isinstance(given, Mapping) else {}
+
+    def warnings(trace: Mapping) -> list | None:
+        given = trace.get("warnings")
+        return given if given is None or isinstance(given, list) else [given]
+
+    info = V1Traces(
+        ids=[None if t.get("traceID") is None else str(t.get("traceID")) for t in traces],
+        services=[{str(pid): p.get("serviceName") if isinstance(p, Mapping) else None
+                   for pid, p in processes(t).items()} for t in traces],
+        warnings=[warnings(t) for t in traces], counts=counts)
+    return v1_read_block(read, info, prefixes)
+
+
+def v1_read_block(read: V1Read, traces: V1Traces, prefixes: list[str]) -> Block:
+    """v1 spans read column-wise (``read``) of ``traces`` -> one block: services, Jaeger's
+    parents, follows-from links, logs as JSON text, warnings."""
+    f, tag_values = read.fields, read.tag_values
+    n = len(f["startTime"])
+    trace_of = np.repeat(np.arange(len(traces.counts)), traces.counts)
+    trace_ids = pa.array(traces.ids, pa.string())
     # service: an embedded process, else the trace's processes[processID] (ids are per trace),
     # looked up by trace and process id as one number
     pids = f["processID"].dictionary.to_pylist()
     pid_code = {pid: c for c, pid in enumerate(pids)}
     services: dict[int, str | None] = {}
-    for t, trace in enumerate(traces):
-        for pid, p in (trace.get("processes") or {}).items():
-            if str(pid) in pid_code:
-                services.setdefault(t * len(pids) + pid_code[str(pid)],
-                                    (p or {}).get("serviceName") if isinstance(p, Mapping) else None)
+    for t, names in enumerate(traces.services):
+        for pid, name in names.items():
+            if pid in pid_code:
+                services[t * len(pids) + pid_code[pid]] = name
     span_proc = np.where(f["processID"].is_null().to_numpy(zero_copy_only=False), -1,
                          trace_of * len(pids) + pc.fill_null(f["processID"].indices, 0).to_numpy())
     table = sorted(services.items())
@@ -300,7 +342,7 @@ def v1_block(traces: list[Mapping], prefixes: list[str], as_is: bool = False) ->
                                     read.log_values)
         logs, exception = pc.replace_with_mask(logs, has_logs, text), pc.replace_with_mask(exception, has_logs, exc)
     warnings = pc.binary_join(f["warnings"], "; ")
-    trace_warnings = [("; ".join(map(str, t["warnings"])) if t.get("warnings") else None) for t in traces]
+    trace_warnings = [("; ".join(map(str, w)) if w else None) for w in traces.warnings]
     if any(trace_warnings):
         warnings = pc.coalesce(warnings, pc.take(pa.array(trace_warnings, pa.string()), pa.array(trace_of)))
     columns = {
@@ -311,4 +353,4 @@ def v1_block(traces: list[Mapping], prefixes: list[str], as_is: bool = False) ->
         "error": np.zeros(n, dtype=bool), "status_message": pa.nulls(n, pa.string()),
         "exception": exception, "logs": logs, "warnings": warnings,
     }
-    return Block(columns, tag_keys, tag_values, tag_span, list(zip(prefixes, counts, strict=True)))
+    return Block(columns, tag_keys, tag_values, tag_span, list(zip(prefixes, traces.counts, strict=True)))

@@ -46,19 +46,23 @@ def is_number_text(text: str) -> bool:
     return _NUMBER.fullmatch(text.strip()) is not None
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
 def integer(field: str, value: Any) -> int | None:
-    """A whole number written as a number or as decimal text (``"1485467191639875"``); None stays None."""
+    """A whole number within int64 written as a number or as decimal text
+    (``"1485467191639875"``); None stays None."""
     if value is None:
         return None
     if isinstance(value, bool):
         raise Unreadable(field, value)
-    if isinstance(value, int):
+    if isinstance(value, int) and value in _INT64:
         return value
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and int(value) in _INT64:
         return int(value)
     if isinstance(value, str) and is_number_text(value):
         number = float(value) if any(c in value for c in ".eE") else int(value)
-        if float(number).is_integer():
+        if float(number).is_integer() and int(number) in _INT64:
             return int(number)
     raise Unreadable(field, value)
 

@@ -1,0 +1,1054 @@
+//! Native reader of Jaeger v1 trace files for chat4all-forensics.
+//!
+//! Why it exists: decoding a 100k-span UI download (87 MB) into Python objects costs more
+//! (orjson's objects made and freed: ~0.9 s CPU) than everything the spans table is made of
+//! afterwards. This module reads the JSON bytes once and fills the columns that pyarrow's
+//! conversion of the decoded spans gives the Python reader (`forensics/traces/v1.py`,
+//! `_V1_SPAN`): ids, names and times as Arrow buffers, tag keys dictionary-encoded; only tag
+//! values (any JSON type) become Python objects, each distinct string once.
+//!
+//! What it does, and nothing more: every rule (services, parents, tags into columns, logs as
+//! JSON text, warnings) stays in Python. A document it does not read with certainty is
+//! declined as a whole, with the reason, and read by the Python reader: JSON that is not
+//! strictly valid (the Python reader then names the line), a shape other than v1 (OTLP,
+//! domain model, Thrift style), a value of another type than the column's (a time as text,
+//! an id as a number), numbers beyond 64 bits or not finite, lone surrogates, a repeated
+//! key in an object it reads.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+type R<T> = Result<T, &'static str>;
+
+/// FxHash (rustc's): the keys here are short texts and numbers from one trusted document
+/// read once, so a fast multiply-rotate hash beats the default DoS-resistant one.
+#[derive(Default, Clone, Copy)]
+struct Fx(u64);
+
+impl std::hash::Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap()));
+        }
+        for &b in chunks.remainder() {
+            self.add(b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Fx {
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fx>>;
+
+const MAX_DEPTH: u32 = 512;
+
+// ---- columns -------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Validity {
+    bits: Vec<u8>,
+    len: usize,
+    nulls: usize,
+}
+
+impl Validity {
+    fn push(&mut self, valid: bool) {
+        if self.len % 8 == 0 {
+            self.bits.push(0);
+        }
+        if valid {
+            *self.bits.last_mut().unwrap() |= 1 << (self.len % 8);
+        } else {
+            self.nulls += 1;
+        }
+        self.len += 1;
+    }
+}
+
+/// Arrow `string`: int32 offsets, UTF-8 data, validity.
+struct Strings {
+    offsets: Vec<i32>,
+    data: Vec<u8>,
+    valid: Validity,
+}
+
+impl Strings {
+    fn new() -> Self {
+        Strings { offsets: vec![0], data: Vec::new(), valid: Validity::default() }
+    }
+    fn push(&mut self, value: Option<&str>) -> R<()> {
+        if let Some(v) = value {
+            self.data.extend_from_slice(v.as_bytes());
+        }
+        if self.data.len() > i32::MAX as usize {
+            return Err("a text column beyond 2 GiB");
+        }
+        self.offsets.push(self.data.len() as i32);
+        self.valid.push(value.is_some());
+        Ok(())
+    }
+    fn export<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let col = PyDict::new(py);
+        col.set_item("len", self.valid.len)?;
+        col.set_item("nulls", self.valid.nulls)?;
+        col.set_item("validity", PyBytes::new(py, &self.valid.bits))?;
+        col.set_item("offsets", PyBytes::new(py, as_bytes(&self.offsets)))?;
+        col.set_item("data", PyBytes::new(py, &self.data))?;
+        Ok(col)
+    }
+}
+
+/// Arrow `dictionary<int32, string>`, words in order of first appearance (as pyarrow makes it).
+struct Dict {
+    words: Strings,
+    index: FxMap<String, i32>,
+    codes: Vec<i32>,
+    valid: Validity,
+}
+
+impl Dict {
+    fn new() -> Self {
+        Dict { words: Strings::new(), index: FxMap::default(), codes: Vec::new(), valid: Validity::default() }
+    }
+    fn push(&mut self, value: Option<&str>) -> R<()> {
+        let code = match value {
+            None => 0,
+            Some(v) => match self.index.get(v) {
+                Some(&c) => c,
+                None => {
+                    let c = self.index.len() as i32;
+                    self.words.push(Some(v))?;
+                    self.index.insert(v.to_owned(), c);
+                    c
+                }
+            },
+        };
+        self.codes.push(code);
+        self.valid.push(value.is_some());
+        Ok(())
+    }
+    fn export<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let col = PyDict::new(py);
+        col.set_item("len", self.valid.len)?;
+        col.set_item("nulls", self.valid.nulls)?;
+        col.set_item("validity", PyBytes::new(py, &self.valid.bits))?;
+        col.set_item("codes", PyBytes::new(py, as_bytes(&self.codes)))?;
+        col.set_item("words", self.words.export(py)?)?;
+        Ok(col)
+    }
+}
+
+struct Ints {
+    values: Vec<i64>,
+    valid: Validity,
+}
+
+impl Ints {
+    fn new() -> Self {
+        Ints { values: Vec::new(), valid: Validity::default() }
+    }
+    fn push(&mut self, value: Option<i64>) {
+        self.values.push(value.unwrap_or(0));
+        self.valid.push(value.is_some());
+    }
+    fn export<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let col = PyDict::new(py);
+        col.set_item("len", self.valid.len)?;
+        col.set_item("nulls", self.valid.nulls)?;
+        col.set_item("validity", PyBytes::new(py, &self.valid.bits))?;
+        col.set_item("values", PyBytes::new(py, as_bytes(&self.values)))?;
+        Ok(col)
+    }
+}
+
+/// Arrow list offsets (int32) and validity; the items are in other columns.
+struct Lists {
+    offsets: Vec<i32>,
+    valid: Validity,
+}
+
+impl Lists {
+    fn new() -> Self {
+        Lists { offsets: vec![0], valid: Validity::default() }
+    }
+    fn push(&mut self, items: usize, valid: bool) -> R<()> {
+        if items > i32::MAX as usize {
+            return Err("a list beyond 2^31 items");
+        }
+        self.offsets.push(items as i32);
+        self.valid.push(valid);
+        Ok(())
+    }
+    fn export<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let col = PyDict::new(py);
+        col.set_item("len", self.valid.len)?;
+        col.set_item("nulls", self.valid.nulls)?;
+        col.set_item("validity", PyBytes::new(py, &self.valid.bits))?;
+        col.set_item("offsets", PyBytes::new(py, as_bytes(&self.offsets)))?;
+        Ok(col)
+    }
+}
+
+fn as_bytes<T: Copy>(values: &[T]) -> &[u8] {
+    // SAFETY: plain-old-data numbers viewed as their native-endian bytes.
+    unsafe { std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values)) }
+}
+
+// ---- JSON values -----------------------------------------------------------------------------
+
+/// A JSON number as the Python reader's decoder gives it.
+#[derive(Clone, Copy)]
+enum Number {
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+}
+
+/// A tag value, kept until the end to become a Python object.
+enum Value<'a> {
+    Null,
+    Bool(bool),
+    Num(Number),
+    Str(Cow<'a, str>),
+    /// An array or object: its JSON text, decoded in Python.
+    Raw(&'a [u8]),
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    i: usize,
+    depth: u32,
+}
+
+fn hex4(b: &[u8]) -> R<u32> {
+    let mut v = 0u32;
+    for &c in b {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return Err("a bad \\u escape"),
+        };
+        v = v * 16 + d as u32;
+    }
+    Ok(v)
+}
+
+impl<'a> Parser<'a> {
+    fn ws(&mut self) {
+        while let Some(&c) = self.b.get(self.i) {
+            if c == b' ' || c == b'\n' || c == b'\r' || c == b'\t' {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+    fn peek(&mut self) -> R<u8> {
+        self.ws();
+        self.b.get(self.i).copied().ok_or("unexpected end")
+    }
+    fn eat(&mut self, c: u8) -> R<()> {
+        if self.peek()? != c {
+            return Err("not JSON");
+        }
+        self.i += 1;
+        Ok(())
+    }
+    fn literal(&mut self, word: &[u8]) -> R<()> {
+        if self.b.get(self.i..self.i + word.len()) != Some(word) {
+            return Err("not JSON");
+        }
+        self.i += word.len();
+        Ok(())
+    }
+
+    /// A string (at its opening quote): the text, borrowed unless it has escapes.
+    fn string(&mut self) -> R<Cow<'a, str>> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let b = self.b;
+        let mut escaped = false;
+        loop {
+            // eight bytes at a time up to the first that may be a quote, a backslash or a control
+            while let Some(chunk) = b.get(self.i..self.i + 8) {
+                let w = u64::from_le_bytes(chunk.try_into().unwrap());
+                const ONES: u64 = 0x0101_0101_0101_0101;
+                const HIGH: u64 = 0x8080_8080_8080_8080;
+                let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+                if zero(w ^ (ONES * b'"' as u64)) | zero(w ^ (ONES * b'\\' as u64))
+                    | (w.wrapping_sub(ONES * 0x20) & !w & HIGH) != 0 {
+                    break;
+                }
+                self.i += 8;
+            }
+            let c = *b.get(self.i).ok_or("unexpected end")?;
+            match c {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    let e = *b.get(self.i + 1).ok_or("unexpected end")?;
+                    match e {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
+                        b'u' => {
+                            let u = hex4(b.get(self.i + 2..self.i + 6).ok_or("unexpected end")?)?;
+                            self.i += 6;
+                            if (0xDC00..0xE000).contains(&u) {
+                                return Err("a lone surrogate");
+                            }
+                            if (0xD800..0xDC00).contains(&u) {
+                                if b.get(self.i..self.i + 2) != Some(b"\\u") {
+                                    return Err("a lone surrogate");
+                                }
+                                let low = hex4(b.get(self.i + 2..self.i + 6).ok_or("unexpected end")?)?;
+                                if !(0xDC00..0xE000).contains(&low) {
+                                    return Err("a lone surrogate");
+                                }
+                                self.i += 6;
+                            }
+                        }
+                        _ => return Err("a bad escape"),
+                    }
+                }
+                0..=0x1f => return Err("a control character in a string"),
+                _ => self.i += 1,
+            }
+        }
+        let raw = &b[start..self.i];
+        self.i += 1;
+        // SAFETY: the whole input was checked to be UTF-8, and a string ends at an ASCII quote.
+        let text = unsafe { std::str::from_utf8_unchecked(raw) };
+        if !escaped {
+            return Ok(Cow::Borrowed(text));
+        }
+        Ok(Cow::Owned(unescape(raw)))
+    }
+
+    fn number(&mut self) -> R<Number> {
+        let b = self.b;
+        let start = self.i;
+        let mut j = self.i;
+        if b.get(j) == Some(&b'-') {
+            j += 1;
+        }
+        match b.get(j) {
+            Some(b'0') => j += 1,
+            Some(b'1'..=b'9') => {
+                while matches!(b.get(j), Some(b'0'..=b'9')) {
+                    j += 1;
+                }
+            }
+            _ => return Err("not JSON"),
+        }
+        let mut float = false;
+        if b.get(j) == Some(&b'.') {
+            float = true;
+            j += 1;
+            if !matches!(b.get(j), Some(b'0'..=b'9')) {
+                return Err("not JSON");
+            }
+            while matches!(b.get(j), Some(b'0'..=b'9')) {
+                j += 1;
+            }
+        }
+        if matches!(b.get(j), Some(b'e' | b'E')) {
+            float = true;
+            j += 1;
+            if matches!(b.get(j), Some(b'+' | b'-')) {
+                j += 1;
+            }
+            if !matches!(b.get(j), Some(b'0'..=b'9')) {
+                return Err("not JSON");
+            }
+            while matches!(b.get(j), Some(b'0'..=b'9')) {
+                j += 1;
+            }
+        }
+        self.i = j;
+        // SAFETY: ASCII digits and signs only.
+        let text = unsafe { std::str::from_utf8_unchecked(&b[start..j]) };
+        if float {
+            let v: f64 = text.parse().map_err(|_| "not JSON")?;
+            if !v.is_finite() {
+                return Err("a number beyond a float");
+            }
+            return Ok(Number::Float(v));
+        }
+        if let Ok(v) = text.parse::<i64>() {
+            return Ok(Number::Int(v));
+        }
+        text.parse::<u64>().map(Number::UInt).map_err(|_| "an integer beyond 64 bits")
+    }
+
+    /// Any value, checked and passed over.
+    fn skip(&mut self) -> R<()> {
+        match self.peek()? {
+            b'{' => self.object(|p, _| p.skip()),
+            b'[' => self.array(|p| p.skip()),
+            b'"' => self.string().map(|_| ()),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => self.number().map(|_| ()),
+        }
+    }
+
+    /// Whether the next value is null (and then passes it).
+    fn null(&mut self) -> R<bool> {
+        if self.peek()? == b'n' {
+            self.literal(b"null")?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn object(&mut self, mut member: impl FnMut(&mut Self, Cow<'a, str>) -> R<()>) -> R<()> {
+        self.eat(b'{')?;
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err("nested too deep");
+        }
+        if self.peek()? == b'}' {
+            self.i += 1;
+        } else {
+            loop {
+                if self.peek()? != b'"' {
+                    return Err("not JSON");
+                }
+                let key = self.string()?;
+                self.eat(b':')?;
+                member(self, key)?;
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return Err("not JSON"),
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
+    fn array(&mut self, mut item: impl FnMut(&mut Self) -> R<()>) -> R<()> {
+        self.eat(b'[')?;
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err("nested too deep");
+        }
+        if self.peek()? == b']' {
+            self.i += 1;
+        } else {
+            loop {
+                item(self)?;
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b']' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return Err("not JSON"),
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// A text value or null; anything else is declined (`what` says where).
+    fn text(&mut self, what: &'static str) -> R<Option<Cow<'a, str>>> {
+        match self.peek()? {
+            b'"' => Ok(Some(self.string()?)),
+            b'n' => self.literal(b"null").map(|_| None),
+            _ => Err(what),
+        }
+    }
+
+    /// A whole number within int64 or null; anything else is declined.
+    fn int(&mut self, what: &'static str) -> R<Option<i64>> {
+        match self.peek()? {
+            b'n' => self.literal(b"null").map(|_| None),
+            b'-' | b'0'..=b'9' => match self.number()? {
+                Number::Int(v) => Ok(Some(v)),
+                _ => Err(what),
+            },
+            _ => Err(what),
+        }
+    }
+
+    fn value(&mut self) -> R<Value<'a>> {
+        Ok(match self.peek()? {
+            b'"' => Value::Str(self.string()?),
+            b't' => self.literal(b"true").map(|_| Value::Bool(true))?,
+            b'f' => self.literal(b"false").map(|_| Value::Bool(false))?,
+            b'n' => self.literal(b"null").map(|_| Value::Null)?,
+            b'[' | b'{' => {
+                let start = self.i;
+                self.skip()?;
+                Value::Raw(&self.b[start..self.i])
+            }
+            _ => Value::Num(self.number()?),
+        })
+    }
+}
+
+fn unescape(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let c = raw[i];
+        if c != b'\\' {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let e = raw[i + 1];
+        i += 2;
+        let ch = match e {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            _ => {
+                // \u: surrogate pairs were checked by the parser
+                let u = hex4(&raw[i..i + 4]).unwrap_or(0xFFFD);
+                i += 4;
+                let code = if (0xD800..0xDC00).contains(&u) {
+                    let low = hex4(&raw[i + 2..i + 6]).unwrap_or(0xDC00);
+                    i += 6;
+                    0x10000 + ((u - 0xD800) << 10) + (low - 0xDC00)
+                } else {
+                    u
+                };
+                char::from_u32(code).unwrap_or('\u{FFFD}')
+            }
+        };
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+    }
+    // SAFETY: UTF-8 input with escapes replaced by UTF-8 encodings of valid characters.
+    unsafe { String::from_utf8_unchecked(out) }
+}
+
+// ---- v1 documents ----------------------------------------------------------------------------
+
+/// One trace's own fields (its spans go to the columns).
+struct Trace<'a> {
+    trace_id: Option<Cow<'a, str>>,
+    /// processes: id -> serviceName (None: no text name), the last of a repeated id kept
+    processes: Vec<(Cow<'a, str>, Option<Cow<'a, str>>)>,
+    warnings: Option<Vec<Cow<'a, str>>>,
+    spans: usize,
+}
+
+/// The columns of `_V1_SPAN` (forensics/traces/v1.py), flattened.
+struct Spans<'a> {
+    trace_id: Strings,
+    span_id: Strings,
+    operation: Strings,
+    refs: Lists,
+    ref_type: Strings,
+    ref_trace: Strings,
+    ref_span: Strings,
+    start: Ints,
+    duration: Ints,
+    tags: Lists,
+    tag_key: Dict,
+    tag_value: Vec<Value<'a>>,
+    logs: Lists,
+    logs_total: usize,
+    /// the JSON text of each non-empty logs list, in span order
+    log_text: Vec<&'a [u8]>,
+    process_id: Dict,
+    process_service: Strings,
+    process_valid: Validity,
+    warnings: Lists,
+    warning: Strings,
+}
+
+/// Keys of a v1 span read into columns; a repeated one is declined (the decoder keeps the last).
+const SPAN_KEYS: [&str; 11] = ["traceID", "spanID", "operationName", "references", "startTime", "duration", "tags",
+                               "logs", "processID", "process", "warnings"];
+/// Keys that make a span another writing than v1 (domain model, Thrift style, OTLP).
+const OTHER_SPAN_KEYS: [&str; 5] = ["traceId", "spanId", "traceIdLow", "traceIdHigh", "startTimeUnixNano"];
+/// Keys of a typed key-value (domain model, Thrift style).
+const TYPED_KEYS: [&str; 9] = ["vType", "vStr", "vInt64", "vLong", "vBool", "vFloat64", "vDouble", "vBinary", "vNum"];
+
+fn once(seen: &mut u32, bit: usize) -> R<()> {
+    if *seen & (1 << bit) != 0 {
+        return Err("a repeated key");
+    }
+    *seen |= 1 << bit;
+    Ok(())
+}
+
+impl<'a> Spans<'a> {
+    fn new() -> Self {
+        Spans {
+            trace_id: Strings::new(), span_id: Strings::new(), operation: Strings::new(), refs: Lists::new(),
+            ref_type: Strings::new(), ref_trace: Strings::new(), ref_span: Strings::new(), start: Ints::new(),
+            duration: Ints::new(), tags: Lists::new(), tag_key: Dict::new(), tag_value: Vec::new(),
+            logs: Lists::new(), logs_total: 0, log_text: Vec::new(), process_id: Dict::new(), process_service: Strings::new(),
+            process_valid: Validity::default(), warnings: Lists::new(), warning: Strings::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.start.valid.len
+    }
+
+    /// One span object: every column gets one row.
+    fn span(&mut self, p: &mut Parser<'a>) -> R<()> {
+        if p.peek()? != b'{' {
+            return Err("a span that is not an object");
+        }
+        let mut seen = 0u32;
+        let (mut trace_id, mut span_id, mut operation, mut process_id) = (None, None, None, None);
+        let (mut start, mut duration) = (None, None);
+        let mut process: Option<Option<Cow<'a, str>>> = None;
+        let (mut refs, mut tags, mut logs, mut warnings) = (None, None, None, None);
+        let mut log_text: &'a [u8] = b"";
+        p.object(|p, key| {
+            match SPAN_KEYS.iter().position(|k| *k == key) {
+                Some(bit) => once(&mut seen, bit)?,
+                None if OTHER_SPAN_KEYS.contains(&key.as_ref()) => return Err("a span not written as v1"),
+                None => return p.skip(),
+            }
+            match key.as_ref() {
+                "traceID" => trace_id = p.text("a traceID that is not text")?,
+                "spanID" => span_id = p.text("a spanID that is not text")?,
+                "operationName" => operation = p.text("an operationName that is not text")?,
+                "processID" => process_id = p.text("a processID that is not text")?,
+                "startTime" => start = p.int("a startTime that is not a whole number")?,
+                "duration" => duration = p.int("a duration that is not a whole number")?,
+                "process" => {
+                    if !p.null()? {
+                        let mut name = None;
+                        let mut seen_name = false;
+                        p.object(|p, key| {
+                            if key == "serviceName" {
+                                if seen_name {
+                                    return Err("a repeated key");
+                                }
+                                seen_name = true;
+                                name = p.text("a serviceName that is not text")?;
+                                Ok(())
+                            } else {
+                                p.skip()
+                            }
+                        })?;
+                        process = Some(name);
+                    }
+                }
+                "references" => refs = self.references(p)?,
+                "tags" => tags = self.tags(p)?,
+                "logs" => {
+                    let at = p.i;
+                    logs = self.logs(p)?;
+                    if logs.unwrap_or(0) > 0 {
+                        p.ws();
+                        log_text = &p.b[at..p.i];
+                    }
+                }
+                _ => {
+                    // "warnings"
+                    warnings = self.warnings(p)?;
+                }
+            }
+            Ok(())
+        })?;
+        self.trace_id.push(trace_id.as_deref())?;
+        self.span_id.push(span_id.as_deref())?;
+        self.operation.push(operation.as_deref())?;
+        self.process_id.push(process_id.as_deref())?;
+        self.start.push(start);
+        self.duration.push(duration);
+        self.process_valid.push(process.is_some());
+        self.process_service.push(process.flatten().as_deref())?;
+        let ends = |n: Option<usize>, total: usize| (total, n.is_some());
+        let (t, v) = ends(refs, self.ref_type.valid.len);
+        self.refs.push(t, v)?;
+        let (t, v) = ends(tags, self.tag_value.len());
+        self.tags.push(t, v)?;
+        let (t, v) = ends(logs, self.logs_total);
+        self.logs.push(t, v)?;
+        let (t, v) = ends(warnings, self.warning.valid.len);
+        self.warnings.push(t, v)?;
+        if !log_text.is_empty() {
+            self.log_text.push(log_text);
+        }
+        Ok(())
+    }
+
+    fn references(&mut self, p: &mut Parser<'a>) -> R<Option<usize>> {
+        if p.null()? {
+            return Ok(None);
+        }
+        let mut n = 0;
+        p.array(|p| {
+            if p.peek()? != b'{' {
+                return Err("a reference that is not an object");
+            }
+            let mut seen = 0u32;
+            let (mut kind, mut trace, mut span) = (None, None, None);
+            p.object(|p, key| match key.as_ref() {
+                "refType" => {
+                    once(&mut seen, 0)?;
+                    kind = p.text("a refType that is not text")?;
+                    Ok(())
+                }
+                "traceID" => {
+                    once(&mut seen, 1)?;
+                    trace = p.text("a reference traceID that is not text")?;
+                    Ok(())
+                }
+                "spanID" => {
+                    once(&mut seen, 2)?;
+                    span = p.text("a reference spanID that is not text")?;
+                    Ok(())
+                }
+                _ => p.skip(),
+            })?;
+            self.ref_type.push(kind.as_deref())?;
+            self.ref_trace.push(trace.as_deref())?;
+            self.ref_span.push(span.as_deref())?;
+            n += 1;
+            Ok(())
+        })?;
+        Ok(Some(n))
+    }
+
+    fn tags(&mut self, p: &mut Parser<'a>) -> R<Option<usize>> {
+        if p.null()? {
+            return Ok(None);
+        }
+        let mut n = 0;
+        p.array(|p| {
+            if p.peek()? != b'{' {
+                return Err("a tag that is not an object");
+            }
+            let mut seen = 0u32;
+            let (mut key_text, mut value) = (None, Value::Null);
+            p.object(|p, key| match key.as_ref() {
+                "key" => {
+                    once(&mut seen, 0)?;
+                    key_text = p.text("a tag key that is not text")?;
+                    Ok(())
+                }
+                "value" => {
+                    once(&mut seen, 1)?;
+                    value = p.value()?;
+                    Ok(())
+                }
+                k if TYPED_KEYS.contains(&k) => Err("a typed tag (domain model or Thrift style)"),
+                _ => p.skip(),
+            })?;
+            self.tag_key.push(key_text.as_deref())?;
+            self.tag_value.push(value);
+            n += 1;
+            Ok(())
+        })?;
+        Ok(Some(n))
+    }
+
+    /// A logs list, checked to be of the shape pyarrow reads (entries objects, times whole
+    /// numbers, fields objects with text keys); its text is decoded in Python.
+    fn logs(&mut self, p: &mut Parser<'a>) -> R<Option<usize>> {
+        if p.null()? {
+            return Ok(None);
+        }
+        let mut n = 0;
+        p.array(|p| {
+            if p.peek()? != b'{' {
+                return Err("a log entry that is not an object");
+            }
+            p.object(|p, key| match key.as_ref() {
+                "timestamp" => p.int("a log timestamp that is not a whole number").map(|_| ()),
+                "fields" => {
+                    if p.null()? {
+                        return Ok(());
+                    }
+                    p.array(|p| {
+                        if p.peek()? != b'{' {
+                            return Err("a log field that is not an object");
+                        }
+                        p.object(|p, key| match key.as_ref() {
+                            "key" => p.text("a log field key that is not text").map(|_| ()),
+                            _ => p.skip(),
+                        })
+                    })
+                }
+                _ => p.skip(),
+            })?;
+            n += 1;
+            Ok(())
+        })?;
+        self.logs_total += n;
+        Ok(Some(n))
+    }
+
+    fn warnings(&mut self, p: &mut Parser<'a>) -> R<Option<usize>> {
+        if p.null()? {
+            return Ok(None);
+        }
+        let mut n = 0;
+        p.array(|p| {
+            let w = p.text("a span warning that is not text")?;
+            self.warning.push(w.as_deref())?;
+            n += 1;
+            Ok(())
+        })?;
+        Ok(Some(n))
+    }
+}
+
+/// A trace object's fields; its spans go to `spans`. `top` allows a `data` member (a v1
+/// envelope read as one object: then `data` is returned and the trace fields must be absent).
+fn trace<'a>(p: &mut Parser<'a>, spans: &mut Spans<'a>, traces: &mut Vec<Trace<'a>>, top: bool) -> R<Kind> {
+    if p.peek()? != b'{' {
+        return Err("a trace that is not an object");
+    }
+    let before = spans.len();
+    let mut seen = 0u32;
+    let mut t = Trace { trace_id: None, processes: Vec::new(), warnings: None, spans: 0 };
+    let mut data = false;
+    p.object(|p, key| {
+        match key.as_ref() {
+            "traceID" => {
+                once(&mut seen, 0)?;
+                t.trace_id = p.text("a trace's traceID that is not text")?;
+            }
+            "spans" => {
+                once(&mut seen, 1)?;
+                if !p.null()? {
+                    if p.peek()? != b'[' {
+                        return Err("spans that are not an array");
+                    }
+                    p.array(|p| spans.span(p))?;
+                }
+            }
+            "processes" => {
+                once(&mut seen, 2)?;
+                if !p.null()? {
+                    if p.peek()? != b'{' {
+                        return Err("processes that are not an object");
+                    }
+                    p.object(|p, pid| {
+                        let mut name = None;
+                        if p.peek()? == b'{' {
+                            let mut seen_name = false;
+                            p.object(|p, key| {
+                                if key == "serviceName" {
+                                    if seen_name {
+                                        return Err("a repeated key");
+                                    }
+                                    seen_name = true;
+                                    name = p.text("a serviceName that is not text")?;
+                                    Ok(())
+                                } else {
+                                    p.skip()
+                                }
+                            })?;
+                        } else {
+                            p.skip()?; // not an object: no service name
+                        }
+                        t.processes.retain(|(k, _)| *k != pid);
+                        t.processes.push((pid, name));
+                        Ok(())
+                    })?;
+                }
+            }
+            "warnings" => {
+                once(&mut seen, 3)?;
+                if !p.null()? {
+                    if p.peek()? != b'[' {
+                        return Err("trace warnings that are not an array");
+                    }
+                    let mut list = Vec::new();
+                    p.array(|p| {
+                        match p.text("a trace warning that is not text")? {
+                            Some(w) => list.push(w),
+                            None => return Err("a trace warning that is null"),
+                        }
+                        Ok(())
+                    })?;
+                    t.warnings = Some(list);
+                }
+            }
+            "data" if top => {
+                once(&mut seen, 4)?;
+                if p.peek()? != b'[' {
+                    return Err("data that is not an array");
+                }
+                data = true;
+                p.array(|p| trace(p, spans, traces, false).map(|_| ()))?;
+            }
+            "resourceSpans" | "result" if top => return Err("an OTLP or api/v3 document"),
+            _ => p.skip()?,
+        }
+        Ok(())
+    })?;
+    if data {
+        if seen & 0b1111 != 0 {
+            return Err("data beside trace fields");
+        }
+        return Ok(Kind::Data);
+    }
+    if top && seen & 0b10 == 0 {
+        return Err("neither data nor spans");
+    }
+    t.spans = spans.len() - before;
+    traces.push(t);
+    Ok(Kind::Trace)
+}
+
+#[derive(PartialEq)]
+enum Kind {
+    Data,
+    Trace,
+}
+
+/// The spans of one document, or the reason it is declined.
+fn read<'a>(raw: &'a [u8]) -> R<(Kind, Spans<'a>, Vec<Trace<'a>>)> {
+    std::str::from_utf8(raw).map_err(|_| "not UTF-8")?;
+    let mut p = Parser { b: raw, i: 0, depth: 0 };
+    let mut spans = Spans::new();
+    let mut traces = Vec::new();
+    if p.peek()? != b'{' {
+        return Err("not a JSON object");
+    }
+    let kind = trace(&mut p, &mut spans, &mut traces, true)?;
+    p.ws();
+    if p.i != raw.len() {
+        return Err("more than one JSON document");
+    }
+    Ok((kind, spans, traces))
+}
+
+// ---- to Python -------------------------------------------------------------------------------
+
+fn number<'py>(py: Python<'py>, n: Number) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match n {
+        Number::Int(v) => v.into_pyobject(py)?.into_any(),
+        Number::UInt(v) => v.into_pyobject(py)?.into_any(),
+        Number::Float(v) => PyFloat::new(py, v).into_any(),
+    })
+}
+
+/// Tag values as Python objects (each distinct string and small integer made once); arrays
+/// and objects as their JSON text, with their positions, to be decoded in Python.
+fn tag_values<'py>(py: Python<'py>, values: &[Value<'_>]) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+    let mut strings: FxMap<&str, Bound<'py, PyAny>> = FxMap::default();
+    let mut ints: FxMap<i64, Bound<'py, PyAny>> = FxMap::default();
+    let none = py.None().into_bound(py);
+    let out = PyList::empty(py);
+    let raw = PyList::empty(py);
+    for (i, v) in values.iter().enumerate() {
+        let obj = match v {
+            Value::Null => none.clone(),
+            Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+            Value::Num(Number::Int(n)) => match ints.get(n) {
+                Some(o) => o.clone(),
+                None => {
+                    let o = number(py, Number::Int(*n))?;
+                    if ints.len() < 65_536 {
+                        ints.insert(*n, o.clone());
+                    }
+                    o
+                }
+            },
+            Value::Num(n) => number(py, *n)?,
+            Value::Str(s) => match strings.get(s.as_ref()) {
+                Some(o) => o.clone(),
+                None => {
+                    let o = PyString::new(py, s).into_any();
+                    strings.insert(s.as_ref(), o.clone());
+                    o
+                }
+            },
+            Value::Raw(text) => {
+                raw.append((i, PyBytes::new(py, text)))?;
+                none.clone()
+            }
+        };
+        out.append(obj)?;
+    }
+    Ok((out, raw))
+}
+
+/// A v1 trace document (the bytes of a UI download, an `/api/traces` answer, or one v1
+/// trace) -> its columns, or `(None, reason)` when the document is left to the Python reader.
+#[pyfunction]
+fn read_v1<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<(Option<Bound<'py, PyDict>>, Option<&'static str>)> {
+    let (kind, spans, traces) = match py.allow_threads(|| read(raw)) {
+        Ok(read) => read,
+        Err(reason) => return Ok((None, Some(reason))),
+    };
+    let out = PyDict::new(py);
+    out.set_item("shape", if kind == Kind::Data { "data" } else { "trace" })?;
+    out.set_item("spans", spans.len())?;
+    let list = PyList::empty(py);
+    for t in &traces {
+        let processes = PyDict::new(py);
+        for (pid, name) in &t.processes {
+            processes.set_item(pid.as_ref(), name.as_deref())?;
+        }
+        let warnings = t.warnings.as_ref().map(|w| w.iter().map(|x| x.as_ref()).collect::<Vec<_>>());
+        list.append((t.trace_id.as_deref(), processes, warnings, t.spans))?;
+    }
+    out.set_item("traces", list)?;
+    for (name, col) in [("traceID", &spans.trace_id), ("spanID", &spans.span_id), ("operationName", &spans.operation),
+                        ("refType", &spans.ref_type), ("refTraceID", &spans.ref_trace),
+                        ("refSpanID", &spans.ref_span), ("serviceName", &spans.process_service),
+                        ("warning", &spans.warning)] {
+        out.set_item(name, col.export(py)?)?;
+    }
+    for (name, col) in [("references", &spans.refs), ("tags", &spans.tags), ("logs", &spans.logs),
+                        ("warnings", &spans.warnings)] {
+        out.set_item(name, col.export(py)?)?;
+    }
+    out.set_item("startTime", spans.start.export(py)?)?;
+    out.set_item("duration", spans.duration.export(py)?)?;
+    out.set_item("tagKey", spans.tag_key.export(py)?)?;
+    out.set_item("processID", spans.process_id.export(py)?)?;
+    out.set_item("process", PyBytes::new(py, &spans.process_valid.bits))?;
+    let (values, raw_values) = tag_values(py, &spans.tag_value)?;
+    out.set_item("tagValues", values)?;
+    out.set_item("tagValuesRaw", raw_values)?;
+    let mut logs = Vec::with_capacity(spans.log_text.iter().map(|t| t.len() + 1).sum::<usize>() + 2);
+    logs.push(b'[');
+    for (i, text) in spans.log_text.iter().enumerate() {
+        if i > 0 {
+            logs.push(b',');
+        }
+        logs.extend_from_slice(text);
+    }
+    logs.push(b']');
+    out.set_item("logsText", PyBytes::new(py, &logs))?;
+    Ok((Some(out), None))
+}
+
+#[pymodule]
+fn forensics_trace_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(read_v1, m)?)?;
+    Ok(())
+}
