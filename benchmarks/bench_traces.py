@@ -6,18 +6,22 @@
    8 tags, a log on one span in ten) into the canonical spans table with
    :func:`forensics.traces.parse_traces`; target >= 300k spans/s. The same set is also
    written as a UI download (``{"data": [...]}``, 87 MB for 100k spans) and read back with
-   :func:`read_trace_file`, JSON parsing included; target >= 200k spans/s. The JSON
-   parsing alone (orjson, and the standard library's json for comparison) is timed too, and
-   orjson's decoding with the freeing of its objects: the floor of any reader that decodes
-   the download into Python objects (its spans/s is the ceiling of such a reader).
+   :func:`read_trace_file`, JSON parsing included, by each reader
+   (``FORENSICS_TRACE_READER``): the native one (native/trace_reader, from the bytes to
+   Arrow columns) and the Python one (orjson, then pyarrow); target >= 200k spans/s; best
+   and median of ``--runs`` runs. The JSON parsing alone (orjson, and the standard
+   library's json for comparison) is timed too, and orjson's decoding with the freeing of
+   its objects: the floor of a reader that decodes the download into Python objects (its
+   spans/s is the ceiling of such a reader, the Python one).
 2. The naive way for comparison: ``pd.json_normalize`` per span, then one concat; run on
    a sample (it is two orders of magnitude slower) and reported as spans/s.
 3. Critical path of one ``--cp-spans``-span trace, twice: a random tree (overlapping
    siblings, some children outliving their parent) and a chain as deep as the trace is
    long (the walk's worst case); target < 1 s. Flags, tree and paths of the 100k set too.
 
-Times are the best of three, wall clock and CPU (``process_time``): on a shared machine
-the CPU figure is the steadier one; the load average is printed first.
+Times are the best of three (``read_trace_file``: best and median of ``--runs``), wall
+clock and CPU (``process_time``): on a shared machine the CPU figure is the steadier one;
+the load average is printed first and after the file reads.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import gc
 import json
 import os
 import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +40,7 @@ import orjson
 import pandas as pd
 
 from forensics.traces import critical_path, parse_traces, read_trace_file, span_flags, span_tree
+from forensics.traces.native import READER_ENV, native_module
 
 SERVICES = ["api-gateway", "message-service", "router-service", "user-service", "file-service",
             "whatsapp-connector", "telegram-connector", "instagram-connector"]
@@ -100,15 +106,33 @@ def naive_parse(doc: dict) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _time(fn, *args, repeat: int = 3):
-    """Best wall time and best CPU time of ``repeat`` runs (the CPU figure is steadier on a
-    shared machine), and the last result."""
-    wall, cpu, out = float("inf"), float("inf"), None
+def _runs(fn, *args, repeat: int = 3) -> tuple[list[float], list[float], object]:
+    """Wall and CPU times of ``repeat`` runs, and the last result."""
+    walls, cpus, out = [], [], None
     for _ in range(repeat):
         t, c = time.perf_counter(), time.process_time()
         out = fn(*args)
-        wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - c)
-    return wall, cpu, out
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    return walls, cpus, out
+
+
+def _time(fn, *args, repeat: int = 3):
+    """Best wall time and best CPU time of ``repeat`` runs (the CPU figure is steadier on a
+    shared machine), and the last result."""
+    walls, cpus, out = _runs(fn, *args, repeat=repeat)
+    return min(walls), min(cpus), out
+
+
+def _read_with(reader: str, path: Path, runs: int, n: int, size_mb: float) -> None:
+    """read_trace_file of ``path`` by one reader: best and median of ``runs``, wall and CPU."""
+    os.environ[READER_ENV] = reader
+    walls, cpus, _ = _runs(read_trace_file, path, repeat=runs)
+    best, med, best_cpu, med_cpu = min(walls), statistics.median(walls), min(cpus), statistics.median(cpus)
+    print(f"read_trace_file {reader:<6} {n:>7} spans  {best:7.3f} s  {n / best:>10,.0f} spans/s  "
+          f"(median {med:.3f} s: {n / med:,.0f}/s; CPU best {best_cpu:.3f} s: {n / best_cpu:,.0f}/s, median "
+          f"{med_cpu:.3f} s: {n / med_cpu:,.0f}/s; {size_mb:.0f} MB UI download, JSON parsing included; "
+          f"{runs} runs; target >= 200,000)")
 
 
 def _without_gc(decode):
@@ -143,6 +167,7 @@ def main() -> None:
     ap.add_argument("--spans", type=int, default=100_000)
     ap.add_argument("--cp-spans", type=int, default=10_000)
     ap.add_argument("--naive-sample", type=int, default=2_000)
+    ap.add_argument("--runs", type=int, default=7, help="runs of read_trace_file per reader (best and median)")
     args = ap.parse_args()
 
     print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores; "
@@ -157,18 +182,26 @@ def main() -> None:
         path = Path(tmp) / "traces.json"
         path.write_text(json.dumps(doc))
         size_mb = path.stat().st_size / 1e6
-        fsecs, fcpu, _ = _time(read_trace_file, path)
+        given = os.environ.get(READER_ENV)
+        if native_module() is not None:
+            _read_with("native", path, args.runs, n, size_mb)
+        else:
+            print("read_trace_file native: not built (scripts/setup-venv.sh builds native/trace_reader with cargo)")
+        _read_with("python", path, max(3, args.runs // 2), n, size_mb)
+        if given is None:
+            del os.environ[READER_ENV]
+        else:
+            os.environ[READER_ENV] = given
+        print(f"  load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         raw = path.read_bytes()
         osecs, ocpu, _ = _time(_without_gc(orjson.loads), raw)
         _, freed_cpu, _ = _time(_without_gc(_decoded_and_freed), raw)
         jsecs, _, _ = _time(_without_gc(json.loads), raw, repeat=1)
-    print(f"read_trace_file     {n:>8} spans  {fsecs:7.3f} s  {n / fsecs:>10,.0f} spans/s  "
-          f"(CPU {fcpu:.3f} s: {n / fcpu:,.0f} spans/s; {size_mb:.0f} MB UI download, JSON parsing included; "
-          "target >= 200,000)")
     print(f"  of which JSON     {size_mb:>6.0f} MB     {osecs:7.3f} s  orjson ({size_mb / osecs:,.0f} MB/s; CPU {ocpu:.3f} s); "
           f"the standard library's json {jsecs:.3f} s")
     print(f"  decode + free     {size_mb:>6.0f} MB              CPU {freed_cpu:.3f} s: orjson's objects made and freed, "
-          f"no parsing: at most {n / freed_cpu:,.0f} spans/s for any reader that decodes to Python objects")
+          f"no parsing: at most {n / freed_cpu:,.0f} spans/s for a reader that decodes to Python objects "
+          "(the Python reader)")
 
     sample = {"data": [dict(doc["data"][0], spans=doc["data"][0]["spans"][:args.naive_sample])]}
     m = len(sample["data"][0]["spans"])

@@ -181,6 +181,8 @@ HANDED_BACK = {
     "truncated": json.dumps(_doc([_span(0)]))[:-7],
     "trailing comma": '{"data": [],}',
     "not JSON": "hello",
+    "an empty file": "",
+    "only whitespace": " \n",
     "a number": "5",
     "a byte order mark": "\ufeff" + json.dumps(_doc([_span(0)])),
     "NaN": json.dumps(_doc([_span(0, tags=[{"key": "n", "value": float("nan")}])])),

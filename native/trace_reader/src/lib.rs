@@ -15,6 +15,7 @@
 //! an id as a number), numbers beyond 64 bits or not finite, lone surrogates, a repeated
 //! key in an object it reads.
 
+use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString};
 use std::borrow::Cow;
@@ -233,6 +234,39 @@ struct Parser<'a> {
     depth: u32,
 }
 
+/// The position of the first byte from `i` on that ends a plain run of string bytes: a quote,
+/// a backslash or a control character (or the end), sixteen bytes at a time.
+#[cfg(target_arch = "x86_64")]
+fn plain_until(b: &[u8], mut i: usize) -> usize {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is part of x86_64; unaligned loads of 16 bytes inside the slice only.
+    unsafe {
+        let (quote, backslash, space) = (_mm_set1_epi8(b'"' as i8), _mm_set1_epi8(b'\\' as i8), _mm_set1_epi8(0x1f));
+        while i + 16 <= b.len() {
+            let x = _mm_loadu_si128(b.as_ptr().add(i) as *const __m128i);
+            let control = _mm_cmpeq_epi8(_mm_max_epu8(x, space), space); // x <= 0x1f
+            let hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, backslash)), control);
+            let mask = _mm_movemask_epi8(hit) as u32;
+            if mask != 0 {
+                return i + mask.trailing_zeros() as usize;
+            }
+            i += 16;
+        }
+    }
+    i
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn plain_until(b: &[u8], mut i: usize) -> usize {
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
 fn hex4(b: &[u8]) -> R<u32> {
     let mut v = 0u32;
     for &c in b {
@@ -283,18 +317,7 @@ impl<'a> Parser<'a> {
         let b = self.b;
         let mut escaped = false;
         loop {
-            // eight bytes at a time up to the first that may be a quote, a backslash or a control
-            while let Some(chunk) = b.get(self.i..self.i + 8) {
-                let w = u64::from_le_bytes(chunk.try_into().unwrap());
-                const ONES: u64 = 0x0101_0101_0101_0101;
-                const HIGH: u64 = 0x8080_8080_8080_8080;
-                let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-                if zero(w ^ (ONES * b'"' as u64)) | zero(w ^ (ONES * b'\\' as u64))
-                    | (w.wrapping_sub(ONES * 0x20) & !w & HIGH) != 0 {
-                    break;
-                }
-                self.i += 8;
-            }
+            self.i = plain_until(b, self.i);
             let c = *b.get(self.i).ok_or("unexpected end")?;
             match c {
                 b'"' => break,
@@ -995,10 +1018,16 @@ fn tag_values<'py>(py: Python<'py>, values: &[Value<'_>]) -> PyResult<(Bound<'py
     Ok((out, raw))
 }
 
-/// A v1 trace document (the bytes of a UI download, an `/api/traces` answer, or one v1
+/// A v1 trace document (the bytes, or a map, of a UI download, an `/api/traces` answer, or one v1
 /// trace) -> its columns, or `(None, reason)` when the document is left to the Python reader.
 #[pyfunction]
-fn read_v1<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<(Option<Bound<'py, PyDict>>, Option<&'static str>)> {
+fn read_v1<'py>(py: Python<'py>, data: PyBuffer<u8>) -> PyResult<(Option<Bound<'py, PyDict>>, Option<&'static str>)> {
+    if !data.is_c_contiguous() {
+        return Ok((None, Some("a buffer that is not contiguous")));
+    }
+    // SAFETY: a contiguous byte buffer, held (and so kept alive and unchanged: bytes or a
+    // read-only map) for the whole call.
+    let raw: &[u8] = unsafe { std::slice::from_raw_parts(data.buf_ptr() as *const u8, data.len_bytes()) };
     let (kind, spans, traces) = match py.allow_threads(|| read(raw)) {
         Ok(read) => read,
         Err(reason) => return Ok((None, Some(reason))),
