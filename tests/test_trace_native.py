@@ -64,8 +64,8 @@ def test_every_trace_file_under_tests_gives_the_same_table(monkeypatch):
     for path in TRACE_FILES:
         out = _same(path, monkeypatch)
         assert not isinstance(out, str) and len(out), path
-    raw = (TESTS / "fixtures" / "traces" / "ui_download.json").read_bytes()
-    assert _natively_read(raw, monkeypatch)  # the UI download is read by the native reader, not handed back
+    for name in ("ui_download.json", "bare_spans.json", "traces.jsonl"):  # read natively, not handed back
+        assert _natively_read((TESTS / "fixtures" / "traces" / name).read_bytes(), monkeypatch), name
     assert _natively_read(gzip.decompress((TESTS / "fixtures" / "traces" / "ui_download.json.gz").read_bytes()),
                           monkeypatch)
 
@@ -140,10 +140,22 @@ READ_NATIVELY = {
     "unknown keys of any kind": _doc([_span(0, extra={"a": [1, {"b": None}]}, flags=1.5, other="\\u00e9")],
                                      extra=[1, 2, {"x": "y"}]),
     "ids of odd text": _doc([_span(0, spanID="ABC", traceID="  4bf9 "), _span(1, spanID="AAAAAAAAAAE=")]),
+    "a bare array of spans, processes embedded": [_span(i, process={"serviceName": f"s{i}"}) for i in range(3)]
+    + [{"spanID": None, "spans": []}],
+    "a bare array of traces": [{"spans": None}] + [{"traceID": f"{t:032x}", "spans": [_span(i) for i in range(2)],
+                                                   "processes": {"p1": {"serviceName": "x"}}, "spanID": 5}
+                                                  for t in range(3)],
+    "JSON Lines with a form feed line": json.dumps(_doc([_span(0)])) + "\n\x0c\n" + json.dumps(_doc([_span(1)])),
+    "JSON Lines of every v1 shape": "\r\n".join(json.dumps(d) for d in (
+        _doc([_span(0)]), {"traceID": "ab", "spans": [_span(1)]}, [_span(2, process={"serviceName": "p"})],
+        [{"spans": [_span(3)]}], {"data": []})) + "\n\n \t\n" + json.dumps(_doc([_span(4)])) + "\r"
+    + json.dumps(_doc([_span(5)])) + "\n",
 }
 
 
-def _text(doc: dict | None, name: str) -> str:
+def _text(doc: dict | list | str | None, name: str) -> str:
+    if isinstance(doc, str):
+        return doc
     if name == "whitespace everywhere":
         return json.dumps(READ_NATIVELY["plain"], indent="\t", separators=(" ,\r\n", " : "))
     if name == "escapes and unicode (UTF-8)":
@@ -175,8 +187,14 @@ HANDED_BACK = {
     "a log field that is not an object": json.dumps(_doc([_span(0, logs=[{"timestamp": 1, "fields": [3]}])])),
     "data that is an object": json.dumps({"data": {"spans": [_span(0)]}}),
     "data null": '{"data": null}',
-    "a bare array": json.dumps([_span(0), _span(1)]),
-    "JSON Lines": json.dumps(_doc([_span(0)])) + "\n" + json.dumps(_doc([_span(1)])) + "\n",
+    "a mixed array": json.dumps([_span(0), {"spans": [_span(1)]}]),
+    "an array of traces and spans": json.dumps([{"spans": [_span(1)]}, _span(0)]),
+    "an empty array": "[]",
+    "an array of arrays": json.dumps([[_span(0)], [_span(1)]]),
+    "JSON Lines with an OTLP line": json.dumps(_doc([_span(0)])) + "\n" + '{"resourceSpans": []}\n',
+    "JSON Lines with a broken line": json.dumps(_doc([_span(0)])) + "\n{\"data\": [\n",
+    "two documents on one line": json.dumps(_doc([_span(0)])) + " " + json.dumps(_doc([_span(1)])),
+    "JSON Lines, two documents on a line": (json.dumps(_doc([_span(0)])) + " {}\n") * 2,
     "OTLP": '{"resourceSpans": []}',
     "truncated": json.dumps(_doc([_span(0)]))[:-7],
     "trailing comma": '{"data": [],}',
@@ -205,7 +223,8 @@ def test_documents_the_native_reader_declines_read_as_the_python_reader_reads_th
 
 def test_randomly_altered_spans_give_the_same_table_or_the_same_error(tmp_path, monkeypatch):
     """Any field of a span (or of its tags, references, logs, process) given a value of any
-    type: either reader's table, or error, is the other's."""
+    type, the document written in any v1 shape (envelope, one trace, bare array of traces or
+    of spans, JSON Lines): either reader's table, or error, is the other's."""
     pool = [None, True, False, 0, -1, 7, 2**63 - 1, 2**64 - 1, 1.5, -0.0, 1e20, "", "x", "123", "1.5ms", "null",
             "2017-01-26T16:46:31.639875-05:00", [], [None], ["a", 1], {}, {"key": "k"}, {"serviceName": 3},
             [{"key": "k", "value": 1}], [{"timestamp": 1, "fields": [{"key": "k", "value": [1]}]}]]
@@ -224,7 +243,11 @@ def test_randomly_altered_spans_give_the_same_table_or_the_same_error(tmp_path, 
             target = rng.choice(targets)
             key = rng.choice(sorted((set(target) | {"process", "serviceName", "value"}) - {"spans"}))
             target[key] = copy.deepcopy(rng.choice(pool))
-        path.write_text(json.dumps(doc))
+        traces = doc["data"]
+        path.write_text(rng.choice([
+            json.dumps(doc), json.dumps(traces), json.dumps(traces[0]),
+            json.dumps(traces[0]["spans"] if isinstance(traces[0].get("spans"), list) else doc),
+            "\n".join(json.dumps({"data": [dict(traces[0], spans=[sp])]}) for sp in traces[0]["spans"])]))
         natively += _natively_read(path.read_bytes(), monkeypatch)
         _same(path, monkeypatch)
     assert 20 < natively < 150  # both sides of the line were crossed

@@ -1,9 +1,9 @@
 """The native trace reader (native/trace_reader, a Rust extension) behind :func:`read_trace_file`.
 
 Decoding a 100k-span UI download into Python objects and freeing them costs more than
-everything the spans table is made of afterwards. The extension reads the bytes of a v1
-document (a UI download or ``/api/traces`` answer ``{"data": [...]}``, or one v1 trace)
-straight into the columns pyarrow's conversion of the decoded spans gives the Python
+everything the spans table is made of afterwards. The extension reads the bytes of v1
+documents (a UI download or ``/api/traces`` answer ``{"data": [...]}``, one v1 trace, a
+bare array of v1 spans or traces, JSON Lines of these) straight into the columns pyarrow's conversion of the decoded spans gives the Python
 reader (:class:`~forensics.traces.v1.V1Read`): only tag values, of any JSON type, become
 Python objects (each distinct string once), and non-empty logs lists are decoded here.
 Every rule after that (services, Jaeger's parents, tags into columns, logs and warnings)
@@ -11,7 +11,8 @@ is the Python reader's own :func:`~forensics.traces.v1.v1_read_block`.
 
 A document the extension does not read with certainty is declined as a whole, with the
 reason, and read by the Python reader: JSON that is not strictly valid (the Python reader
-names the line), other shapes (OTLP, JSON Lines, bare arrays, domain model, Thrift style),
+names the line), other shapes (OTLP, api/v3, domain model, Thrift style, arrays of mixed
+things),
 a value of another type than pyarrow reads (a time as text, an id as a number), numbers
 beyond 64 bits, lone surrogates, a repeated key. Both readers give identical frames
 (tests/test_trace_native.py runs both over every trace fixture and hostile variants).
@@ -110,8 +111,6 @@ def native_block(raw: bytes) -> tuple[Block | None, str | None]:
     out, reason = module.read_v1(raw)
     if out is None:
         return None, reason
-    ids, services, warnings, counts = (list(x) for x in zip(*out["traces"], strict=True)) if out["traces"] else \
-        ([], [], [], [])
-    prefixes = [f"data[{i}].spans" for i in range(len(counts))] if out["shape"] == "data" else ["spans"]
-    read = _read(out)
-    return v1_read_block(read, V1Traces(ids, services, warnings, counts), prefixes), None
+    ids, services, warnings, counts, prefixes = ([list(x) for x in zip(*out["traces"], strict=True)]
+                                                 if out["traces"] else [[], [], [], [], []])
+    return v1_read_block(_read(out), V1Traces(ids, services, warnings, counts), prefixes), None

@@ -21,7 +21,15 @@ import pyarrow.compute as pc
 from forensics.traces.jsontext import TEXT_DICT, dumps, json_maps, json_values, last_of_each_key, sort_rank
 from forensics.traces.parents import CHILD_OF, jaeger_parents, reference_types
 from forensics.traces.table import EXCEPTION_KEYS, NAT_NS, Block, exception_message, iso_us, second_text
-from forensics.traces.values import Warnings, duration_us, time_us
+from forensics.traces.values import Unreadable, Warnings, duration_us, time_us
+
+
+def _iso_or_none(us: int) -> str | None:
+    """A log time as ISO text; None for one no calendar holds (before year 1, after 9999)."""
+    try:
+        return iso_us(us * 1000)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def _v1_logs(logs: list) -> tuple[str, str | None]:
@@ -31,7 +39,7 @@ def _v1_logs(logs: list) -> tuple[str, str | None]:
     for log in logs:
         log = log if isinstance(log, Mapping) else {}
         when = log.get("timestamp")  # null: not given, or unreadable (then warned on the span)
-        entry: dict[str, Any] = {"timestamp": None if when is None else iso_us(int(when) * 1000)}
+        entry: dict[str, Any] = {"timestamp": None if when is None else _iso_or_none(int(when))}
         fields = log.get("fields")
         for f in fields if isinstance(fields, list) else ():
             if isinstance(f, Mapping):
@@ -231,10 +239,19 @@ class _Unread(Exception):
     """Spans pyarrow could not read as they are (raised with :func:`v1_block`'s ``as_is``)."""
 
 
-def _ns(us: pa.Array) -> np.ndarray:
-    """µs (null: missing or unreadable) as int64 ns, null as :data:`NAT_NS`."""
+_US_LIMIT = np.iinfo("int64").max // 1000
+"""µs beyond which a time or duration has no int64 nanoseconds (years before 1677 or after 2262)."""
+
+
+def _ns(us: pa.Array, field: str, unread: dict[int, list[str]]) -> np.ndarray:
+    """µs (null: missing or unreadable) as int64 ns, null as :data:`NAT_NS`; a value beyond
+    :data:`_US_LIMIT` is null too, with its warning added to ``unread`` (row -> warnings)."""
     values = pc.fill_null(us, NAT_NS).to_numpy()
-    return np.where(values == NAT_NS, NAT_NS, values * 1000)
+    given = values != NAT_NS
+    beyond = given & ((values > _US_LIMIT) | (values < -_US_LIMIT))
+    for row in np.flatnonzero(beyond):
+        unread.setdefault(int(row), []).append(str(Unreadable(field, int(values[row]))))
+    return np.where(given & ~beyond, values * 1000, NAT_NS)
 
 
 @dataclass(frozen=True)
@@ -278,14 +295,17 @@ def v1_block(traces: list[Mapping], prefixes: list[str], as_is: bool = False) ->
         given = trace.get("processes")
         return given if isinstance(given, Mapping) else {}
 
+    def service(process: Any) -> str | None:
+        name = process.get("serviceName") if isinstance(process, Mapping) else None
+        return None if name is None else str(name)  # as an embedded process' name is read
+
     def warnings(trace: Mapping) -> list | None:
         given = trace.get("warnings")
         return given if given is None or isinstance(given, list) else [given]
 
     info = V1Traces(
         ids=[None if t.get("traceID") is None else str(t.get("traceID")) for t in traces],
-        services=[{str(pid): p.get("serviceName") if isinstance(p, Mapping) else None
-                   for pid, p in processes(t).items()} for t in traces],
+        services=[{str(pid): service(p) for pid, p in processes(t).items()} for t in traces],
         warnings=[warnings(t) for t in traces], counts=counts)
     return v1_read_block(read, info, prefixes)
 
@@ -341,15 +361,24 @@ def v1_read_block(read: V1Read, traces: V1Traces, prefixes: list[str]) -> Block:
         text, exc = _v1_log_columns(read.logs, pc.filter(f["logs"], has_logs) if columnwise else None,
                                     read.log_values)
         logs, exception = pc.replace_with_mask(logs, has_logs, text), pc.replace_with_mask(exception, has_logs, exc)
+    unread: dict[int, list[str]] = {}
+    start, duration = _ns(f["startTime"], "startTime", unread), _ns(f["duration"], "duration", unread)
     warnings = pc.binary_join(f["warnings"], "; ")
+    if unread:  # after the span's own, as when read from text (_v1_sanitised)
+        rows = sorted(unread)
+        given = pc.take(warnings, pa.array(rows)).to_pylist()
+        mask = np.zeros(n, dtype=bool)
+        mask[rows] = True
+        warnings = pc.replace_with_mask(warnings, pa.array(mask), pa.array(
+            ["; ".join([w] * bool(w) + unread[r]) for w, r in zip(given, rows, strict=True)], pa.string()))
     trace_warnings = [("; ".join(map(str, w)) if w else None) for w in traces.warnings]
     if any(trace_warnings):
         warnings = pc.coalesce(warnings, pc.take(pa.array(trace_warnings, pa.string()), pa.array(trace_of)))
     columns = {
         "trace_id": trace_id, "span_id": f["spanID"], "parent_span_id": parent, "parent_ref_type": parent_type,
         "service": service, "operation": f["operationName"],
-        "kind": pa.nulls(n, pa.string()), "start": _ns(f["startTime"]),
-        "duration": _ns(f["duration"]),
+        "kind": pa.nulls(n, pa.string()), "start": start,
+        "duration": duration,
         "error": np.zeros(n, dtype=bool), "status_message": pa.nulls(n, pa.string()),
         "exception": exception, "logs": logs, "warnings": warnings,
     }

@@ -581,6 +581,14 @@ struct Trace<'a> {
     processes: Vec<(Cow<'a, str>, Option<Cow<'a, str>>)>,
     warnings: Option<Vec<Cow<'a, str>>>,
     spans: usize,
+    /// the JSON path of its span list in the file (`data[0].spans`, `line 3: spans`)
+    prefix: String,
+}
+
+/// What is read of a document: its spans column-wise, its traces' own fields.
+struct Doc<'a> {
+    spans: Spans<'a>,
+    traces: Vec<Trace<'a>>,
 }
 
 /// The columns of `_V1_SPAN` (forensics/traces/v1.py), flattened.
@@ -639,8 +647,8 @@ impl<'a> Spans<'a> {
         self.start.valid.len
     }
 
-    /// One span object: every column gets one row.
-    fn span(&mut self, p: &mut Parser<'a>) -> R<()> {
+    /// One span object: every column gets one row. Returns which of :data:`SPAN_KEYS` it has.
+    fn span(&mut self, p: &mut Parser<'a>) -> R<u32> {
         if p.peek()? != b'{' {
             return Err("a span that is not an object");
         }
@@ -719,7 +727,7 @@ impl<'a> Spans<'a> {
         if !log_text.is_empty() {
             self.log_text.push(log_text);
         }
-        Ok(())
+        Ok(seen)
     }
 
     fn references(&mut self, p: &mut Parser<'a>) -> R<Option<usize>> {
@@ -844,16 +852,28 @@ impl<'a> Spans<'a> {
     }
 }
 
-/// A trace object's fields; its spans go to `spans`. `top` allows a `data` member (a v1
-/// envelope read as one object: then `data` is returned and the trace fields must be absent).
-fn trace<'a>(p: &mut Parser<'a>, spans: &mut Spans<'a>, traces: &mut Vec<Trace<'a>>, top: bool) -> R<Kind> {
+/// Where a trace object stands, which decides what it may hold.
+enum Role<'r> {
+    /// The whole document (or JSON line), whose JSON-path prefix is given: a v1 envelope
+    /// (`data`) or one v1 trace (`spans`).
+    Top(&'r str),
+    /// An element of `data`.
+    DataItem,
+    /// An element of a bare array of traces (it must have `spans`).
+    ArrayItem,
+}
+
+/// A trace object: its own fields into `traces` (with `prefix`, the JSON path of its span
+/// list), its spans into `spans`; at the top, a `data` member's traces instead.
+fn trace<'a>(p: &mut Parser<'a>, doc: &mut Doc<'a>, prefix: String, role: Role<'_>) -> R<()> {
     if p.peek()? != b'{' {
         return Err("a trace that is not an object");
     }
-    let before = spans.len();
+    let before = doc.spans.len();
     let mut seen = 0u32;
-    let mut t = Trace { trace_id: None, processes: Vec::new(), warnings: None, spans: 0 };
+    let mut t = Trace { trace_id: None, processes: Vec::new(), warnings: None, spans: 0, prefix };
     let mut data = false;
+    let at = if let Role::Top(at) = role { Some(at) } else { None };
     p.object(|p, key| {
         match key.as_ref() {
             "traceID" => {
@@ -866,7 +886,7 @@ fn trace<'a>(p: &mut Parser<'a>, spans: &mut Spans<'a>, traces: &mut Vec<Trace<'
                     if p.peek()? != b'[' {
                         return Err("spans that are not an array");
                     }
-                    p.array(|p| spans.span(p))?;
+                    p.array(|p| doc.spans.span(p).map(|_| ()))?;
                 }
             }
             "processes" => {
@@ -917,54 +937,118 @@ fn trace<'a>(p: &mut Parser<'a>, spans: &mut Spans<'a>, traces: &mut Vec<Trace<'
                     t.warnings = Some(list);
                 }
             }
-            "data" if top => {
+            "resourceSpans" => return Err("an OTLP document"),
+            "data" | "result" if at.is_some() => {
                 once(&mut seen, 4)?;
-                if p.peek()? != b'[' {
-                    return Err("data that is not an array");
+                if key == "result" || p.peek()? != b'[' {
+                    return Err("data that is not an array, or an api/v3 document");
                 }
                 data = true;
-                p.array(|p| trace(p, spans, traces, false).map(|_| ()))?;
+                let mut i = 0;
+                p.array(|p| {
+                    trace(p, doc, format!("{}data[{i}].spans", at.unwrap_or("")), Role::DataItem)?;
+                    i += 1;
+                    Ok(())
+                })?;
             }
-            "resourceSpans" | "result" if top => return Err("an OTLP or api/v3 document"),
             _ => p.skip()?,
         }
         Ok(())
     })?;
     if data {
-        if seen & 0b1111 != 0 {
-            return Err("data beside trace fields");
-        }
-        return Ok(Kind::Data);
+        return if seen & 0b1111 != 0 { Err("data beside trace fields") } else { Ok(()) };
     }
-    if top && seen & 0b10 == 0 {
+    if seen & 0b10 == 0 && !matches!(role, Role::DataItem) {
         return Err("neither data nor spans");
     }
-    t.spans = spans.len() - before;
-    traces.push(t);
-    Ok(Kind::Trace)
+    t.spans = doc.spans.len() - before;
+    doc.traces.push(t);
+    Ok(())
 }
 
-#[derive(PartialEq)]
-enum Kind {
-    Data,
-    Trace,
+/// Whether the object at the parser has the key `wanted`; the parser is left where it was.
+fn has_key(p: &mut Parser<'_>, wanted: &str) -> R<bool> {
+    let (start, depth) = (p.i, p.depth);
+    let mut found = false;
+    p.object(|p, key| {
+        found |= key == wanted;
+        p.skip()
+    })?;
+    p.i = start;
+    p.depth = depth;
+    Ok(found)
 }
 
-/// The spans of one document, or the reason it is declined.
-fn read<'a>(raw: &'a [u8]) -> R<(Kind, Spans<'a>, Vec<Trace<'a>>)> {
+/// A bare array at the top: of spans (each with a `spanID`: one trace without an id), or of
+/// v1 traces (each with `spans`), told by its first element; any other array is declined.
+fn bare_array<'a>(p: &mut Parser<'a>, at: &str, doc: &mut Doc<'a>) -> R<()> {
+    let mut q = Parser { b: p.b, i: p.i + 1, depth: p.depth }; // p is at the bracket
+    if q.peek()? != b'{' {
+        return Err("an array that is not of spans or traces");
+    }
+    if has_key(&mut q, "spanID")? {
+        let before = doc.spans.len();
+        p.array(|p| {
+            if doc.spans.span(p)? & (1 << 1) == 0 {
+                return Err("an array of spans and other things");
+            }
+            Ok(())
+        })?;
+        let spans = doc.spans.len() - before;
+        doc.traces.push(Trace { trace_id: None, processes: Vec::new(), warnings: None, spans, prefix: at.to_owned() });
+        return Ok(());
+    }
+    let mut i = 0;
+    p.array(|p| {
+        trace(p, doc, format!("{at}[{i}].spans"), Role::ArrayItem)?;
+        i += 1;
+        Ok(())
+    })
+}
+
+/// One document: a v1 envelope or trace, or a bare array of spans or traces; `at` is its
+/// JSON-path prefix (`line 7: ` in JSON Lines).
+fn document<'a>(p: &mut Parser<'a>, at: &str, doc: &mut Doc<'a>) -> R<()> {
+    match p.peek()? {
+        b'{' => trace(p, doc, format!("{at}spans"), Role::Top(at)),
+        b'[' => bare_array(p, at, doc),
+        _ => Err("not a JSON object or array"),
+    }
+}
+
+/// The spans of a document, or of JSON Lines of documents (one a line, blank lines passed,
+/// as the Python reader splits them), or the reason they are declined.
+fn read(raw: &[u8]) -> R<Doc<'_>> {
     std::str::from_utf8(raw).map_err(|_| "not UTF-8")?;
+    let mut doc = Doc { spans: Spans::new(), traces: Vec::new() };
     let mut p = Parser { b: raw, i: 0, depth: 0 };
-    let mut spans = Spans::new();
-    let mut traces = Vec::new();
-    if p.peek()? != b'{' {
-        return Err("not a JSON object");
-    }
-    let kind = trace(&mut p, &mut spans, &mut traces, true)?;
+    document(&mut p, "", &mut doc)?;
     p.ws();
-    if p.i != raw.len() {
-        return Err("more than one JSON document");
+    if p.i == raw.len() {
+        return Ok(doc);
     }
-    Ok((kind, spans, traces))
+    // more after one document: JSON Lines, read line by line (lines split at \n, \r\n, \r)
+    let mut doc = Doc { spans: Spans::new(), traces: Vec::new() };
+    let (mut start, mut number) = (0, 0);
+    while start < raw.len() {
+        let end = raw[start..].iter().position(|&c| c == b'\n' || c == b'\r').map_or(raw.len(), |k| start + k);
+        let line = &raw[start..end];
+        number += 1;
+        start = if raw[end..].starts_with(b"\r\n") { end + 2 } else { end + 1 };
+        if line.iter().all(|c| b" \t\n\r\x0b\x0c".contains(c)) {
+            continue;
+        }
+        let mut p = Parser { b: line, i: 0, depth: 0 };
+        document(&mut p, &format!("line {number}: "), &mut doc)?;
+        p.ws();
+        if p.i != line.len() {
+            return Err("a JSON line with more than one document");
+        }
+    }
+    if number < 2 {
+        return Err("more than one JSON document on one line");
+    }
+    Ok(doc)
 }
 
 // ---- to Python -------------------------------------------------------------------------------
@@ -1018,8 +1102,9 @@ fn tag_values<'py>(py: Python<'py>, values: &[Value<'_>]) -> PyResult<(Bound<'py
     Ok((out, raw))
 }
 
-/// A v1 trace document (the bytes, or a map, of a UI download, an `/api/traces` answer, or one v1
-/// trace) -> its columns, or `(None, reason)` when the document is left to the Python reader.
+/// A v1 trace file's bytes (or a map of them: a UI download, an `/api/traces` answer, one v1
+/// trace, a bare array of v1 spans or traces, JSON Lines of these) -> its columns, or
+/// `(None, reason)` when the document is left to the Python reader.
 #[pyfunction]
 fn read_v1<'py>(py: Python<'py>, data: PyBuffer<u8>) -> PyResult<(Option<Bound<'py, PyDict>>, Option<&'static str>)> {
     if !data.is_c_contiguous() {
@@ -1028,12 +1113,11 @@ fn read_v1<'py>(py: Python<'py>, data: PyBuffer<u8>) -> PyResult<(Option<Bound<'
     // SAFETY: a contiguous byte buffer, held (and so kept alive and unchanged: bytes or a
     // read-only map) for the whole call.
     let raw: &[u8] = unsafe { std::slice::from_raw_parts(data.buf_ptr() as *const u8, data.len_bytes()) };
-    let (kind, spans, traces) = match py.allow_threads(|| read(raw)) {
-        Ok(read) => read,
+    let Doc { spans, traces } = match py.allow_threads(|| read(raw)) {
+        Ok(doc) => doc,
         Err(reason) => return Ok((None, Some(reason))),
     };
     let out = PyDict::new(py);
-    out.set_item("shape", if kind == Kind::Data { "data" } else { "trace" })?;
     out.set_item("spans", spans.len())?;
     let list = PyList::empty(py);
     for t in &traces {
@@ -1042,7 +1126,7 @@ fn read_v1<'py>(py: Python<'py>, data: PyBuffer<u8>) -> PyResult<(Option<Bound<'
             processes.set_item(pid.as_ref(), name.as_deref())?;
         }
         let warnings = t.warnings.as_ref().map(|w| w.iter().map(|x| x.as_ref()).collect::<Vec<_>>());
-        list.append((t.trace_id.as_deref(), processes, warnings, t.spans))?;
+        list.append((t.trace_id.as_deref(), processes, warnings, t.spans, &t.prefix))?;
     }
     out.set_item("traces", list)?;
     for (name, col) in [("traceID", &spans.trace_id), ("spanID", &spans.span_id), ("operationName", &spans.operation),
