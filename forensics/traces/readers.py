@@ -16,7 +16,6 @@ import contextlib
 import gc
 import gzip
 import json
-import mmap
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -187,36 +186,22 @@ def read_trace_file(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     try:
-        with _file_bytes(path) as raw:
-            if raw[:2] == b"\x1f\x8b":
-                try:
-                    raw = gzip.decompress(raw)
-                except (OSError, EOFError, zlib.error) as exc:
-                    raise TraceFileError(f"not a readable gzip file ({exc})") from exc
-            with _without_gc():
-                block, _ = native_block(raw)  # v1 documents, when the native reader is built
-                if block is not None:
-                    return spans_frame([block], path.name)
-                return _parse(_documents(bytes(raw), path), path.name)
+        raw = path.read_bytes()  # not mapped: a file truncated while mapped kills the process (SIGBUS)
     except OSError as exc:
         raise TraceFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise TraceFileError(f"{path}: not a readable gzip file ({exc})") from exc
+    try:
+        with _without_gc():
+            block, _ = native_block(raw)  # v1 files, when the native reader is built
+            if block is not None:
+                return spans_frame([block], path.name)
+            return _parse(_documents(raw, path), path.name)
     except TraceFileError as exc:
         raise TraceFileError(f"{path}: {exc}") from exc
-
-
-@contextlib.contextmanager
-def _file_bytes(path: Path) -> Iterator[bytes | mmap.mmap]:
-    """The bytes of a file: mapped (read in place from the page cache: copying an 87 MB
-    download costs a tenth of reading it), else read (an empty file, a pipe)."""
-    with path.open("rb") as fh:
-        try:
-            mapped = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0),
-                               prot=mmap.PROT_READ)
-        except (OSError, ValueError):
-            yield fh.read()
-            return
-    with mapped:
-        yield mapped
 
 
 @contextlib.contextmanager

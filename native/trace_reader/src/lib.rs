@@ -633,11 +633,12 @@ fn once(seen: &mut u32, bit: usize) -> R<()> {
 }
 
 impl<'a> Spans<'a> {
-    fn new() -> Self {
+    /// Empty columns; room for ``tags`` tag values (the largest column: growing it costs copies).
+    fn new(tags: usize) -> Self {
         Spans {
             trace_id: Strings::new(), span_id: Strings::new(), operation: Strings::new(), refs: Lists::new(),
             ref_type: Strings::new(), ref_trace: Strings::new(), ref_span: Strings::new(), start: Ints::new(),
-            duration: Ints::new(), tags: Lists::new(), tag_key: Dict::new(), tag_value: Vec::new(),
+            duration: Ints::new(), tags: Lists::new(), tag_key: Dict::new(), tag_value: Vec::with_capacity(tags),
             logs: Lists::new(), logs_total: 0, log_text: Vec::new(), process_id: Dict::new(), process_service: Strings::new(),
             process_valid: Validity::default(), warnings: Lists::new(), warning: Strings::new(),
         }
@@ -1020,7 +1021,7 @@ fn document<'a>(p: &mut Parser<'a>, at: &str, doc: &mut Doc<'a>) -> R<()> {
 /// as the Python reader splits them), or the reason they are declined.
 fn read(raw: &[u8]) -> R<Doc<'_>> {
     std::str::from_utf8(raw).map_err(|_| "not UTF-8")?;
-    let mut doc = Doc { spans: Spans::new(), traces: Vec::new() };
+    let mut doc = Doc { spans: Spans::new(raw.len() / 96), traces: Vec::new() };
     let mut p = Parser { b: raw, i: 0, depth: 0 };
     document(&mut p, "", &mut doc)?;
     p.ws();
@@ -1028,7 +1029,7 @@ fn read(raw: &[u8]) -> R<Doc<'_>> {
         return Ok(doc);
     }
     // more after one document: JSON Lines, read line by line (lines split at \n, \r\n, \r)
-    let mut doc = Doc { spans: Spans::new(), traces: Vec::new() };
+    let mut doc = Doc { spans: Spans::new(raw.len() / 96), traces: Vec::new() };
     let (mut start, mut number) = (0, 0);
     while start < raw.len() {
         let end = raw[start..].iter().position(|&c| c == b'\n' || c == b'\r').map_or(raw.len(), |k| start + k);
@@ -1102,16 +1103,15 @@ fn tag_values<'py>(py: Python<'py>, values: &[Value<'_>]) -> PyResult<(Bound<'py
     Ok((out, raw))
 }
 
-/// A v1 trace file's bytes (or a map of them: a UI download, an `/api/traces` answer, one v1
-/// trace, a bare array of v1 spans or traces, JSON Lines of these) -> its columns, or
+/// A v1 trace file's bytes (any contiguous buffer: a UI download, an `/api/traces` answer, one
+/// v1 trace, a bare array of v1 spans or traces, JSON Lines of these) -> its columns, or
 /// `(None, reason)` when the document is left to the Python reader.
 #[pyfunction]
 fn read_v1<'py>(py: Python<'py>, data: PyBuffer<u8>) -> PyResult<(Option<Bound<'py, PyDict>>, Option<&'static str>)> {
     if !data.is_c_contiguous() {
         return Ok((None, Some("a buffer that is not contiguous")));
     }
-    // SAFETY: a contiguous byte buffer, held (and so kept alive and unchanged: bytes or a
-    // read-only map) for the whole call.
+    // SAFETY: a contiguous byte buffer, held (so alive, and bytes cannot change) for the whole call.
     let raw: &[u8] = unsafe { std::slice::from_raw_parts(data.buf_ptr() as *const u8, data.len_bytes()) };
     let Doc { spans, traces } = match py.allow_threads(|| read(raw)) {
         Ok(doc) => doc,
