@@ -53,13 +53,19 @@ import numpy as np
 import pandas as pd
 
 from forensics.analysis.detectors import NAT, NS, Context, Detection, Finding, Thresholds, detect
+from forensics.analysis.detectors.localisation import LOCALISERS, localise
+from forensics.analysis.significance import (  # noqa: F401  (ALPHA, CHANGED, MIN_RATIO, rate_test: re-exported)
+    ALPHA,
+    CHANGED,
+    MIN_RATIO,
+    Verdict,
+    count_verdict,
+    level_verdict,
+    rate_test,
+)
 from forensics.evidence import Evidence
 from forensics.timeutil import iso
 
-ALPHA = 0.01
-"""Significance of a rise or fall between window and baseline."""
-MIN_RATIO = 1.5
-"""Smallest rate ratio that counts as worse (1 / it as better)."""
 BINS = 60
 """Bins of the window for the change point."""
 MIN_LLR = 13.8
@@ -70,8 +76,6 @@ MIN_EVENTS = 5
 MIN_PRE_ONSET_S = 600.0
 MIN_PRE_ONSET_SHARE = 0.2
 """A pre-onset baseline needs this much of the window (seconds, share) before the onset."""
-CHANGED = ("new", "worse")
-"""Verdicts that make a finding part of what changed."""
 PRESENT_BEFORE = ("unchanged", "better")
 """Verdicts of conditions that were there before the incident too (chronic)."""
 
@@ -92,70 +96,6 @@ NEEDS: dict[str, tuple[str, ...]] = {
 
 LEVELS = ("failed_rate", "delivery_p95", "consumer_lag")
 """Detectors whose finding is compared on its ``metric`` (a rate or a level); the others on ``count``."""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    baseline_value: float | None
-    change: str | None
-    ratio: float | None = None
-    p_value: float | None = None
-
-
-# ---- the test for two counts ------------------------------------------------------------------
-
-def _xlogy(x: float, y: float) -> float:
-    return 0.0 if x == 0 else x * math.log(x / y)
-
-
-def rate_test(c1: float, e1: float, c0: float, e0: float) -> tuple[float, float, float]:
-    """Two Poisson counts ``c1`` (window, exposure ``e1``) and ``c0`` (baseline, ``e0``):
-    (rate ratio, p of a rise, p of a fall). Conditional binomial test through the signed
-    root of the likelihood ratio statistic, whose normal tail is accurate from a few counts on."""
-    n = c1 + c0
-    if n == 0 or e1 <= 0 or e0 <= 0:
-        return 1.0, 1.0, 1.0
-    share = e1 / (e0 + e1)
-    expected1, expected0 = n * share, n * (1 - share)
-    g = 2 * (_xlogy(c1, expected1) + _xlogy(c0, expected0))
-    z = math.copysign(math.sqrt(max(g, 0.0)), c1 - expected1)
-    p_up = 0.5 * math.erfc(z / math.sqrt(2))
-    ratio = (c1 / e1) / (c0 / e0) if c0 else math.inf
-    return ratio, p_up, 1.0 - p_up
-
-
-def count_verdict(c1: float, e1: float, c0: float, e0: float, *, over_before: bool | None = None,
-                  value: float | None = None) -> Verdict:
-    """The verdict on a count: a significant rise of at least MIN_RATIO is ``new`` when the
-    baseline had none (or, for a rate with a threshold, was under it: ``over_before``
-    False) and ``worse`` otherwise; the mirror is ``better``; anything else, a few sporadic
-    events where the baseline had none included, is ``unchanged``. ``value``: the baseline
-    value to report (default the baseline's count)."""
-    ratio, p_up, p_down = rate_test(c1, e1, c0, e0)
-    shown = float(c0) if value is None else value
-    rose = p_up < ALPHA and ratio >= MIN_RATIO
-    if rose and (c0 == 0 or over_before is False):
-        return Verdict(shown, "new", ratio, p_up)
-    if rose:
-        return Verdict(shown, "worse", ratio, p_up)
-    if p_down < ALPHA and ratio <= 1 / MIN_RATIO:
-        return Verdict(shown, "better", ratio, p_down)
-    return Verdict(shown, "unchanged", ratio, min(p_up, p_down))
-
-
-def level_verdict(window: float, baseline: float, normal: float) -> Verdict:
-    """A level (lag, latency): ``new`` when the baseline stayed at or under ``normal``, else
-    a ratio of MIN_RATIO either way."""
-    ratio = window / baseline if baseline else math.inf
-    if baseline <= normal:
-        change = "new"
-    elif ratio >= MIN_RATIO:
-        change = "worse"
-    elif ratio <= 1 / MIN_RATIO:
-        change = "better"
-    else:
-        change = "unchanged"
-    return Verdict(float(baseline), change, ratio)
 
 
 # ---- measures -----------------------------------------------------------------------------------
@@ -197,6 +137,14 @@ def _state(f: Finding, window: Context, base: Context, same: list[Finding]) -> V
 
 
 MEASURES.update(dict.fromkeys(("missing_topics", "service_silence", "stuck_locks", "partition_confined"), _state))
+
+
+def _own(f: Finding, window: Context, base: Context, same: list[Finding]) -> Verdict:
+    """A localisation finding was judged against the baseline when it was made (:func:`localise`)."""
+    return Verdict(f.baseline_value, f.change, f.change_ratio)
+
+
+MEASURES.update(dict.fromkeys(LOCALISERS, _own))
 
 
 def _channel_mask(ctx: Context, channel: str | None) -> np.ndarray:
@@ -416,6 +364,7 @@ def analyse_change(evidence: Evidence, detection: Detection, thresholds: Thresho
         base = with_reference_data(base, evidence)
     baseline = detect(base, thresholds) if base is not None else None
     detection.baseline = baseline
+    localise(detection, baseline)
     judge(detection, baseline)
     set_onsets(detection)
     return ChangeAnalysis(kind, base.window.to_dict() if base is not None else None, incident_onset(detection),

@@ -22,7 +22,8 @@ from forensics.analysis.change import (
     analyse_change,
     findings_with_change,
 )
-from forensics.analysis.detectors import NAT, NS, Detection, Thresholds, detect
+from forensics.analysis.detectors import NAT, NS, Detection, Finding, Thresholds, detect
+from forensics.analysis.detectors.localisation import LOCALISERS
 from forensics.analysis.rank import Hypothesis, close_call, coverage, hypotheses, hypotheses_frame
 from forensics.analysis.timeline import build_timeline
 from forensics.catalog import PLATFORM_NAMES
@@ -120,6 +121,7 @@ class Analysis:
         threshold and, when a baseline was compared, against the baseline."""
         f = self.findings
         f = f.assign(_rank=f["severity"].map({s: i for i, s in enumerate(reversed(schema.SEVERITIES))}))
+        items = {i.finding_id: i for i in self.detection.items} if self.detection else {}
         out = []
         for row in f.sort_values(["_rank", "first_seen"], kind="stable").to_dict(orient="records"):
             out.append({"finding_id": row["finding_id"], "detector": row["detector"], "severity": row["severity"],
@@ -129,6 +131,8 @@ class Analysis:
                         "value": _float(row["metric"]), "threshold": _float(row["threshold"]),
                         "baseline_value": _float(row.get("baseline_value")), "change": _str(row.get("change")),
                         "change_ratio": _float(row.get("change_ratio")), "onset": _iso(row.get("onset"))})
+            if row["detector"] in LOCALISERS and row["finding_id"] in items:
+                out[-1]["localisation"] = localisation_summary(items[row["finding_id"]])
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -172,6 +176,17 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def localisation_summary(f: Finding) -> dict[str, Any]:
+    """Where a localisation finding places the change, for summary.json: the dimension and
+    attribute, the scope (confined, concentrated, spread), the set, and the shares behind it."""
+    t = f.tags
+    return {"dimension": t["dimension"], "attribute": t["attribute"], "scope": t["scope"],
+            "levels": [str(v) for v in t["levels"][:50]], "failures": int(t["failures"]), "unit": t["unit"],
+            "failure_share": _float(t["failure_share"]), "traffic_share": _float(t["traffic_share"]),
+            "expected_share": _float(t["expected_share"]), "baseline_share": _float(t.get("baseline_share")),
+            "p_value": _float(t["p_value"]), "against_baseline": bool(t["against_baseline"])}
+
+
 def hypothesis_summary(h: Hypothesis) -> dict[str, Any]:
     """One hypothesis as summary.json holds it: evidence as {statement, finding_id, signal}."""
 
@@ -185,7 +200,9 @@ def hypothesis_summary(h: Hypothesis) -> dict[str, Any]:
             "first_seen": _iso(h.first_seen),
             "blast_radius": {"messages": h.messages_affected, "conversations": h.conversations_affected,
                              "channels": list(h.channels_affected), "customers": h.customers_affected},
-            "runbook_step": h.runbook_step, "recommended_action": h.recommended_action}
+            "runbook_step": h.runbook_step, "recommended_action": h.recommended_action,
+            "where": [{k: w[k] for k in ("finding_id", "statement", "dimension", "attribute", "scope", "levels",
+                                         "bearing")} for w in h.where]}
 
 
 def _channels_text(channels: np.ndarray) -> tuple[str | None, str]:

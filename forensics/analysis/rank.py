@@ -26,7 +26,16 @@ Method
    - data signals: ``content_data`` (FAILED messages over the platform's limits),
      ``recipient_data`` (FAILED messages to malformed or unknown identities).
    - localisation: ``one_partition`` (the router's lag on one partition and the stuck
-     conversations hashing to it: the partition, not the router, ``partition_confined``).
+     conversations hashing to it: the partition, not the router, ``partition_confined``);
+     ``one_channel`` / ``all_channels``, ``one_connector`` / ``all_connectors`` (the failures
+     confined to one channel or connector, or spread over all: ``channel_scope``,
+     ``connector_scope``), ``few_recipients`` (confined to a few recipients or an identity
+     class: ``recipient_scope``), ``core_service`` (the new errors confined to services off
+     the connectors' path: ``service_scope``). Confined counts 1, concentrated (the rest rose
+     too) 0.5, times the failures placed as a share of the messages (full at
+     ``FULL_MAGNITUDE``). Confined to one channel supports that channel's connector and platform causes
+     (as context, scaled by their own evidence) and counts against causes of the whole
+     platform; spread over every channel counts against a single connector's.
    - blips: when no message FAILED or got stuck anew, a signal whose findings all lasted at
      most ``blip_s`` and ended at least ``blip_s`` before the window's end keeps
      :data:`BLIP` of its strength (a broker restart, a rebalance that drained).
@@ -66,6 +75,7 @@ from forensics import schema, units
 from forensics.analysis.calibration import load_calibration
 from forensics.analysis.change import is_change
 from forensics.analysis.detectors import Context, Detection, Finding
+from forensics.analysis.detectors.localisation import CONCENTRATED, CONFINED, LOCALISERS, SPREAD
 from forensics.catalog import load_catalog
 
 SEVERITY_STRENGTH = {"critical": 1.0, "warning": 0.5, "info": 0.15}
@@ -90,6 +100,8 @@ LOSSES = ("stuck_pending", "stuck_sent", "failed_rate", "error_groups")
 """Detectors whose new findings mean messages were lost or held: then nothing is a blip."""
 CLOSE_MARGIN = 0.1
 """A top cause that leads the runner-up by less than this is a close call."""
+SCOPE_STRENGTH = {CONFINED: 1.0, CONCENTRATED: 0.5, SPREAD: 1.0}
+"""Strength of a localisation signal by its finding's scope."""
 
 
 @dataclass
@@ -116,6 +128,18 @@ class Rule:
     context: dict[str, float] = field(default_factory=dict)
 
 
+PLATFORM_WIDE = {"one_channel": 0.3, "one_connector": 0.2}
+"""Against a cause of the whole platform (router, MongoDB, the message events topic): the
+failures confined to one channel or connector (localisation)."""
+ONE_CONNECTOR = {"all_channels": 0.2, "all_connectors": 0.1, "core_service": 0.2}
+"""Against one connector's or platform's cause: the failures spread over every channel or
+connector, or the new errors confined to services off the connectors' path."""
+IN_ONE_CHANNEL = {"one_channel": 0.1, "one_connector": 0.05}
+"""Context of one connector's or platform's cause: the failures confined to one channel."""
+TO_FEW_RECIPIENTS = {"few_recipients": 0.1}
+"""Context of a recipient's cause: the failures confined to a few recipients or an identity class."""
+
+
 def _error_rule(cause: str, extra: dict[str, float] | None = None, against: dict[str, float] | None = None,
                 context: dict[str, float] | None = None) -> Rule:
     """An error-driven cause: mostly its own errors, a little of the generic failure symptoms."""
@@ -131,7 +155,7 @@ RULES: dict[str, Rule] = {
         {"router_silent": 0.4, "stuck_pending": 0.25, "router_lag": 0.2, "stuck_all_channels": 0.1,
          "p95_breach": 0.05, "cause:router_down": 0.25},
         {"missing_topic": 0.6, "cause:mongodb_write_failure": 0.5, "failed_spike": 0.15, "lag_skewed": 0.2,
-         "one_partition": 0.5},
+         "one_partition": 0.5, **PLATFORM_WIDE},
         requires=("router_silent", "stuck_pending", "router_lag", "cause:router_down"),
         radius=("stuck_pending", "router_silent")),
     "missing_topic": Rule(
@@ -141,13 +165,13 @@ RULES: dict[str, Rule] = {
         radius=("missing_topic", "stuck_pending")),
     "mongodb_write_failure": Rule(
         {"cause:mongodb_write_failure": 0.7, "stuck_pending": 0.15, "stuck_sent": 0.05, "p95_breach": 0.05},
-        {"missing_topic": 0.4, "router_silent": 0.3},
+        {"missing_topic": 0.4, "router_silent": 0.3, **PLATFORM_WIDE},
         requires=("cause:mongodb_write_failure",),
         radius=("stuck_pending", "stuck_sent")),
     "partition_problem": Rule(
         {"one_partition": 0.35, "lag_skewed": 0.3, "cause:partition_problem": 0.25, "topic_partitions": 0.1,
          "stuck_pending": 0.1},
-        {"router_silent": 0.3, "missing_topic": 0.3, "cause:partition_rebalance": 0.3},
+        {"router_silent": 0.3, "missing_topic": 0.3, "cause:partition_rebalance": 0.3, **PLATFORM_WIDE},
         requires=("one_partition", "lag_skewed", "cause:partition_problem", "topic_partitions"),
         radius=("one_partition", "stuck_pending")),
     "partition_rebalance": Rule(
@@ -156,18 +180,20 @@ RULES: dict[str, Rule] = {
         {"router_silent": 0.3, "missing_topic": 0.3},
         requires=("out_of_order", "duplicates", "cause:partition_rebalance"),
         radius=("out_of_order", "duplicates")),
-    "platform_rate_limit": _error_rule("platform_rate_limit", against={"cause:platform_outage": 0.1}),
-    "credential_expiry": _error_rule("credential_expiry"),
-    "invalid_recipient": _error_rule("invalid_recipient", {"recipient_data": 0.2}),
-    "bot_blocked": _error_rule("bot_blocked"),
+    "platform_rate_limit": _error_rule("platform_rate_limit", against={"cause:platform_outage": 0.1, **ONE_CONNECTOR},
+                                       context=IN_ONE_CHANNEL),
+    "credential_expiry": _error_rule("credential_expiry", against=ONE_CONNECTOR, context=IN_ONE_CHANNEL),
+    "invalid_recipient": _error_rule("invalid_recipient", {"recipient_data": 0.2}, context=TO_FEW_RECIPIENTS),
+    "bot_blocked": _error_rule("bot_blocked", against=ONE_CONNECTOR, context={**IN_ONE_CHANNEL, **TO_FEW_RECIPIENTS}),
     "content_over_limit": _error_rule("content_over_limit", {"content_data": 0.3}),
-    "platform_outage": _error_rule("platform_outage", against={"cause:platform_rate_limit": 0.1},
-                                   context={"connector_5xx": 0.25}),
-    "policy_window": _error_rule("policy_window"),
-    "connector_unreachable": _error_rule("connector_unreachable", {"connector_silent": 0.2}),
+    "platform_outage": _error_rule("platform_outage", against={"cause:platform_rate_limit": 0.1, **ONE_CONNECTOR},
+                                   context={"connector_5xx": 0.25, **IN_ONE_CHANNEL}),
+    "policy_window": _error_rule("policy_window", context=TO_FEW_RECIPIENTS),
+    "connector_unreachable": _error_rule("connector_unreachable", {"connector_silent": 0.2}, against=ONE_CONNECTOR,
+                                         context=IN_ONE_CHANNEL),
     "webhook_unreachable": Rule(
         {"stuck_sent": 0.6, "cause:webhook_unreachable": 0.4},
-        {"failed_spike": 0.1, "cause:mongodb_write_failure": 0.5},
+        {"failed_spike": 0.1, "cause:mongodb_write_failure": 0.5, **ONE_CONNECTOR},
         requires=("stuck_sent", "cause:webhook_unreachable"),
         radius=("stuck_sent", "cause:webhook_unreachable")),
     "conversation_lock_stuck": Rule(
@@ -201,6 +227,9 @@ class Hypothesis:
     """The rule's raw score (0..1) before calibration."""
     margin: float = 0.0
     """Confidence minus the next hypothesis' (for the top one: its lead over the runner-up)."""
+    where: list[dict[str, Any]] = field(default_factory=list)
+    """Where the change is confined or spread (the localisation findings that changed), each with
+    its ``bearing`` on this cause: for, against or neutral (:func:`where`)."""
 
     def row(self) -> dict[str, Any]:
         return {"rank": self.rank, "cause": self.cause, "title": self.title, "confidence": round(self.confidence, 4),
@@ -348,6 +377,7 @@ def signals(detection: Detection) -> dict[str, Signal]:
     put(_best("connector_lag", [f for f in lag if not f.tags.get("router")]))
     put(_best("lag_skewed", [f for f in lag if f.tags.get("skewed")]))
     put(_best("one_partition", by.get("partition_confined", [])))
+    _localisation(by, ctx, put)
     silence = by.get("service_silence", [])
     put(_best("router_silent", [f for f in silence if f.tags.get("router")]))
     put(_best("connector_silent", [f for f in silence if f.channel]))
@@ -386,6 +416,26 @@ def signals(detection: Detection) -> dict[str, Signal]:
                 sig.strength *= BLIP
                 sig.note = (sig.note + "; " if sig.note else "") + "a blip: over and recovered, nothing lost"
     return out
+
+
+def _localisation(by: dict[str, list[Finding]], ctx: Context, put) -> None:
+    """The localisation signals (module docstring) from the ``*_scope`` findings that changed:
+    strength by scope, scaled by the failures placed (1 % of the messages is full strength)."""
+    n = max(ctx.n_messages, 1)
+
+    def _scope_strength(f: Finding) -> float:
+        return SCOPE_STRENGTH.get(f.tags.get("scope"), 0.0) * min(1.0, int(f.count or 0) / n / FULL_MAGNITUDE)
+
+    for detector_name, one, every in (("channel_scope", "one_channel", "all_channels"),
+                                      ("connector_scope", "one_connector", "all_connectors")):
+        found = by.get(detector_name, [])
+        put(_best(one, [f for f in found if f.tags.get("scope") != SPREAD], _scope_strength))
+        put(_best(every, [f for f in found if f.tags.get("scope") == SPREAD], _scope_strength))
+    put(_best("few_recipients", [f for f in by.get("recipient_scope", [])
+                                 if f.tags.get("attribute") in ("recipient", "identity")], _scope_strength))
+    path = {ctx.profile.services.router, *ctx.profile.services.connectors.values()}
+    put(_best("core_service", [f for f in by.get("service_scope", []) if f.tags.get("scope") != SPREAD
+                               and not path & set(f.tags.get("levels", []))], _scope_strength))
 
 
 def _blip(f: Finding, ctx: Context) -> bool:
@@ -467,6 +517,7 @@ def hypotheses(detection: Detection, rules: dict[str, Rule] | None = None) -> li
         c = cat.cause(cause)
         out.append(Hypothesis(cause, c.title, confidence, ev_for, ev_against, _first_seen(supporting),
                               runbook_step=c.runbook_step, recommended_action=c.action, score=confidence,
+                              where=where(detection, sig, weights, rule.against),
                               **_radius(detection, radius_findings)))
     cover, notes = coverage(detection)
     symptoms = [sig[s] for s in SYMPTOMS if s in sig] + [v for k, v in sig.items() if k.startswith("cause:")]
@@ -481,7 +532,8 @@ def hypotheses(detection: Detection, rules: dict[str, Rule] | None = None) -> li
         + [{"finding_id": f.finding_id, "statement": f"present before the incident too ({f.change}): {f.title}"}
            for f in chronic[:5]],
         [i for s in symptoms for i in _statement(s, -1.0)] + [{"statement": n} for n in notes],
-        runbook_step=healthy.runbook_step, recommended_action=healthy.action, score=score))
+        runbook_step=healthy.runbook_step, recommended_action=healthy.action, score=score,
+        where=where(detection, sig, {}, {})))
     if cover < 1.0:
         out.append(Hypothesis(
             "unknown", "Not enough evidence to decide", (1.0 - cover) / 2,
@@ -494,6 +546,31 @@ def hypotheses(detection: Detection, rules: dict[str, Rule] | None = None) -> li
     for i, h in enumerate(out, 1):
         h.rank = i
         h.margin = h.confidence - (out[i].confidence if i < len(out) else 0.0)
+    return out
+
+
+WHERE_DETECTORS = ("partition_confined", *LOCALISERS)
+"""Findings that say where a change is: the partition, channel, connector, service, recipient set."""
+
+
+def where(detection: Detection, sig: dict[str, Signal], support: dict[str, float], against: dict[str, float]
+          ) -> list[dict[str, Any]]:
+    """The localisation findings that changed, each with its bearing on a cause whose rule weighs
+    ``support`` and ``against`` (for: it feeds a supporting signal; against: a contradicting one)."""
+    def weighs(f: Finding, names: dict[str, float]) -> bool:
+        return any(s in sig and any(g is f for g in sig[s].findings) for s in names)
+
+    out = []
+    for f in detection.items:
+        if f.detector not in WHERE_DETECTORS or not is_change(f):
+            continue
+        partition = f.detector == "partition_confined"
+        scope = (CONFINED if f.tags.get("confined") else CONCENTRATED) if partition else f.tags.get("scope")
+        out.append({"finding_id": f.finding_id, "statement": f.title,
+                    "dimension": "partition" if partition else f.tags.get("dimension"),
+                    "attribute": "partition" if partition else f.tags.get("attribute"), "scope": scope,
+                    "levels": [str(f.tags.get("partition"))] if partition else list(f.tags.get("levels", []))[:50],
+                    "bearing": "for" if weighs(f, support) else "against" if weighs(f, against) else "neutral"})
     return out
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from forensics.errors import ForensicsError
 
-SUMMARY_SCHEMA_VERSION = "1.0"
+SUMMARY_SCHEMA_VERSION = "1.1"
 
 
 def contract_names() -> list[str]:

@@ -75,6 +75,10 @@ FINDING_UNITS: dict[str, tuple[str, str]] = {
     "dead_letters": ("DLQ records", "DLQ records"),
     "content_over_limit": ("messages", "FAILED messages"),
     "recipient_identity": ("FAILED messages", "share of FAILED messages"),
+    "channel_scope": ("messages not delivered normally", "share of those messages"),
+    "recipient_scope": ("messages not delivered normally", "share of those messages"),
+    "connector_scope": ("error rows", "share of the error rows"),
+    "service_scope": ("error rows", "share of the error rows"),
 }
 
 
@@ -123,6 +127,17 @@ def alert_lines(alerts: pd.DataFrame | None, onset: pd.Timestamp | None) -> list
             text += f"; Prometheus fired it at {clock(fired.min())}"
         out.append(text + ".")
     return out
+
+
+BEARING = {"for": "supports this cause", "against": "counts against this cause"}
+"""How a localisation weighs on a cause, in words (Hypothesis.where's ``bearing``)."""
+
+
+def where_text(item: dict[str, Any], bearing: bool = True) -> str:
+    """One place of the change (an item of Hypothesis.where) as the report writes it: the
+    localisation finding's statement, and how it weighs on the cause when it does."""
+    weighs = BEARING.get(item.get("bearing")) if bearing else None
+    return f"{item['statement']}" + (f" ({weighs})" if weighs else "")
 
 
 def count_text(f: Finding | dict) -> str:
@@ -305,6 +320,9 @@ SIGNAL_TABLES: dict[str, tuple[str, ...]] = {
     "service_5xx": ("log_events", "spans"), "topic_partitions": ("topics",), "p95_breach": ("status_events",),
     "out_of_order": ("status_events",), "duplicates": ("status_events",), "missing_topic": ("topics", "log_events"),
     "stuck_locks": ("locks",), "content_data": ("messages",), "recipient_data": ("identities",),
+    "one_channel": ("messages", "status_events"), "all_channels": ("messages", "status_events"),
+    "few_recipients": ("messages", "status_events"), "one_connector": ("log_events", "spans"),
+    "all_connectors": ("log_events", "spans"), "core_service": ("log_events", "spans"),
 }
 """The evidence tables each ranking signal is read from (any one of them is enough);
 ``cause:<id>`` signals read the reasons of failures from any of ERROR_TABLES."""

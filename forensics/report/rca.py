@@ -238,6 +238,9 @@ class RcaReport:
         return pd.DataFrame(rows, columns=["measure", "value"])
 
     def hypothesis_dicts(self) -> list[dict]:
+        """The hypotheses for reading, most likely first; ``where``: where the change is and how
+        each place weighs on the cause (forensics.report.narrative.where_text)."""
+        places = {h.cause: h.where for h in self.analysis.ranked}
         out = []
         for row in self.hypotheses.to_dict(orient="records"):
             row = {k: (None if not isinstance(v, str | list | dict) and pd.isna(v) else v) for k, v in row.items()}
@@ -245,6 +248,7 @@ class RcaReport:
             row["evidence_against"] = [self.text(_statement(i)) for i in _loads(row.get("evidence_against"))]
             row["first_seen"] = iso(row["first_seen"]) if row.get("first_seen") is not None else None
             row["title"], row["recommended_action"] = self.text(row.get("title")), self.text(row.get("recommended_action"))
+            row["where"] = [self.text(narrative.where_text(w)) for w in places.get(row["cause"], [])]
             out.append(row)
         return out
 
@@ -300,6 +304,13 @@ class RcaReport:
         elif onset.get("start"):
             text += f" What changed began at {fmt_time(onset['start'])}."
         return text
+
+    def where_note(self) -> str:
+        """Where the change is (partition, channel, connector, recipient set, service), in one
+        line for What changed; empty when no localisation changed."""
+        top = self.analysis.top
+        places = [narrative.where_text(w, bearing=False) for w in (top.where if top else [])]
+        return self.text("Where: " + "; ".join(places) + ".") if places else ""
 
     def _changes(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Findings against the baseline, for reading: severity by impact on delivery, the value
@@ -548,6 +559,7 @@ class RcaReport:
             "alert_replay": self.alert_replay(),
             "findings": _records(self.findings()),
             "baseline_note": self.baseline_note(),
+            "where": self.where_note(),
             "close_call": self.close_call_text(),
             "what_changed": _records(self.what_changed_rows().head(MAX_BODY_ROWS)),
             "what_changed_total": len(self.analysis.what_changed),

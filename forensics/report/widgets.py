@@ -126,6 +126,7 @@ def root_cause_card(rca: RcaReport) -> Any:
         + (f'<p class="report-note">{e(rca.close_call_text())}</p>' if rca.close_call_text() else "")
         +
         f"<h3>Evidence for</h3>{items(h['evidence_for'])}<h3>Evidence against</h3>{items(h['evidence_against'])}"
+        + (f"<p><b>Where:</b> {e('; '.join(h['where']))}</p>" if h["where"] else "") +
         f"<p><b>Runbook step:</b> {e(str(h.get('runbook_step') or 'none'))}<br>"
         f"<b>Recommended action:</b> {e(str(h.get('recommended_action') or 'none'))}</p></div>")
 
@@ -142,8 +143,8 @@ def other_hypotheses(rca: RcaReport) -> pd.DataFrame:
     hs = rca.hypothesis_dicts()[1:]
     rows = [{"rank": h["rank"], "cause": h["title"], "confidence": units.percent(h["confidence"]),
              "evidence for": "; ".join(h["evidence_for"][:3]), "evidence against": "; ".join(h["evidence_against"][:3]),
-             "runbook step": h.get("runbook_step")} for h in hs]
-    return pd.DataFrame(rows, columns=["rank", "cause", "confidence", "evidence for", "evidence against",
+             "where": "; ".join(h["where"]), "runbook step": h.get("runbook_step")} for h in hs]
+    return pd.DataFrame(rows, columns=["rank", "cause", "confidence", "evidence for", "evidence against", "where",
                                        "runbook step"])
 
 

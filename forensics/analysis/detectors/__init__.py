@@ -15,11 +15,12 @@ incident analysed a month later gives the same findings.
 Families, one module each: :mod:`~forensics.analysis.detectors.delivery` (messages and status
 history), :mod:`~forensics.analysis.detectors.kafka` (lag, topics, dead letters),
 :mod:`~forensics.analysis.detectors.services` (spans and logs),
-:mod:`~forensics.analysis.detectors.state` (Redis keys, recipient identities). A new detector is
+:mod:`~forensics.analysis.detectors.state` (Redis keys, recipient identities),
+:mod:`~forensics.analysis.detectors.localisation` (where a change is confined). A new detector is
 one ``@detector`` function in the family module it reads from.
 """
 
-from forensics.analysis.detectors import delivery, kafka, services, state  # noqa: F401  (registers the detectors)
+from forensics.analysis.detectors import delivery, kafka, localisation, services, state  # noqa: F401  (registers)
 from forensics.analysis.detectors.base import (
     DETECTORS,
     NAT,

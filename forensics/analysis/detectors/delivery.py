@@ -29,6 +29,12 @@ from forensics.scan import repeated_status_events
 
 # ---- Symptom 1: stuck PENDING ---------------------------------------------------------------
 
+def pending_stuck(ctx: Context) -> np.ndarray:
+    """Per message: still PENDING more than ``stuck_pending_s`` after its creation (Symptom 1)."""
+    age_ns = ctx.now_ns - ctx.created_ns
+    return (ctx.status == "PENDING") & (ctx.created_ns != NAT) & (age_ns > ctx.t.stuck_pending_s * NS)
+
+
 @detector("stuck_pending")
 def stuck_pending(ctx: Context) -> Iterable[Finding]:
     """Messages still PENDING more than ``stuck_pending_s`` after creation, per channel;
@@ -37,8 +43,7 @@ def stuck_pending(ctx: Context) -> Iterable[Finding]:
         return []
     t = ctx.t
     age_ns = ctx.now_ns - ctx.created_ns
-    valid = ctx.created_ns != NAT
-    stuck = np.flatnonzero((ctx.status == "PENDING") & valid & (age_ns > t.stuck_pending_s * NS))
+    stuck = np.flatnonzero(pending_stuck(ctx))
     out = []
     for channel, pos in _by_channel(ctx, stuck).items():
         ages = age_ns[pos] / NS
@@ -60,19 +65,27 @@ def stuck_pending(ctx: Context) -> Iterable[Finding]:
 
 # ---- Symptom 2: stuck SENT ------------------------------------------------------------------
 
+def sent_stuck(ctx: Context) -> np.ndarray:
+    """Per message: SENT with no DELIVERED/READ/FAILED for ``stuck_sent_s`` since it was sent
+    (its last SENT event, else its last update, else its creation) (Symptom 2)."""
+    out = np.zeros(ctx.n_messages, dtype=bool)
+    sent = np.flatnonzero(ctx.status == "SENT")
+    if not len(sent):
+        return out
+    since = ctx.updated_ns[sent]
+    last = ctx.history.last_sent_at[sent]
+    since = np.where(last != NAT, last, since)
+    since = np.where(since == NAT, ctx.created_ns[sent], since)
+    out[sent[(since != NAT) & (ctx.now_ns - since > ctx.t.stuck_sent_s * NS)]] = True
+    return out
+
+
 @detector("stuck_sent")
 def stuck_sent(ctx: Context) -> Iterable[Finding]:
     """Messages SENT to the platform with no DELIVERED/READ/FAILED for ``stuck_sent_s``."""
     if not ctx.n_messages:
         return []
-    sent = np.flatnonzero(ctx.status == "SENT")
-    if not len(sent):
-        return []
-    since = ctx.updated_ns[sent]
-    last = ctx.history.last_sent_at[sent]
-    since = np.where(last != NAT, last, since)
-    since = np.where(since == NAT, ctx.created_ns[sent], since)
-    stuck = sent[(since != NAT) & (ctx.now_ns - since > ctx.t.stuck_sent_s * NS)]
+    stuck = np.flatnonzero(sent_stuck(ctx))
     out = []
     for channel, pos in _by_channel(ctx, stuck).items():
         out.append(Finding(
