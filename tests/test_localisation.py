@@ -1,15 +1,24 @@
 """Localisation detectors on crafted tables: confined, spread, too few to tell, with and without a
 baseline; and the ranking weighing them."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
+from jsonschema import Draft202012Validator
 
 from forensics.analysis.detectors import detect
-from forensics.analysis.detectors.localisation import CONCENTRATED, CONFINED, SPREAD, localise, locate
+from forensics.analysis.detectors.localisation import CONCENTRATED, CONFINED, SPREAD, Counts, localise, locate
+from forensics.analysis.pipeline import analyze
 from forensics.analysis.rank import hypotheses, signals
 from forensics.analysis.significance import binomial_tail, share_test
+from forensics.contracts import contract
 from forensics.evidence import Evidence
+from forensics.report import runner
+from forensics.report.params import validate_report_params
+from forensics.report.rca import RcaReport
+from forensics.simulate import simulate
 from forensics.timeutil import Window
 
 END = pd.Timestamp("2025-12-03T15:00:00Z")
@@ -195,8 +204,6 @@ def test_too_few_error_lines_tell_nothing():
 
 
 def test_locate_needs_two_levels():
-    from forensics.analysis.detectors.localisation import Counts
-
     one = Counts("channel", "channel", pd.DataFrame({"level": ["WHATSAPP"], "stratum": [""], "k": [50.0],
                                                      "e": [100.0]}), "messages", "messages")
     assert locate(one, None) is None
@@ -235,3 +242,22 @@ def test_the_ranking_uses_where_the_failures_are():
     assert one["credential_expiry"].score > every["credential_expiry"].score
     assert any(i.get("finding_id") == "channel_scope" for i in one["credential_expiry"].evidence_for)
     assert any(i.get("finding_id") == "channel_scope" for i in every["credential_expiry"].evidence_against)
+
+
+def test_a_simulated_incident_says_where_in_the_summary_and_the_report():
+    """A WhatsApp broadcast hits the rate limit (the simulator, with the hour before as baseline):
+    the failures are confined to WhatsApp, which supports the top cause; summary.json carries it
+    within its contract (summary.json as build_report writes it), report.md has the Where lines."""
+    ev = simulate("whatsapp-rate-limit", messages=800, seed=3)
+    a = analyze(ev)
+    assert a.top.cause == "platform_rate_limit"
+    (channel,) = [w for w in a.top.where if w["dimension"] == "channel"]
+    assert channel["scope"] == CONFINED and channel["levels"] == ["WHATSAPP"] and channel["bearing"] == "for"
+    rca = RcaReport.build(ev, a, validate_report_params(bundle="", redact=True))
+    summary = json.loads(json.dumps(rca.summary_json(), default=str))
+    assert not list(Draft202012Validator(contract("summary")).iter_errors(summary))
+    detail = {f["finding_id"]: f for f in summary["findings_detail"]}
+    assert detail["channel_scope"]["localisation"]["levels"] == ["WHATSAPP"]
+    assert summary["hypotheses"][0]["where"][0]["bearing"] in ("for", "against", "neutral")
+    md = runner.markdown_report(ev, a)
+    assert "Where: Failures confined to WHATSAPP" in md and "(supports this cause)" in md
