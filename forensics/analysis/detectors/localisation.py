@@ -268,24 +268,26 @@ or not; its external identity is unverified, or unknown (only when identities we
 
 
 def identity_class(ctx: Context) -> np.ndarray:
-    """Per message: the code of its recipient's class in IDENTITY_CLASSES (-1: no external recipient)."""
+    """Per message: the code of its recipient's class in IDENTITY_CLASSES (-1: no external recipient).
+    Judged once per distinct (channel, recipient)."""
     from forensics.sources.identity import format_valid
 
-    pairs = pd.DataFrame({"channel": ctx.channel, "recipient": ctx.codes("recipient_id")[0]})
-    distinct = pairs.drop_duplicates().reset_index(drop=True)
-    ids = pd.Series(ctx.codes("recipient_id")[1], dtype=object)
-    rid = pd.Series(np.where(distinct["recipient"] >= 0, ids.reindex(distinct["recipient"]).to_numpy(), None),
-                    dtype=schema.STR)
-    valid = format_valid(distinct["channel"].astype(schema.STR), rid)
+    ch_codes, channels = ctx.codes("channel")
+    rc_codes, recipients = ctx.codes("recipient_id")
+    n_ch = len(channels) + 1
+    pair, inverse = np.unique(rc_codes.astype(np.int64) * n_ch + (ch_codes + 1), return_inverse=True)
+    rc, ch = pair // n_ch, pair % n_ch - 1
+    channel = pd.Series(np.where(ch >= 0, np.append(channels, None)[ch], None), dtype=schema.STR)
+    rid = pd.Series(np.where(rc >= 0, np.append(recipients, None)[rc], None), dtype=schema.STR)
+    valid = format_valid(channel, rid)
     cls = np.where(valid.isna().to_numpy(), -1, np.where(valid.fillna(True).to_numpy(dtype=bool), 0, 1))
     idents = ctx.table("identities")
     if len(idents):
         known = idents.drop_duplicates(["platform", "platform_user_id"]).set_index(["platform", "platform_user_id"])
-        at = known.index.get_indexer(pd.MultiIndex.from_arrays([distinct["channel"].astype(str), rid.astype(object)]))
+        at = known.index.get_indexer(pd.MultiIndex.from_arrays([channel.astype(object), rid.astype(object)]))
         verified = known["verified"].to_numpy(dtype=object, na_value=None)[np.maximum(at, 0)]
         cls = np.where((cls == 0) & (at < 0), 3, np.where((cls == 0) & (verified == False), 2, cls))  # noqa: E712
-    key = pd.MultiIndex.from_frame(distinct)
-    return cls[key.get_indexer(pd.MultiIndex.from_frame(pairs))]
+    return cls[inverse.reshape(-1)]
 
 
 def recipient_counts(ctx: Context) -> list[Counts]:
