@@ -22,6 +22,9 @@ MIN_RATIO = 1.5
 """Smallest rate ratio that counts as worse (1 / it as better)."""
 CHANGED = ("new", "worse")
 """Verdicts that make a finding part of what changed."""
+TAIL_TERMS = 2_000
+"""Terms of the binomial tail summed one by one; beyond them the rest is bounded by a geometric
+series (the terms past the mode fall ever faster), so the tail is never understated."""
 EXACT_UP_TO = 100_000
 """Events up to which an ``exact`` test sums the binomial tail (beyond, the normal tail is as good)."""
 
@@ -52,10 +55,15 @@ def binomial_tail(k: float, n: float, p: float) -> float:
         return 1.0
     first = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * math.log(p)
              + (n - k) * math.log1p(-p))
-    i = np.arange(k, n, dtype=float)
-    logs = first + np.concatenate([[0.0], np.cumsum(np.log((n - i) / (i + 1)) + math.log(p / (1 - p)))])
+    i = np.arange(k, min(n, k + TAIL_TERMS), dtype=float)
+    steps = np.log((n - i) / (i + 1)) + math.log(p / (1 - p))
+    logs = first + np.concatenate([[0.0], np.cumsum(steps)])
     top = float(logs.max())
-    return min(1.0, math.exp(top) * float(np.exp(logs - top).sum()))
+    total = math.exp(top) * float(np.exp(logs - top).sum())
+    if k + TAIL_TERMS < n:  # the terms left fall faster than a geometric series of the last ratio
+        ratio = math.exp(float(steps[-1]))
+        total += math.exp(float(logs[-1])) * ratio / (1 - ratio) if ratio < 1 else 1.0
+    return min(1.0, total)
 
 
 def rate_test(c1: float, e1: float, c0: float, e0: float, *, exact: bool = False) -> tuple[float, float, float]:

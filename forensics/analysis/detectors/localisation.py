@@ -46,8 +46,10 @@ their findings (:mod:`forensics.analysis.change`).
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -434,12 +436,25 @@ def scope_finding(detector_name: str, ctx: Context, counts: Counts, scope: Scope
     return finding
 
 
+_COUNTED: weakref.WeakKeyDictionary[Context, dict[Callable, Any]] = weakref.WeakKeyDictionary()
+"""Per context, what each counting function found: the window's counts serve both its runs (alone,
+then against the baseline), the baseline's its own run and the comparison."""
+
+
+def counted(ctx: Context, count: Callable[[Context], Any]) -> Any:
+    """``count(ctx)``, computed once per context."""
+    per = _COUNTED.setdefault(ctx, {})
+    if count not in per:
+        per[count] = count(ctx)
+    return per[count]
+
+
 def _scopes(name: str, ctx: Context, base: Context | None, count: Callable[[Context], Counts | None]
             ) -> list[Finding]:
-    now = count(ctx)
+    now = counted(ctx, count)
     if now is None:
         return []
-    scope = locate(now, count(base) if base is not None else None)
+    scope = locate(now, counted(base, count) if base is not None else None)
     return [scope_finding(name, ctx, now, scope, base is not None)] if scope is not None else []
 
 
@@ -470,8 +485,8 @@ def recipient_scope(ctx: Context, base: Context | None = None) -> Iterable[Findi
     their channels: an identity class, a customer, or a few recipients. Only a confined set is
     reported: a set that holds more than its share while the rest rose too is not the incident's
     place, and spread over recipients is what most incidents look like."""
-    now = recipient_counts(ctx)
-    before = {c.attribute: c for c in recipient_counts(base)} if base is not None else {}
+    now = counted(ctx, recipient_counts)
+    before = {c.attribute: c for c in counted(base, recipient_counts)} if base is not None else {}
     out = []
     for counts in now:
         scope = locate(counts, before.get(counts.attribute) if base is not None else None)
