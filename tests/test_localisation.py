@@ -261,3 +261,13 @@ def test_a_simulated_incident_says_where_in_the_summary_and_the_report():
     assert summary["hypotheses"][0]["where"][0]["bearing"] in ("for", "against", "neutral")
     md = runner.markdown_report(ev, a)
     assert "Where: Failures confined to WHATSAPP" in md and "(supports this cause)" in md
+
+
+def test_errors_of_every_service_alike_are_spread_and_a_few_lines_tell_nothing():
+    alike = {"router-service": (600, 60), "message-service": (600, 58), "api-gateway": (600, 62)}
+    (f,) = _scopes(detect(_evidence(WINDOW, TRAFFIC, log_events=_logs(WINDOW, alike, "w")), only=["service_scope"]),
+                   "service_scope")
+    assert f.tags["scope"] == SPREAD and f.tags["dimension"] == "service"
+    few = {"router-service": (600, 2), "message-service": (600, 0), "api-gateway": (600, 0)}
+    assert _scopes(detect(_evidence(WINDOW, TRAFFIC, log_events=_logs(WINDOW, few, "w")), only=["service_scope"]),
+                   "service_scope") == []
