@@ -100,8 +100,8 @@ def cmd_scenarios(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from forensics.bundle import check_target, custody_entry, write_bundle
-    from forensics.simulate import simulate
+    from forensics.bundle import check_target
+    from forensics.simulate.stream import simulate_bundle
     from forensics.timeutil import parse_time
 
     _check_scenario_and_profile(args.scenario, args.profile)
@@ -109,14 +109,11 @@ def cmd_simulate(args) -> int:
     progress = Progress(args.quiet)
     end = parse_time(args.end) if args.end else None
     progress(f"simulating {args.scenario} with {args.messages:,} messages (seed {args.seed})")
-    ev = simulate(args.scenario, messages=args.messages, seed=args.seed, end=end, profile=args.profile,
-                  progress=progress, baseline=args.baseline, noise=args.noise, under_way=args.under_way,
-                  collected=args.collected.split(",") if args.collected else None)
-    progress(f"writing bundle {args.out}")
-    path = write_bundle(ev, args.out, overwrite=args.force, archive=args.archive, progress=progress,
-                        keep_secrets=args.keep_secrets,
-                        custody=[custody_entry("simulated", {"scenario": args.scenario, "messages": args.messages,
-                                                             "seed": args.seed})])
+    path = simulate_bundle(args.scenario, args.out, messages=args.messages, seed=args.seed, end=end,
+                           profile=args.profile, overwrite=args.force, archive=args.archive,
+                           keep_secrets=args.keep_secrets, progress=progress, baseline=args.baseline,
+                           noise=args.noise, under_way=args.under_way,
+                           collected=args.collected.split(",") if args.collected else None)
     progress("done")
     print(path)
     return 0

@@ -69,3 +69,39 @@ def test_platform_wide_tables_are_merged_once(sliced):
 def test_a_bad_part_is_refused():
     with pytest.raises(ScenarioError, match="part"):
         simulate("baseline", messages=100, part=(3, 3))
+
+
+VARIANTS = {
+    "default": [],
+    "no-baseline-noise-under-way": ["--baseline", "none", "--noise", "--under-way"],
+    "partial-evidence-keep-secrets": ["--collected", "mongo,logs", "--keep-secrets", "--baseline", "30m"],
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_forensics_simulate_writes_what_simulate_and_write_bundle_wrote(variant, tmp_path):
+    """The CLI streams through simulate_bundle; for a small window its bundle holds exactly the
+    tables (window and baseline), description and secret treatment of the whole-incident path."""
+    from forensics.cli import main
+
+    args = VARIANTS[variant]
+    assert main(["simulate", "--scenario", "telegram-bot-blocked", "--messages", "1500", "--seed", "3",
+                 "--profile", "chat4all-v2", "--out", str(tmp_path / "cli"), "-q", *args]) == 0
+    keep = "--keep-secrets" in args
+    whole = simulate("telegram-bot-blocked", messages=1500, seed=3, profile="chat4all-v2",
+                     baseline=args[args.index("--baseline") + 1] if "--baseline" in args else "window",
+                     noise=True if "--noise" in args else None, under_way="--under-way" in args,
+                     collected=["mongo", "logs"] if "--collected" in args else None)
+    write_bundle(whole, tmp_path / "old", keep_secrets=keep)
+    streamed, old = read_bundle(tmp_path / "cli"), read_bundle(tmp_path / "old")
+    for a, b in ((streamed, old), (streamed.baseline, old.baseline)):
+        assert (a is None) == (b is None)
+        if a is None:
+            continue
+        assert a.tables.keys() == b.tables.keys() and a.window == b.window and a.missing == b.missing
+        for name, frame in b.tables.items():
+            pd.testing.assert_frame_equal(a.tables[name], frame, obj=f"{variant}: {name}")
+    assert streamed.scenario == old.scenario
+    assert streamed.secrets == old.secrets and streamed.secrets["masked"] is not keep
+    sim = streamed.sources["simulator"]
+    assert {k: v for k, v in sim.items() if k != "slices"} == old.sources["simulator"] and sim["slices"] == 1

@@ -26,7 +26,7 @@ import pandas as pd
 
 from forensics import schema
 from forensics.bundle import BASELINE_DIR, BundleWriter, custody_entry
-from forensics.evidence import Evidence, mask_evidence_secrets
+from forensics.evidence import Evidence, keep_secrets_raw, mask_evidence_secrets
 from forensics.profiles import load_profile
 from forensics.rules import metric_names
 from forensics.simulate import simulate, telemetry
@@ -48,13 +48,16 @@ def slice_sizes(messages: int, slice_messages: int = SLICE_MESSAGES) -> list[int
 
 def simulate_bundle(scenario: str, path: str | Path, messages: int = 5000, seed: int = 7,
                     end: pd.Timestamp | str | None = None, profile: str | None = "runbook", *,
-                    overwrite: bool = False, archive: bool = False, slice_messages: int = SLICE_MESSAGES,
+                    overwrite: bool = False, archive: bool = False, keep_secrets: bool = False,
+                    slice_messages: int = SLICE_MESSAGES,
                     detail_sample: int = telemetry.DETAIL_SAMPLE, failure_sample: int = telemetry.FAILURE_SAMPLE,
                     progress: Callable[[str], None] | None = None, **variants: Any) -> Path:
     """Simulate ``scenario`` with ``messages`` messages into a bundle at ``path``, one slice at a
     time (parameters as :func:`forensics.simulate.simulate`, ``variants`` = its baseline, noise,
     under_way, collected; ``slice_messages`` caps a slice). Each slice's baseline period goes
-    under ``baseline/`` the same way. Returns the bundle's path."""
+    under ``baseline/`` the same way. Secrets are masked in each slice as :func:`write_bundle`
+    masks them, unless ``keep_secrets`` (a sealed internal bundle; the manifest says which).
+    Returns the bundle's path."""
     say = progress or (lambda text: None)
     sizes = slice_sizes(messages, slice_messages)
     parts = len(sizes)
@@ -66,7 +69,8 @@ def simulate_bundle(scenario: str, path: str | Path, messages: int = 5000, seed:
             ev = simulate(scenario, messages=n, seed=seed, end=end, profile=profile, part=(k, parts),
                           detail_sample=_share(detail_sample, k, parts), failure_sample=_share(failure_sample, k, parts),
                           **variants)
-            ev = mask_evidence_secrets(ev)  # as write_bundle does: a secret never reaches a bundle
+            ev = (keep_secrets_raw(ev, "kept raw when written (--keep-secrets): a sealed internal bundle")
+                  if keep_secrets else mask_evidence_secrets(ev))  # as write_bundle does
             for prefix, period in (("", ev), (BASELINE_DIR, ev.baseline)):
                 for name, frame in (period.tables.items() if period is not None else ()):
                     if name in _SUMMED:
@@ -100,6 +104,8 @@ def _summed_sources(acc: Evidence | None, ev: Evidence) -> Evidence:
         acc.sources["simulator"]["slices"] = 1
         return acc
     sim, mine = acc.sources["simulator"], ev.sources["simulator"]
+    if (acc.secrets or {}).get("masked"):
+        acc.secrets = {**acc.secrets, "cells": acc.secrets["cells"] + ev.secrets["cells"]}
     sim["messages"] += mine["messages"]
     sim["slices"] += 1
     for key in ("detail_sample", "failure_sample", "detail_messages", "failure_messages"):
