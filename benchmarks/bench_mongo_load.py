@@ -167,7 +167,7 @@ def measure(name: str, uri: str, database: str) -> dict:
         from pymongoarrow.api import find_arrow_all
 
         from forensics.profiles import load_profile
-        from forensics.sources import mongo
+        from forensics.sources import mongo_arrow as mongo
 
         fields = load_profile("runbook").mongo.history_fields
         sample = list(coll.find({}, limit=mongo.SAMPLE_SIZE))

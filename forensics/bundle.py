@@ -229,10 +229,11 @@ class BundleWriter:
                 if file.startswith(prefix) and "/" not in file[len(prefix):]}
 
     def close(self, evidence: Evidence, *, queries: dict[str, Any] | None = None,
-              custody: list[dict] | None = None) -> Path:
+              custody: list[dict] | None = None, baseline_queries: dict[str, Any] | None = None) -> Path:
         """Write the manifest (window, profile, sources, scenario from ``evidence``; the tables
         appended so far; the baseline section from ``evidence.baseline`` and the tables appended
-        under :data:`BASELINE_DIR`) and move the bundle into place; returns its path."""
+        under :data:`BASELINE_DIR`) and move the bundle into place; returns its path.
+        ``queries``/``baseline_queries``: table -> query, for tables appended without one."""
         try:
             for writer in self._writers.values():
                 writer.close()
@@ -242,9 +243,11 @@ class BundleWriter:
             for entry in self._entries.values():
                 entry["sha256"] = files[entry["file"]]
             tables = self.tables()
-            for name, query in (queries or {}).items():
-                if name in tables and tables[name]["query"] is None:
-                    tables[name]["query"] = mask_secrets(query)
+            for prefix, given in (("", queries), (BASELINE_DIR, baseline_queries)):
+                entries = self.tables(prefix)
+                for name, query in (given or {}).items():
+                    if name in entries and entries[name]["query"] is None:
+                        entries[name]["query"] = mask_secrets(query)
             baseline = None
             if evidence.baseline is not None:
                 base = evidence.baseline

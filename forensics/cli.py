@@ -120,9 +120,9 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from forensics.bundle import check_target, write_bundle
+    from forensics.bundle import BundleWriter, check_target
     from forensics.sources.base import parse_option_args
-    from forensics.sources.registry import baseline_window, collect, collect_baseline
+    from forensics.sources.registry import baseline_window, check_options, collect_bundle
 
     progress = Progress(args.quiet)
     window = _window(args)
@@ -131,15 +131,13 @@ def cmd_collect(args) -> int:
     options.update(parse_option_args(args.option))
     check_target(args.out, overwrite=args.force, archive=args.archive)
     baseline_window(args.baseline, window)  # a bad --baseline fails before anything is collected
-    ev, queries, custody = collect(sources, window, args.profile, options, progress, keep_secrets=args.keep_secrets)
-    if not ev.tables:
-        raise ForensicsError("no source returned evidence: " + "; ".join(f"{k}: {v}" for k, v in ev.missing.items()))
-    baseline_queries, baseline_custody = collect_baseline(ev, sources, args.baseline, options, progress)
-    path = write_bundle(ev, args.out, queries=queries, custody=custody + baseline_custody, overwrite=args.force,
-                        archive=args.archive, progress=progress, baseline_queries=baseline_queries)
+    check_options(sources, options)
+    with BundleWriter(args.out, overwrite=args.force, archive=args.archive, progress=progress) as writer:
+        ev = collect_bundle(writer, sources, window, args.profile, options, progress, baseline=args.baseline,
+                            keep_secrets=args.keep_secrets)
     for name, why in ev.missing.items():
         print(f"warning: source {name} missing from the bundle: {why}", file=sys.stderr)
-    print(path)
+    print(writer.path)
     return 0
 
 

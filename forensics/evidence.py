@@ -124,13 +124,10 @@ class Evidence:
         scoped to the part."""
         part = Evidence(Window(start, end), self.profile, sources=self.sources, missing=dict(self.missing),
                         unread=dict(self.unread))
-        lo, hi = start.value, end.value
         for name, frame in self.tables.items():
-            column = schema.table(name).time_column
-            if name in SNAPSHOT_TABLES or column is None:
-                continue
-            ns = schema.to_utc(frame[column]).astype(schema.UTC_TS).array.asi8
-            part.tables[name] = frame[(ns >= lo) & (ns < hi)].reset_index(drop=True)
+            rows = rows_between(name, frame, start, end)
+            if rows is not None:
+                part.tables[name] = rows
         for name, stored in self.stored.items():
             if name not in SNAPSHOT_TABLES and schema.table(name).time_column is not None:
                 part.stored[name] = replace(stored, rows=None, window=part.window)
@@ -153,6 +150,33 @@ class Evidence:
         return None if lo is None else (lo, hi)
 
 
+def period_table(name: str) -> bool:
+    """Whether table ``name`` holds rows of a period (a time column, not a snapshot), so that a
+    part of a window has rows of its own."""
+    return name not in SNAPSHOT_TABLES and schema.table(name).time_column is not None
+
+
+def rows_between(name: str, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame | None:
+    """The rows of table ``name`` timed in [start, end) (messages by creation); None for a table
+    that says nothing about a part of a window (:data:`SNAPSHOT_TABLES`, no time column)."""
+    if not period_table(name):
+        return None
+    ns = schema.to_utc(frame[schema.table(name).time_column]).astype(schema.UTC_TS).array.asi8
+    return frame[(ns >= start.value) & (ns < end.value)].reset_index(drop=True)
+
+
+def secret_fingerprint() -> SecretFingerprint:
+    """The keyed fingerprint bundles mask secrets with (FORENSICS_FINGERPRINT_KEY, else a key
+    created once in the cache directory)."""
+    return SecretFingerprint.default(cache_dir() / "fingerprint.key")
+
+
+def masked_secrets(fingerprint: SecretFingerprint, cells: int) -> dict[str, Any]:
+    """``Evidence.secrets`` of evidence whose text was masked with ``fingerprint`` (``cells`` masked)."""
+    return {"masked": True, "fingerprint": f"HMAC-SHA256, first {FINGERPRINT_HEX} hex digits, as ***#<fingerprint>",
+            "key_id": fingerprint.key_id, "cells": cells}
+
+
 def mask_evidence_secrets(evidence: Evidence, fingerprint: SecretFingerprint | None = None) -> Evidence:
     """The evidence with every secret in its text masked by a keyed fingerprint (bot tokens,
     token/key query parameters, Authorization headers, URI passwords: forensics.credentials),
@@ -160,7 +184,7 @@ def mask_evidence_secrets(evidence: Evidence, fingerprint: SecretFingerprint | N
     writing do by default, so a secret never reaches a bundle or a report."""
     if (evidence.secrets or {}).get("masked"):
         return evidence
-    fingerprint = fingerprint or SecretFingerprint.default(cache_dir() / "fingerprint.key")
+    fingerprint = fingerprint or secret_fingerprint()
     tables, cells = {}, 0
     for name, frame in evidence.tables.items():
         tables[name], n = mask_frame_secrets(frame, fingerprint)
@@ -169,9 +193,7 @@ def mask_evidence_secrets(evidence: Evidence, fingerprint: SecretFingerprint | N
     if baseline is not None:
         baseline = mask_evidence_secrets(baseline, fingerprint)
         cells += baseline.secrets.get("cells", 0)
-    return replace(evidence, tables=tables, baseline=baseline, secrets={
-        "masked": True, "fingerprint": f"HMAC-SHA256, first {FINGERPRINT_HEX} hex digits, as ***#<fingerprint>",
-        "key_id": fingerprint.key_id, "cells": cells})
+    return replace(evidence, tables=tables, baseline=baseline, secrets=masked_secrets(fingerprint, cells))
 
 
 def keep_secrets_raw(evidence: Evidence, why: str) -> Evidence:

@@ -264,9 +264,9 @@ class Watcher:
 
     def collect_and_report(self, incident: AlertIncident, window: Window) -> None:
         """Collect ``window`` from the live sources into the incident's bundle, then its report."""
-        from forensics.bundle import custody_entry, write_bundle
+        from forensics.bundle import BundleWriter, custody_entry
         from forensics.report.runner import build_report
-        from forensics.sources.registry import collect
+        from forensics.sources.registry import collect_bundle
 
         home = self.out / incident.name
 
@@ -274,15 +274,12 @@ class Watcher:
             self.say(f"{incident.name}: {message}" + (f" ({fraction:.0%})" if fraction is not None else ""))
 
         self.update(incident, status="collecting")
-        evidence, queries, custody = collect(self.sources, window, self.profile, self.options, say)
-        if not evidence.tables:
-            raise ForensicsError("no source returned evidence: "
-                                 + "; ".join(f"{k}: {v}" for k, v in evidence.missing.items()))
         alert = custody_entry("alert", {"group_key": incident.group_key, "alerts": incident.alerts,
                                         "alert_started_at": incident.alert_started_at,
                                         "lookback_s": self.lookback.total_seconds()})
-        write_bundle(evidence, home / "bundle", queries=queries, custody=[alert, *custody], overwrite=True,
-                     progress=say)
+        with BundleWriter(home / "bundle", overwrite=True, progress=say) as writer:
+            collect_bundle(writer, self.sources, window, self.profile, self.options, say, baseline=None,
+                           custody=[alert])
         self.update(incident, status="reporting")
         written = build_report(home / "bundle", home / "report", formats=self.formats, redact=self.redact,
                                progress=say)

@@ -11,7 +11,10 @@ in :data:`forensics.sources.registry.SOURCES`. A subclass declares
   connection also take the query bounds (``max_rows``, ``timeout_s``, ``connect_timeout_s``,
   or a :class:`~forensics.config.Limits` as ``limits``);
 
-and implements :meth:`EvidenceSource.read`. Options arrive as strings (``-o key=value``) or as
+and implements :meth:`EvidenceSource.read`, or, when its window can be bigger than memory,
+:meth:`EvidenceSource.stream`: the tables slice by slice as they are read, so collection
+hands each slice to the bundle (:class:`~forensics.bundle.BundleWriter`) and memory holds one
+slice however long the window (``read`` then gathers the slices). Options arrive as strings (``-o key=value``) or as
 Python values (a notebook's ``source_options``) and are parsed once, by
 :meth:`EvidenceSource.parse`: a key no selected source accepts is refused naming the accepted
 keys, a bad value is one line naming the source and the key. :meth:`EvidenceSource.describe`
@@ -22,13 +25,14 @@ gives every source's description the same keys (``kind``, ``connection`` masked,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import pandas as pd
 
+from forensics import schema
 from forensics.config import DEFAULT_LIMITS, Limits
 from forensics.config import connection as env_connection
 from forensics.credentials import mask_secrets, mask_uri
@@ -140,6 +144,44 @@ class SourceResult:
     scenario: dict[str, Any] | None = None
 
 
+Slices = Generator[tuple[str, pd.DataFrame], None, SourceResult]
+"""What :meth:`EvidenceSource.stream` gives: ``(table, slice)`` pairs as they are read, then
+(the generator's return value) the :class:`SourceResult` with its ``tables`` empty."""
+
+
+def drain(slices: Slices, put: Callable[[str, pd.DataFrame], None]) -> SourceResult:
+    """Hand every slice of ``slices`` to ``put(table, frame)``; the source's result after the last."""
+    while True:
+        try:
+            table, frame = next(slices)
+        except StopIteration as done:
+            return done.value
+        put(table, frame)
+
+
+def gather(slices: Slices) -> SourceResult:
+    """The slices of a stream as whole tables (what :meth:`EvidenceSource.read` returns): each
+    table's slices in order, conformed; a slice marked truncated marks its table."""
+    parts: dict[str, list[pd.DataFrame]] = {}
+    result = drain(slices, lambda table, frame: parts.setdefault(table, []).append(frame))
+    return replace(result, tables={table: joined(table, frames) for table, frames in parts.items()})
+
+
+def joined(table: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Slices of ``table`` as one frame, with the ``attrs`` of the truncated ones (their
+    warnings joined); empty slices left out, a single one as it is."""
+    kept = [f for f in frames if len(f)]
+    if len(kept) <= 1:
+        return kept[0] if kept else frames[0] if frames else schema.empty(table)
+    out = schema.conform(table, pd.concat(kept, ignore_index=True))
+    out.attrs = {}
+    for f in kept:
+        if f.attrs.get("truncated"):
+            out.attrs.update({k: v for k, v in f.attrs.items() if k != "warnings"})
+            out.attrs.setdefault("warnings", []).extend(f.attrs.get("warnings", []))
+    return out
+
+
 LIMIT_OPTIONS = (
     Option("max_rows", "int", None, "result cap per query (Limits.max_rows)", minimum=1),
     Option("timeout_s", "float", None, "time limit per query, seconds (Limits.timeout_s)", minimum=0.001),
@@ -230,22 +272,38 @@ class EvidenceSource:
         return cls(cls.parse(request.options), request.profile, request.progress).read(request.window)
 
     def read(self, window: Window) -> SourceResult:
-        """The canonical tables of ``window``, described."""
-        raise NotImplementedError
+        """The canonical tables of ``window``, described: :meth:`stream`'s slices gathered. A
+        source overrides this or :meth:`stream` (a big window: stream)."""
+        if type(self).stream is EvidenceSource.stream:
+            raise NotImplementedError(f"{type(self).__name__} implements neither read nor stream")
+        return gather(self.stream(window))
 
-    def describe(self, tables: Mapping[str, pd.DataFrame], *, notes: Iterable[str] = (), truncated: bool = False,
+    def stream(self, window: Window) -> Slices:
+        """The canonical tables of ``window`` as ``(table, slice)`` pairs, several per table when
+        the source reads in batches (cursor batches, pages, chunks of records or lines), then the
+        :class:`SourceResult` (tables empty: the rows went by; description and queries as
+        :meth:`read` gives them). Memory holds what one slice needs. By default :meth:`read`'s
+        tables, each as one slice: for sources whose evidence is small (identities, keys, a
+        snapshot)."""
+        result = self.read(window)
+        yield from result.tables.items()
+        return replace(result, tables={})
+
+    def describe(self, tables: Mapping[str, pd.DataFrame | int], *, notes: Iterable[str] = (), truncated: bool = False,
                  connection: str | None = None, parameters: Mapping[str, Any] | None = None,
                  **details: Any) -> dict[str, Any]:
         """The description every source gives: ``kind``, ``connection`` (masked; ``connection``
         overrides what is shown, e.g. broker hosts), ``parameters`` (the options, unless the
         source records them otherwise, e.g. a count instead of personal ids), ``rows`` (all
-        tables), ``truncated``, ``notes``, then the source's own ``details``."""
+        tables; a streamed table is given by its row count), ``truncated``, ``notes``, then the
+        source's own ``details``."""
         shown = connection if connection is not None else (mask_uri(self.opts.connection)
                                                          if self.opts.connection else None)
         return {"kind": self.name, "connection": shown,
                 "parameters": mask_secrets(dict(parameters)) if parameters is not None else self.opts.parameters(),
-                "rows": sum(len(f) for f in tables.values()),
-                "truncated": bool(truncated or any(f.attrs.get("truncated") for f in tables.values())),
+                "rows": sum(f if isinstance(f, int) else len(f) for f in tables.values()),
+                "truncated": bool(truncated or any(f.attrs.get("truncated") for f in tables.values()
+                                                   if not isinstance(f, int))),
                 "notes": list(notes), **details}
 
 

@@ -181,9 +181,13 @@ def status_events_from_documents(history, messages: pd.DataFrame, profile: Profi
     return with_derived_pending(history_frame, messages)
 
 
-def with_derived_pending(events: pd.DataFrame, messages: pd.DataFrame) -> pd.DataFrame:
-    """Add the initial PENDING for messages that have no PENDING row; fill channel from messages."""
-    have_pending = events.loc[events["new_status"] == "PENDING", "message_id"].unique()
+def with_derived_pending(events: pd.DataFrame, messages: pd.DataFrame, pending: Iterable[str] | None = None
+                         ) -> pd.DataFrame:
+    """Add the initial PENDING for messages that have no PENDING row; fill channel from messages.
+    ``pending``: the ids that have their PENDING already (default: those with a PENDING row in
+    ``events``; a caller reading a window in slices knows more than one slice shows)."""
+    have_pending = (events.loc[events["new_status"] == "PENDING", "message_id"].unique() if pending is None
+                    else list(pending))
     need = messages[~messages["message_id"].isin(have_pending) & messages["created_at"].notna()].reset_index(drop=True)
     derived = schema.conform("status_events", {
         "message_id": need["message_id"],

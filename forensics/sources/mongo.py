@@ -34,13 +34,11 @@ same canonical frames (tests pin it on odd documents).
 from __future__ import annotations
 
 import contextlib
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import pandas as pd
 import pymongo
-from bson import ObjectId
 from bson import errors as bson_errors
 from pymongo import errors as mongo_errors
 
@@ -50,52 +48,43 @@ from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import mask_uri
 from forensics.errors import ParameterError, SourceError
 from forensics.profiles import Profile, load_profile
-from forensics.sources.base import EvidenceSource, Option, SourceResult
+from forensics.sources.base import EvidenceSource, Option, Slices, SourceResult, joined
 from forensics.sources.documents import (
     files_from_documents,
-    flatten_documents,
     messages_from_documents,
     status_events_from_documents,
     with_derived_pending,
 )
-from forensics.sources.mongo_arrow import arrow_kinds, arrow_schema, arrow_to_flat, get_path, value_kind
+from forensics.sources.mongo_arrow import BATCH_ROWS, ID_CHUNK, arrow_batches, document_batches
 from forensics.sources.mongo_query import (
+    _capped,
+    _keep,
+    _sorted,
+    _within,
     all_of,
     any_path_in,
-    date_bucket,
-    first_date_of,
-    first_of,
     literal_id,
     literal_ids,
     mark_truncated,
-    path_supplying,
     query_json,
     spellings,
     time_range,
-    times_before,
 )
-from forensics.timeutil import Window, iso, parse_time
-
-with warnings.catch_warnings():
-    # pymongoarrow 1.15 wheels are compiled against a pyarrow whose Cython object sizes
-    # differ from 25.0.x (the version it pins): harmless "size changed" notices at import.
-    warnings.filterwarnings("ignore", message=r".*size changed, may indicate binary incompatibility.*")
-    from pymongoarrow.api import find_arrow_all
+from forensics.sources.mongo_server import ServerQuestions
+from forensics.timeutil import Window
 
 SOURCE = "mongodb"
 APPNAME = "chat4all-forensics"
-ID_CHUNK = 10_000
-"""Ids per ``$in``: keeps each query document far below MongoDB's 16 MB limit."""
 UNREADABLE_MIN = 10
 """Documents that must come back unreadable before a query counts as a profile/type mismatch."""
-SAMPLE_SIZE = 256
-"""Documents read as dicts to pick the Arrow type of every field (see :meth:`MongoSource._read`)."""
+KEY_FIELDS = {"messages": ("message_id", "created_at"), "status_history": ("message_id", "new_status", "timestamp")}
+"""Fields without which a row is no evidence: a row read through Arrow without any is re-read as a document."""
 # ---- the source -------------------------------------------------------------------------
 
 TableName = Literal["messages", "status_events"]
 
 
-class MongoSource:
+class MongoSource(ServerQuestions):
     """Read-only access to a Chat4All MongoDB through the profile's names.
 
     ``uri`` defaults to FORENSICS_MONGO_URI; options in it (``readPreference=secondary``,
@@ -120,6 +109,7 @@ class MongoSource:
         self.queries: list[dict[str, Any]] = []
         """Every query sent, as JSON (filter or pipeline, projection, limits, rows), tagged by purpose."""
         self.warnings: list[str] = []
+        self._lookups: dict[tuple[str, str], int] = {}
         self._collections: set[str] | None = None
         try:
             self.client: pymongo.MongoClient = pymongo.MongoClient(
@@ -239,75 +229,51 @@ class MongoSource:
 
     def _read(self, kind: str, purpose: str, flt: dict, *, cap: int, sort: list | None = None
               ) -> tuple[list[pd.DataFrame], bool]:
-        """Documents of collection ``kind`` matching ``flt`` as flat frames (dotted paths), and truncated.
+        """Documents of collection ``kind`` matching ``flt`` as flat frames (dotted paths), and
+        truncated: :meth:`_chunks` gathered."""
+        parts: list[pd.DataFrame] = []
+        truncated = False
+        for chunk, cut in self._chunks(kind, purpose, flt, cap=cap, sort=sort):
+            parts += chunk
+            truncated |= cut
+        return parts or [pd.DataFrame()], truncated
+
+    def _chunks(self, kind: str, purpose: str, flt: dict, *, cap: int, sort: list | None = None
+                ) -> Iterator[tuple[list[pd.DataFrame], bool]]:
+        """Documents of collection ``kind`` matching ``flt``, one server batch at a time (at most
+        :data:`BATCH_ROWS` documents or 16 MiB), as flat frames (dotted paths) and whether the
+        result was cut at ``cap`` there (the last chunk). One cursor, read-only, under
+        ``maxTimeMS``; memory holds one batch.
 
         Fast path: pymongoarrow with a schema whose kinds come from a sample of the same query.
         pymongoarrow cannot express a field holding several BSON types in one column, so:
-        a path the sample shows with several kinds is read for all rows as documents in a
-        second query (_id + that path) and joined by _id; a row whose key field (id, time,
-        status) came back null, e.g. a string date beyond the sample, is re-read as a
-        document by _id. Other fields of a kind unseen in the sample read as null.
+        a path the sample shows with several kinds is read for the batch's rows as documents
+        (_id + that path) and joined by _id; a row whose key field (id, time, status) came back
+        null, e.g. a string date beyond the sample, is re-read as a document by _id. Other
+        fields of a kind unseen in the sample read as null.
         """
         coll = self.collection(kind)
         projection = self._projection(kind)
         entry = self._record(purpose, coll.name, "find", flt, projection=projection, sort=sort, limit=cap + 1)
+        entry["rows"], entry["truncated"] = 0, False
         with self._errors(coll.name):
-            if not self.arrow:
-                docs = list(coll.find(flt, projection, sort=sort, limit=cap + 1, max_time_ms=self._max_time_ms))
-                truncated = len(docs) > cap
-                parts = [flatten_documents(docs[:cap])]
-            else:
-                parts, truncated = self._read_arrow(kind, coll, flt, projection, cap, sort)
-        entry["rows"] = min(sum(len(p) for p in parts), cap)
-        entry["truncated"] = truncated
-        return parts, truncated
-
-    def _read_arrow(self, kind, coll, flt, projection, cap, sort) -> tuple[list[pd.DataFrame], bool]:
-        fields = self._fields(kind)
-        paths = {p: canonical for canonical, ps in fields.items() for p in ps}
-        sample = list(coll.find(flt, projection, sort=sort, limit=min(SAMPLE_SIZE, cap + 1),
-                                max_time_ms=self._max_time_ms))
-        if not sample:
-            return [pd.DataFrame()], False
-        id_kinds = {value_kind(d.get("_id")) for d in sample}
-        if len(id_kinds) != 1 or id_kinds & {"mixed", "list", None}:
-            # Rows could not be re-read by _id: the document path for this query.
-            self.warnings.append(f"{coll.name}: _id of several types; read as documents")
-            docs = list(coll.find(flt, projection, sort=sort, limit=cap + 1, max_time_ms=self._max_time_ms))
-            return [flatten_documents(docs[:cap])], len(docs) > cap
-        kinds, mixed = arrow_kinds(sample, paths)
-        id_kind = kinds["_id"] = id_kinds.pop()
-        table = find_arrow_all(coll, flt, schema=arrow_schema(kinds), allow_invalid=True, projection=projection,
-                               sort=sort, limit=cap + 1, max_time_ms=self._max_time_ms)
-        truncated = table.num_rows > cap
-        flat = arrow_to_flat(table.slice(0, cap))
-        if mixed:
-            extra = list(coll.find(flt, {"_id": 1, **dict.fromkeys(mixed, 1)}, sort=sort, limit=cap + 1,
-                                   max_time_ms=self._max_time_ms))[:cap]
-            by_id = {str(d["_id"]): d for d in extra}
-            for path in mixed:
-                # As json_normalize in the document path: a sub-document is not a value of ``path``.
-                values = (get_path(by_id.get(i, {}), path) for i in flat["_id"])
-                flat[path] = pd.Series([None if isinstance(v, Mapping) else v for v in values],
-                                       index=flat.index, dtype=object)
-        key_fields = {"messages": ["message_id", "created_at"], "status_history": ["message_id", "new_status",
-                                                                                  "timestamp"]}.get(kind, [])
-        unread = pd.Series(False, index=flat.index)
-        for canonical in key_fields:
-            cols = [flat[p] for p in fields.get(canonical, [canonical]) if p in flat.columns]
-            unread |= pd.concat(cols, axis=1).isna().all(axis=1) if cols else True
-        if not unread.any():
-            return [flat], truncated
-        oids = [ObjectId(i) if id_kind == "objectId" else i for i in flat.loc[unread, "_id"]]
-        docs = []
-        for chunk in range(0, len(oids), ID_CHUNK):
-            docs += coll.find({"_id": {"$in": oids[chunk:chunk + ID_CHUNK]}}, projection,
-                              max_time_ms=self._max_time_ms)
-        return [flat[~unread].reset_index(drop=True), flatten_documents(docs)], truncated
+            cursor = {"sort": sort, "limit": cap + 1, "max_time_ms": self._max_time_ms}
+            batches = (arrow_batches(coll, flt, projection, self._fields(kind), KEY_FIELDS.get(kind, ()), cursor,
+                                     self.warnings) if self.arrow
+                       else document_batches(coll.find(flt, projection, batch_size=BATCH_ROWS, **cursor)))
+            for parts in batches:
+                cut = entry["rows"] + sum(len(p) for p in parts) > cap  # the cursor's limit is cap + 1
+                if cut:
+                    parts = _first_rows(parts, cap - entry["rows"])
+                entry["rows"] += sum(len(p) for p in parts)
+                entry["truncated"] = cut
+                yield parts, cut
+                if cut:
+                    return
 
     def _messages(self, purpose: str, flt: dict, *, cap: int, sort: list | None = None) -> pd.DataFrame:
         parts, truncated = self._read("messages", purpose, flt, cap=cap, sort=sort)
-        frame = _concat("messages", [messages_from_documents(p, self.profile) for p in parts if len(p)])
+        frame = joined("messages", [messages_from_documents(p, self.profile) for p in parts if len(p)])
         self._check_readable("messages", frame, sum(len(p) for p in parts))
         if truncated:
             self.warnings.append(mark_truncated(frame, cap, purpose))
@@ -316,7 +282,7 @@ class MongoSource:
     def _history(self, purpose: str, flt: dict, messages: pd.DataFrame, *, cap: int) -> pd.DataFrame:
         parts, truncated = self._read("status_history", purpose, flt, cap=cap)
         empty = schema.empty("messages")
-        read = _concat("status_events", [status_events_from_documents(p, empty, self.profile)
+        read = joined("status_events", [status_events_from_documents(p, empty, self.profile)
                                          for p in parts if len(p)])
         self._check_readable("status_history", read, sum(len(p) for p in parts))
         frame = with_derived_pending(read, messages)
@@ -353,7 +319,7 @@ class MongoSource:
         cap = self._cap(limit)
         frames = [self._messages("messages by id", self._id_filter("messages", ids[i:i + ID_CHUNK]), cap=cap)
                   for i in range(0, len(ids), ID_CHUNK)]
-        return _capped(_concat("messages", frames), cap, "messages by id", self.warnings)
+        return _capped(joined("messages", frames), cap, "messages by id", self.warnings)
 
     def message(self, message_id: str) -> pd.DataFrame:
         """The ``messages`` row of one message (empty when unknown; several if the id is duplicated)."""
@@ -408,7 +374,7 @@ class MongoSource:
         for i in range(0, len(ids), ID_CHUNK):
             frames.append(self._history(purpose, self._id_filter("status_history", ids[i:i + ID_CHUNK]),
                                         messages[messages["message_id"].isin(ids[i:i + ID_CHUNK])], cap=cap))
-        frame = _concat("status_events", frames) if frames else with_derived_pending(schema.empty("status_events"),
+        frame = joined("status_events", frames) if frames else with_derived_pending(schema.empty("status_events"),
                                                                                     messages)
         return _capped(frame, cap, purpose, self.warnings)
 
@@ -437,182 +403,112 @@ class MongoSource:
         return _keep(read, _within(read["timestamp"], window))
 
     def window_evidence(self, window: Window, *, limit: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The window's ``messages`` and ``status_events`` tables, as ``collect`` stores them.
+        """The window's ``messages`` and ``status_events`` tables, as ``collect`` stores them
+        (:meth:`window_slices` gathered, events in message and time order)."""
+        parts: dict[str, list[pd.DataFrame]] = {"messages": [], "status_events": []}
+        for table, frame in self.window_slices(window, limit=limit):
+            parts[table].append(frame)
+        messages = joined("messages", parts["messages"])
+        events = joined("status_events", parts["status_events"])
+        events = _sorted(events, ["message_id", "timestamp", "derived"]) if len(events) else with_derived_pending(
+            events, messages)
+        return messages, events
 
-        messages: created or updated in the window, plus the messages of history rows timed
-        in it (read by id, so every event has its message). status_events: history rows timed
-        in the window, and the derived initial PENDING of every message.
+    def window_slices(self, window: Window, *, limit: int | None = None) -> Iterator[tuple[str, pd.DataFrame]]:
+        """The window's ``messages`` and ``status_events`` as ``(table, slice)`` pairs, one server
+        batch at a time (memory holds a batch, whatever the window):
+
+        1. messages created or updated in the window, with file sizes (when the files
+           collection has them) and their derived initial PENDING, unless a PENDING history row
+           timed in the window has it (asked of the server for the batch's ids);
+        2. history rows timed in the window, channel and conversation filled from their
+           messages (read by id); a message of theirs outside step 1 (its times fall outside the
+           window) is added once, with its derived PENDING.
+
+        ``limit`` caps each query, as ``max_rows`` does. Lookups by id are recorded as one
+        query per purpose (the ids themselves would make the record as big as the window).
         """
         cap = self._cap(limit)
-        messages = self.window_messages(window, limit=cap)
-        read = self.status_rows(window, limit=cap)
-        others = read.loc[~read["message_id"].isin(messages["message_id"]), "message_id"].dropna().unique()
-        if len(others):
-            messages = _concat("messages", [messages, self.messages(list(others))])
-        return messages, _with_attrs(with_derived_pending(read, messages), read)
-
-    # -- server-side questions ----------------------------------------------------------------
-
-    def _aggregate(self, kind: str, purpose: str, pipeline: list[dict], cap: int) -> pd.DataFrame:
-        coll = self.collection(kind)
-        pipeline = [*pipeline, {"$limit": cap + 1}]
-        entry = self._record(purpose, coll.name, "aggregate", pipeline)
-        with self._errors(coll.name):
-            rows = list(coll.aggregate(pipeline, maxTimeMS=self._max_time_ms))
-        entry["rows"], entry["truncated"] = min(len(rows), cap), len(rows) > cap
-        frame = pd.DataFrame(rows[:cap])
-        if len(rows) > cap:
-            self.warnings.append(mark_truncated(frame, cap, purpose))
-        return frame
-
-    def stuck_messages(self, status: str | Sequence[str] = "PENDING", older_than: str | pd.Timedelta = "30s",
-                       reference=None, *, window: Window | None = None, channel: str | None = None,
-                       limit: int | None = None) -> pd.DataFrame:
-        """Messages still in ``status`` whose last activity is more than ``older_than`` before ``reference``.
-
-        Symptom 1 (PENDING > 30 s) and symptom 2 (SENT, or DELIVERED, that never
-        progressed). Last activity = the latest of the update and creation times, so a
-        message is stuck when all of them are older than ``reference - older_than``
-        (``reference`` defaults to now; for an incident use the window's end). Filtered on
-        the server; ``attrs`` carry ``reference`` and ``cutoff``.
-        """
-        ref = parse_time(reference) if reference is not None else pd.Timestamp.now(tz="UTC")
-        age = pd.Timedelta(older_than)
-        if age < pd.Timedelta(0):
-            raise ParameterError(f"older_than must not be negative, got {older_than!r}")
-        cutoff = ref - age
-        times = self._paths("messages", "updated_at") + self._paths("messages", "created_at")
-        created = self._paths("messages", "created_at")
-        flt = all_of(self._status_filter(status), times_before(times, cutoff), self._channel_filter(channel),
-                     time_range(created, window.start, window.end) if window else None)
-        frame = self._messages("stuck messages", flt, cap=self._cap(limit))
-        wanted = [status.upper()] if isinstance(status, str) else [s.upper() for s in status]
-        last = frame[["created_at", "updated_at"]].max(axis=1)
-        keep = frame["status"].isin(wanted).fillna(False) & (last < cutoff).fillna(False)
-        if window is not None:
-            keep &= _within(frame["created_at"], window)
-        if channel is not None:
-            keep &= frame["channel"].eq(channel.upper()).fillna(False)
-        frame = _sorted(_keep(frame, keep), ["created_at", "message_id"])
-        frame.attrs.update({"reference": iso(ref), "cutoff": iso(cutoff)})
-        return frame
-
-    def failed_by_error(self, window: Window | None = None, *, channel: str | None = None,
-                        limit: int | None = None) -> pd.DataFrame:
-        """FAILED messages grouped by error (runbook 3.3), on the server, most frequent first.
-
-        The error is the first of the profile's error paths that holds one (top-level
-        ``error_message`` or ``metadata.error_message``: both layouts). Columns:
-        ``error_message``, ``count``, ``channels`` (comma-separated), ``error_fields`` (which
-        paths held it), ``first_seen``, ``last_seen`` (creation times, UTC).
-        """
         f = self._paths
-        err, created = f("messages", "error_message"), f("messages", "created_at")
-        match = all_of(self._status_filter("FAILED"), self._channel_filter(channel),
-                       time_range(created, window.start, window.end) if window else None)
-        pipeline = [
-            {"$match": match},
-            {"$project": {"_id": 0, "error": first_of(err), "field": path_supplying(err),
-                          "channel": first_of(f("messages", "channel")), "created": first_date_of(created)}},
-            {"$group": {"_id": "$error", "count": {"$sum": 1}, "channels": {"$addToSet": "$channel"},
-                        "fields": {"$addToSet": "$field"}, "first_seen": {"$min": "$created"},
-                        "last_seen": {"$max": "$created"}}},
-            {"$sort": {"count": -1, "_id": 1}},
-        ]
-        rows = self._aggregate("messages", "failed messages by error", pipeline, self._cap(limit))
-        columns = ["error_message", "count", "channels", "error_fields", "first_seen", "last_seen"]
-        if rows.empty:
-            return _with_attrs(pd.DataFrame({c: pd.Series(dtype=d) for c, d in zip(
-                columns, [schema.STR, schema.INT, schema.STR, schema.STR, schema.UTC_TS, schema.UTC_TS],
-                strict=True)}), rows)
-        out = pd.DataFrame({
-            "error_message": rows["_id"].map(lambda v: None if v is None else str(v)).astype(schema.STR),
-            "count": rows["count"].astype(schema.INT),
-            "channels": rows["channels"].map(lambda v: ",".join(sorted({str(c).upper() for c in v if c}))
-                                             ).astype(schema.STR),
-            "error_fields": rows["fields"].map(lambda v: ",".join(sorted(p for p in v if p))).astype(schema.STR),
-            "first_seen": schema.to_utc(rows["first_seen"]),
-            "last_seen": schema.to_utc(rows["last_seen"]),
-        })
-        return _with_attrs(out, rows)
+        inside = {"$or": time_range(f("messages", "created_at"), window.start, window.end)["$or"]
+                  + time_range(f("messages", "updated_at"), window.start, window.end)["$or"]}
+        for parts, cut in self._chunks("messages", "messages in window", inside, cap=cap):
+            frame = self._frame("messages", parts)
+            frame = _keep(frame, _within(frame["created_at"], window) | _within(frame["updated_at"], window))
+            if cut:
+                self.warnings.append(mark_truncated(frame, cap, "messages in window"))
+            frame = self._sized(frame)
+            yield "messages", frame
+            yield "status_events", with_derived_pending(schema.empty("status_events"), frame,
+                                                        self._pending(frame["message_id"], window))
+        added: set[str] = set()
+        times = time_range(f("status_history", "timestamp"), window.start, window.end)
+        for parts, cut in self._chunks("status_history", "status events in window", times, cap=cap):
+            read = self._frame("status_history", parts)
+            read = _keep(read, _within(read["timestamp"], window))
+            if cut:
+                self.warnings.append(mark_truncated(read, cap, "status events in window"))
+            ids = read["message_id"].dropna().unique().tolist()
+            with self._summarised("messages", "messages by id", len(ids)):
+                messages = self.messages(ids)
+            outside = ~(_within(messages["created_at"], window) | _within(messages["updated_at"], window))
+            new = messages[outside & ~messages["message_id"].isin(added)].drop_duplicates("message_id")
+            added.update(new["message_id"])
+            if len(new):
+                yield "messages", self._sized(new.reset_index(drop=True))
+            keep = set(messages["message_id"]) - set(new["message_id"]) | self._pending(new["message_id"], window)
+            yield "status_events", with_derived_pending(read, messages, keep)
+        for (kind, purpose), count in self._lookups.items():
+            self._record(purpose, self.profile.mongo.collections[kind], "find",
+                         {"$in": f"{count:,} ids of the window's rows, {ID_CHUNK:,} per query"})
+        self._lookups.clear()
 
-    def retry_counts(self, window: Window | None = None, *, channel: str | None = None,
-                     status: str | None = None, limit: int | None = None) -> pd.DataFrame:
-        """How many messages have each retry count, per channel (runbook 2.4), counted on the server.
+    @contextlib.contextmanager
+    def _summarised(self, kind: str, purpose: str, ids: int) -> Iterator[None]:
+        """Queries by id sent inside are recorded as one per purpose, with the number of ids
+        (:meth:`window_slices` records them at its end)."""
+        mark = len(self.queries)
+        yield
+        del self.queries[mark:]
+        self._lookups[(kind, purpose)] = self._lookups.get((kind, purpose), 0) + ids
 
-        Columns ``channel``, ``retry_count`` (null: none recorded), ``messages``.
-        """
-        f = self._paths
-        created = f("messages", "created_at")
-        match = all_of(self._status_filter(status), self._channel_filter(channel),
-                       time_range(created, window.start, window.end) if window else None)
-        pipeline = [
-            {"$match": match},
-            {"$group": {"_id": {"channel": first_of(f("messages", "channel")),
-                                "retries": first_of(f("messages", "retry_count"))}, "messages": {"$sum": 1}}},
-        ]
-        rows = self._aggregate("messages", "retry counts", pipeline, self._cap(limit))
-        if rows.empty:
-            out = pd.DataFrame({"channel": pd.Series(dtype=schema.STR), "retry_count": pd.Series(dtype=schema.INT),
-                                "messages": pd.Series(dtype=schema.INT)})
-            return _with_attrs(out, rows)
-        keys = pd.json_normalize(rows["_id"].tolist())
-        out = pd.DataFrame({
-            "channel": keys.get("channel", pd.Series(index=keys.index, dtype=object)).map(
-                lambda v: None if v is None or v != v else str(v).upper()).astype(schema.STR),
-            "retry_count": pd.to_numeric(keys.get("retries", pd.Series(index=keys.index, dtype=object)).map(
-                lambda v: v if isinstance(v, int | float | str) and not isinstance(v, bool) else None),
-                errors="coerce").round().astype(schema.INT),
-            "messages": rows["messages"].astype(schema.INT),
-        })
-        # "2" and 2 are one retry count: merge what the server kept apart by type.
-        out = (out.groupby(["channel", "retry_count"], dropna=False, sort=True)["messages"].sum()
-               .reset_index().astype({"channel": schema.STR, "retry_count": schema.INT, "messages": schema.INT}))
-        return _with_attrs(out, rows)
-
-    def status_counts(self, window: Window, *, bucket: str = "1min", of: Literal["messages", "transitions"] =
-                      "messages", channel: str | None = None, limit: int | None = None) -> pd.DataFrame:
-        """Counts per status per time bucket, bucketed on the server (``$dateTrunc``).
-
-        ``of="messages"``: messages created in the window by current status, per creation
-        bucket (the runbook's status distribution). ``of="transitions"``: history rows by
-        new status per transition bucket (derived PENDINGs are not rows: not counted).
-        Buckets are whole seconds up to days, aligned as ``$dateTrunc`` aligns them
-        (from 2000-01-01T00:00Z). Columns ``bucket_start`` (UTC), ``status``, ``count``.
-        """
-        unit, size = date_bucket(bucket)
-        if of == "messages":
-            kind, times, statuses = "messages", self._paths("messages", "created_at"), self._paths("messages",
-                                                                                                  "status")
-            extra = self._channel_filter(channel)
-        elif of == "transitions":
-            if channel is not None:
-                raise ParameterError("channel filters status counts of messages; history rows carry no channel")
-            kind, times, statuses = "status_history", self._paths("status_history", "timestamp"), self._paths(
-                "status_history", "new_status")
-            extra = None
+    def _frame(self, kind: str, parts: list[pd.DataFrame]) -> pd.DataFrame:
+        """One batch of ``kind`` documents as its canonical table (messages, or status events as read)."""
+        if kind == "messages":
+            frame = joined("messages", [messages_from_documents(p, self.profile) for p in parts if len(p)])
         else:
-            raise ParameterError(f"of must be messages or transitions, got {of!r}")
-        pipeline = [
-            {"$match": all_of(time_range(times, window.start, window.end), extra)},
-            {"$project": {"_id": 0, "status": first_of(statuses), "t": first_date_of(times)}},
-            {"$match": {"t": {"$gte": window.start.to_pydatetime(), "$lt": window.end.to_pydatetime()}}},
-            {"$group": {"_id": {"bucket": {"$dateTrunc": {"date": "$t", "unit": unit, "binSize": size}},
-                                "status": "$status"}, "count": {"$sum": 1}}},
-        ]
-        rows = self._aggregate(kind, f"status counts of {of}", pipeline, self._cap(limit))
-        if rows.empty:
-            out = pd.DataFrame({"bucket_start": pd.Series(dtype=schema.UTC_TS), "status": pd.Series(dtype=schema.STR),
-                                "count": pd.Series(dtype=schema.INT)})
-            return _with_attrs(out, rows)
-        keys = pd.json_normalize(rows["_id"].tolist())
-        status = keys["status"].map(lambda v: None if v is None or v != v else str(v).strip().upper())
-        out = pd.DataFrame({"bucket_start": schema.to_utc(keys["bucket"]),
-                            "status": status.where(status.isin(schema.STATUSES) | status.isna(), "UNKNOWN"),
-                            "count": rows["count"]})
-        out = (out.groupby(["bucket_start", "status"], dropna=False, sort=True)["count"].sum().reset_index()
-               .astype({"status": schema.STR, "count": schema.INT}))
-        return _with_attrs(out, rows)
+            empty = schema.empty("messages")
+            frame = joined("status_events", [status_events_from_documents(p, empty, self.profile)
+                                              for p in parts if len(p)])
+        self._check_readable(kind, frame, sum(len(p) for p in parts))
+        return frame
+
+    def _pending(self, message_ids: pd.Series, window: Window) -> set[str]:
+        """Those of ``message_ids`` with a PENDING history row timed in ``window``."""
+        ids = message_ids.dropna().unique().tolist()
+        found: set[str] = set()
+        times = time_range(self._paths("status_history", "timestamp"), window.start, window.end)
+        with self._summarised("status_history", "PENDING rows in window", len(ids)):
+            for i in range(0, len(ids), ID_CHUNK):
+                flt = all_of(self._id_filter("status_history", ids[i:i + ID_CHUNK]),
+                             self._status_filter("PENDING", "status_history", "new_status"), times)
+                for parts, _cut in self._chunks("status_history", "PENDING rows in window", flt, cap=self._cap(None)):
+                    rows = self._frame("status_history", parts)
+                    found.update(rows.loc[_within(rows["timestamp"], window) & rows["new_status"].eq("PENDING"),
+                                          "message_id"])
+        return found
+
+    def _sized(self, messages: pd.DataFrame) -> pd.DataFrame:
+        """``messages`` with file sizes from the files collection; as they are when it cannot be
+        read (files expire after 24 h: their absence must not cost the messages), noted once."""
+        try:
+            with self._summarised("files", "files", int(messages["file_id"].notna().sum())):
+                return self.with_file_sizes(messages)
+        except SourceError as exc:
+            note = f"file sizes not read: {exc}"
+            if note not in self.warnings:
+                self.warnings.append(note)
+            return messages
 
     def files(self, message_ids: Sequence[str] | None = None, file_ids: Sequence[str] | None = None,
               *, limit: int | None = None) -> pd.DataFrame:
@@ -684,50 +580,14 @@ def _first_line(exc: Exception) -> str:
     return mask_uri(str(exc).split(", Timeout:")[0].splitlines()[0])[:300]
 
 
-def _concat(table: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return schema.empty(table)
-    out = frames[0] if len(frames) == 1 else schema.conform(table, pd.concat(frames, ignore_index=True))
-    out.attrs = {}
-    for f in frames:
-        if f.attrs.get("truncated"):
-            out.attrs.update({k: v for k, v in f.attrs.items() if k != "warnings"})
-            out.attrs.setdefault("warnings", []).extend(f.attrs.get("warnings", []))
-    return out
-
-
-def _capped(frame: pd.DataFrame, cap: int, what: str, warnings_: list[str]) -> pd.DataFrame:
-    """Chunked reads: cut the combined frame at ``cap`` and mark it."""
-    if len(frame) <= cap:
-        return frame
-    attrs = frame.attrs
-    frame = frame.iloc[:cap].reset_index(drop=True)
-    frame.attrs = {k: v for k, v in attrs.items() if k != "warnings"}
-    warnings_.append(mark_truncated(frame, cap, what))
-    return frame
-
-
-def _keep(frame: pd.DataFrame, mask: pd.Series) -> pd.DataFrame:
-    attrs = frame.attrs
-    out = frame[mask.fillna(False).astype(bool)].reset_index(drop=True)
-    out.attrs = attrs
-    return out
-
-
-def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    attrs = frame.attrs
-    out = frame.sort_values(by, kind="stable", na_position="last").reset_index(drop=True)
-    out.attrs = attrs
-    return out
-
-
-def _within(times: pd.Series, window: Window) -> pd.Series:
-    return ((times >= window.start) & (times < window.end)).fillna(False).astype(bool)
-
-
-def _with_attrs(out: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    out.attrs = dict(rows.attrs)
+def _first_rows(parts: list[pd.DataFrame], n: int) -> list[pd.DataFrame]:
+    """The first ``n`` rows of the frames ``parts``, in order."""
+    out = []
+    for part in parts:
+        if n <= 0:
+            break
+        out.append(part.iloc[:n].reset_index(drop=True))
+        n -= len(out[-1])
     return out
 
 
@@ -747,29 +607,29 @@ class Source(EvidenceSource):
         Option("mongo_load", "choice", "arrow", "how documents are loaded", choices=("arrow", "documents")),
     )
 
-    def read(self, window: Window) -> SourceResult:
+    def stream(self, window: Window) -> Slices:
         opts = self.opts
         with MongoSource(opts.connection, self.profile, opts.limits, database=opts["mongo_database"],
                          arrow=opts["mongo_load"] == "arrow") as src:
-            self.say(f"mongodb: messages and status history of {window} from {src.masked_uri}")
-            messages, events = src.window_evidence(window)
-            notes: list[str] = []
-            try:
-                messages = src.with_file_sizes(messages)
-            except SourceError as exc:  # files expire after 24 h; their absence must not cost the messages
-                notes.append(f"file sizes not read: {exc}")
-            self.say(f"mongodb: {len(messages):,} messages, {len(events):,} status events")
+            self.say(f"mongodb: messages and status history of {window} from {src.masked_uri}, "
+                     f"{BATCH_ROWS:,} documents a batch")
+            rows = {"messages": 0, "status_events": 0}
+            for table, frame in src.window_slices(window):
+                rows[table] += len(frame)
+                yield table, frame
+            self.say(f"mongodb: {rows['messages']:,} messages, {rows['status_events']:,} status events")
             by_purpose = src.queries_by_purpose()
             queries = {
                 "messages": [q for p in ("messages in window", "messages by id", "files")
                              for q in by_purpose.get(p, [])],
-                "status_events": by_purpose.get("status events in window", []),
+                "status_events": [q for p in ("status events in window", "PENDING rows in window")
+                                  for q in by_purpose.get(p, [])],
             }
-            tables = {"messages": messages, "status_events": events}
             details = {k: v for k, v in src.describe().items() if k not in ("kind", "uri")}
             description = self.describe(
-                tables, notes=notes + src.warnings, connection=src.masked_uri, window=window.to_dict(),
+                rows, notes=src.warnings, connection=src.masked_uri, window=window.to_dict(),
+                truncated=any(q.get("truncated") for q in src.queries),
                 method="messages: created or updated in the window, and those of its status events; "
                        "status_events: history rows timed in the window, the initial PENDING derived "
-                       "from the message's creation time", **details)
-        return SourceResult(tables=tables, description=description, queries=queries)
+                       "from the message's creation time; read one server batch at a time", **details)
+        return SourceResult(tables={}, description=description, queries=queries)

@@ -9,7 +9,7 @@ the columns :mod:`forensics.sources.documents` normalises.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,14 +18,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from bson import ObjectId
 
+from forensics.sources.documents import flatten_documents
+
 with warnings.catch_warnings():
     # pymongoarrow 1.15 wheels are compiled against a pyarrow whose Cython object sizes
     # differ from 25.0.x (the version it pins): harmless "size changed" notices at import.
     warnings.filterwarnings("ignore", message=r".*size changed, may indicate binary incompatibility.*")
     from pymongoarrow.api import Schema
+    from pymongoarrow.context import PyMongoArrowContext
     from pymongoarrow.types import ObjectIdType
 
 # ---- Arrow loading --------------------------------------------------------------------
+
+SAMPLE_SIZE = 256
+"""Documents read as dicts to pick the Arrow type of every field (:func:`arrow_batches`)."""
+BATCH_ROWS = 50_000
+"""Documents per server batch, the unit a read is streamed in (the server also stops a batch at 16 MiB)."""
+ID_CHUNK = 10_000
+"""Ids per ``$in``: keeps each query document far below MongoDB's 16 MB limit."""
 
 _PY_TO_ARROW = {"date": pa.timestamp("ms"), "string": pa.string(), "int": pa.int64(), "float": pa.float64(),
                 "bool": pa.bool_(), "objectId": ObjectIdType(), "list": pa.list_(pa.string())}
@@ -133,3 +143,76 @@ def arrow_to_flat(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(types_mapper=mapping.get)
 
 
+
+
+def document_batches(cursor: Iterable[dict]) -> Iterator[list[pd.DataFrame]]:
+    """A cursor's documents as flat frames, :data:`BATCH_ROWS` at a time (the document path)."""
+    docs: list[dict] = []
+    for doc in cursor:
+        docs.append(doc)
+        if len(docs) == BATCH_ROWS:
+            yield [flatten_documents(docs)]
+            docs = []
+    if docs:
+        yield [flatten_documents(docs)]
+
+
+def arrow_batches(coll, flt: dict, projection: dict, fields: Mapping[str, list[str]], key_fields: Sequence[str],
+                  cursor: dict[str, Any], warnings_: list[str]) -> Iterator[list[pd.DataFrame]]:
+    """The documents of ``coll`` matching ``flt`` as flat frames, one server batch (at most
+    :data:`BATCH_ROWS` documents or 16 MiB) at a time, through pymongoarrow with a schema whose
+    kinds come from a sample of the same query (``cursor``: sort, limit, max_time_ms).
+
+    pymongoarrow cannot express a field holding several BSON types in one column, so: a path
+    the sample shows with several kinds is read for the batch's rows as documents (_id + that
+    path) and joined by _id; a row with none of its ``key_fields`` (id, time, status), e.g. a
+    string date beyond the sample, is re-read as a document by _id. Other fields of a kind
+    unseen in the sample read as null. _ids of several types: the document path, noted in
+    ``warnings_``.
+    """
+    paths = {p: canonical for canonical, ps in fields.items() for p in ps}
+    limit, max_time_ms = cursor["limit"], cursor["max_time_ms"]
+    sample = list(coll.find(flt, projection, sort=cursor["sort"], limit=min(SAMPLE_SIZE, limit),
+                            max_time_ms=max_time_ms))
+    if not sample:
+        return
+    id_kinds = {value_kind(d.get("_id")) for d in sample}
+    if len(id_kinds) != 1 or id_kinds & {"mixed", "list", None}:
+        # Rows could not be re-read by _id: the document path for this query.
+        warnings_.append(f"{coll.name}: _id of several types; read as documents")
+        yield from document_batches(coll.find(flt, projection, batch_size=BATCH_ROWS, **cursor))
+        return
+    kinds, mixed = arrow_kinds(sample, paths)
+    id_kind = kinds["_id"] = id_kinds.pop()
+    schema = arrow_schema(kinds)
+
+    def ids(values: Iterable) -> list:
+        return [ObjectId(i) if id_kind == "objectId" else i for i in values]
+
+    for batch in coll.find_raw_batches(flt, projection, batch_size=BATCH_ROWS, **cursor):
+        context = PyMongoArrowContext(schema, codec_options=coll.codec_options, allow_invalid=True)
+        context.process_bson_stream(batch)
+        flat = arrow_to_flat(context.finish())
+        if not len(flat):
+            continue
+        if mixed:
+            extra = coll.find({"_id": {"$in": ids(flat["_id"])}}, {"_id": 1, **dict.fromkeys(mixed, 1)},
+                              max_time_ms=max_time_ms)
+            by_id = {str(d["_id"]): d for d in extra}
+            for path in mixed:
+                # As json_normalize in the document path: a sub-document is not a value of ``path``.
+                values = (get_path(by_id.get(i, {}), path) for i in flat["_id"])
+                flat[path] = pd.Series([None if isinstance(v, Mapping) else v for v in values],
+                                       index=flat.index, dtype=object)
+        unread = pd.Series(False, index=flat.index)
+        for canonical in key_fields:
+            cols = [flat[p] for p in fields.get(canonical, [canonical]) if p in flat.columns]
+            unread |= pd.concat(cols, axis=1).isna().all(axis=1) if cols else True
+        if not unread.any():
+            yield [flat]
+            continue
+        oids = ids(flat.loc[unread, "_id"])
+        docs: list[dict] = []
+        for chunk in range(0, len(oids), ID_CHUNK):
+            docs += coll.find({"_id": {"$in": oids[chunk:chunk + ID_CHUNK]}}, projection, max_time_ms=max_time_ms)
+        yield [flat[~unread].reset_index(drop=True), flatten_documents(docs)]

@@ -18,7 +18,7 @@ import pandas as pd
 from bson import json_util
 
 from forensics.errors import ParameterError
-from forensics.timeutil import iso, parse_time
+from forensics.timeutil import Window, iso, parse_time
 
 # Epoch numbers are told apart by magnitude, exactly as forensics.timeutil does.
 _MS_FROM, _US_FROM, _NS_FROM = 1e11, 1e14, 1e17
@@ -171,3 +171,37 @@ def mark_truncated(frame: pd.DataFrame, cap: int, what: str) -> str:
     return note
 
 
+# ---- frames read ----------------------------------------------------------------------------
+
+def _capped(frame: pd.DataFrame, cap: int, what: str, warnings_: list[str]) -> pd.DataFrame:
+    """Chunked reads: cut the combined frame at ``cap`` and mark it."""
+    if len(frame) <= cap:
+        return frame
+    attrs = frame.attrs
+    frame = frame.iloc[:cap].reset_index(drop=True)
+    frame.attrs = {k: v for k, v in attrs.items() if k != "warnings"}
+    warnings_.append(mark_truncated(frame, cap, what))
+    return frame
+
+
+def _keep(frame: pd.DataFrame, mask: pd.Series) -> pd.DataFrame:
+    attrs = frame.attrs
+    out = frame[mask.fillna(False).astype(bool)].reset_index(drop=True)
+    out.attrs = attrs
+    return out
+
+
+def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    attrs = frame.attrs
+    out = frame.sort_values(by, kind="stable", na_position="last").reset_index(drop=True)
+    out.attrs = attrs
+    return out
+
+
+def _within(times: pd.Series, window: Window) -> pd.Series:
+    return ((times >= window.start) & (times < window.end)).fillna(False).astype(bool)
+
+
+def _with_attrs(out: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    out.attrs = dict(rows.attrs)
+    return out

@@ -20,7 +20,7 @@ import pytest
 from forensics import schema
 from forensics.config import Limits
 from forensics.errors import ParameterError, SourceError
-from forensics.sources import mongo
+from forensics.sources import mongo_arrow
 from forensics.sources.mongo import MongoSource
 from forensics.sources.registry import collect
 from forensics.timeutil import Window
@@ -174,6 +174,29 @@ def test_window_evidence_counts_equal_the_seed(source, mongo_db, layout):
     assert (d3["timestamp"].diff().dropna() == [pd.Timedelta("5s"), pd.Timedelta("5s")]).all()
 
 
+@pytest.mark.parametrize("arrow", [True, False])
+def test_window_slices_stream_in_server_batches_and_gather_to_the_whole_window(stack_env, mongo_db, layout,
+                                                                               monkeypatch, arrow):
+    """Batches of 2 documents: many slices of each table, none holding more than a batch's
+    messages, and together exactly the whole-window read (the "old" message, known only from a
+    history row in the window, added once; every derived PENDING where no PENDING row is)."""
+    seed_incident(mongo_db, layout)
+    with MongoSource(stack_env.mongo_uri, layout.profile, database=mongo_db.name, arrow=arrow) as src:
+        whole = src.window_evidence(WINDOW)
+    monkeypatch.setattr(mongo_arrow, "BATCH_ROWS", 2)
+    with MongoSource(stack_env.mongo_uri, layout.profile, database=mongo_db.name, arrow=arrow) as src:
+        slices = list(src.window_slices(WINDOW))
+        queries = src.queries_by_purpose()
+    messages = [f for t, f in slices if t == "messages"]
+    assert len(messages) >= 6 and max(len(f) for f in messages) <= 2
+    streamed = [pd.concat([f for t, f in slices if t == name], ignore_index=True)
+                for name in ("messages", "status_events")]
+    _same(schema.conform("messages", streamed[0]), whole[0], ["message_id"])
+    _same(schema.conform("status_events", streamed[1]), whole[1], ["message_id", "timestamp", "derived"])
+    # lookups by id are recorded once each, by count: the record does not grow with the window
+    assert len(queries["messages by id"]) == 1 and "ids of the window's rows" in str(queries["messages by id"])
+
+
 def test_window_messages_filtered_by_channel_and_status(source, mongo_db, layout):
     seed_incident(mongo_db, layout)
     wa_failed = source.window_messages(WINDOW, channel="WHATSAPP", status="FAILED")
@@ -311,7 +334,7 @@ def test_arrow_and_documents_give_equal_frames_on_odd_documents(stack_env, mongo
                                                                 sample_size):
     # 256: the odd documents are in the sample (mixed paths read per field);
     # 3: they are not (rows with an unreadable key field are re-read as documents).
-    monkeypatch.setattr(mongo, "SAMPLE_SIZE", sample_size)
+    monkeypatch.setattr(mongo_arrow, "SAMPLE_SIZE", sample_size)
     messages, history = odd_documents(layout, 20)
     mongo_db.messages.insert_many(messages)
     mongo_db.message_status_history.insert_many(history)

@@ -10,7 +10,10 @@ suite over its backends), the simulator and a bundle read back: a new source add
   does, since Prometheus is opt-in in the stack and one TSDB cannot be isolated by a prefix):
   every table is schema-valid and one the source declares, the description has the family's
   keys, every table read has its queries recorded, event rows lie inside the window, and no
-  credential of the connection string appears in the description or the queries.
+  credential of the connection string appears in the description or the queries;
+- streamed (``EvidenceSource.stream``, what ``forensics collect`` writes slice by slice): every
+  slice is schema-valid and declared, the slices keep the same contract, and the bundle
+  written as they arrive holds the rows the in-memory collection holds.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from conftest import unique_name
 from stack_tools import free_ports, install_problem, private_services
 
 from forensics import schema
-from forensics.bundle import read_bundle, write_bundle
+from forensics.bundle import BundleWriter, read_bundle, write_bundle
 from forensics.config import ENV
 from forensics.errors import ParameterError, SourceError
+from forensics.profiles import load_profile
 from forensics.simulate import render
 from forensics.simulate.seed import OPTIONAL_TARGETS, TARGETS, Placement, seed
-from forensics.sources.base import CollectRequest, EvidenceSource
-from forensics.sources.registry import SOURCES, check_options, source_class
+from forensics.sources.base import CollectRequest, EvidenceSource, drain, joined
+from forensics.sources.registry import SOURCES, check_options, collect_bundle, source_class
 
 pytestmark = pytest.mark.integration
 
@@ -238,3 +242,29 @@ def test_every_source_reads_the_seeded_incident_by_the_contract_and_its_bundle_r
     back = read_bundle(write_bundle(ev, tmp_path / "bundle", queries=queries, custody=custody), verify=True)
     assert {t: len(f) for t, f in back.tables.items()} == {t: len(f) for t, f in ev.tables.items()}
     check_contract(name, dict(back.tables), back.sources[name], queries, window, cls.tables, secrets)
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_every_source_streams_slices_by_the_contract_into_a_bundle_as_they_arrive(name, seeded, tmp_path):
+    from forensics.sources.registry import collect
+
+    cls = source_class(name)
+    options = seeded.options(cls)
+    window, secrets, profile = seeded.result.window, _secrets(options), seeded.result.profile
+    slices: list[tuple[str, pd.DataFrame]] = []
+    result = drain(cls(cls.parse(options), load_profile(profile)).stream(window),
+                   lambda table, frame: slices.append((table, frame)))
+    assert slices and not result.tables, f"{name}: the rows go by as slices, not in the result"
+    for table, frame in slices:
+        assert table in cls.tables, f"{name} streamed an undeclared table {table}"
+        schema.validate(table, frame)
+    tables = {t: joined(t, [f for s, f in slices if s == t]) for t in dict.fromkeys(t for t, _ in slices)}
+    check_contract(name, tables, result.description, result.queries, window, cls.tables, secrets)
+
+    with BundleWriter(tmp_path / "streamed") as writer:
+        ev = collect_bundle(writer, [name], window, profile, options, baseline="none")
+    assert not ev.missing, ev.missing
+    back = read_bundle(tmp_path / "streamed", verify=True)
+    whole, _queries, _custody = collect([name], window, profile, options)
+    assert {t: len(f) for t, f in back.tables.items()} == {t: len(f) for t, f in whole.tables.items()}
+    check_contract(name, dict(back.tables), back.sources[name], _queries, window, cls.tables, secrets)
