@@ -149,21 +149,28 @@ Slices = Generator[tuple[str, pd.DataFrame], None, SourceResult]
 (the generator's return value) the :class:`SourceResult` with its ``tables`` empty."""
 
 
-def drain(slices: Slices, put: Callable[[str, pd.DataFrame], None]) -> SourceResult:
-    """Hand every slice of ``slices`` to ``put(table, frame)``; the source's result after the last."""
+def drain(items: Generator[Any, None, Any], put: Callable[[Any], None]) -> Any:
+    """Hand every item of ``items`` to ``put``; the generator's return value after the last
+    (a source's :class:`SourceResult` after its slices, a Kafka read's description after its batches)."""
     while True:
         try:
-            table, frame = next(slices)
+            item = next(items)
         except StopIteration as done:
             return done.value
-        put(table, frame)
+        put(item)
+
+
+def whole(result: SourceResult) -> Slices:
+    """A result read whole as a stream: each of its tables one slice."""
+    yield from result.tables.items()
+    return replace(result, tables={})
 
 
 def gather(slices: Slices) -> SourceResult:
     """The slices of a stream as whole tables (what :meth:`EvidenceSource.read` returns): each
     table's slices in order, conformed; a slice marked truncated marks its table."""
     parts: dict[str, list[pd.DataFrame]] = {}
-    result = drain(slices, lambda table, frame: parts.setdefault(table, []).append(frame))
+    result = drain(slices, lambda piece: parts.setdefault(piece[0], []).append(piece[1]))
     return replace(result, tables={table: joined(table, frames) for table, frames in parts.items()})
 
 
@@ -285,9 +292,7 @@ class EvidenceSource:
         :meth:`read` gives them). Memory holds what one slice needs. By default :meth:`read`'s
         tables, each as one slice: for sources whose evidence is small (identities, keys, a
         snapshot)."""
-        result = self.read(window)
-        yield from result.tables.items()
-        return replace(result, tables={})
+        return (yield from whole(self.read(window)))
 
     def describe(self, tables: Mapping[str, pd.DataFrame | int], *, notes: Iterable[str] = (), truncated: bool = False,
                  connection: str | None = None, parameters: Mapping[str, Any] | None = None,

@@ -31,7 +31,7 @@ from forensics import schema
 from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import mask_uri
 from forensics.errors import SourceError
-from forensics.sources.base import EvidenceSource, Option, SourceResult
+from forensics.sources.base import EvidenceSource, Option, Slices, SourceResult, whole
 from forensics.sources.http import Hints, HttpJsonClient
 from forensics.timeutil import Window
 from forensics.traces import TraceFileError, parse_traces, tag_values
@@ -364,21 +364,25 @@ class Source(EvidenceSource):
         Option("files", "list", None, "trace files or directories to read instead of the query API"),
     )
 
-    def read(self, window: Window) -> SourceResult:
+    def stream(self, window: Window) -> Slices:
+        """The spans of each service's search as a slice of its own (its traces not seen in an
+        earlier service's), so memory holds one search's traces."""
         if self.opts["files"]:
-            return self.read_files(window, self.opts["files"])
+            return (yield from whole(self.read_files(window, self.opts["files"])))
         opts, limits = self.opts, self.opts.limits
         client = JaegerClient(opts.connection, api=opts["jaeger_api"], limits=limits)
         per_service = opts["traces_per_service"]
         wanted = list(opts["services"] or self.profile.services.all())
         known = set(client.services())
-        frames: list[pd.DataFrame] = []
         notes: list[str] = []
         seen: set[str] = set()
         counts: dict[str, int] = {}
+        rows, truncated = 0, False
         for service in wanted:
             if service not in known:
                 notes.append(f"{service}: Jaeger has no spans of this service")
+                continue
+            if truncated:
                 continue
             self.say(f"jaeger: searching {service}")
             spans = client.search(service, start=window.start, end=window.end, limit=per_service)
@@ -389,16 +393,17 @@ class Source(EvidenceSource):
                              "raise traces_per_service or narrow the window")
             fresh = spans[~spans["trace_id"].isin(seen)]
             seen.update(fresh["trace_id"].unique())
-            frames.append(fresh)
-        spans = pd.concat(frames, ignore_index=True) if frames else schema.empty("spans")
-        truncated = len(spans) > limits.max_rows
-        if truncated:
-            notes.append(f"spans truncated at {limits.max_rows} rows")
-            spans = spans.iloc[:limits.max_rows]
-        tables = {"spans": schema.conform("spans", spans)}
-        description = self.describe(tables, notes=notes, truncated=truncated, connection=mask_uri(client.url),
+            if rows + len(fresh) > limits.max_rows:
+                truncated = True
+                notes.append(f"spans truncated at {limits.max_rows} rows")
+                fresh = fresh.iloc[:limits.max_rows - rows]
+            rows += len(fresh)
+            yield "spans", schema.conform("spans", fresh.reset_index(drop=True))
+        if not counts:
+            yield "spans", schema.empty("spans")
+        description = self.describe({"spans": rows}, notes=notes, truncated=truncated, connection=mask_uri(client.url),
                                     api=client.api, services=wanted, traces=counts)
-        return SourceResult(tables=tables, description=description, queries={"spans": client.history})
+        return SourceResult(tables={}, description=description, queries={"spans": client.history})
 
     def read_files(self, window: Window, paths: list[str]) -> SourceResult:
         """Spans from trace files instead of the query API: every file of ``paths`` (files, or

@@ -32,7 +32,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from hashlib import md5
 from typing import Any
@@ -47,7 +48,7 @@ from forensics.errors import SourceError
 from forensics.profiles import Profile, Topic
 from forensics.schema import conform
 from forensics.sources import kafka_native, partitioner
-from forensics.sources.base import EvidenceSource, Option, SourceResult
+from forensics.sources.base import EvidenceSource, Option, Slices, SourceResult, drain
 from forensics.sources.kafka_records import (
     BATCH,
     MAX_PAYLOAD_BYTES,
@@ -221,22 +222,25 @@ def _offsets_for_times(consumer, partitions: list, deadline: float) -> list:
             pause = min(pause * 2, 1.0)
 
 
-def _scan(consumer, ranges: list[dict[str, Any]], limits: Limits, headers: bool, max_bytes: int, progress=None
-          ) -> tuple[list[dict[str, pa.Array]], str | None]:
+def _scan(consumer, ranges: list[dict[str, Any]], limits: Limits, headers: bool, max_bytes: int,
+          finish: Callable[[dict[str, pa.Array]], pa.RecordBatch], progress=None
+          ) -> Generator[pa.RecordBatch, None, str | None]:
     """Read every range with assign() (no group join, no commit) through confluent-kafka;
-    decode one consume() batch at a time into columns."""
+    yield one consume() batch at a time decoded into columns and ``finish``-ed; return why the
+    read was truncated, or None. Sets each range's ``records``."""
     from confluent_kafka import KafkaError, TopicPartition
 
+    for r in ranges:
+        r["records"] = 0
     todo = {(r["topic"], r["partition"]): r for r in ranges if r["end_offset"] > r["start_offset"]}
     if not todo:
-        return [], None
+        return None
     ends = {tp: r["end_offset"] for tp, r in todo.items()}
     # consume(n) returns early only once n messages are there: asking for no more than the
     # records still due keeps the last call from idling until its timeout.
     due = sum(r["end_offset"] - r["start_offset"] for r in todo.values())
     consumer.assign([TopicPartition(t, p, r["start_offset"]) for (t, p), r in todo.items()])
     deadline = time.monotonic() + limits.timeout_s
-    batches: list[dict[str, pa.Array]] = []
     total, truncated = 0, None
     eof = KafkaError._PARTITION_EOF
     while ends:
@@ -262,24 +266,19 @@ def _scan(consumer, ranges: list[dict[str, Any]], limits: Limits, headers: bool,
             if len(raw) > limits.max_rows - total:
                 raw = RawBatch(*(col[: limits.max_rows - total] for col in vars(raw).values()))
             total += len(raw)
-            batches.append(raw_columns(raw, headers, max_bytes))
+            _count_records(ranges, raw)
             if progress:
                 progress(f"kafka: {total} records read")
+            yield finish(raw_columns(raw, headers, max_bytes))
     consumer.unassign()
-    return batches, truncated
+    return truncated
 
 
-def _count_records(ranges: list[dict[str, Any]], batches: list[dict[str, pa.Array]]) -> None:
-    """Set each range's ``records``: how many of its records were read."""
+def _count_records(ranges: list[dict[str, Any]], raw: RawBatch) -> None:
+    """Add to each range's ``records`` how many records of ``raw`` are its."""
+    counts = Counter(zip(raw.topic, raw.partition, strict=True))
     for r in ranges:
-        r["records"] = 0
-    if batches:
-        per = pa.table({c: pa.chunked_array([b[c] for b in batches]) for c in ("topic", "partition", "offset")}
-                       ).group_by(["topic", "partition"]).aggregate([("offset", "count")])
-        counts = dict(zip(zip(per["topic"].to_pylist(), per["partition"].to_pylist(), strict=True),
-                          per["offset_count"].to_pylist(), strict=True))
-        for r in ranges:
-            r["records"] = counts.get((r["topic"], r["partition"]), 0)
+        r["records"] += counts.get((r["topic"], r["partition"]), 0)
 
 
 def _take(msgs: list, ends: dict[tuple[str, int], int], consumer, headers: bool) -> RawBatch | None:
@@ -312,11 +311,17 @@ def _take(msgs: list, ends: dict[tuple[str, int], int], consumer, headers: bool)
                     [m.value() for m in msgs], [m.headers() for m in msgs] if headers else [None] * len(msgs))
 
 
+SLICE_RECORDS = 50_000
+"""DLQ records per slice handed to collection (decoded batches are gathered up to it)."""
+
+
 def _read_window(bootstrap: str, topics: Sequence[str], window: Window, limits: Limits,
                  decode: Callable[[dict[str, pa.Array]], pa.RecordBatch], headers: bool, max_bytes: int,
-                 progress=None) -> tuple[list[pa.RecordBatch], WindowRead]:
-    """Offsets for ``window`` (confluent-kafka), then the records: natively when the native
-    reader is built (same librdkafka, same read-only settings), else through confluent-kafka."""
+                 progress=None) -> Generator[pa.RecordBatch, None, WindowRead]:
+    """Offsets for ``window`` (confluent-kafka), then the records, yielded batch by batch as
+    they are decoded: natively when the native reader is built (same librdkafka, same
+    read-only settings), else through confluent-kafka. Returns what was asked and got (its
+    ``frame`` empty)."""
     started = time.monotonic()
     native = kafka_native.native_module()
     config = consumer_config(bootstrap, limits)
@@ -328,18 +333,15 @@ def _read_window(bootstrap: str, topics: Sequence[str], window: Window, limits: 
         ranges = window_offsets(consumer, wanted, window, limits)
         if native is not None:
             readers = kafka_native.open_readers(native, config, headers, max_bytes)
-            batches, truncated = kafka_native.scan(readers, ranges, limits, headers, max_bytes, decode, progress)
+            truncated = yield from kafka_native.scan(readers, ranges, limits, headers, max_bytes, decode, progress)
         else:
-            columns, truncated = _scan(consumer, ranges, limits, headers, max_bytes, progress)
-            _count_records(ranges, columns)
-            batches = [decode(c) for c in columns]
+            truncated = yield from _scan(consumer, ranges, limits, headers, max_bytes, decode, progress)
     finally:
         for reader in readers:
             reader.close()
         consumer.close()
-    info = WindowRead(pd.DataFrame(), ranges, truncated, time.monotonic() - started,
+    return WindowRead(pd.DataFrame(), ranges, truncated, time.monotonic() - started,
                       [t for t in topics if t not in present], "native" if native is not None else "confluent-kafka")
-    return batches, info
 
 
 def read_dlq(profile: Profile, window: Window, *, bootstrap: str | None = None, limits: Limits = DEFAULT_LIMITS,
@@ -349,12 +351,21 @@ def read_dlq(profile: Profile, window: Window, *, bootstrap: str | None = None, 
     Missing DLQ topics are skipped and listed in ``.missing_topics``. ``limits.max_rows``
     caps the records over all topics, ``limits.timeout_s`` the wall-clock time of the read.
     """
-    servers = bootstrap_servers(bootstrap)
-    channel_of = {t.name: t.channel for t in profile.kafka.dlq if t.channel}
-    batches, info = _read_window(servers, [t.name for t in profile.kafka.dlq], window, limits,
-                                 lambda cols: dlq_batch(cols, channel_of), True, max_payload_bytes, progress)
+    batches: list[pa.RecordBatch] = []
+    info = drain(iter_dlq(profile, window, bootstrap=bootstrap, limits=limits,
+                                  max_payload_bytes=max_payload_bytes, progress=progress), batches.append)
     info.frame = arrow_frame(batches, "dlq_records", lambda: conform("dlq_records"))
     return info
+
+
+def iter_dlq(profile: Profile, window: Window, *, bootstrap: str | None = None, limits: Limits = DEFAULT_LIMITS,
+             max_payload_bytes: int = MAX_PAYLOAD_BYTES, progress=None) -> Generator[pa.RecordBatch, None, WindowRead]:
+    """:func:`read_dlq` batch by batch: ``dlq_records`` as Arrow batches as they are decoded
+    (a few thousand records each), then (returned) what was asked and got."""
+    servers = bootstrap_servers(bootstrap)
+    channel_of = {t.name: t.channel for t in profile.kafka.dlq if t.channel}
+    return (yield from _read_window(servers, [t.name for t in profile.kafka.dlq], window, limits,
+                                    lambda cols: dlq_batch(cols, channel_of), True, max_payload_bytes, progress))
 
 
 def read_message_events(profile: Profile, window: Window, *, conversation_ids: Iterable[str] | None = None,
@@ -368,9 +379,9 @@ def read_message_events(profile: Profile, window: Window, *, conversation_ids: I
     ``conversation_ids`` or its message id is in ``message_ids``; no filter keeps all.
     Columns: ``EVENT_COLUMNS``.
     """
-    servers = bootstrap_servers(bootstrap)
-    batches, info = _read_window(servers, [profile.kafka.message_events.name], window, limits,
-                                 event_batch, False, max_payload_bytes, progress)
+    batches: list[pa.RecordBatch] = []
+    info = drain(_read_window(bootstrap_servers(bootstrap), [profile.kafka.message_events.name], window,
+                                      limits, event_batch, False, max_payload_bytes, progress), batches.append)
     frame = normalise_events(arrow_frame(batches, None, empty_events))
     convs = set(conversation_ids or ())
     msgs = set(message_ids or ())
@@ -585,28 +596,43 @@ class Source(EvidenceSource):
         Option("max_payload_bytes", "int", MAX_PAYLOAD_BYTES, "payloads over this are kept unparsed", minimum=1),
     )
 
-    def read(self, window: Window) -> SourceResult:
+    def stream(self, window: Window) -> Slices:
         opts, profile = self.opts, self.profile
         servers = bootstrap_servers(opts.connection)
         limits = replace(opts.limits, max_rows=opts["max_records"] or opts.limits.max_rows)
         samples, interval = opts["samples"], opts["interval_s"]
         inventory = topic_inventory(profile, bootstrap=servers, limits=limits)
         missing = inventory.loc[~inventory["present"].astype(bool), "topic"].tolist()
-        dlq = read_dlq(profile, window, bootstrap=servers, limits=limits, max_payload_bytes=opts["max_payload_bytes"],
-                       progress=self.say)
+        reading = iter_dlq(profile, window, bootstrap=servers, limits=limits,
+                           max_payload_bytes=opts["max_payload_bytes"], progress=self.say)
+        held: list[pa.RecordBatch] = []
+        rows = 0
+        while True:  # DLQ records in slices of SLICE_RECORDS, each written before the next is read
+            try:
+                held.append(next(reading))
+            except StopIteration as done:
+                dlq = done.value
+                break
+            rows += held[-1].num_rows
+            if sum(b.num_rows for b in held) >= SLICE_RECORDS:
+                yield "dlq_records", arrow_frame(held, "dlq_records", lambda: conform("dlq_records"))
+                held = []
+        if held or not rows:
+            yield "dlq_records", arrow_frame(held, "dlq_records", lambda: conform("dlq_records"))
         groups = group_topics(profile)
         lag = sample_consumer_lag(groups, samples=samples, interval_s=interval, bootstrap=servers, limits=limits)
+        yield "consumer_lag", lag
         inventory_rows = [{k: (None if pd.isna(v) else v) for k, v in row.items()}
                           for row in inventory.astype(object).to_dict("records")]
-        tables = {"dlq_records": dlq.frame, "consumer_lag": lag}
         description = self.describe(
-            tables, notes=[f"dlq_records truncated: {dlq.truncated}"] if dlq.truncated else [],
+            {"dlq_records": rows, "consumer_lag": lag},
+            notes=[f"dlq_records truncated: {dlq.truncated}"] if dlq.truncated else [],
             truncated=bool(dlq.truncated), connection=",".join(host_of(f"kafka://{s.strip()}") for s in servers.split(",")),
-            missing_topics=missing, topics=inventory_rows, dlq=dlq.describe(),
+            missing_topics=missing, topics=inventory_rows, dlq={**dlq.describe(), "rows": rows},
             lag={"groups": groups, "samples": samples, "interval_s": interval})
         queries = {
             "dlq_records": {"topics": [t.name for t in profile.kafka.dlq], "window": window.to_dict(),
                             "ranges": dlq.ranges, "max_records": limits.max_rows, "timeout_s": limits.timeout_s},
             "consumer_lag": {"groups": groups, "samples": samples, "interval_s": interval},
         }
-        return SourceResult(tables=tables, description=description, queries=queries)
+        return SourceResult(tables={}, description=description, queries=queries)

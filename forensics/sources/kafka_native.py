@@ -25,7 +25,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from functools import cache
 from typing import Any
 
@@ -262,13 +262,16 @@ def open_readers(module, config: dict[str, Any], headers: bool, max_bytes: int) 
 
 def scan(readers: list, ranges: list[dict[str, Any]], limits: Limits, headers: bool, max_bytes: int,
          finish: Callable[[dict[str, pa.Array]], pa.RecordBatch],
-         progress: Callable[[str], None] | None = None) -> tuple[list[pa.RecordBatch], str | None]:
-    """Read every non-empty range with ``readers`` (from :func:`open_readers`, closed here);
-    (``finish``-ed batches, why truncated or None). Sets each range's ``records``.
+         progress: Callable[[str], None] | None = None) -> Generator[pa.RecordBatch, None, str | None]:
+    """Read every non-empty range with ``readers`` (from :func:`open_readers`, closed here),
+    yielding the ``finish``-ed batches as they arrive; returns why the read was truncated, or
+    None. Sets each range's ``records``.
 
     The ranges are dealt to the readers, each on its own thread (the extension releases the
     GIL while it reads and decodes); this thread turns their batches into Arrow columns and
-    ``finish`` es them as they arrive. Batches come in arrival order, not offset order.
+    ``finish`` es them as they arrive. Batches come in arrival order, not offset order; a
+    consumer that holds them back holds the readers back too (their queue holds 8 batches),
+    so memory stays a few batches however many records the ranges hold.
     """
     todo = [(r["topic"], r["partition"], r["start_offset"], r["end_offset"]) for r in ranges
             if r["end_offset"] > r["start_offset"]]
@@ -279,7 +282,7 @@ def scan(readers: list, ranges: list[dict[str, Any]], limits: Limits, headers: b
         spare.close()
     readers = readers[:len(shares)]
     if not readers:
-        return [], None
+        return None
     try:
         for reader, share in zip(readers, shares, strict=True):
             reader.assign(share)
@@ -321,7 +324,6 @@ def scan(readers: list, ranges: list[dict[str, Any]], limits: Limits, headers: b
                for i, r in enumerate(readers)]
     for t in threads:
         t.start()
-    out: list[pa.RecordBatch] = []
     total, running, failure = 0, len(threads), None
     try:
         while running:
@@ -332,12 +334,14 @@ def scan(readers: list, ranges: list[dict[str, Any]], limits: Limits, headers: b
                 failure = failure or item
                 stop.set()
             elif failure is None:
-                out.append(finish(batch_columns(item, headers, max_bytes)))
                 total += item["rows"]
                 if progress:
                     progress(f"kafka: {total} records read")
+                yield finish(batch_columns(item, headers, max_bytes))
     finally:
         stop.set()
+        while running:  # a consumer that stopped early: drain, so no reader waits on a full queue
+            running -= batches.get() is None
         for t in threads:
             t.join()
         for r in readers:
@@ -358,4 +362,4 @@ def scan(readers: list, ranges: list[dict[str, Any]], limits: Limits, headers: b
         truncated = f"record cap of {limits.max_rows} reached"
     elif not done and timed_out.is_set():
         truncated = f"wall-clock cap of {limits.timeout_s:g} s reached"
-    return out, truncated
+    return truncated

@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 from forensics import schema
 from forensics.errors import SourceError
 from forensics.profiles import Profile, load_profile
-from forensics.sources.base import EvidenceSource, Option, SourceResult
+from forensics.sources.base import EvidenceSource, Option, Slices, SourceResult
 from forensics.timeutil import Window, coerce_timestamps
 
 SOURCE = "logs"
@@ -133,6 +133,19 @@ def read_logs(paths: str | Path | Iterable[str | Path], *, window: Window | None
     if not frames:
         return schema.empty("log_events")
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def iter_logs(paths: str | Path | Iterable[str | Path], *, window: Window | None = None,
+              services: Iterable[str] | None = None, profile: Profile | str | None = None,
+              stdin: IO | None = None, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pd.DataFrame]:
+    """:func:`read_logs` chunk by chunk: the ``log_events`` rows of about ``chunk_bytes`` of
+    lines at a time, file after file, so memory holds a chunk whatever the files' size (a
+    record carried across a chunk boundary comes out with the next chunk)."""
+    known = tuple(load_profile(profile).services.all())
+    for fh, source_object, service in _open_all(_expand(paths), stdin, known):
+        for frame in iter_log_chunks(fh, source_object, window=window, services=services, service=service,
+                                     known_services=known, chunk_bytes=chunk_bytes):
+            yield frame.drop(columns="_line")
 
 
 def read_log_stream(fh: IO, source_object: str = "stdin", *, window: Window | None = None,
@@ -616,16 +629,20 @@ class Source(EvidenceSource):
         Option("log_services", "list", None, "services to keep (default: all)"),
     )
 
-    def read(self, window: Window) -> SourceResult:
+    def stream(self, window: Window) -> Slices:
         paths = self.opts["logs"]
         if not paths:
             raise SourceError(SOURCE, "no log files given",
                               "pass -o logs=PATH[,PATH...]: files, directories, .gz files or - for standard input")
         services = self.opts["log_services"] or None
         self.say(f"logs: reading {', '.join(paths)}")
-        frame = read_logs(paths, window=window, services=services, profile=self.profile)
+        rows = unparsed = 0
+        for frame in iter_logs(paths, window=window, services=services, profile=self.profile):
+            rows += len(frame)
+            unparsed += int(frame["parse_error"].notna().sum())
+            yield "log_events", frame
+        if not rows:
+            yield "log_events", schema.empty("log_events")
         parameters = {"paths": paths, "window": window.to_dict(), "services": services}
-        tables = {"log_events": frame}
-        description = self.describe(tables, parameters=parameters,
-                                    unparsed_rows=int(frame["parse_error"].notna().sum()))
-        return SourceResult(tables=tables, description=description, queries={"log_events": {"logs": parameters}})
+        description = self.describe({"log_events": rows}, parameters=parameters, unparsed_rows=unparsed)
+        return SourceResult(tables={}, description=description, queries={"log_events": {"logs": parameters}})

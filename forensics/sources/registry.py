@@ -166,7 +166,8 @@ class _Intake:
     rows: dict[str, int] = field(default_factory=dict)
     cells: int = 0
 
-    def __call__(self, table: str, frame: pd.DataFrame) -> None:
+    def __call__(self, piece: tuple[str, pd.DataFrame]) -> None:
+        table, frame = piece
         if self.fingerprint is not None:
             frame, masked = mask_frame_secrets(frame, self.fingerprint)
             self.cells += masked

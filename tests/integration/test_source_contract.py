@@ -252,8 +252,7 @@ def test_every_source_streams_slices_by_the_contract_into_a_bundle_as_they_arriv
     options = seeded.options(cls)
     window, secrets, profile = seeded.result.window, _secrets(options), seeded.result.profile
     slices: list[tuple[str, pd.DataFrame]] = []
-    result = drain(cls(cls.parse(options), load_profile(profile)).stream(window),
-                   lambda table, frame: slices.append((table, frame)))
+    result = drain(cls(cls.parse(options), load_profile(profile)).stream(window), slices.append)
     assert slices and not result.tables, f"{name}: the rows go by as slices, not in the result"
     for table, frame in slices:
         assert table in cls.tables, f"{name} streamed an undeclared table {table}"

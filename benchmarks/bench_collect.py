@@ -1,0 +1,115 @@
+"""Issue 18, live: ``forensics collect`` of a big window from the local MongoDB, with flat memory.
+
+Seeds ``--messages`` messages spread over 24 hours (about 3.2 status-history rows each, runbook
+layout; :func:`bench_mongo_load.seed`) into a database of its own on FORENSICS_MONGO_URI
+(unless it holds exactly that already), then collects windows covering a growing share of
+them, each in a fresh child process so that its peak resident memory (ru_maxrss) is its own:
+
+  stream   ``forensics collect --sources mongo`` as shipped: every server batch appended to the
+           bundle as it is read (forensics.sources.registry.collect_bundle)
+  whole    the same sources read into memory first, then written (collect + write_bundle:
+           how collection worked before), for comparison
+
+and prints rows, wall time, peak memory and the load average around each run. Flat memory
+means the stream's peak does not grow with the window. ``--drop`` drops the database after.
+
+    eval "$(scripts/services env)"
+    .venv/bin/python benchmarks/bench_collect.py [--messages 1000000] [--hours 6,24] [--ways stream,whole]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_mongo_load import seed  # noqa: E402
+
+START = "2025-12-03T00:00:00Z"  # the seed's first message (bench_mongo_load.T0_MS)
+
+CHILD = r"""
+import json, resource, sys, time
+way, out, database, since, until = sys.argv[1:6]
+options = {"mongo_database": database, "timeout_s": "3600", "max_rows": "20000000"}
+t0 = time.perf_counter()
+if way == "stream":
+    from forensics.cli import main
+    argv = ["collect", "--sources", "mongo", "--since", since, "--until", until, "--baseline", "none",
+            "--out", out, "-q"] + [a for k, v in options.items() for a in ("-o", f"{k}={v}")]
+    assert main(argv) == 0
+else:
+    from forensics.bundle import write_bundle
+    from forensics.sources.registry import collect
+    from forensics.timeutil import Window
+    ev, queries, custody = collect(["mongo"], Window.parse(since, until), "runbook", options)
+    write_bundle(ev, out, queries=queries, custody=custody)
+wall = time.perf_counter() - t0
+manifest = json.load(open(f"{out}/manifest.json"))
+rows = {t: e["rows"] for t, e in manifest["tables"].items()}
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"way": way, "wall_s": round(wall, 1), "peak_mb": round(peak / 1024), "rows": rows}))
+"""
+
+
+def window(hours: float) -> tuple[str, str]:
+    import pandas as pd
+
+    start = pd.Timestamp(START)
+    return START, (start + pd.Timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seeded(uri: str, database: str, messages: int) -> bool:
+    import pymongo
+
+    info = pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000)[database]["bench_info"].find_one()
+    return bool(info) and info.get("messages") == messages
+
+
+def run(way: str, out: Path, database: str, hours: float) -> dict:
+    since, until = window(hours)
+    load = os.getloadavg()[0]
+    done = subprocess.run([sys.executable, "-c", CHILD, way, str(out), database, since, until],
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{way} over {hours} h failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result.update(hours=hours, load=f"{load:.1f}-{os.getloadavg()[0]:.1f}")
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--uri", default=os.environ.get("FORENSICS_MONGO_URI"))
+    ap.add_argument("--database", default="bench_collect")
+    ap.add_argument("--messages", type=int, default=1_000_000)
+    ap.add_argument("--hours", default="6,24", help="windows from the seed's start, hours (24 = every message)")
+    ap.add_argument("--ways", default="stream,whole")
+    ap.add_argument("--drop", action="store_true", help="drop the database afterwards")
+    args = ap.parse_args()
+    if not args.uri:
+        raise SystemExit('FORENSICS_MONGO_URI is not set: eval "$(scripts/services env)"')
+    if not seeded(args.uri, args.database, args.messages):
+        print(f"seeding {args.messages:,} messages into {args.database}", file=sys.stderr, flush=True)
+        print(json.dumps(seed(args.uri, args.database, args.messages, lambda s: print(s, file=sys.stderr))))
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-collect-") as tmp:
+            for hours in (float(h) for h in args.hours.split(",")):
+                for way in args.ways.split(","):
+                    out = Path(tmp) / f"{way}-{hours:g}h"
+                    print(json.dumps(run(way, out, args.database, hours)), flush=True)
+    finally:
+        if args.drop:
+            import pymongo
+
+            pymongo.MongoClient(args.uri).drop_database(args.database)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
