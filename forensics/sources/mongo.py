@@ -38,6 +38,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pymongo
 from bson import errors as bson_errors
 from pymongo import errors as mongo_errors
@@ -416,48 +418,63 @@ class MongoSource(ServerQuestions):
 
     def window_slices(self, window: Window, *, limit: int | None = None) -> Iterator[tuple[str, pd.DataFrame]]:
         """The window's ``messages`` and ``status_events`` as ``(table, slice)`` pairs, one server
-        batch at a time (memory holds a batch, whatever the window):
+        batch at a time:
 
+        0. the ids of the messages with a PENDING history row timed in the window (one query;
+           the platform never writes one, so usually none);
         1. messages created or updated in the window, with file sizes (when the files
-           collection has them) and their derived initial PENDING, unless a PENDING history row
-           timed in the window has it (asked of the server for the batch's ids);
-        2. history rows timed in the window, channel and conversation filled from their
-           messages (read by id); a message of theirs outside step 1 (its times fall outside the
-           window) is added once, with its derived PENDING.
+           collection has them) and their derived initial PENDING unless step 0 found one;
+        2. history rows timed in the window, channel and conversation filled from the step-1
+           messages; a message of theirs outside step 1 (its times fall outside the window) is
+           read by id and added once, with its derived PENDING.
 
-        ``limit`` caps each query, as ``max_rows`` does. Lookups by id are recorded as one
+        What is kept across batches is a few columns of ids (message id, channel, conversation
+        of the window's messages, as Arrow arrays: about 60 bytes a message, against some 3 KB a
+        message when the tables are held), so memory grows far slower than the window; the rows
+        go by. ``limit`` caps each query, as ``max_rows`` does. Lookups by id are recorded as one
         query per purpose (the ids themselves would make the record as big as the window).
         """
         cap = self._cap(limit)
         f = self._paths
+        times = time_range(f("status_history", "timestamp"), window.start, window.end)
+        pending = self._pending(times, window, cap)
         inside = {"$or": time_range(f("messages", "created_at"), window.start, window.end)["$or"]
                   + time_range(f("messages", "updated_at"), window.start, window.end)["$or"]}
+        seen: list[pa.Table] = []
         for parts, cut in self._chunks("messages", "messages in window", inside, cap=cap):
             frame = self._frame("messages", parts)
             frame = _keep(frame, _within(frame["created_at"], window) | _within(frame["updated_at"], window))
             if cut:
                 self.warnings.append(mark_truncated(frame, cap, "messages in window"))
             frame = self._sized(frame)
+            seen.append(_known(frame))
             yield "messages", frame
             yield "status_events", with_derived_pending(schema.empty("status_events"), frame,
-                                                        self._pending(frame["message_id"], window))
-        added: set[str] = set()
-        times = time_range(f("status_history", "timestamp"), window.start, window.end)
+                                                        _among(frame["message_id"], pending))
+        known = pa.concat_tables(seen).combine_chunks() if seen else _KNOWN_SCHEMA.empty_table()
+        del seen
+        others = _KNOWN_SCHEMA.empty_table()  # the messages read by id, outside the window
         for parts, cut in self._chunks("status_history", "status events in window", times, cap=cap):
             read = self._frame("status_history", parts)
             read = _keep(read, _within(read["timestamp"], window))
             if cut:
                 self.warnings.append(mark_truncated(read, cap, "status events in window"))
-            ids = read["message_id"].dropna().unique().tolist()
-            with self._summarised("messages", "messages by id", len(ids)):
-                messages = self.messages(ids)
-            outside = ~(_within(messages["created_at"], window) | _within(messages["updated_at"], window))
-            new = messages[outside & ~messages["message_id"].isin(added)].drop_duplicates("message_id")
-            added.update(new["message_id"])
-            if len(new):
-                yield "messages", self._sized(new.reset_index(drop=True))
-            keep = set(messages["message_id"]) - set(new["message_id"]) | self._pending(new["message_id"], window)
-            yield "status_events", with_derived_pending(read, messages, keep)
+            ids = pa.array(read["message_id"].dropna().unique(), pa.string())
+            mine = [_rows_of(known, ids), _rows_of(others, ids)]
+            strangers = ids.filter(pc.invert(pc.is_in(ids, value_set=pa.concat_arrays(
+                [t["message_id"].combine_chunks() for t in mine]))))
+            new = schema.empty("messages")
+            if len(strangers):
+                with self._summarised("messages", "messages by id", len(strangers)):
+                    new = self.messages(strangers.to_pylist())
+                new = new[~(_within(new["created_at"], window) | _within(new["updated_at"], window))]
+                new = new.drop_duplicates("message_id").reset_index(drop=True)
+                if len(new):
+                    others = pa.concat_tables([others, _known(new)])
+                    yield "messages", self._sized(new)
+            fill = joined("messages", [schema.conform("messages", t.to_pandas()) for t in mine] + [new])
+            have = set(fill["message_id"]) - set(new["message_id"]) | _among(new["message_id"], pending)
+            yield "status_events", with_derived_pending(read, fill, have)
         for (kind, purpose), count in self._lookups.items():
             self._record(purpose, self.profile.mongo.collections[kind], "find",
                          {"$in": f"{count:,} ids of the window's rows, {ID_CHUNK:,} per query"})
@@ -483,20 +500,15 @@ class MongoSource(ServerQuestions):
         self._check_readable(kind, frame, sum(len(p) for p in parts))
         return frame
 
-    def _pending(self, message_ids: pd.Series, window: Window) -> set[str]:
-        """Those of ``message_ids`` with a PENDING history row timed in ``window``."""
-        ids = message_ids.dropna().unique().tolist()
-        found: set[str] = set()
-        times = time_range(self._paths("status_history", "timestamp"), window.start, window.end)
-        with self._summarised("status_history", "PENDING rows in window", len(ids)):
-            for i in range(0, len(ids), ID_CHUNK):
-                flt = all_of(self._id_filter("status_history", ids[i:i + ID_CHUNK]),
-                             self._status_filter("PENDING", "status_history", "new_status"), times)
-                for parts, _cut in self._chunks("status_history", "PENDING rows in window", flt, cap=self._cap(None)):
-                    rows = self._frame("status_history", parts)
-                    found.update(rows.loc[_within(rows["timestamp"], window) & rows["new_status"].eq("PENDING"),
-                                          "message_id"])
-        return found
+    def _pending(self, times: dict, window: Window, cap: int) -> pa.Array:
+        """The ids of the messages with a PENDING history row timed in ``window`` (``times``: its filter)."""
+        flt = all_of(self._status_filter("PENDING", "status_history", "new_status"), times)
+        found = [pa.array([], pa.string())]
+        for parts, _cut in self._chunks("status_history", "PENDING rows in window", flt, cap=cap):
+            rows = self._frame("status_history", parts)
+            rows = rows.loc[_within(rows["timestamp"], window) & rows["new_status"].eq("PENDING"), "message_id"]
+            found.append(pa.array(rows.dropna().unique(), pa.string()))
+        return pc.unique(pa.concat_arrays(found))
 
     def _sized(self, messages: pd.DataFrame) -> pd.DataFrame:
         """``messages`` with file sizes from the files collection; as they are when it cannot be
@@ -589,6 +601,26 @@ def _first_rows(parts: list[pd.DataFrame], n: int) -> list[pd.DataFrame]:
         out.append(part.iloc[:n].reset_index(drop=True))
         n -= len(out[-1])
     return out
+
+
+_KNOWN = ("message_id", "channel", "conversation_id")
+"""What :meth:`MongoSource.window_slices` keeps of each message of the window, to fill its status events."""
+_KNOWN_SCHEMA = pa.schema([(c, pa.string()) for c in _KNOWN])
+
+
+def _known(messages: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(messages[list(_KNOWN)], preserve_index=False).cast(_KNOWN_SCHEMA)
+
+
+def _rows_of(known: pa.Table, ids: pa.Array) -> pa.Table:
+    """The rows of ``known`` whose message id is one of ``ids``."""
+    return known.filter(pc.is_in(known["message_id"], value_set=ids))
+
+
+def _among(ids: pd.Series, found: pa.Array) -> set[str]:
+    """Those of ``ids`` in ``found``."""
+    values = pa.array(ids.dropna(), pa.string())
+    return set(values.filter(pc.is_in(values, value_set=found)).to_pylist())
 
 
 # ---- the registry entry ---------------------------------------------------------------------
