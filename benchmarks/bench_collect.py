@@ -36,7 +36,8 @@ START = "2025-12-03T00:00:00Z"  # the seed's first message (bench_mongo_load.T0_
 CHILD = r"""
 import json, resource, sys, time
 way, out, database, since, until = sys.argv[1:6]
-options = {"mongo_database": database, "timeout_s": "3600", "max_rows": "20000000"}
+options = {"mongo_database": database, "timeout_s": "3600", "max_rows": "20000000",
+           "connect_timeout_s": "600"}  # SecantusDB answers no heartbeat during a long scan
 t0 = time.perf_counter()
 if way == "stream":
     from forensics.cli import main
