@@ -13,6 +13,7 @@ from forensics.analysis.change import (
     change_point,
     count_verdict,
     incident_onset,
+    is_change,
     judge,
     level_verdict,
     rate_test,
@@ -20,7 +21,7 @@ from forensics.analysis.change import (
 )
 from forensics.analysis.detectors import NS, Finding, detect
 from forensics.analysis.pipeline import analyze
-from forensics.analysis.rank import CLOSE_MARGIN, Hypothesis, _sides, close_call
+from forensics.analysis.rank import CLOSE_MARGIN, Hypothesis, _sides, close_call, lost_anew
 from forensics.evidence import Evidence
 from forensics.sources.partitioner import partitions_for
 from forensics.timeutil import Window
@@ -377,3 +378,96 @@ def test_platt_fit_recovers_a_known_mapping_and_scores_it():
 def test_a_detection_error_in_findings_keeps_working_without_baseline_columns_set():
     f = Finding("x", "", "info", "t")
     assert f.row()["change"] is None and f.row()["baseline_value"] is None
+
+
+# ---- harmless windows: judged on what was lost, like with like ----------------------------------------
+
+WA_ERROR = 'Connector returned error: status=400, body={{"error":{{"message":"(#{code}) x","code":{code}}}}}'
+
+
+def _blip_with_failures(window: Window, prefix: str, codes: list[str], blip_at: int | None) -> Evidence:
+    """600 messages, the first ``len(codes)`` FAILED with those WhatsApp codes, and the router's
+    lag spiking for one minute at ``blip_at`` (none: 0 throughout)."""
+    ev = _lag_spike(window, blip_at if blip_at is not None else 99)
+    n, k = 600, len(codes)
+    m = _messages(window, n, prefix)
+    m["status"] = ["FAILED"] * k + ["DELIVERED"] * (n - k)
+    m["error_message"] = [WA_ERROR.format(code=c) for c in codes] + [None] * (n - k)
+    ev.put("messages", pd.DataFrame(m).pipe(lambda f: Evidence.from_records(window, source="test", messages=f)
+                                              .table("messages")))
+    return ev
+
+
+def test_a_new_code_among_as_many_failed_messages_as_before_leaves_a_blip_harmless():
+    # Background failures of mixed codes: one code absent from the baseline shows "new" on its own
+    # test (8 against 0), but as many messages FAILED as before; nothing was lost, the lag was a blip.
+    window = _blip_with_failures(WINDOW, "w", ["131049"] * 8 + ["131026"] * 8, blip_at=20)
+    before = _blip_with_failures(BEFORE, "b", ["131026"] * 16, blip_at=None)
+    a = analyze(_with_baseline(window, before))
+    verdicts = a.findings.set_index("finding_id")["change"]
+    assert verdicts.filter(like="131049").eq("new").any()
+    assert not lost_anew(a.detection, [f for f in a.detection.items if is_change(f)])
+    assert a.top.cause == "healthy", a.hypotheses[["cause", "confidence"]].head(3)
+
+
+def test_more_failed_messages_than_before_are_a_loss_so_no_blip():
+    window = _blip_with_failures(WINDOW, "w", ["131049"] * 60, blip_at=20)
+    before = _blip_with_failures(BEFORE, "b", ["131026"] * 16, blip_at=None)
+    a = analyze(_with_baseline(window, before))
+    assert lost_anew(a.detection, [f for f in a.detection.items if is_change(f)])
+    assert a.top.cause != "healthy"
+
+
+def _latencies(window: Window, prefix: str, slow: int, n: int = 600) -> Evidence:
+    """n messages over the window, delivered 1 s after creation, but ``slow`` of those in the
+    window's 13th minute, delivered after 20 s."""
+    m = _messages(window, n, prefix)
+    slow_at = [i for i, t in enumerate(m["created_at"]) if 12 * 60 <= (t - window.start).total_seconds()][:slow]
+    delay = [20.0 if i in slow_at else 1.0 for i in range(n)]
+    events = {"message_id": m["message_id"], "new_status": ["DELIVERED"] * n, "derived": [False] * n,
+              "timestamp": [t + pd.Timedelta(seconds=d) for t, d in zip(m["created_at"], delay, strict=True)]}
+    return _evidence(window, messages=m, status_events=events)
+
+
+@pytest.mark.parametrize("slow_before", [3, 0])
+def test_a_p95_breach_of_a_few_slow_messages_is_the_usual_picture(slow_before):
+    # Three slow messages of fifty break one five-minute window's P95; as many slow messages
+    # before, or three where the baseline had none, is the same picture, however well the
+    # baseline's whole-period P95 kept the SLA.
+    change = "unchanged"
+    a = analyze(_with_baseline(_latencies(WINDOW, "w", 3), _latencies(BEFORE, "b", slow_before)))
+    p95 = a.findings[a.findings["detector"] == "delivery_p95"]
+    assert len(p95) and set(p95["change"]) == {change}
+    assert (p95["baseline_value"] < 5).all()  # the baseline's P95 is what is shown
+
+
+def test_many_more_slow_messages_than_before_are_a_new_breach():
+    a = analyze(_with_baseline(_latencies(WINDOW, "w", 40), _latencies(BEFORE, "b", 3)))
+    assert set(a.findings.loc[a.findings["detector"] == "delivery_p95", "change"]) == {"new"}
+
+
+def _locked(window: Window, prefix: str, ttl: list[float | None]) -> Evidence:
+    """600 delivered messages, the last three of conversation ``<prefix>c-held`` PENDING, and the
+    Redis conversation locks at the period's end with TTLs ``ttl`` (the first on that conversation)."""
+    m = _messages(window, 600, prefix)
+    m["conversation_id"][-3:] = [f"{prefix}c-held"] * 3
+    m["status"][-3:] = ["PENDING"] * 3
+    convs = [f"{prefix}c-held"] + [f"{prefix}c{i}" for i in range(1, len(ttl))]
+    return _evidence(window, messages=m, locks={
+        "key": [f"conversation:lock:{c}" for c in convs], "kind": ["conversation_lock"] * len(ttl),
+        "conversation_id": convs, "ttl_s": ttl, "sampled_at": [window.end] * len(ttl)})
+
+
+def test_one_lock_without_expiry_holding_messages_is_new_against_the_normal_lock_picture_and_ranks_first():
+    # The normal picture: conversation locks that expire within lock_ttl_s. One lock without a TTL
+    # holding one conversation's messages is a fault in full, however few conversations it holds.
+    a = analyze(_with_baseline(_locked(WINDOW, "w", [None, 12.0, 3.0]), _locked(BEFORE, "b", [25.0, 12.0])))
+    lock = a.findings[a.findings["detector"] == "stuck_locks"]
+    assert list(lock["change"]) == ["new"] and list(lock["baseline_value"]) == [0.0]
+    assert a.top.cause == "conversation_lock_stuck", a.hypotheses[["cause", "confidence"]].head(3)
+
+
+def test_a_lock_without_expiry_there_before_too_is_chronic_not_the_cause():
+    a = analyze(_with_baseline(_locked(WINDOW, "w", [None]), _locked(BEFORE, "w", [None])))
+    assert list(a.findings.loc[a.findings["detector"] == "stuck_locks", "change"]) == ["unchanged"]
+    assert a.top.cause != "conversation_lock_stuck"

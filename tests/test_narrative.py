@@ -109,6 +109,26 @@ def test_review_of_an_incident_says_when_who_why_in_units(rate_limit):
     assert heads == ["What happened", "When", "Who", "Why", "What to do now", "How sure", "Delivery SLA"]
 
 
+def test_the_report_has_one_onset_the_analysis_change_point(rate_limit):
+    ev, an = rate_limit
+    r = narrative.review(ev, an)
+    start = an.onset["start"]
+    assert start is not None and r.when["start"] == start  # the summary's "when" and summary.json's onset
+    assert [m.at for m in r.key_moments if m.kind == "onset"] == [pd.Timestamp(start)]
+    onset_events = an.timeline[an.timeline["kind"] == "incident_onset"]
+    assert list(onset_events["timestamp"]) == [pd.Timestamp(start)]
+
+
+def test_an_incident_under_way_at_window_open_gives_its_earliest_evidence_as_the_onset():
+    ev = simulate("router-outage", messages=2000, seed=2, under_way=True, baseline=None)
+    an = analyze(ev)
+    r = narrative.review(ev, an)
+    assert an.onset["under_way_at_window_start"] and r.when["under_way_at_window_start"]
+    assert r.when["start"] == an.onset["start"] == an.onset["earliest_evidence"]
+    assert r.when["text"].startswith("It was already under way when the window starts (earliest evidence at")
+    assert "collect a wider window" in next(m.text for m in r.key_moments if m.kind == "onset")
+
+
 def test_an_outage_running_to_the_window_end_is_still_going():
     ev = simulate("router-outage", messages=3000, seed=2)
     r = narrative.review(ev, analyze(ev))

@@ -58,13 +58,8 @@ def judged(scenario: str, profile: str):
     return analyze(simulate(scenario, messages=2000, seed=3, profile=profile))
 
 
-KNOWN_GAPS = ("stuck-lock",)
-"""Not yet ranked first reliably (README, Ranking accuracy): a killed pod that left one locked
-conversation scores under healthy or a few refused connections."""
-
-
 @pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s not in KNOWN_GAPS])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_true_root_cause_ranks_first_on_what_changed(scenario, profile):
     a = judged(scenario, profile)
     assert a.baseline_used["kind"] == "preceding"

@@ -14,6 +14,7 @@ from forensics import schema
 from forensics.errors import ScenarioError
 from forensics.profiles import load_profile
 from forensics.simulate import SCENARIOS, simulate
+from forensics.simulate.seed import with_baseline
 from forensics.sources.partitioner import partitions_for
 
 PROFILES = ("runbook", "chat4all-v2")
@@ -70,9 +71,14 @@ def test_a_baseline_of_the_window_length_precedes_it_with_the_same_rate(profile)
             assert ((times >= w.start) & (times <= w.end)).all(), table
         for name, frame in part.tables.items():
             schema.validate(name, frame)
-    # Snapshots are taken once, at capture time: the window's evidence holds them.
-    assert {"topics", "identities", "locks"} <= set(ev.tables) and not {"topics", "identities", "locks"} & set(
-        base.tables)
+    # Snapshots are a picture at capture time: the window's at its end; the baseline's Kafka topics and
+    # Redis keys as a capture at the baseline's end would have seen them; identities in the window's only.
+    assert {"topics", "identities", "locks"} <= set(ev.tables) and "identities" not in base.tables
+    for name in ("topics", "locks"):
+        assert (ev.table(name)["sampled_at"] == ev.window.end).all()
+        assert (base.table(name)["sampled_at"] == base.window.end).all()
+    live = base.table("locks")
+    assert (live.loc[live["kind"] == "conversation_lock", "ttl_s"] <= 30).all()  # the normal picture: all expire
     assert base.scenario is None and base.sources["simulator"]["part"] == "baseline"
     # The incident is in the window only: the baseline's router keeps up.
     assert started(ev) >= ev.window.start
@@ -223,6 +229,9 @@ def test_a_killed_router_pod_leaves_locks_without_ttl_and_their_conversations_st
     locks = ev.table("locks")
     left = locks[locks["key"].isin(ev.scenario["stuck_locks"])]
     assert len(left) == len(ev.scenario["stuck_locks"]) >= 1 and left["ttl_s"].isna().all()
+    before = ev.baseline.table("locks")  # the normal picture before the pod was killed
+    assert len(before) and not before["key"].isin(ev.scenario["stuck_locks"]).any()
+    assert set(with_baseline(ev).table("locks")["key"]) == set(locks["key"])  # the stores hold the window's end
     m = ev.table("messages")
     pending = m[(m["status"] == "PENDING") & (m["created_at"] >= started(ev) - pd.Timedelta("1min"))]
     assert len(pending) and set(pending["conversation_id"]) <= set(left["conversation_id"])

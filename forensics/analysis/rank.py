@@ -11,14 +11,17 @@ Method
      ``failed_spike``, ``router_lag``, ``lag_skewed``, ``router_silent``, ``connector_5xx``,
      ``p95_breach``, ``out_of_order``, ``duplicates``, ``missing_topic``, ``stuck_locks``,
      ... Strength = the finding's severity (critical 1, warning 0.5, info 0.15), scaled by
-     its size where a size matters.
+     its size where a size matters. A stuck lock is a state: one lock without expiry that
+     holds messages counts in full, however few conversations it holds.
    - error signals ``cause:<id>``: FAILED messages (error groups) and error log lines / DLQ
      records / error spans whose catalog entry names the cause. Strength = dominance x
      magnitude: dominance = the cause's share among all errors that name a cause;
      magnitude = its share of the messages / ``FULL_MAGNITUDE`` (1 % of messages is full
      strength), capped at 1, counting only as many as the source's errors rose above the
-     baseline's volume (a new code in an unchanged error volume is a different mix of the
-     usual noise). Sporadic errors of every kind in a healthy window stay weak.
+     baseline's volume, and nothing unless that rise is significant (a new code in an
+     unchanged error volume is a different mix of the usual noise: among dozens of codes each
+     tested alone, some code of a mixed background always looks new). Sporadic errors of
+     every kind in a healthy window stay weak.
    - ``runbook_cause:<id>``: the same for the cause the runbook's appendix implies where it
      disagrees with the platform's documentation (WhatsApp 131047 "rate limit" per the
      runbook, re-engagement window per WhatsApp). Rules give it a small weight, so the
@@ -36,9 +39,11 @@ Method
      ``FULL_MAGNITUDE``). Confined to one channel supports that channel's connector and platform causes
      (as context, scaled by their own evidence) and counts against causes of the whole
      platform; spread over every channel counts against a single connector's.
-   - blips: when no message FAILED or got stuck anew, a signal whose findings all lasted at
-     most ``blip_s`` and ended at least ``blip_s`` before the window's end keeps
-     :data:`BLIP` of its strength (a broker restart, a rebalance that drained).
+   - blips: when no message was lost or held anew (:func:`lost_anew`: stuck, behind a stuck
+     lock, a channel's FAILED rate risen, or more FAILED in all than the baseline's rate;
+     a new code among as many FAILED messages as before is not a loss), a signal whose
+     findings all lasted at most ``blip_s`` and ended at least ``blip_s`` before the
+     window's end keeps :data:`BLIP` of its strength (a broker restart, a rebalance that drained).
 
 2. **Rules.** Each cause has a :class:`Rule`: supporting signals with weights (summing to
    about 1), contradicting signals with weights, and the signals of which at least one
@@ -73,7 +78,7 @@ import pandas as pd
 
 from forensics import schema, units
 from forensics.analysis.calibration import load_calibration
-from forensics.analysis.change import is_change
+from forensics.analysis.change import ALPHA, CHANGED, count_verdict, exposures, is_change, rate_test
 from forensics.analysis.detectors import Context, Detection, Finding
 from forensics.analysis.detectors.localisation import CONCENTRATED, CONFINED, LOCALISERS, SPREAD
 from forensics.catalog import load_catalog
@@ -96,8 +101,9 @@ restart or a rebalance that drained, not an impairment. Without the messages not
 called harmless."""
 WINDOWED = ("delivery_p95", "failed_rate")
 """Detectors whose findings span whole ``rate_window_s`` windows."""
-LOSSES = ("stuck_pending", "stuck_sent", "failed_rate", "error_groups")
-"""Detectors whose new findings mean messages were lost or held: then nothing is a blip."""
+HELD = ("stuck_pending", "stuck_sent", "stuck_locks")
+"""Detectors whose new findings mean messages are held (stuck locks: when messages wait on them):
+then nothing is a blip (:func:`lost_anew`)."""
 CLOSE_MARGIN = 0.1
 """A top cause that leads the runner-up by less than this is a close call."""
 SCOPE_STRENGTH = {CONFINED: 1.0, CONCENTRATED: 0.5, SPREAD: 1.0}
@@ -196,9 +202,9 @@ RULES: dict[str, Rule] = {
         {"failed_spike": 0.1, "cause:mongodb_write_failure": 0.5, **ONE_CONNECTOR},
         requires=("stuck_sent", "cause:webhook_unreachable"),
         radius=("stuck_sent", "cause:webhook_unreachable")),
-    "conversation_lock_stuck": Rule(
+    "conversation_lock_stuck": Rule(  # a rebalance's revoked member leaves a lock too, among reordered deliveries
         {"stuck_locks": 0.8, "stuck_pending": 0.2},
-        {"router_silent": 0.3, "missing_topic": 0.3},
+        {"router_silent": 0.3, "missing_topic": 0.3, "out_of_order": 0.3, "duplicates": 0.2},
         requires=("stuck_locks",),
         radius=("stuck_locks",)),
 }
@@ -292,20 +298,21 @@ def _totals(sizes: dict[tuple[str, str], dict[str, int]]) -> dict[str, int]:
 
 def _excess(detection: Detection) -> dict[str, float]:
     """Per source the baseline measured: the window's classified errors (all of them, chronic
-    ones included) beyond the baseline's, scaled to the window's traffic. A new error code in
-    a window whose error volume did not rise is a different mix of the usual noise."""
+    ones included) beyond the baseline's, scaled to the window's traffic; none unless that
+    volume rose significantly (:func:`~forensics.analysis.change.rate_test`; the size of the
+    rise is weighed by the signal's magnitude, not here). A new error
+    code in a window whose error volume did not rise is a different mix of the usual noise:
+    tested one code at a time among dozens, some code of a mixed background is always "new"."""
     base = detection.baseline
     if base is None:
         return {}
     window, before = detection.context, base.context
-    if window.n_messages and before.n_messages:
-        scale = window.n_messages / before.n_messages
-    else:
-        scale = (window.now_ns - window.start_ns) / max(before.now_ns - before.start_ns, 1)
+    e1, e0 = exposures(window, before)
     now = _totals(_cause_sizes(detection.items, "cause")[0])
     then = _totals(_cause_sizes(base.items, "cause")[0])
     measured = [s for s in now if before.evidence.has(s) or (s == "messages" and before.evidence.has("status_events"))]
-    return {s: max(0.0, now[s] - then.get(s, 0) * scale) for s in measured}
+    return {s: max(0.0, now[s] - then.get(s, 0) * e1 / e0)
+            if rate_test(now[s], e1, then.get(s, 0), e0)[1] < ALPHA else 0.0 for s in measured}
 
 
 def _error_signals(detection: Detection, items: list[Finding], key: str) -> dict[str, Signal]:
@@ -394,8 +401,7 @@ def signals(detection: Detection) -> dict[str, Signal]:
     dup = [f for f in by.get("duplicate_deliveries", []) if f.key == "status_events"]
     put(_best("duplicates", dup, lambda f: _severity(f) * min(1.0, int(f.count or 0) / 10)))
     put(_best("missing_topic", [f for f in by.get("missing_topics", []) if not f.tags.get("partitions_mismatch")]))
-    put(_best("stuck_locks", by.get("stuck_locks", []),
-              lambda f: _severity(f) * min(1.0, float(f.tags.get("conversations", 0)) / 5)))
+    put(_best("stuck_locks", by.get("stuck_locks", [])))  # one lock that holds messages is a fault in full
     n_failed = max(int(ctx.failed.sum()), 1)
     content = by.get("content_over_limit", [])
     content_failed = sum(int(f.tags.get("failed", 0)) for f in content)
@@ -410,7 +416,7 @@ def signals(detection: Detection) -> dict[str, Signal]:
     for key in ("cause", "runbook_cause"):
         for sig in _error_signals(detection, items, key).values():
             put(sig)
-    if ctx.n_messages and not any(f.detector in LOSSES and f.severity != "info" for f in items):
+    if ctx.n_messages and not lost_anew(detection, items):
         for sig in out.values():
             if sig.findings and all(_blip(f, ctx) for f in sig.findings):
                 sig.strength *= BLIP
@@ -436,6 +442,25 @@ def _localisation(by: dict[str, list[Finding]], ctx: Context, put) -> None:
     path = {ctx.profile.services.router, *ctx.profile.services.connectors.values()}
     put(_best("core_service", [f for f in by.get("service_scope", []) if f.tags.get("scope") != SPREAD
                                and not path & set(f.tags.get("levels", []))], _scope_strength))
+
+
+def lost_anew(detection: Detection, items: list[Finding]) -> bool:
+    """Whether messages were lost or held anew among the changed findings ``items``: stuck
+    PENDING or SENT, waiting behind a stuck lock, a channel's FAILED rate risen, or more
+    messages FAILED in all than the baseline's rate explains (the two-count test). A new error
+    code among FAILED messages whose number did not rise is the usual mix, not a loss. Without
+    a baseline of the messages, any FAILED finding counts."""
+    if any(f.detector in HELD and f.severity != "info" and (f.detector != "stuck_locks" or f.severity == "critical")
+           for f in items):
+        return True
+    if any(f.detector == "failed_rate" and f.severity != "info" for f in items):
+        return True
+    base = detection.baseline
+    if base is None or not base.context.evidence.has("messages"):
+        return any(f.detector == "error_groups" and f.severity != "info" for f in items)
+    window, before = detection.context, base.context
+    e1, e0 = exposures(window, before)
+    return count_verdict(float(window.failed.sum()), e1, float(before.failed.sum()), e0).change in CHANGED
 
 
 def _blip(f: Finding, ctx: Context) -> bool:

@@ -11,8 +11,9 @@ them into what a review meeting reads first (:func:`review`):
   created are DELIVERED within 5 s; a FAILED or never-delivered message counts as missed
   (:func:`forensics.analysis.pipeline.delivery_sla`, which the impact's ``sla_breach`` uses too);
 - the **key moments** (onset, first failure of the cause, each alert firing or when it
-  would have, the peak, recovery or end), from the course of the incident over the
-  runbook's 5-minute windows (:func:`course`);
+  would have, the peak, recovery or end): the onset is the analysis' own (:func:`onset`, the
+  change point of what changed, the same in the timeline and summary.json), the peak and the
+  end from the course of the incident over the runbook's 5-minute windows (:func:`course`);
 - a **delivery-impact severity** per finding (:func:`delivery_severity`): critical when the
   messages it concerns that were not delivered normally are at least 1 % of the window's
   messages, warning from 0.1 %, info below; a finding that names no message is at most a
@@ -163,22 +164,20 @@ class Course:
     """How the incident ran over windows of ``step_s`` (the runbook's 5 minutes) of message
     creation. The incident's run: the windows around the peak (the window with the most
     messages not delivered normally) in which more than ``level`` of the messages created
-    were not delivered normally. Onset = the first minute of the run's first window above
-    ``level`` itself (with at least two such messages; else the window's start); end = the end
-    of the run (None: still going at the end of the window, or messages still stuck)."""
+    were not delivered normally; end = the end of the run (None: still going at the end of
+    the window, or messages still stuck). When it began is not decided here: the onset is
+    the analysis' (:func:`onset`)."""
 
     step_s: float
     level: float
-    onset: pd.Timestamp | None = None
     end: pd.Timestamp | None = None
     peak: pd.Timestamp | None = None
     peak_affected: int = 0
     peak_total: int = 0
-    under_way_at_start: bool = False
 
     @property
     def ongoing(self) -> bool:
-        return self.onset is not None and self.end is None
+        return self.peak is not None and self.end is None
 
 
 def course(detection: Detection, affected: np.ndarray) -> Course:
@@ -201,36 +200,25 @@ def course(detection: Detection, affected: np.ndarray) -> Course:
     above = (total >= t.min_window_messages) & (hit > t.failed_rate * np.maximum(total, 1))
     if not above.any():
         return out
-    peak = int(np.argmax(np.where(above, hit, -1)))
-    first = last = peak
-    while first > 0 and (above[first - 1] or total[first - 1] < t.min_window_messages):
-        first -= 1
+    peak = last = int(np.argmax(np.where(above, hit, -1)))
     while last + 1 < n_windows and (above[last + 1] or total[last + 1] < t.min_window_messages):
         last += 1
-    while not above[first]:
-        first += 1
     stuck_at_end = any(f.detector in ("stuck_pending", "stuck_sent") and f.severity == "critical"
                        for f in detection.items)
     at = lambda i: pd.Timestamp(ctx.start_ns + i * step, tz="UTC")  # noqa: E731
-    out.onset, out.peak = _first_minute(idx, bad, ctx.created_ns[valid][ok], first, step, t.failed_rate) or at(first), \
-        at(peak)
+    out.peak = at(peak)
     out.end = None if last == n_windows - 1 or stuck_at_end else at(last + 1)
     out.peak_affected, out.peak_total = int(hit[peak]), int(total[peak])
-    out.under_way_at_start = first == 0
     return out
 
 
-def _first_minute(window: np.ndarray, bad: np.ndarray, created: np.ndarray, first: int, step: int,
-                  level: float) -> pd.Timestamp | None:
-    """The first minute of window ``first`` with more than ``level`` of its messages (and at
-    least two) not delivered normally."""
-    inside = window == first
-    minute = (created[inside] // (60 * NS)) * 60 * NS
-    if not len(minute):
-        return None
-    frame = pd.DataFrame({"minute": minute, "bad": bad[inside]}).groupby("minute")["bad"].agg(["size", "sum"])
-    hot = frame[(frame["sum"] >= 2) & (frame["sum"] > level * frame["size"])]
-    return pd.Timestamp(int(hot.index[0]), tz="UTC") if len(hot) else None
+def onset(analysis: Analysis) -> tuple[pd.Timestamp | None, bool]:
+    """When the incident began, as the analysis found it (:func:`forensics.analysis.change.incident_onset`:
+    the earliest change point of what is new or worse, or its earliest evidence when it was
+    under way at window open), and whether it was under way; the report's one onset."""
+    found = analysis.onset or {}
+    start = found.get("start")
+    return (pd.Timestamp(start) if start else None), bool(found.get("under_way_at_window_start"))
 
 
 # --------------------------------------------------------------------------- findings for delivery
@@ -455,6 +443,7 @@ def review(evidence: Evidence, analysis: Analysis) -> Review:
     chronic = chronic_ids(analysis.findings)
     affected = affected_messages(detection)
     run = course(detection, affected)
+    start, under_way = onset(analysis)
     sla = delivery_sla(detection)
     top = analysis.ranked[0] if analysis.ranked else None
     total = int(imp.get("messages_total", detection.context.n_messages) or 0)
@@ -462,7 +451,7 @@ def review(evidence: Evidence, analysis: Analysis) -> Review:
     w = evidence.window
 
     # what happened
-    if n_aff and run.onset is not None:
+    if n_aff and run.peak is not None:
         parts = [f"{imp['messages_failed']:,} FAILED" if imp.get("messages_failed") else "",
                  f"{imp['messages_stuck']:,} stuck undelivered" if imp.get("messages_stuck") else "",
                  f"{imp['messages_late']:,} delivered after {number(sla.within_s)} s" if imp.get("messages_late")
@@ -482,9 +471,9 @@ def review(evidence: Evidence, analysis: Analysis) -> Review:
     would = sorted((m for m in alerts if m.kind == "alert_would_fire"), key=lambda m: m.at)
     detected = paged[0] if paged else (would[0] if would else None)
     when_text = []
-    if run.onset is not None:
-        when_text.append(("It was already under way when the window starts, " if run.under_way_at_start else
-                          "It started ") + f"at {clock(run.onset, True)}")
+    if start is not None:
+        when_text.append(("It was already under way when the window starts (earliest evidence " if under_way else
+                          "It started ") + f"at {clock(start, True)}" + (")" if under_way else ""))
         if detected is not None:
             rule = detected.text.split(" ")[1]
             when_text.append(f"was detected at {clock(detected.at)} (alert {rule} "
@@ -493,12 +482,14 @@ def review(evidence: Evidence, analysis: Analysis) -> Review:
         else:
             when_text.append("no alert rule fired or would have fired")
         when_text.append(f"and was still going at the end of the window ({clock(w.end)})" if run.ongoing else
-                         f"and ended by {clock(run.end)}")
-    when = {"start": iso(run.onset) if run.onset is not None else None,
+                         f"and ended by {clock(run.end)}" if run.end is not None else
+                         f"and no {duration(run.step_s)} window had more than {percent(run.level)} of its "
+                         "messages undelivered")
+    when = {"start": iso(start) if start is not None else None,
             "detected": iso(detected.at) if detected is not None else None,
             "detected_by": detected.text if detected is not None else None,
             "end": iso(run.end) if run.end is not None else None, "ongoing": run.ongoing,
-            "under_way_at_window_start": run.under_way_at_start,
+            "under_way_at_window_start": under_way,
             "text": (", ".join(when_text[:-1]) + " " + when_text[-1] + "." if when_text else
                      f"No {duration(run.step_s)} window had more than {percent(run.level)} of its messages "
                      f"undelivered between {clock(w.start, True)} and {clock(w.end)}.")}
@@ -541,11 +532,11 @@ def review(evidence: Evidence, analysis: Analysis) -> Review:
 
     # key moments
     moments = []
-    if run.onset is not None:
-        moments.append(Moment(run.onset, "onset",
-                              f"Onset: from this minute more than {percent(run.level)} of the messages created are "
-                              "not delivered normally" + (" (already so when the window starts)."
-                                                          if run.under_way_at_start else ".")))
+    if start is not None:
+        moments.append(Moment(start, "onset",
+                              "Onset: the earliest evidence, already there when the window starts (collect a wider "
+                              "window to see it begin)." if under_way else
+                              "Onset: what is new or worse against the baseline begins (its earliest change point)."))
     own = _own_findings(detection, top.cause, chronic) if top is not None else []
     severity = delivery_severity(detection, affected, chronic)
     dated = [f for f in own if f.first_seen is not None and not pd.isna(f.first_seen)]
@@ -561,7 +552,7 @@ def review(evidence: Evidence, analysis: Analysis) -> Review:
                                                 f"{duration(run.step_s)} "
                                                 f"({percent(run.peak_affected, run.peak_total)}) were not "
                                                 "delivered normally."))
-    if run.onset is not None:
+    if run.peak is not None:
         moments.append(Moment(run.end if run.end is not None else w.end, "end" if run.ongoing else "recovery",
                               "End of the window: the incident is still going." if run.ongoing else
                               f"Recovery: back under {percent(run.level)} of messages not delivered normally."))

@@ -139,10 +139,13 @@ def simulate(scenario: str, messages: int = 5000, seed: int = 7, end: pd.Timesta
     report("kafka", 0.5)
     ev_tables["dlq_records"] = tables.dlq_records(t)
     ev_tables["consumer_lag"] = tables.consumer_lag(t, incident.missing_topics, incident.stray_records)
-    ev_tables["topics"] = tables.topics(t, incident.missing_topics)
+    # Snapshots as a capture at the window's end sees them and, for the baseline, at its end.
+    captures = (end_ns, start_ns) if baseline_s else (end_ns,)
+    ev_tables["topics"], *before = tables.topics(t, incident.missing_topics, captures)
     report("postgres/redis", 0.6)
     ev_tables["identities"] = tables.identities(t)
-    ev_tables["locks"] = tables.locks(t, incident.locks if incident_wide else [])
+    ev_tables["locks"], *locks_before = tables.locks(t, incident.locks if incident_wide else [], captures)
+    snapshots_before = {"topics": before[0], "locks": locks_before[0]} if baseline_s else {}
     report("mongodb", 0.7)
     tr = tables.transitions(t)
     ev_tables["messages"] = tables.messages(t, tr)
@@ -182,7 +185,7 @@ def simulate(scenario: str, messages: int = 5000, seed: int = 7, end: pd.Timesta
 
     ev.put("metrics", scenario_metrics(ev, prof))
     base = Window(start_ts - pd.Timedelta(seconds=baseline_s), start_ts) if baseline_s else None
-    out = _split(ev, t.history_msg, Window(start_ts, end_ts), base)
+    out = _split(ev, t.history_msg, Window(start_ts, end_ts), base, snapshots_before)
     if kept_sources is not None:
         for part in (out, out.baseline):
             if part is not None:
@@ -194,7 +197,9 @@ UNDER_WAY_LEAD_S = 1800
 """Traffic simulated before the window of an incident under way when no baseline is asked for (s)."""
 MAX_BASELINE_S = 7 * 86_400
 SNAPSHOTS = ("topics", "identities", "locks")
-"""Tables that are a picture taken at capture time: in the window's evidence only."""
+"""Tables that are a picture taken at capture time: the window's as at its end; the baseline's
+Kafka topics and Redis keys as a capture at the baseline's end would have seen them (the
+normal picture of the code before the incident); identities (reference data) in the window's only."""
 SOURCE_TABLES = {
     "mongo": ("messages", "status_events"), "kafka": ("dlq_records", "consumer_lag", "topics"),
     "jaeger": ("spans",), "logs": ("log_events",), "postgres": ("identities",), "redis": ("locks",),
@@ -252,15 +257,17 @@ def _keep_sources(ev: Evidence, kept: set[str]) -> None:
             ev.missing[source] = "not collected (partial evidence)"
 
 
-def _split(full: Evidence, history_msg: np.ndarray, window: Window, base: Window | None) -> Evidence:
+def _split(full: Evidence, history_msg: np.ndarray, window: Window, base: Window | None,
+           snapshots_before: dict[str, pd.DataFrame] | None = None) -> Evidence:
     """The window's evidence and, when ``base`` is given, the baseline's, from one stretch of traffic.
 
     What a collection over each period returns: messages created in it with their status as at
     capture time and all their status events (a live collection also takes the messages of an
     earlier period updated in the window; here those stay in the baseline's evidence only);
     DLQ records, spans, log lines, lag and metric samples timed in it (the window's samples
-    include those taken at its end, at capture); snapshots (topics,
-    identities, locks) in the window's evidence only. Rows before ``base`` (or the window)
+    include those taken at its end, at capture); snapshots (topics, identities, locks) of the
+    window's end in the window's evidence, those of the baseline's end (``snapshots_before``)
+    in the baseline's. Rows before ``base`` (or the window)
     are dropped. Messages are in creation order and history rows by period first (see
     ``Traffic.cuts_ns``), so both big tables are cut into slices without a copy.
     """
@@ -283,6 +290,8 @@ def _split(full: Evidence, history_msg: np.ndarray, window: Window, base: Window
             if name in SNAPSHOTS:
                 if period is window:
                     ev.tables[name] = frame
+                elif name in (snapshots_before or {}):
+                    ev.tables[name] = snapshots_before[name]
                 continue
             times = frame[schema.TABLES[name].time_column]
             # Samples taken at capture time (lag, metrics) belong to the window.

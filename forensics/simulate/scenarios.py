@@ -341,7 +341,7 @@ def _lock_left_behind(t: Traffic, inc: Incident, convs: np.ndarray, since: int, 
             LISTENER_THREAD,
             concat("Conversation lock busy, message not processed: messageId=", t.msg_ids[stuck], f", lock={key}, "
                    f"holder={holder}"), message_id=t.msg_ids[stuck].astype("U").astype(object)))
-    inc.locks.append({"key": keys, "kind": "conversation_lock",
+    inc.locks.append({"key": keys, "kind": "conversation_lock", "set_at": since,
                       "conversation_id": [t.conv_ids[c].decode() for c in convs], "message_id": [None] * len(keys),
                       "ttl_s": [np.nan] * len(keys), "value": [holder] * len(keys),
                       "pattern": prof.redis.conversation_lock})

@@ -58,7 +58,7 @@ from confluent_kafka import KafkaException
 from forensics.config import ENV, connection
 from forensics.credentials import mask_uri
 from forensics.errors import ForensicsError, ParameterError, SourceError
-from forensics.evidence import Evidence
+from forensics.evidence import SNAPSHOT_TABLES, Evidence
 from forensics.profiles import Profile, load_profile
 from forensics.simulate.seed_targets import TARGET_CLASSES, Progress, Target
 from forensics.timeutil import Window, parse_time, utcnow
@@ -243,13 +243,14 @@ def seed_evidence(ev: Evidence, *, profile: Profile | str | None = None, force: 
 
 def with_baseline(ev: Evidence) -> Evidence:
     """``ev`` and its baseline as one evidence over both periods (baseline rows first): what the
-    stores hold once both have happened. ``ev`` itself when it has no baseline."""
+    stores hold once both have happened. ``ev`` itself when it has no baseline. A snapshot
+    (Redis keys, topics) is the window's alone: the stores hold the state at its end."""
     if ev.baseline is None:
         return ev
     whole = Evidence(window=Window(ev.baseline.window.start, ev.window.end), profile=ev.profile,
                      sources=ev.sources, missing=ev.missing, scenario=ev.scenario)
     for name, frame in ev.tables.items():
-        before = ev.baseline.tables.get(name)
+        before = None if name in SNAPSHOT_TABLES else ev.baseline.tables.get(name)
         whole.tables[name] = frame if before is None else pd.concat([before, frame], ignore_index=True)
     return whole
 

@@ -434,28 +434,32 @@ def _lag_rows(t, samples, group, topic, partitions, part, produced, finished, of
     })
 
 
-def topics(t: Traffic, missing_from: dict[str, int]) -> pd.DataFrame:
-    """The topic inventory at capture time, as the Kafka source takes it: one row per topic the
-    profile expects (role, channel, present, partitions, retention), missing ones present=False."""
+def topics(t: Traffic, missing_from: dict[str, int], at_ns: tuple[int, ...] = ()) -> list[pd.DataFrame]:
+    """The topic inventory as the Kafka source takes it at each time of ``at_ns`` (default: the
+    traffic's end): one row per topic the profile expects (role, channel, present, partitions,
+    retention), missing ones present=False."""
     kafka = t.profile.kafka
     roles = [("message_events", kafka.message_events), *(("outbound", tp) for tp in kafka.outbound)]
     if kafka.status_updates is not None:
         roles.append(("status_updates", kafka.status_updates))
     roles += [("dlq", tp) for tp in kafka.dlq]
-    rows = []
-    for role, tp in roles:
-        present = missing_from.get(tp.name, np.iinfo(np.int64).max) > t.end_ns
-        rows.append({
-            "sampled_at": pd.Timestamp(t.end_ns, unit="ns", tz="UTC"), "topic": tp.name, "role": role,
-            "channel": tp.channel, "present": present, "expected_partitions": tp.partitions,
-            "partitions": tp.partitions if present else None, "partitions_match": True if present else None,
-            "retention_ms": (1_209_600_000 if role == "dlq" else 604_800_000) if present else None,
-            "cleanup_policy": "delete" if present else None,
-            "source": "kafka", "source_object": tp.name, "source_ref": tp.name,
-        })
-    frame = pd.DataFrame(rows)
-    return _conform("topics", frame.astype({"partitions": "Int64", "retention_ms": "Int64",
-                                            "partitions_match": "boolean"}))
+    out = []
+    for end in at_ns or (t.end_ns,):
+        rows = []
+        for role, tp in roles:
+            present = missing_from.get(tp.name, np.iinfo(np.int64).max) > end
+            rows.append({
+                "sampled_at": pd.Timestamp(end, unit="ns", tz="UTC"), "topic": tp.name, "role": role,
+                "channel": tp.channel, "present": present, "expected_partitions": tp.partitions,
+                "partitions": tp.partitions if present else None, "partitions_match": True if present else None,
+                "retention_ms": (1_209_600_000 if role == "dlq" else 604_800_000) if present else None,
+                "cleanup_policy": "delete" if present else None,
+                "source": "kafka", "source_object": tp.name, "source_ref": tp.name,
+            })
+        frame = pd.DataFrame(rows)
+        out.append(_conform("topics", frame.astype({"partitions": "Int64", "retention_ms": "Int64",
+                                                    "partitions_match": "boolean"})))
+    return out
 
 
 # -- PostgreSQL and Redis ---------------------------------------------------------------------
@@ -481,51 +485,60 @@ def identities(t: Traffic) -> pd.DataFrame:
     return _conform("identities", frame)
 
 
-def locks(t: Traffic, extra: list[dict]) -> pd.DataFrame:
-    """Redis keys at capture time: processed markers, idempotency keys, live conversation locks,
-    rate-limit counters, plus the scenario's own keys (``extra``: dicts of columns)."""
+def locks(t: Traffic, extra: list[dict], at_ns: tuple[int, ...] = ()) -> list[pd.DataFrame]:
+    """Redis keys as a capture at each time of ``at_ns`` (default: the traffic's end) would see
+    them: processed markers, idempotency keys, live conversation locks, rate-limit counters,
+    plus the scenario's own keys (``extra``: dicts of columns, ``set_at`` ns: left out of a
+    capture before it). The random draws are made once, so every capture shows the same
+    keys of a message."""
     rd = t.profile.redis
-    end = t.end_ns
-    frames = []
-    # router:processed:{id}: set when the router finished a message (delivered or failed); most
-    # FAILED ones keep it, which is what silently swallows a manual replay.
-    finished = np.where(t.failed != NAT, t.failed, t.ack)
     keep_failed = t.rng.random(t.n) < 0.7
-    proc = (finished != NAT) & (finished < end) & ((t.failed == NAT) | keep_failed)
-    idx = np.flatnonzero(proc)
-    frames.append(_keys(t, rd.processed, "processed", idx, rd.processed_ttl_s - (end - finished[idx]) / NS, "1"))
-    # idempotency:message:{id} for the share of API calls that sent an Idempotency-Key (24 h).
     idem = np.flatnonzero(t.rng.random(t.n) < 0.2)
-    frames.append(_keys(t, rd.idempotency, "idempotency", idem, 86_400 - (end - t.created[idem]) / NS,
-                        concat('{"status":"ACCEPTED","messageId":"', t.msg_ids[idem], '"}')))
-    # conversation:lock:{conversation_id}: taken with SET NX EX when a message is routed and left
-    # to expire, so every conversation routed in the last lock_ttl_s still holds one.
-    busy = (t.routed != NAT) & (t.routed < end) & ((end - t.routed) / NS < rd.lock_ttl_s)
-    lidx = np.flatnonzero(busy)[::-1]
-    lidx = lidx[np.unique(t.conv[lidx], return_index=True)[1]]
-    frames.append(_keys(t, rd.conversation_lock, "conversation_lock", lidx,
-                        rd.lock_ttl_s - (end - t.routed[lidx]) / NS, f"{t.profile.services.router}-1"))
-    # ratelimit:user:{user_id}: requests per sender in the last minute.
-    recent = np.flatnonzero(t.created >= end - 60 * NS)
-    senders, counts = np.unique(t.conv_sender[t.conv[recent]], return_counts=True)
-    if len(senders):
-        keys = fill(rd.ratelimit, user_id=t.sender_ids[senders])
-        frames.append(_frame(keys, "ratelimit", None, None, np.full(len(senders), 60.0) * t.rng.random(len(senders)),
-                             int_text(counts), end, rd.ratelimit))
-    for row in extra:
-        frames.append(_frame(np.array(row["key"], dtype=object), row["kind"],
-                             np.array(row.get("conversation_id"), dtype=object),
-                             np.array(row.get("message_id"), dtype=object), np.array(row["ttl_s"], dtype=float),
-                             np.array(row["value"], dtype=object), end, row["pattern"]))
-    return _conform("locks", pd.concat(frames, ignore_index=True))
+    out = []
+    for end in at_ns or (t.end_ns,):
+        frames = []
+        # router:processed:{id}: set when the router finished a message (delivered or failed); most
+        # FAILED ones keep it, which is what silently swallows a manual replay.
+        finished = np.where(t.failed != NAT, t.failed, t.ack)
+        proc = (finished != NAT) & (finished < end) & ((t.failed == NAT) | keep_failed)
+        idx = np.flatnonzero(proc)
+        frames.append(_keys(t, rd.processed, "processed", idx, rd.processed_ttl_s - (end - finished[idx]) / NS, "1",
+                            end))
+        # idempotency:message:{id} for the share of API calls that sent an Idempotency-Key (24 h).
+        sent = idem[t.created[idem] < end]
+        frames.append(_keys(t, rd.idempotency, "idempotency", sent, 86_400 - (end - t.created[sent]) / NS,
+                            concat('{"status":"ACCEPTED","messageId":"', t.msg_ids[sent], '"}'), end))
+        # conversation:lock:{conversation_id}: taken with SET NX EX when a message is routed and left
+        # to expire, so every conversation routed in the last lock_ttl_s still holds one.
+        busy = (t.routed != NAT) & (t.routed < end) & ((end - t.routed) / NS < rd.lock_ttl_s)
+        lidx = np.flatnonzero(busy)[::-1]
+        lidx = lidx[np.unique(t.conv[lidx], return_index=True)[1]]
+        frames.append(_keys(t, rd.conversation_lock, "conversation_lock", lidx,
+                            rd.lock_ttl_s - (end - t.routed[lidx]) / NS, f"{t.profile.services.router}-1", end))
+        # ratelimit:user:{user_id}: requests per sender in the last minute, expiring a minute
+        # after the first of them.
+        recent = np.flatnonzero((t.created >= end - 60 * NS) & (t.created < end))
+        senders, first, counts = np.unique(t.conv_sender[t.conv[recent]], return_index=True, return_counts=True)
+        if len(senders):
+            keys = fill(rd.ratelimit, user_id=t.sender_ids[senders])
+            frames.append(_frame(keys, "ratelimit", None, None, 60.0 - (end - t.created[recent[first]]) / NS,
+                                 int_text(counts), end, rd.ratelimit))
+        for row in extra:
+            if row.get("set_at", end) <= end:
+                frames.append(_frame(np.array(row["key"], dtype=object), row["kind"],
+                                     np.array(row.get("conversation_id"), dtype=object),
+                                     np.array(row.get("message_id"), dtype=object), np.array(row["ttl_s"], dtype=float),
+                                     np.array(row["value"], dtype=object), end, row["pattern"]))
+        out.append(_conform("locks", pd.concat(frames, ignore_index=True)))
+    return out
 
 
-def _keys(t: Traffic, pattern: str, kind: str, idx: np.ndarray, ttl: np.ndarray, value) -> pd.DataFrame:
+def _keys(t: Traffic, pattern: str, kind: str, idx: np.ndarray, ttl: np.ndarray, value, at_ns: int) -> pd.DataFrame:
     if "{conversation_id}" in pattern:
         conv = t.conv_ids[t.conv[idx]]
-        return _frame(fill(pattern, conversation_id=conv), kind, conv, None, ttl, value, t.end_ns, pattern)
+        return _frame(fill(pattern, conversation_id=conv), kind, conv, None, ttl, value, at_ns, pattern)
     mid = t.msg_ids[idx]
-    return _frame(fill(pattern, message_id=mid), kind, None, mid, ttl, value, t.end_ns, pattern)
+    return _frame(fill(pattern, message_id=mid), kind, None, mid, ttl, value, at_ns, pattern)
 
 
 def _frame(keys, kind, conv, mid, ttl, value, sampled_ns, pattern) -> pd.DataFrame:
