@@ -6,11 +6,12 @@ then how well the confidence is calibrated (reliability by decile, Brier score) 
 hypothesis of every incident (label 1 = the scenario's true cause). Each incident carries
 the normal period before its window as its baseline, as `forensics collect` records it.
 
-``--fit SEEDS`` first fits the Platt calibration (forensics/analysis/calibration.py) on those seeds,
-which must be held apart from the evaluation seeds, and writes it to
-forensics/rules/calibration.json; the evaluation then uses it.
+``--fit SEEDS`` first fits the calibration (forensics/analysis/calibration.py; ``--method``
+isotonic, the shipped one, or platt) on those seeds, which must be held apart from the
+evaluation seeds, and writes it to forensics/rules/calibration.json; the evaluation then uses it.
 
-Usage: python benchmarks/accuracy.py [--messages 2000] [--seeds 1,2,3,4,5] [--fit 101,102] [--jobs 2]
+Usage: python benchmarks/accuracy.py [--messages 2000] [--seeds 1,2,3,4,5] [--fit 101,102,103,104]
+       [--method isotonic] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from forensics.analysis.calibration import CALIBRATION_FILE, brier, fit_platt, load_calibration, reliability
+from forensics.analysis.calibration import (
+    CALIBRATION_FILE,
+    brier,
+    fit_isotonic,
+    fit_platt,
+    load_calibration,
+    reliability,
+)
 from forensics.analysis.pipeline import analyze
 from forensics.simulate import SCENARIOS, simulate
 
@@ -52,16 +60,21 @@ def incidents(messages: int, seeds: list[int], jobs: int) -> Iterator[tuple[str,
         yield from pool.map(ranking, work)
 
 
-def fit(messages: int, seeds: list[int], jobs: int) -> dict:
-    """Platt parameters fitted on every hypothesis of the incidents of ``seeds``; written as data."""
+def fit(messages: int, seeds: list[int], jobs: int, method: str) -> dict:
+    """The calibration fitted on every hypothesis of the incidents of ``seeds``; written as data."""
     scores, labels = [], []
     for name, _variant, _profile, _seed, ranked in incidents(messages, seeds, jobs):
         truth = SCENARIOS[name].root_cause
         for cause, score, _confidence, _margin in ranked:
             scores.append(score)
             labels.append(cause == truth)
-    a_, b_ = fit_platt(np.array(scores), np.array(labels))
-    data = {"method": "platt", "a": round(a_, 6), "b": round(b_, 6),
+    if method == "isotonic":
+        knots, shares = fit_isotonic(np.array(scores), np.array(labels))
+        mapping = {"scores": knots, "probabilities": shares}
+    else:
+        a_, b_ = fit_platt(np.array(scores), np.array(labels))
+        mapping = {"a": round(a_, 6), "b": round(b_, 6)}
+    data = {"method": method, **mapping,
             "fitted_on": {"seeds": seeds, "messages": messages, "scenarios": len(SCENARIOS),
                           "variants": list(NOISE), "profiles": list(PROFILES), "hypotheses": len(scores),
                           "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}}
@@ -75,6 +88,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--seeds", default="1,2,3,4,5")
     ap.add_argument("--fit", default="", help="seeds to fit the calibration on (held apart from --seeds)")
+    ap.add_argument("--method", choices=("isotonic", "platt"), default="isotonic", help="calibration to fit")
     ap.add_argument("--jobs", type=int, default=1, help="incidents analysed in parallel (processes)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -82,8 +96,9 @@ def main() -> None:
         fit_seeds = [int(s) for s in args.fit.split(",")]
         if set(fit_seeds) & set(seeds):
             ap.error("--fit seeds must be held apart from --seeds")
-        data = fit(args.messages, fit_seeds, args.jobs)
-        print(f"calibration fitted on seeds {fit_seeds}: a={data['a']}, b={data['b']} "
+        data = fit(args.messages, fit_seeds, args.jobs, args.method)
+        shape = (f"{len(data['scores'])} steps" if args.method == "isotonic" else f"a={data['a']}, b={data['b']}")
+        print(f"{args.method} calibration fitted on seeds {fit_seeds}: {shape} "
               f"({data['fitted_on']['hypotheses']:,} hypotheses)\n")
     started = time.perf_counter()
     print(f"{args.messages:,} messages per incident, seeds {seeds}, each with the preceding hour as baseline; "

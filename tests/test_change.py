@@ -7,7 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forensics.analysis.calibration import brier, fit_platt, platt, reliability
+from forensics.analysis.calibration import (
+    brier,
+    fit_isotonic,
+    fit_platt,
+    isotonic,
+    load_calibration,
+    platt,
+    reliability,
+)
 from forensics.analysis.change import (
     BINS,
     change_point,
@@ -373,6 +381,34 @@ def test_platt_fit_recovers_a_known_mapping_and_scores_it():
     bins = reliability(probs, labels)
     assert sum(r["n"] for r in bins) == 4000
     assert all(abs(r["predicted"] - r["observed"]) < 0.1 for r in bins if r["n"] > 200)
+
+
+def test_isotonic_fit_bends_where_a_sigmoid_cannot_and_stays_monotonic():
+    # Scores up to 0.45 are almost never the true cause, scores above 0.6 almost always: the
+    # middle band a sigmoid must blur. The isotonic map keeps it low, is non-decreasing, and
+    # scores better than the sigmoid fitted to the same hypotheses.
+    rng = np.random.default_rng(2)
+    scores = np.r_[rng.uniform(0, 0.45, 3000), rng.uniform(0.6, 1.0, 600)]
+    labels = np.r_[rng.uniform(0, 1, 3000) < 0.02, rng.uniform(0, 1, 600) < 0.97]
+    knots, shares = fit_isotonic(scores, labels)
+    assert knots == sorted(knots) and shares == sorted(shares) and 0 < shares[0] and shares[-1] < 1
+    mapped = isotonic(knots, shares)
+    assert mapped(0.35) < 0.1 and mapped(0.9) > 0.9 and mapped(-1) == shares[0] and mapped(2) == shares[-1]
+    iso = np.array([mapped(s) for s in scores])
+    a, b = fit_platt(scores, labels)
+    sig = np.array([platt(a, b)(s) for s in scores])
+    assert brier(iso, labels) < brier(sig, labels)
+    assert all(abs(r["predicted"] - r["observed"]) < 0.05 for r in reliability(iso, labels) if r["n"] > 200)
+
+
+def test_the_shipped_calibration_loads_as_data(tmp_path):
+    path = tmp_path / "calibration.json"
+    path.write_text('{"method": "isotonic", "scores": [0.1, 0.9], "probabilities": [0.02, 0.98]}')
+    assert load_calibration(path)(0.5) == pytest.approx(0.5)
+    path.write_text('{"method": "platt", "a": 6.0, "b": -3.0}')
+    load_calibration.cache_clear()
+    assert load_calibration(path)(0.5) == pytest.approx(0.5)
+    load_calibration.cache_clear()
 
 
 def test_a_detection_error_in_findings_keeps_working_without_baseline_columns_set():
