@@ -572,9 +572,8 @@ def test_recipient_identity_malformed_and_unknown():
 # ---- scale --------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_all_detectors_on_200k_messages_in_a_few_seconds():
-    import time
-
+def test_all_detectors_on_200k_messages():
+    # Speed is measured by benchmarks/bench_analysis.py, never asserted here.
     rng = np.random.default_rng(3)
     n = 200_000
     created = END - pd.to_timedelta(rng.uniform(0, 3600, n), unit="s")
@@ -586,9 +585,7 @@ def test_all_detectors_on_200k_messages_in_a_few_seconds():
           "timestamp": list(created + pd.Timedelta(seconds=1)) + list(created + pd.Timedelta(seconds=2)),
           "derived": [False] * (2 * n)}
     evid = evidence(messages=m, status_events=ev)
-    t0 = time.perf_counter()
     f = run_detectors(evid)
-    assert time.perf_counter() - t0 < 10
     assert "error_groups:whatsapp.130429" in set(f["finding_id"])
 
 
