@@ -314,12 +314,48 @@ def _errors(window: Window, prefix: str, code: str, n: int) -> Evidence:
                      consumer_lag=[], log_events=_log_lines(window, n, f"WhatsApp API error (#{code}) {{i}}"))
 
 
-def test_a_new_error_code_in_an_unchanged_error_volume_is_the_usual_noise():
-    mixed = analyze(_with_baseline(_errors(WINDOW, "w", "131016", 30), _errors(BEFORE, "b", "131026", 30)))
-    assert mixed.top.cause == "healthy", mixed.hypotheses[["cause", "confidence"]].head(3)
-    assert "platform_outage" not in mixed.hypotheses["cause"].tolist()  # no errors beyond the usual volume
-    rising = analyze(_with_baseline(_errors(WINDOW, "w", "131016", 30), _errors(BEFORE, "b", "131026", 0)))
-    assert rising.top.cause == "platform_outage", rising.hypotheses[["cause", "confidence"]].head(3)
+BACKGROUND = {"131016": 60, "131026": 80, "190": 40, "130429": 70}
+"""A mixed background of platform errors (code -> lines an hour), each naming a different cause."""
+TOO_LONG = "100"
+
+
+def _background(window: Window, prefix: str, counts: dict[str, int]) -> Evidence:
+    lines = [_log_lines(window, n, f"WhatsApp API error (#{code}) "
+                        + ("text too long " if code == TOO_LONG else "") + "{i}")
+             for code, n in counts.items() if n]
+    return _evidence(window, messages=_messages(window, 1000, prefix), status_events=[], spans=[], dlq_records=[],
+                     consumer_lag=[], log_events=_concat(*lines))
+
+
+def test_a_mixed_background_that_shifts_a_little_between_causes_is_the_usual_noise():
+    shifted = {"131016": 72, "131026": 66, "190": 49, "130429": 63, TOO_LONG: 4}  # each within its noise
+    a = analyze(_with_baseline(_background(WINDOW, "w", shifted), _background(BEFORE, "b", BACKGROUND)))
+    assert a.top.cause == "healthy", a.hypotheses[["cause", "confidence"]].head(3)
+
+
+def test_a_few_dozen_new_rejections_stand_out_where_the_backgrounds_volume_hides_them():
+    # 270 + 30 against 250 lines: the total volume alone does not rise significantly
+    window = {**BACKGROUND, TOO_LONG: 30}
+    a = analyze(_with_baseline(_background(WINDOW, "w", window), _background(BEFORE, "b", BACKGROUND)))
+    assert a.top.cause == "content_over_limit", a.hypotheses[["cause", "confidence"]].head(3)
+    assert rate_test(sum(window.values()), 1000, sum(BACKGROUND.values()), 1000)[1] > 0.01
+    chronic = set(a.chronic["finding_id"])
+    assert not chronic & {i.get("finding_id") for i in a.top.evidence_for}
+
+
+def test_one_cause_rising_inside_the_background_counts_only_its_rise():
+    window = {**BACKGROUND, "131016": 160}  # the outage's code: 60 an hour before, 160 now
+    a = analyze(_with_baseline(_background(WINDOW, "w", window), _background(BEFORE, "b", BACKGROUND)))
+    assert a.top.cause == "platform_outage", a.hypotheses[["cause", "confidence"]].head(3)
+    assert "only 100 error log lines above the baseline's rate" in a.top.evidence_for[0]["statement"]
+
+
+def test_holm_keeps_the_familys_false_rises_under_alpha():
+    from forensics.analysis.significance import holm
+
+    assert holm({"a": 0.004, "b": 0.03, "c": 0.5}) == pytest.approx({"a": 0.012, "b": 0.06, "c": 0.5})
+    assert holm({"a": 0.02, "b": 0.001}) == pytest.approx({"a": 0.02, "b": 0.002})
+    assert holm({}) == {}
 
 
 def test_the_baseline_borrows_the_windows_identities_but_not_its_locks():

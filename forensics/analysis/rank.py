@@ -15,12 +15,14 @@ Method
      holds messages counts in full, however few conversations it holds.
    - error signals ``cause:<id>``: FAILED messages (error groups) and error log lines / DLQ
      records / error spans whose catalog entry names the cause. Strength = dominance x
-     magnitude: dominance = the cause's share among all errors that name a cause;
+     magnitude: dominance = the cause's share among the errors that name a cause and rose
+     above the baseline (all of them when there is none);
      magnitude = its share of the messages / ``FULL_MAGNITUDE`` (1 % of messages is full
-     strength), capped at 1, counting only as many as the source's errors rose above the
-     baseline's volume, and nothing unless that rise is significant (a new code in an
-     unchanged error volume is a different mix of the usual noise: among dozens of codes each
-     tested alone, some code of a mixed background always looks new). Sporadic errors of
+     strength), capped at 1, counting only as many as the cause's errors rose above the
+     baseline's rate of the same cause, and nothing unless that rise is significant within
+     the source's family of causes (Holm-adjusted: among dozens of codes of a mixed
+     background each tested alone, some code always looks new; a few dozen new rejections
+     stand out even where the background's total volume hides them). Sporadic errors of
      every kind in a healthy window stay weak.
    - ``runbook_cause:<id>``: the same for the cause the runbook's appendix implies where it
      disagrees with the platform's documentation (WhatsApp 131047 "rate limit" per the
@@ -81,6 +83,7 @@ from forensics.analysis.calibration import load_calibration
 from forensics.analysis.change import ALPHA, CHANGED, count_verdict, exposures, is_change, rate_test
 from forensics.analysis.detectors import Context, Detection, Finding
 from forensics.analysis.detectors.localisation import CONCENTRATED, CONFINED, LOCALISERS, SPREAD
+from forensics.analysis.significance import holm
 from forensics.catalog import load_catalog
 
 SEVERITY_STRENGTH = {"critical": 1.0, "warning": 0.5, "info": 0.15}
@@ -287,32 +290,35 @@ def _cause_sizes(items: list[Finding], key: str) -> tuple[dict[tuple[str, str], 
     return sizes, found
 
 
-def _totals(sizes: dict[tuple[str, str], dict[str, int]]) -> dict[str, int]:
-    """Classified errors per source (each cause at its largest service)."""
-    totals: dict[str, int] = {}
-    for (source, name), per_service in sizes.items():
-        if name.startswith("cause:"):
-            totals[source] = totals.get(source, 0) + max(per_service.values())
-    return totals
-
-
-def _excess(detection: Detection) -> dict[str, float]:
-    """Per source the baseline measured: the window's classified errors (all of them, chronic
-    ones included) beyond the baseline's, scaled to the window's traffic; none unless that
-    volume rose significantly (:func:`~forensics.analysis.change.rate_test`; the size of the
-    rise is weighed by the signal's magnitude, not here). A new error
-    code in a window whose error volume did not rise is a different mix of the usual noise:
-    tested one code at a time among dozens, some code of a mixed background is always "new"."""
+def _beyond(detection: Detection, key: str) -> dict[tuple[str, str], float]:
+    """Per (source, ``<key>:<id>``) the baseline measured: the window's errors of that cause
+    beyond the baseline's rate of the same cause (scaled to the window's traffic), or none
+    unless that rise is significant within the source's family of causes (exact conditional
+    test per cause, Holm-adjusted over every cause the source shows in either period:
+    :func:`~forensics.analysis.significance.holm`). A cause whose errors ran at the same rate
+    before is chronic, however many there are; a code of a mixed background that happens to
+    look new alone does not survive the family's adjustment; a few dozen new rejections do,
+    even when the background's volume hides them."""
     base = detection.baseline
     if base is None:
         return {}
     window, before = detection.context, base.context
     e1, e0 = exposures(window, before)
-    now = _totals(_cause_sizes(detection.items, "cause")[0])
-    then = _totals(_cause_sizes(base.items, "cause")[0])
-    measured = [s for s in now if before.evidence.has(s) or (s == "messages" and before.evidence.has("status_events"))]
-    return {s: max(0.0, now[s] - then.get(s, 0) * e1 / e0)
-            if rate_test(now[s], e1, then.get(s, 0), e0)[1] < ALPHA else 0.0 for s in measured}
+    now = {slot: max(per.values()) for slot, per in _cause_sizes(detection.items, key)[0].items()
+           if slot[1].startswith(f"{key}:")}
+    then = {slot: max(per.values()) for slot, per in _cause_sizes(base.items, key)[0].items()
+            if slot[1].startswith(f"{key}:")}
+    out: dict[tuple[str, str], float] = {}
+    for source in {s for s, _ in now}:
+        if not (before.evidence.has(source) or (source == "messages" and before.evidence.has("status_events"))):
+            continue
+        family = {name for s, name in (*now, *then) if s == source}
+        counts = {name: (now.get((source, name), 0), then.get((source, name), 0)) for name in family}
+        adjusted = holm({name: rate_test(c1, e1, c0, e0, exact=True)[1] for name, (c1, c0) in counts.items()})
+        for name, (c1, c0) in counts.items():
+            if (source, name) in now:
+                out[(source, name)] = max(0.0, c1 - c0 * e1 / e0) if adjusted[name] < ALPHA else 0.0
+    return out
 
 
 def _error_signals(detection: Detection, items: list[Finding], key: str) -> dict[str, Signal]:
@@ -326,24 +332,25 @@ def _error_signals(detection: Detection, items: list[Finding], key: str) -> dict
     """
     n = max(detection.context.n_messages, 1)
     sizes, found = _cause_sizes(items, key)
-    totals = _totals(sizes)
-    excess = _excess(detection)
+    excess = _beyond(detection, key)
+    counts = {slot: max(per.values()) for slot, per in sizes.items() if slot[1].startswith(f"{key}:")}
+    beyonds = {slot: min(c, excess[slot]) if slot in excess else c for slot, c in counts.items()}
+    rose: dict[str, float] = {}  # per source: the errors that rose above the baseline, all causes
+    for (source, _), b in beyonds.items():
+        rose[source] = rose.get(source, 0.0) + b
     out: dict[str, Signal] = {}
-    for (source, name), per_service in sizes.items():
-        if not name.startswith(f"{key}:"):
-            continue
-        count = max(per_service.values())
-        beyond = min(count, excess[source]) if source in excess else count
-        dominance = min(1.0, count / max(totals.get(source, 0), 1))
+    for (source, name), count in counts.items():
+        beyond = beyonds[(source, name)]
+        dominance = min(1.0, beyond / max(rose[source], 1.0))
         strength = min(1.0, dominance * min(1.0, beyond / n / FULL_MAGNITUDE))
         rows = units.ERROR_ROW_UNITS.get(source, f"{source} rows")
         named = source == "messages" or all(f.tags.get("messages") is not None
                                             for fs in found[(source, name)].values() for f in fs)
         what = rows if source == "messages" else f"messages named in {rows}" if named else rows
         share = f"{units.percent(count, n)} of the {n:,} messages, " if named else ""
-        note = f"{units.count(count, what)} ({share}{units.percent(dominance)} of the classified {rows} there)"
+        note = f"{units.count(count, what)} ({share}{units.percent(dominance)} of the classified {rows} there that rose)"
         if round(beyond) < count:
-            note += f"; only {units.count(round(beyond), rows)} above the baseline's volume"
+            note += f"; only {units.count(round(beyond), rows)} above the baseline's rate of the same cause"
         if name not in out or strength > out[name].strength:
             out[name] = Signal(name, strength, [], note)
     for name, sig in out.items():  # every finding of the cause, FAILED messages first, backs the signal

@@ -120,6 +120,20 @@ def level_verdict(window: float, baseline: float, normal: float) -> Verdict:
     return Verdict(float(baseline), change, ratio)
 
 
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjustment of a family of p-values (name -> p): the smallest is
+    multiplied by the family's size, the next by one less, each at least its predecessor's,
+    capped at 1. Rejecting where the adjusted p is under ALPHA keeps the chance of any false
+    rise in the whole family under ALPHA, however many members it has: among dozens of error
+    codes of a mixed background, each tested alone, some code always looks "new"."""
+    order = sorted(p_values, key=p_values.__getitem__)
+    m, running, out = len(order), 0.0, {}
+    for i, name in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p_values[name]))
+        out[name] = running
+    return out
+
+
 def share_test(inside: float, total: float, expected_share: float) -> tuple[float, float]:
     """``inside`` of ``total`` events fell in a set expected to hold ``expected_share`` (0..1)
     of them: (ratio of the odds inside to outside against the expected, p of so many or more

@@ -46,7 +46,6 @@ their findings (:mod:`forensics.analysis.change`).
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -436,17 +435,13 @@ def scope_finding(detector_name: str, ctx: Context, counts: Counts, scope: Scope
     return finding
 
 
-_COUNTED: weakref.WeakKeyDictionary[Context, dict[Callable, Any]] = weakref.WeakKeyDictionary()
-"""Per context, what each counting function found: the window's counts serve both its runs (alone,
-then against the baseline), the baseline's its own run and the comparison."""
-
-
 def counted(ctx: Context, count: Callable[[Context], Any]) -> Any:
-    """``count(ctx)``, computed once per context."""
-    per = _COUNTED.setdefault(ctx, {})
-    if count not in per:
-        per[count] = count(ctx)
-    return per[count]
+    """``count(ctx)``, computed once per context (kept in ``ctx.counted``): the window's counts
+    serve both its runs (alone, then against the baseline), the baseline's its own run and the
+    comparison."""
+    if count not in ctx.counted:
+        ctx.counted[count] = count(ctx)
+    return ctx.counted[count]
 
 
 def _scopes(name: str, ctx: Context, base: Context | None, count: Callable[[Context], Counts | None]
