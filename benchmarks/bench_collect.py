@@ -11,10 +11,13 @@ them, each in a fresh child process so that its peak resident memory (ru_maxrss)
            how collection worked before), for comparison
 
 and prints rows, wall time, peak memory and the load average around each run. Flat memory
-means the stream's peak does not grow with the window. ``--drop`` drops the database after.
+means the stream's peak does not grow with the window. ``--server-pid`` (a local server) adds
+the server's own peak resident memory during each run, sampled from /proc every 0.2 s, and its
+resident memory when the run began. ``--drop`` drops the database after.
 
     eval "$(scripts/services env)"
-    .venv/bin/python benchmarks/bench_collect.py [--messages 1000000] [--hours 6,24] [--ways stream,whole]
+    .venv/bin/python benchmarks/bench_collect.py [--messages 1000000] [--hours 6,12,24] [--ways stream,whole]
+        [--uri URI] [--server-pid PID]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -72,15 +76,50 @@ def seeded(uri: str, database: str, messages: int) -> bool:
     return bool(info) and info.get("messages") == messages
 
 
-def run(way: str, out: Path, database: str, hours: float) -> dict:
+def resident_mb(pid: int) -> int:
+    """A process's resident memory now (VmRSS), MB."""
+    with open(f"/proc/{pid}/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return round(kb / 1024)
+
+
+class ServerMemory:
+    """The highest resident memory of the server process while a run lasts, sampled every 0.2 s
+    (its VmHWM would be the peak since it started, not the run's)."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid, self.peak, self.start = pid, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, resident_mb(self.pid))
+
+    def __enter__(self) -> ServerMemory:
+        if self.pid:
+            self.start = self.peak = resident_mb(self.pid)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self.pid:
+            self._thread.join()
+
+
+def run(way: str, out: Path, uri: str, database: str, hours: float, server_pid: int | None) -> dict:
     since, until = window(hours)
     load = os.getloadavg()[0]
-    done = subprocess.run([sys.executable, "-c", CHILD, way, str(out), database, since, until],
-                          capture_output=True, text=True)
+    with ServerMemory(server_pid) as server:
+        done = subprocess.run([sys.executable, "-c", CHILD, way, str(out), database, since, until],
+                              capture_output=True, text=True, env={**os.environ, "FORENSICS_MONGO_URI": uri})
     if done.returncode:
         raise SystemExit(f"{way} over {hours} h failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result.update(hours=hours, load=f"{load:.1f}-{os.getloadavg()[0]:.1f}")
+    if server_pid:
+        result.update(server_start_mb=server.start, server_peak_mb=server.peak)
     return result
 
 
@@ -89,8 +128,9 @@ def main() -> int:
     ap.add_argument("--uri", default=os.environ.get("FORENSICS_MONGO_URI"))
     ap.add_argument("--database", default="bench_collect")
     ap.add_argument("--messages", type=int, default=1_000_000)
-    ap.add_argument("--hours", default="6,24", help="windows from the seed's start, hours (24 = every message)")
+    ap.add_argument("--hours", default="6,12,24", help="windows from the seed's start, hours (24 = every message)")
     ap.add_argument("--ways", default="stream,whole")
+    ap.add_argument("--server-pid", type=int, default=None, help="a local server's pid: its peak memory per run")
     ap.add_argument("--drop", action="store_true", help="drop the database afterwards")
     args = ap.parse_args()
     if not args.uri:
@@ -103,7 +143,7 @@ def main() -> int:
             for hours in (float(h) for h in args.hours.split(",")):
                 for way in args.ways.split(","):
                     out = Path(tmp) / f"{way}-{hours:g}h"
-                    print(json.dumps(run(way, out, args.database, hours)), flush=True)
+                    print(json.dumps(run(way, out, args.uri, args.database, hours, args.server_pid)), flush=True)
     finally:
         if args.drop:
             import pymongo

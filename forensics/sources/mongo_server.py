@@ -10,7 +10,7 @@ than fails.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import pandas as pd
@@ -50,6 +50,64 @@ class ServerQuestions:
             self.warnings.append(mark_truncated(frame, cap, purpose))
         return frame
 
+    def count_messages(self, window: Window, *, at_most: int, channel: str | None = None) -> int:
+        """How many messages were created in ``window`` (and channel), counted on the server and
+        stopped at ``at_most + 1``: enough to tell a window above ``at_most`` from one below, in
+        time bounded by ``at_most`` whatever the window (``count_documents`` with a limit, under
+        ``maxTimeMS``). Counts what the server's filter on the stored creation times selects."""
+        coll = self.collection("messages")
+        flt = all_of(time_range(self._paths("messages", "created_at"), window.start, window.end),
+                     self._channel_filter(channel))
+        entry = self._record("messages in window, counted", coll.name, "count", flt, limit=at_most + 1)
+        with self._errors(coll.name):
+            entry["rows"] = coll.count_documents(flt, limit=at_most + 1, maxTimeMS=self._max_time_ms)
+        return entry["rows"]
+
+    def stuck_counts(self, window: Window, older_than: Mapping[str, str | pd.Timedelta], reference=None, *,
+                     channel: str | None = None, limit: int | None = None) -> pd.DataFrame:
+        """How many messages created in ``window`` are stuck in each status of ``older_than``
+        (status -> age), per channel, counted on the server: :meth:`stuck_messages`' definition
+        (still in the status, the latest of creation and update more than the age before
+        ``reference``, default the window's end), one pipeline per status, times normalised on
+        the server as :meth:`status_counts` does. Columns ``status``, ``channel``, ``count``,
+        ``oldest`` (earliest creation, UTC)."""
+        ref = parse_time(reference) if reference is not None else window.end
+        f = self._paths
+        created, updated = f("messages", "created_at"), f("messages", "updated_at")
+        start, end = window.start.to_pydatetime(), window.end.to_pydatetime()
+        parts = []
+        for status, age in older_than.items():
+            cutoff = (ref - pd.Timedelta(age)).to_pydatetime()
+            pipeline = [
+                {"$match": all_of(self._status_filter(status), times_before(updated + created, cutoff),
+                                  self._channel_filter(channel), time_range(created, window.start, window.end))},
+                {"$project": {"_id": 0, "status": first_of(f("messages", "status")),
+                              "channel": first_of(f("messages", "channel")), "created": first_date_of(created),
+                              "updated": first_date_of(updated)}},
+                {"$match": {"created": {"$gte": start, "$lt": end}}},
+                {"$project": {"status": 1, "channel": 1, "created": 1, "last": {"$max": ["$created", "$updated"]}}},
+                {"$match": {"last": {"$lt": cutoff}}},
+                {"$group": {"_id": {"status": "$status", "channel": "$channel"}, "count": {"$sum": 1},
+                            "oldest": {"$min": "$created"}}},
+            ]
+            rows = self._aggregate("messages", f"stuck {status.upper()} messages, counted", pipeline,
+                                   self._cap(limit))
+            if len(rows):
+                keys = pd.json_normalize(rows["_id"].tolist())
+                parts.append(pd.DataFrame({
+                    "status": keys["status"].map(lambda v: None if v is None or v != v else str(v).upper()),
+                    "channel": keys.get("channel", pd.Series(index=keys.index, dtype=object)).map(
+                        lambda v: None if v is None or v != v else str(v).upper()),
+                    "count": rows["count"], "oldest": schema.to_utc(rows["oldest"])})
+                    .query("status == @status.upper()"))
+        if not parts:
+            return pd.DataFrame({"status": pd.Series(dtype=schema.STR), "channel": pd.Series(dtype=schema.STR),
+                                 "count": pd.Series(dtype=schema.INT), "oldest": pd.Series(dtype=schema.UTC_TS)})
+        # "whatsapp" and "WHATSAPP" are one channel: merge what the server kept apart by spelling.
+        return (pd.concat(parts).groupby(["status", "channel"], dropna=False, sort=True)
+                .agg(count=("count", "sum"), oldest=("oldest", "min")).reset_index()
+                .astype({"status": schema.STR, "channel": schema.STR, "count": schema.INT}))
+
     def stuck_messages(self, status: str | Sequence[str] = "PENDING", older_than: str | pd.Timedelta = "30s",
                        reference=None, *, window: Window | None = None, channel: str | None = None,
                        limit: int | None = None) -> pd.DataFrame:
@@ -70,7 +128,8 @@ class ServerQuestions:
         created = self._paths("messages", "created_at")
         flt = all_of(self._status_filter(status), times_before(times, cutoff), self._channel_filter(channel),
                      time_range(created, window.start, window.end) if window else None)
-        frame = self._messages("stuck messages", flt, cap=self._cap(limit))
+        # oldest first, so that a limit keeps the messages stuck longest (the drill-down's examples)
+        frame = self._messages("stuck messages", flt, cap=self._cap(limit), sort=[(created[0], 1)])
         wanted = [status.upper()] if isinstance(status, str) else [s.upper() for s in status]
         last = frame[["created_at", "updated_at"]].max(axis=1)
         keep = frame["status"].isin(wanted).fillna(False) & (last < cutoff).fillna(False)

@@ -237,6 +237,17 @@ def test_stuck_messages(source, mongo_db, layout):
     assert source.stuck_messages("DELIVERED", "1h", REF, window=WINDOW)["message_id"].tolist() == []
 
 
+def test_stuck_messages_and_the_window_counted_on_the_server(source, mongo_db, layout):
+    seed_incident(mongo_db, layout)
+    stuck = source.stuck_counts(WINDOW, {"PENDING": "30s", "SENT": "60s"}, REF)
+    assert stuck[["status", "channel", "count"]].values.tolist() == [["PENDING", "WHATSAPP", 1], ["SENT", "WHATSAPP", 1]]
+    assert stuck["oldest"].tolist() == [pd.Timestamp(at(300)), pd.Timestamp(at(400))]
+    assert source.stuck_counts(WINDOW, {"PENDING": "5s"}, REF)["count"].sum() == 2  # p2 too
+    assert source.stuck_messages("PENDING", "5s", REF, limit=1)["message_id"].tolist() == ["p1"]  # oldest first
+    assert source.count_messages(WINDOW, at_most=100) == 11  # created in the window
+    assert source.count_messages(WINDOW, at_most=4) == 5  # stops one past at_most
+
+
 def test_failed_grouped_by_error_across_both_layouts(source, mongo_db, layout):
     seed_incident(mongo_db, layout)
     groups = source.failed_by_error(WINDOW)
