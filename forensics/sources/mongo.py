@@ -86,6 +86,11 @@ KEY_FIELDS = {"messages": ("message_id", "created_at"), "status_history": ("mess
 TableName = Literal["messages", "status_events"]
 
 
+PUSHDOWN_MESSAGES = 250_000
+"""Above this many messages created in the window, a live report asks the server for the
+whole-window figures instead of computing them from the rows (forensics.report.pushdown)."""
+
+
 class MongoSource(ServerQuestions):
     """Read-only access to a Chat4All MongoDB through the profile's names.
 
@@ -637,6 +642,9 @@ class Source(EvidenceSource):
     options = (
         Option("mongo_database", "text", None, "database (default: the profile's)"),
         Option("mongo_load", "choice", "arrow", "how documents are loaded", choices=("arrow", "documents")),
+        Option("pushdown_messages", "int", PUSHDOWN_MESSAGES, "live report: above this many messages created in the window, "
+               "status counts, stuck and FAILED groups are computed on the server (forensics.report.pushdown)",
+               minimum=0),
     )
 
     def stream(self, window: Window) -> Slices:

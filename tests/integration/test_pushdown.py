@@ -1,0 +1,61 @@
+"""The live report's whole-window figures computed on the server (MongoDB aggregation
+pipelines) equal the full path's (the collected rows), on one simulated incident seeded into
+the real MongoDB-wire server of the local stack (scripts/services)."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+import yaml
+
+from forensics.report.pushdown import DRILL_ROWS, figures_from_rows, figures_from_server
+from forensics.sources.mongo import MongoSource
+from forensics.sources.registry import collect
+from forensics.simulate.seed import Placement, seed
+
+pytestmark = pytest.mark.integration
+
+STUCK = {"stuck_pending_s": 5.0, "stuck_sent_s": 5.0}  # ages that leave some of the incident's messages stuck
+
+
+@pytest.fixture(scope="module")
+def seeded(stack, tmp_path_factory):
+    """webhooks-stopped (600 messages, some FAILED, many stuck in SENT; and the preceding hour) in a
+    database of its own."""
+    import pymongo
+
+    from conftest import unique_name
+
+    database = unique_name("pushdown")
+    result = seed("webhooks-stopped", profile="runbook", messages=600, seed=9, targets=["mongo"],
+                  placement=Placement(database=database), connections={"mongo": stack.mongo_uri})
+    profile = tmp_path_factory.mktemp("pushdown") / "placed-profile.yaml"
+    profile.write_text(yaml.safe_dump({k: v for k, v in dataclasses.asdict(result.profile).items() if k != "path"}))
+    yield result, profile
+    pymongo.MongoClient(stack.mongo_uri).drop_database(database)
+
+
+@pytest.mark.parametrize("scope", ["all channels", "the channel with most stuck"])
+def test_figures_on_the_server_equal_the_full_paths(seeded, stack, scope):
+    result, _ = seeded
+    window = result.window
+    sent = result.evidence.table("messages").query("status == 'SENT'")
+    channel = None if scope == "all channels" else sent["channel"].value_counts().index[0]
+    with MongoSource(stack.mongo_uri, result.profile) as source:
+        server = figures_from_server(source, window, STUCK, channel=channel)
+        asked = list(source.queries)
+    evidence, _, _ = collect(["mongo"], window, result.profile, {"mongo_uri": stack.mongo_uri})
+    full = figures_from_rows(evidence.table("messages"), window, STUCK, channel=channel)
+    assert (server.computed_on, full.computed_on) == ("server", "rows")
+    assert server.pipelines == 4  # status counts, stuck PENDING, stuck SENT, FAILED by error
+    assert all(q.get("maxTimeMS") for q in asked)
+    seeded_here = result.evidence.table("messages")
+    if channel is not None:
+        seeded_here = seeded_here[seeded_here["channel"].eq(channel)]
+    assert server.messages == full.messages == len(seeded_here)
+    for name in ("status_counts", "stuck", "failed_by_error", "examples"):
+        pd.testing.assert_frame_equal(getattr(server, name), getattr(full, name), check_dtype=False, obj=name)
+    # equal, and not because both are empty
+    assert server.failed_by_error["count"].sum() == (seeded_here["status"] == "FAILED").sum()
+    assert channel is not None or len(server.failed_by_error) > 0
+    assert server.stuck["count"].sum() > DRILL_ROWS and len(server.examples) == DRILL_ROWS
