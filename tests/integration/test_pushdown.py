@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from forensics.report.pushdown import DRILL_ROWS, figures_from_rows, figures_from_server
+from forensics.simulate.seed import Placement, seed
 from forensics.sources.mongo import MongoSource
 from forensics.sources.registry import collect
-from forensics.simulate.seed import Placement, seed
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,6 @@ def seeded(stack, tmp_path_factory):
     """webhooks-stopped (600 messages, some FAILED, many stuck in SENT; and the preceding hour) in a
     database of its own."""
     import pymongo
-
     from conftest import unique_name
 
     database = unique_name("pushdown")
