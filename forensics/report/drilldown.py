@@ -8,8 +8,13 @@ told as text lines). The CLI's ``forensics message`` and every notebook use thes
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -19,6 +24,9 @@ from forensics.errors import ParameterError
 from forensics.evidence import Evidence, clamp_window
 from forensics.report.params import EvidenceParams
 from forensics.timeutil import Window, iso
+
+if TYPE_CHECKING:
+    from forensics.report.pushdown import LivePlan
 
 # --------------------------------------------------------------------------- loading
 
@@ -49,13 +57,15 @@ def scope(evidence: Evidence, window: Window, channel: str | None = None) -> Evi
 
 
 def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None = None, *,
-                  lean: bool = False) -> Evidence:
+                  lean: bool = False, plan: LivePlan | None = None) -> Evidence:
     """The evidence a notebook is about, scoped to its channel: the bundle, verified and
     scoped to the window; or the live sources collected over the window, each source that
     fails recorded in ``Evidence.missing`` with its reason (partial evidence, no error), with
     the baseline period ``params.baseline`` collected too. ``lean``: a bundle read for the
     analysis only (``read_bundle(lean=True)``: memory flat in the big tables, texts and
-    payloads left on disk); drill-down notebooks read it whole."""
+    payloads left on disk); drill-down notebooks read it whole. ``plan``
+    (:func:`forensics.report.pushdown.live_plan`): the live window fixed once and, when it
+    is big, the live evidence streamed into a bundle on disk and read back as a bundle is."""
     from forensics.bundle import read_bundle
     from forensics.sources.registry import collect, collect_baseline
 
@@ -65,10 +75,29 @@ def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None
     if not params.sources:
         raise ParameterError('bundle: expected an evidence bundle path, or sources (e.g. "mongo,kafka") and since '
                              "to collect live")
-    evidence, _queries, _custody = collect(list(params.sources), params.live_window(), params.profile,
+    window = plan.window if plan is not None else params.live_window()
+    if plan is not None and plan.pushdown:
+        evidence = read_bundle(collected_to_disk(params, window, progress), verify=True, lean=lean)
+        return clamp_window(scope(evidence, evidence.window, params.channel))
+    evidence, _queries, _custody = collect(list(params.sources), window, params.profile,
                                            params.source_options, progress)
     collect_baseline(evidence, list(params.sources), params.baseline, params.source_options, progress)
     return clamp_window(scope(evidence, evidence.window, params.channel))
+
+
+def collected_to_disk(params: EvidenceParams, window: Window, progress: Callable[[str], None] | None = None) -> Path:
+    """The live sources over ``window`` and the baseline streamed into a bundle in a temporary
+    directory (removed when the process exits), slice by slice as ``forensics collect`` does:
+    memory holds one slice, not the window."""
+    from forensics.bundle import BundleWriter
+    from forensics.sources.registry import collect_bundle
+
+    home = Path(tempfile.mkdtemp(prefix="forensics-live-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    with BundleWriter(home / "bundle", progress=progress) as writer:
+        collect_bundle(writer, list(params.sources), window, params.profile, params.source_options, progress,
+                       baseline=params.baseline)
+    return writer.path
 
 
 def describe_evidence(evidence: Evidence) -> list[str]:

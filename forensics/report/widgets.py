@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from forensics import units
 from forensics.report.rca import EXPORT_MIMETYPE, MAX_TABLE_ROWS, RcaReport, as_number, fmt_int, fmt_time
+
+if TYPE_CHECKING:
+    from forensics.report.pushdown import LivePlan, WindowFigures
 
 # --------------------------------------------------------------------------- notebook display
 
@@ -159,6 +162,26 @@ def scenario_section(rca: RcaReport) -> Any:
                          for k, v in truth.items()])
     return HTML("<h2>Scenario truth</h2><p>This incident was simulated; the simulator knows its true cause, "
                 "so the ranking can be checked.</p>" + html_table(rows).data)
+
+
+def window_figures_section(rca: RcaReport, figures: WindowFigures | None, plan: LivePlan | None) -> Any:
+    """The whole-window figures computed on the server, with where they were computed; only
+    for a live window above the push-down threshold (None otherwise: no output)."""
+    from IPython.display import HTML
+
+    if figures is None:
+        return None
+    counts = figures.status_counts.pivot_table(index="bucket_start", columns="status", values="count",
+                                               aggfunc="sum", fill_value=0).reset_index()
+    counts.columns.name = None
+    return HTML("<h2>Whole-window figures, computed on the server</h2>"
+                f"<p>{html.escape(figures.note(plan))}</p>"
+                + html_table(rca.frame(figures.stuck), caption="Stuck messages per status and channel").data
+                + html_table(rca.frame(figures.failed_by_error), caption="FAILED messages by error").data
+                + html_table(counts, max_rows=None,
+                             caption=f"Messages created per {figures.bucket} by current status").data
+                + html_table(rca.frame(figures.examples), max_rows=None,
+                             caption="The messages stuck longest (fetched on demand)").data)
 
 
 def publish(rca: RcaReport) -> None:

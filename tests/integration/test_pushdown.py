@@ -3,15 +3,18 @@ pipelines) equal the full path's (the collected rows), on one simulated incident
 the real MongoDB-wire server of the local stack (scripts/services)."""
 
 import dataclasses
+import json
 
 import pandas as pd
 import pytest
 import yaml
 
 from forensics.report.pushdown import DRILL_ROWS, figures_from_rows, figures_from_server
+from forensics.report.runner import build_report
 from forensics.simulate.seed import Placement, seed
 from forensics.sources.mongo import MongoSource
 from forensics.sources.registry import collect
+from forensics.timeutil import iso
 
 pytestmark = pytest.mark.integration
 
@@ -58,3 +61,20 @@ def test_figures_on_the_server_equal_the_full_paths(seeded, stack, scope):
     assert server.failed_by_error["count"].sum() == (seeded_here["status"] == "FAILED").sum()
     assert channel is not None or len(server.failed_by_error) > 0
     assert server.stuck["count"].sum() > DRILL_ROWS and len(server.examples) == DRILL_ROWS
+
+
+def test_a_big_live_window_is_reported_with_its_figures_from_the_server(seeded, stack, tmp_path):
+    result, profile = seeded
+    parameters = {"sources": "mongo", "since": iso(result.window.start), "until": iso(result.window.end),
+                  "profile": str(profile), "source_options": {"mongo_uri": stack.mongo_uri}}
+    small = build_report(None, tmp_path / "small", formats=("html", "json"), parameters=parameters)
+    big = build_report(None, tmp_path / "big", formats=("html", "json"), parameters={
+        **parameters, "source_options": {"mongo_uri": stack.mongo_uri, "pushdown_messages": 100}})
+    page = big["html"].read_text(encoding="utf-8")
+    assert "Whole-window figures, computed on the server" in page
+    assert "because the window holds more than 100 messages" in page
+    assert "computed on the server" not in small["html"].read_text(encoding="utf-8")  # today's path
+    # the big window's evidence, streamed to disk and read back, is what the small path held in memory
+    summaries = [json.loads(w["json"].read_text()) for w in (small, big)]
+    assert summaries[0]["impact"] == summaries[1]["impact"]
+    assert summaries[0]["hypotheses"][0]["cause"] == summaries[1]["hypotheses"][0]["cause"]
