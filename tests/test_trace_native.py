@@ -268,3 +268,81 @@ def test_reader_choice(monkeypatch, tmp_path):
     monkeypatch.setenv(READER_ENV, "native")
     with pytest.raises(ForensicsError, match="not installed"):
         read_trace_file(path)
+
+
+# Two threads (native/trace_reader/src/lib.rs, "two threads"): a big document is read by a
+# second thread from an item near its middle; its part is used only where the first thread
+# lands on that item. Here both ways are forced on small documents (split_from) and compared
+# column for column: the table is made from these columns alone.
+def _columns(raw: bytes, split_from: int) -> tuple[dict | None, str | None, bool]:
+    out, reason = native_module().read_v1(raw, split_from)
+    halves = out.pop("halves") if out is not None else False
+    return out, reason, halves
+
+
+def _split_as_one_pass(raw: bytes) -> bool:
+    """The columns (or the reason declined) read by two threads equal one thread's; whether the
+    second thread's part was used."""
+    one, one_reason, _ = _columns(raw, 2**62)
+    two, two_reason, halves = _columns(raw, 0)
+    assert (two, two_reason) == (one, one_reason)
+    return halves
+
+
+def _traces(count: int, spans: int) -> list[dict]:
+    return [{"traceID": f"{t + 1:032x}", "spans": [_span(i, traceID=f"{t + 1:032x}", spanID=f"{t * spans + i + 1:016x}")
+                                                    for i in range(spans)],
+             "processes": {"p1": {"serviceName": f"svc{t % 3}"}, "p2": {"serviceName": "message-service"}},
+             "warnings": None} for t in range(count)]
+
+
+SPLIT = {  # v1 documents the second thread reads half of (checked)
+    "a UI download of many traces": {"data": _traces(60, 7)},
+    "a UI download of one huge trace": {"data": _traces(1, 500)},
+    "an API answer with keys after data": {"data": _traces(9, 30), "total": 0, "errors": None},
+    "one v1 trace, huge": _traces(1, 300)[0],
+    "text that looks like JSON (its quotes escaped)": _doc([_span(i, operationName='{"spans": [{"spanID": "1"}]}' * 9)
+                                                            for i in range(60)]),
+    "a bare array of traces": _traces(1, 200) + _traces(1, 3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPLIT))
+def test_two_threads_give_one_threads_columns(name, tmp_path, monkeypatch):
+    raw = json.dumps(SPLIT[name]).encode()
+    assert _split_as_one_pass(raw)
+    path = tmp_path / "trace.json"
+    path.write_bytes(raw)
+    _same(path, monkeypatch)
+
+
+MISLEADING = {  # where the second thread's guess is no item of the array it takes it for
+    "a trace-like object in a tag value": _doc([_span(i) for i in range(3)] + [_span(
+        3, tags=[{"key": "payload", "value": {"traceID": "x", "spans": [_span(9)]}}])]),
+    "span-like references": _doc([_span(i, references=[{"spanID": f"{i:016x}", "refType": "CHILD_OF"}] * 40)
+                                  for i in range(4)]),
+    "a span-like tag value last": _doc([_span(0), _span(1, tags=[{"key": "k", "value": _span(5)}] * 30)]),
+    "broken after the middle": json.dumps({"data": _traces(20, 4)})[:-40] + "}" * 3,
+    "a repeated key after the middle": json.dumps({"data": _traces(20, 4)})[:-300].rstrip(",") + ', "spanID": "1", '
+                                       '"spanID": "2"}]}]}',
+    "too deep after the middle": '{"data": [' + ", ".join(json.dumps(t) for t in _traces(6, 3)) + ', {"spans": ['
+                                 '{"spanID": "1", "tags": [{"key": "d", "value": ' + "[" * 600 + "]" * 600 + "}]}]}]}",
+    "not v1 after the middle": json.dumps({"data": _traces(6, 3) + [{"spans": [{"spanId": "AAAAAAAAAAE="}]}]}),
+    "JSON Lines": "\n".join(json.dumps({"data": [t]}) for t in _traces(8, 5)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MISLEADING))
+def test_two_threads_misled_still_give_one_threads_columns(name):
+    doc = MISLEADING[name]
+    assert not _split_as_one_pass((doc if isinstance(doc, str) else json.dumps(doc)).encode())
+
+
+def test_two_threads_on_every_document_here():
+    """Every document of the tests above (read or declined), and a split at every middle."""
+    docs = [*READ_NATIVELY.items(), *HANDED_BACK.items()]
+    for name, doc in docs:
+        _split_as_one_pass(_text(doc, name).encode("utf-8", "surrogatepass"))
+    raw = json.dumps({"data": _traces(4, 3)}).encode()
+    for cut in range(0, len(raw), 97):  # the middle moved over the whole document by padding its start
+        assert _split_as_one_pass(b" " * cut + raw) in (True, False)

@@ -20,6 +20,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
 
 type R<T> = Result<T, &'static str>;
 
@@ -55,6 +58,8 @@ impl Fx {
 type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fx>>;
 
 const MAX_DEPTH: u32 = 512;
+/// Documents from this many bytes on are read by two threads (below, a thread costs more than it saves).
+const SPLIT_FROM: usize = 1 << 20;
 
 // ---- columns -------------------------------------------------------------------------------
 
@@ -76,6 +81,23 @@ impl Validity {
             self.nulls += 1;
         }
         self.len += 1;
+    }
+    fn get(&self, k: usize) -> bool {
+        self.bits[k / 8] >> (k % 8) & 1 == 1
+    }
+    fn append(&mut self, other: &Validity) {
+        let shift = self.len % 8;
+        if shift == 0 {
+            self.bits.extend_from_slice(&other.bits);
+        } else {
+            for &byte in &other.bits {
+                *self.bits.last_mut().unwrap() |= byte << shift;
+                self.bits.push(byte >> (8 - shift));
+            }
+        }
+        self.len += other.len;
+        self.nulls += other.nulls;
+        self.bits.truncate(self.len.div_ceil(8)); // the byte pushed for other's last bits may be spare
     }
 }
 
@@ -101,6 +123,21 @@ impl Strings {
         self.valid.push(value.is_some());
         Ok(())
     }
+    fn append(&mut self, other: &Strings) -> R<()> {
+        let base = self.data.len();
+        self.data.extend_from_slice(&other.data);
+        if self.data.len() > i32::MAX as usize {
+            return Err("a text column beyond 2 GiB");
+        }
+        self.offsets.extend(other.offsets[1..].iter().map(|o| o + base as i32));
+        self.valid.append(&other.valid);
+        Ok(())
+    }
+    /// The i-th text (a null one is empty).
+    fn get(&self, i: usize) -> &str {
+        // SAFETY: pushed as whole &str values, so the bounds are character boundaries.
+        unsafe { std::str::from_utf8_unchecked(&self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]) }
+    }
     fn export<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let col = PyDict::new(py);
         col.set_item("len", self.valid.len)?;
@@ -124,21 +161,32 @@ impl Dict {
     fn new() -> Self {
         Dict { words: Strings::new(), index: FxMap::default(), codes: Vec::new(), valid: Validity::default() }
     }
+    fn code(&mut self, word: &str) -> R<i32> {
+        if let Some(&c) = self.index.get(word) {
+            return Ok(c);
+        }
+        let c = self.index.len() as i32;
+        self.words.push(Some(word))?;
+        self.index.insert(word.to_owned(), c);
+        Ok(c)
+    }
     fn push(&mut self, value: Option<&str>) -> R<()> {
         let code = match value {
             None => 0,
-            Some(v) => match self.index.get(v) {
-                Some(&c) => c,
-                None => {
-                    let c = self.index.len() as i32;
-                    self.words.push(Some(v))?;
-                    self.index.insert(v.to_owned(), c);
-                    c
-                }
-            },
+            Some(v) => self.code(v)?,
         };
         self.codes.push(code);
         self.valid.push(value.is_some());
+        Ok(())
+    }
+    /// `other`'s rows after these; its words new here join in its order of first appearance,
+    /// which is the order one pass over both would have given.
+    fn append(&mut self, other: &Dict) -> R<()> {
+        let codes = (0..other.index.len()).map(|c| self.code(other.words.get(c))).collect::<R<Vec<i32>>>()?;
+        for (k, &c) in other.codes.iter().enumerate() {
+            self.codes.push(if other.valid.get(k) { codes[c as usize] } else { 0 });
+        }
+        self.valid.append(&other.valid);
         Ok(())
     }
     fn export<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -164,6 +212,10 @@ impl Ints {
     fn push(&mut self, value: Option<i64>) {
         self.values.push(value.unwrap_or(0));
         self.valid.push(value.is_some());
+    }
+    fn append(&mut self, other: &Ints) {
+        self.values.extend_from_slice(&other.values);
+        self.valid.append(&other.valid);
     }
     fn export<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let col = PyDict::new(py);
@@ -191,6 +243,15 @@ impl Lists {
         }
         self.offsets.push(items as i32);
         self.valid.push(valid);
+        Ok(())
+    }
+    fn append(&mut self, other: &Lists) -> R<()> {
+        let base = *self.offsets.last().unwrap();
+        if base as usize + *other.offsets.last().unwrap() as usize > i32::MAX as usize {
+            return Err("a list beyond 2^31 items");
+        }
+        self.offsets.extend(other.offsets[1..].iter().map(|o| o + base));
+        self.valid.append(&other.valid);
         Ok(())
     }
     fn export<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -585,10 +646,21 @@ struct Trace<'a> {
     prefix: String,
 }
 
-/// What is read of a document: its spans column-wise, its traces' own fields.
+/// What is read of a document: its spans column-wise, its traces' own fields; while reading
+/// with two threads, the second one's part, until taken or given up.
 struct Doc<'a> {
     spans: Spans<'a>,
     traces: Vec<Trace<'a>>,
+    split: Option<Split<'a>>,
+    /// whether the second thread's part was taken
+    halves: bool,
+}
+
+impl Doc<'_> {
+    /// Empty, with room for the spans of a document of ``bytes`` bytes.
+    fn new(bytes: usize) -> Self {
+        Doc { spans: Spans::new(bytes / 96), traces: Vec::new(), split: None, halves: false }
+    }
 }
 
 /// The columns of `_V1_SPAN` (forensics/traces/v1.py), flattened.
@@ -646,6 +718,29 @@ impl<'a> Spans<'a> {
 
     fn len(&self) -> usize {
         self.start.valid.len
+    }
+
+    /// `other`'s spans after these, as if read in one pass.
+    fn append(&mut self, other: Spans<'a>) -> R<()> {
+        for (to, from) in [(&mut self.trace_id, &other.trace_id), (&mut self.span_id, &other.span_id),
+                           (&mut self.operation, &other.operation), (&mut self.ref_type, &other.ref_type),
+                           (&mut self.ref_trace, &other.ref_trace), (&mut self.ref_span, &other.ref_span),
+                           (&mut self.process_service, &other.process_service), (&mut self.warning, &other.warning)] {
+            to.append(from)?;
+        }
+        for (to, from) in [(&mut self.refs, &other.refs), (&mut self.tags, &other.tags), (&mut self.logs, &other.logs),
+                           (&mut self.warnings, &other.warnings)] {
+            to.append(from)?;
+        }
+        self.start.append(&other.start);
+        self.duration.append(&other.duration);
+        self.tag_key.append(&other.tag_key)?;
+        self.process_id.append(&other.process_id)?;
+        self.process_valid.append(&other.process_valid);
+        self.tag_value.extend(other.tag_value);
+        self.logs_total += other.logs_total;
+        self.log_text.extend(other.log_text);
+        Ok(())
     }
 
     /// One span object: every column gets one row. Returns which of :data:`SPAN_KEYS` it has.
@@ -887,7 +982,12 @@ fn trace<'a>(p: &mut Parser<'a>, doc: &mut Doc<'a>, prefix: String, role: Role<'
                     if p.peek()? != b'[' {
                         return Err("spans that are not an array");
                     }
-                    p.array(|p| doc.spans.span(p).map(|_| ()))?;
+                    p.array(|p| {
+                        if doc.take_part(p, Items::Spans)? > 0 {
+                            return Ok(());
+                        }
+                        doc.spans.span(p).map(|_| ())
+                    })?;
                 }
             }
             "processes" => {
@@ -946,9 +1046,18 @@ fn trace<'a>(p: &mut Parser<'a>, doc: &mut Doc<'a>, prefix: String, role: Role<'
                 }
                 data = true;
                 let mut i = 0;
+                let path = |i: usize| format!("{}data[{i}].spans", at.unwrap_or(""));
                 p.array(|p| {
-                    trace(p, doc, format!("{}data[{i}].spans", at.unwrap_or("")), Role::DataItem)?;
-                    i += 1;
+                    let taken = doc.take_part(p, Items::Traces)?;
+                    let all = doc.traces.len();
+                    for (j, t) in doc.traces[all - taken..].iter_mut().enumerate() {
+                        t.prefix = path(i + j);
+                    }
+                    i += taken;
+                    if taken == 0 {
+                        trace(p, doc, path(i), Role::DataItem)?;
+                        i += 1;
+                    }
                     Ok(())
                 })?;
             }
@@ -1018,18 +1127,23 @@ fn document<'a>(p: &mut Parser<'a>, at: &str, doc: &mut Doc<'a>) -> R<()> {
 }
 
 /// The spans of a document, or of JSON Lines of documents (one a line, blank lines passed,
-/// as the Python reader splits them), or the reason they are declined.
-fn read(raw: &[u8]) -> R<Doc<'_>> {
+/// as the Python reader splits them), or the reason they are declined. A document of
+/// ``split_from`` bytes or more is read by two threads.
+fn read(raw: &[u8], split_from: usize) -> R<Doc<'_>> {
     std::str::from_utf8(raw).map_err(|_| "not UTF-8")?;
-    let mut doc = Doc { spans: Spans::new(raw.len() / 96), traces: Vec::new() };
+    let mut doc = Doc::new(raw.len());
     let mut p = Parser { b: raw, i: 0, depth: 0 };
-    document(&mut p, "", &mut doc)?;
+    if raw.len() >= split_from {
+        in_two_threads(&mut p, &mut doc)?;
+    } else {
+        document(&mut p, "", &mut doc)?;
+    }
     p.ws();
     if p.i == raw.len() {
         return Ok(doc);
     }
     // more after one document: JSON Lines, read line by line (lines split at \n, \r\n, \r)
-    let mut doc = Doc { spans: Spans::new(raw.len() / 96), traces: Vec::new() };
+    let mut doc = Doc::new(raw.len());
     let (mut start, mut number) = (0, 0);
     while start < raw.len() {
         let end = raw[start..].iter().position(|&c| c == b'\n' || c == b'\r').map_or(raw.len(), |k| start + k);
@@ -1050,6 +1164,201 @@ fn read(raw: &[u8]) -> R<Doc<'_>> {
         return Err("more than one JSON document on one line");
     }
     Ok(doc)
+}
+
+// ---- two threads -----------------------------------------------------------------------------
+//
+// A big document is read by two threads. The second starts at an item near the middle of the
+// document's long array (a trace of the top-level `data`, else a span of a trace) and reads
+// the items from there to the array's end; the first reads the document from its start and,
+// landing on that very item (same place, same kind of array, same depth), takes the second's
+// columns and goes on after the array. Where the second starts is a guess from the bytes alone
+// (a `{` whose first keys look like a trace's or a span's; it may be inside a string): its
+// work is used only when the first thread, which has parsed everything before it, lands there
+// on an item, so what it read is what one pass reads. A wrong guess costs its work, never the
+// result (tests/test_trace_native.py compares both ways on documents made to mislead).
+
+/// Arrays whose items the second thread reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Items {
+    /// the traces of the top-level `data` (a UI download, a v1 API answer)
+    Traces,
+    /// the spans of a trace
+    Spans,
+}
+
+/// Where the second thread starts: the item's first byte, its array's kind and parser depth.
+#[derive(Clone, Copy)]
+struct Plan {
+    at: usize,
+    items: Items,
+    depth: u32,
+}
+
+/// What the second thread read: its items' spans and traces, and where their array ends (its `]`).
+struct Part<'a> {
+    spans: Spans<'a>,
+    traces: Vec<Trace<'a>>,
+    end: usize,
+}
+
+/// The first thread's end of the split.
+struct Split<'a> {
+    /// the second thread starts after this (and says where before the first goes past it)
+    middle: usize,
+    plans: Receiver<Option<Plan>>,
+    plan: Option<Plan>,
+    part: Receiver<R<Part<'a>>>,
+    /// set when the second thread's part is not wanted (any more)
+    stop: Arc<AtomicBool>,
+}
+
+impl<'a> Doc<'a> {
+    /// At an item of an array of `items`: when the second thread started at this very item,
+    /// its part is taken (the parser moves to the array's `]`); returns how many items were
+    /// taken (0: read on). Past the middle, waits for the plan, so that what is taken does not
+    /// depend on how fast either thread is.
+    fn take_part(&mut self, p: &mut Parser<'a>, items: Items) -> R<usize> {
+        let Some(split) = &mut self.split else { return Ok(0) };
+        p.peek()?;
+        if p.i < split.middle {
+            return Ok(0);
+        }
+        let plan = match split.plan {
+            Some(plan) => plan,
+            None => match split.plans.recv() {
+                Ok(Some(plan)) => *split.plan.insert(plan),
+                _ => {
+                    self.split = None; // nowhere to split (or no second thread)
+                    return Ok(0);
+                }
+            },
+        };
+        if plan.items != items || p.i < plan.at {
+            return Ok(0);
+        }
+        let split = self.split.take().unwrap();
+        if p.i > plan.at || p.depth != plan.depth {
+            split.stop.store(true, Relaxed); // passed: the guess was no item here
+            return Ok(0);
+        }
+        let Ok(Ok(part)) = split.part.recv() else { return Ok(0) }; // failed: the same failure is met reading on
+        let taken = match items {
+            Items::Traces => part.traces.len(),
+            Items::Spans => part.spans.len(),
+        };
+        self.spans.append(part.spans)?;
+        self.traces.extend(part.traces);
+        self.halves = true;
+        p.i = part.end;
+        Ok(taken)
+    }
+}
+
+/// The document at `p` read by two threads (see above) into `doc`.
+fn in_two_threads<'a>(p: &mut Parser<'a>, doc: &mut Doc<'a>) -> R<()> {
+    let raw = p.b;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (send_plan, plans) = channel();
+    let (send_part, part) = channel();
+    let middle = raw.len() / 2;
+    doc.split = Some(Split { middle, plans, plan: None, part, stop: stop.clone() });
+    std::thread::scope(|scope| {
+        let second = stop.clone();
+        // without a thread (none to be had) no plan comes, and one thread reads it all
+        let _ = std::thread::Builder::new().stack_size(16 << 20).spawn_scoped(scope, move || {
+            let plan = plan(raw, middle);
+            let _ = send_plan.send(plan);
+            if let Some(plan) = plan {
+                let _ = send_part.send(second_half(raw, plan, &second));
+            }
+        });
+        let read = document(p, "", doc);
+        stop.store(true, Relaxed);
+        doc.split = None;
+        read
+    })
+}
+
+/// The second thread's reading: the items from the plan's on to the end of their array (or
+/// until the first thread has gone past).
+fn second_half<'a>(raw: &'a [u8], plan: Plan, stop: &AtomicBool) -> R<Part<'a>> {
+    let mut p = Parser { b: raw, i: plan.at, depth: plan.depth };
+    let mut doc = Doc::new(raw.len() - plan.at);
+    loop {
+        if stop.load(Relaxed) {
+            return Err("not needed");
+        }
+        match plan.items {
+            Items::Traces => trace(&mut p, &mut doc, String::new(), Role::DataItem)?,
+            Items::Spans => doc.spans.span(&mut p).map(|_| ())?,
+        }
+        match p.peek()? {
+            b',' => p.i += 1,
+            b']' => return Ok(Part { spans: doc.spans, traces: doc.traces, end: p.i }),
+            _ => return Err("not JSON"),
+        }
+    }
+}
+
+/// Where the second thread starts: in a document whose first key is `data`, the first trace
+/// from the middle on; else (or without one) the first span from the middle on. The depth is
+/// that of such items in a v1 envelope, a v1 trace or a bare array of traces.
+fn plan(raw: &[u8], middle: usize) -> Option<Plan> {
+    let mut p = Parser { b: raw, i: 0, depth: 0 };
+    let (envelope, spans_depth) = match p.peek() {
+        Ok(b'{') => {
+            p.i += 1;
+            let envelope = p.peek() == Ok(b'"') && p.string().is_ok_and(|key| key == "data");
+            (envelope, if envelope { 4 } else { 2 })
+        }
+        _ => (false, 3),
+    };
+    let traces = envelope.then(|| opening(raw, middle, Items::Traces)).flatten();
+    match traces {
+        Some(at) => Some(Plan { at, items: Items::Traces, depth: 2 }),
+        None => opening(raw, middle, Items::Spans).map(|at| Plan { at, items: Items::Spans, depth: spans_depth }),
+    }
+}
+
+/// The first `{` from `from` on that looks like it opens an item of `items`.
+fn opening(raw: &[u8], from: usize, items: Items) -> Option<usize> {
+    let mut at = from;
+    loop {
+        at += raw.get(at..)?.iter().position(|&c| c == b'{')?;
+        if looks_like(raw, at, items) {
+            return Some(at);
+        }
+        at += 1;
+    }
+}
+
+/// Whether the object at `at` starts as an item of `items` does: its first keys, with text,
+/// number, true, false or null values, reach `spans` with an array (a trace) or `spanID` before
+/// `refType` (a span, not a reference).
+fn looks_like(raw: &[u8], at: usize, items: Items) -> bool {
+    let mut p = Parser { b: raw, i: at + 1, depth: 0 };
+    for _ in 0..8 {
+        if p.peek() != Ok(b'"') {
+            return false;
+        }
+        let Ok(key) = p.string() else { return false };
+        if p.eat(b':').is_err() {
+            return false;
+        }
+        match (items, key.as_ref()) {
+            (Items::Traces, "spans") => return p.peek() == Ok(b'['),
+            (Items::Spans, "spanID") => return true,
+            (_, "spanID" | "refType") => return false,
+            _ => {}
+        }
+        if !matches!(p.peek(), Ok(b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')) || p.skip().is_err()
+            || p.peek() != Ok(b',') {
+            return false;
+        }
+        p.i += 1;
+    }
+    false
 }
 
 // ---- to Python -------------------------------------------------------------------------------
@@ -1105,20 +1414,25 @@ fn tag_values<'py>(py: Python<'py>, values: &[Value<'_>]) -> PyResult<(Bound<'py
 
 /// A v1 trace file's bytes (any contiguous buffer: a UI download, an `/api/traces` answer, one
 /// v1 trace, a bare array of v1 spans or traces, JSON Lines of these) -> its columns, or
-/// `(None, reason)` when the document is left to the Python reader.
+/// `(None, reason)` when the document is left to the Python reader. A document of
+/// `split_from` bytes or more is read by two threads (`halves` in the columns says whether
+/// both read a part of it).
 #[pyfunction]
-fn read_v1<'py>(py: Python<'py>, data: PyBuffer<u8>) -> PyResult<(Option<Bound<'py, PyDict>>, Option<&'static str>)> {
+#[pyo3(signature = (data, split_from = SPLIT_FROM))]
+fn read_v1<'py>(py: Python<'py>, data: PyBuffer<u8>, split_from: usize)
+                -> PyResult<(Option<Bound<'py, PyDict>>, Option<&'static str>)> {
     if !data.is_c_contiguous() {
         return Ok((None, Some("a buffer that is not contiguous")));
     }
     // SAFETY: a contiguous byte buffer, held (so alive, and bytes cannot change) for the whole call.
     let raw: &[u8] = unsafe { std::slice::from_raw_parts(data.buf_ptr() as *const u8, data.len_bytes()) };
-    let Doc { spans, traces } = match py.allow_threads(|| read(raw)) {
+    let Doc { spans, traces, halves, .. } = match py.allow_threads(|| read(raw, split_from)) {
         Ok(doc) => doc,
         Err(reason) => return Ok((None, Some(reason))),
     };
     let out = PyDict::new(py);
     out.set_item("spans", spans.len())?;
+    out.set_item("halves", halves)?;
     let list = PyList::empty(py);
     for t in &traces {
         let processes = PyDict::new(py);
