@@ -210,6 +210,86 @@ def test_unreadable_log_time_is_null_in_the_log_with_a_warning():
     assert got["warnings"] == "log timestamp: cannot read 'noon'"
 
 
+def _v1(span: dict) -> dict:
+    return {"traceID": "0af7651916cd43dd8448eb211c80319c", "spanID": "b7ad6b7169203331", "operationName": "op",
+            "startTime": 1796637600123456, "duration": 5000, "processID": "p1", **span}
+
+
+def _ui(span: dict) -> str:
+    return json.dumps({"data": [{"traceID": "0af7651916cd43dd8448eb211c80319c", "spans": [_v1(span)],
+                                 "processes": {"p1": {"serviceName": "api"}}}]})
+
+
+def _model(span: dict) -> str:
+    return json.dumps({"spans": [{"traceId": "CvdlGRbNQ92ESOshHIAxnA==", "spanId": "t61rcWkgMzE=",
+                                  "startTime": "2026-12-07T10:00:00.123456Z", "duration": "5000000ns", **span}]})
+
+
+def _thrift(span: dict) -> str:
+    return json.dumps([{"process": {"serviceName": "api"}, "spans": [
+        {"traceIdLow": 1, "traceIdHigh": 2, "spanId": 3, "parentSpanId": 0, "startTime": 1796637600123456,
+         "duration": 5000, **span}]}])
+
+
+def _otlp(span: dict) -> str:
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
+         "startTimeUnixNano": "1796637600123456000", "endTimeUnixNano": "1796637600128456000", **span}]}]}]})
+
+
+_BEYOND = 2**62  # µs: no calendar holds it
+UNREADABLE_TIMES = {  # file text, the column left null ("logs": the log's time), the warning
+    "UI download: a start with a fraction": (_ui({"startTime": 1.5}), "start", "startTime: cannot read 1.5"),
+    "UI download: a duration with a fraction": (_ui({"duration": 2.5}), "duration_ms", "duration: cannot read 2.5"),
+    "UI download: a start beyond int64 ns": (_ui({"startTime": _BEYOND}), "start",
+                                             f"startTime: cannot read {_BEYOND}"),
+    "UI download: a log time no calendar holds": (_ui({"logs": [{"timestamp": _BEYOND, "fields": []}]}), "logs",
+                                                   f"log timestamp: cannot read {_BEYOND}"),
+    "UI download: a log time with a fraction": (_ui({"logs": [{"timestamp": 2.5, "fields": []}]}), "logs",
+                                                 "log timestamp: cannot read 2.5"),
+    "UI download: a log time of text": (_ui({"logs": [{"timestamp": "noon"}]}), "logs",
+                                        "log timestamp: cannot read 'noon'"),
+    "bare spans: a duration as a boolean": (json.dumps([_v1({"duration": True})]), "duration_ms",
+                                            "duration: cannot read True"),
+    "JSON Lines: a start of text": (_ui({}) + "\n" + _ui({"startTime": "soon"}), "start",
+                                    "startTime: cannot read 'soon'"),
+    "domain model: a start": (_model({"startTime": "2026-13-45T10:00:00Z"}), "start",
+                              "startTime: cannot read '2026-13-45T10:00:00Z'"),
+    "domain model: a duration": (_model({"duration": "invalid"}), "duration_ms", "duration: cannot read 'invalid'"),
+    "domain model: a log time": (_model({"logs": [{"timestamp": "10:00", "fields": []}]}), "logs",
+                                 "log timestamp: cannot read '10:00'"),
+    "domain model: a log time no calendar holds": (_model({"logs": [{"timestamp": str(_BEYOND)}]}), "logs",
+                                                    f"log timestamp: cannot read {_BEYOND}"),
+    "Thrift style: a start": (_thrift({"startTime": "soon"}), "start", "startTime: cannot read 'soon'"),
+    "Thrift style: a duration": (_thrift({"duration": 1.5}), "duration_ms", "duration: cannot read 1.5"),
+    "Thrift style: a log time": (_thrift({"logs": [{"timestamp": [], "fields": []}]}), "logs",
+                                 "log timestamp: cannot read []"),
+    "OTLP: a start": (_otlp({"startTimeUnixNano": "1.5e18x"}), "start", "startTimeUnixNano: cannot read '1.5e18x'"),
+    "OTLP: a duration beyond int64": (_otlp({"startTimeUnixNano": str(-(2**63) + 2),
+                                             "endTimeUnixNano": str(2**63 - 1)}), "duration_ms",
+                                      f"duration: cannot read {2**64 - 3}"),
+    "OTLP: an event time": (_otlp({"events": [{"name": "e", "timeUnixNano": True}]}), "logs",
+                            "event timeUnixNano: cannot read True"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNREADABLE_TIMES))
+def test_unreadable_times_of_every_format_are_null_with_a_warning(name, tmp_path):
+    """Item 1 of issue 15, format by format: never a silent 0, a truncated number or a dropped
+    value (read from a file: the native reader first, which reads some of these itself)."""
+    text, column, warning = UNREADABLE_TIMES[name]
+    path = tmp_path / "trace.json"
+    path.write_text(text)
+    got = read_trace_file(path).iloc[-1]
+    assert got["warnings"] == warning
+    if column == "logs":
+        assert json.loads(got["logs"])[0]["timestamp"] is None
+    else:
+        assert pd.isna(got[column]) and pd.isna(got["end"])
+        if not name.startswith("OTLP"):  # (OTLP's duration is made of its start)
+            assert pd.notna(got["start" if column == "duration_ms" else "duration_ms"])
+
+
 # ---- Jaeger's parent rule ----------------------------------------------------------------
 
 def _refs(*refs: tuple[str, str, str]) -> pd.DataFrame:

@@ -132,6 +132,8 @@ READ_NATIVELY = {
         _span(1, logs=[{"timestamp": 1796637600123456, "fields": []}] * 70),
     ] + [_span(i) for i in range(2, 140)]),
     "empty": {"data": []},
+    "log times no calendar holds": _doc([_span(0, logs=[{"timestamp": 2**62, "fields": []}, {"timestamp": -(2**62)}]),
+                                         _span(1)]),
     "whitespace everywhere": None,  # filled below: the plain document pretty-printed
     "numbers near the limits": _doc([_span(0, startTime=2**62, duration=-1), _span(1, startTime=0, duration=0),
                                      _span(2, startTime=-(2**63) + 1)]),

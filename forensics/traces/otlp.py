@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from forensics.traces.jsontext import TEXT_DICT, dumps
 from forensics.traces.parents import CHILD_OF, FOLLOWS_FROM, jaeger_parents
 from forensics.traces.table import NAT_NS, Block, as_text, exception_message, iso_us
-from forensics.traces.values import Warnings, integer
+from forensics.traces.values import Unreadable, Warnings, integer
 
 _OTLP_KIND = {0: None, 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 _OTLP_KIND_NAMES = {f"SPAN_KIND_{v.upper()}": v for v in _OTLP_KIND.values() if v} | {"SPAN_KIND_UNSPECIFIED": None}
@@ -56,6 +56,18 @@ def _time_ns(field: str, value: Any, unread: Warnings) -> int:
     "not set") and unreadable as :data:`NAT_NS`, the unreadable named in ``unread``."""
     ns = unread.read(integer, field, None if value == "" else value)
     return NAT_NS if not ns else ns
+
+
+def _duration_ns(start_ns: int, end_ns: int, unread: Warnings) -> int:
+    """``end_ns - start_ns``; :data:`NAT_NS` when either time is, or when the difference has
+    no int64 nanoseconds (then named in ``unread``)."""
+    if NAT_NS in (start_ns, end_ns):
+        return NAT_NS
+    ns = end_ns - start_ns
+    if NAT_NS < ns < -NAT_NS:
+        return ns
+    unread.append(str(Unreadable("duration", ns)))
+    return NAT_NS
 
 
 def otlp_block(resource_spans: Iterable[Mapping], where: str) -> Block:
@@ -108,7 +120,7 @@ def otlp_block(resource_spans: Iterable[Mapping], where: str) -> Block:
                 rows.append((
                     sp.get("traceId"), sp.get("spanId"), service, sp.get("name"),
                     _OTLP_KIND.get(kind) if isinstance(kind, int) else _OTLP_KIND_NAMES.get(kind, kind),
-                    start_ns, NAT_NS if NAT_NS in (start_ns, end_ns) else end_ns - start_ns,
+                    start_ns, _duration_ns(start_ns, end_ns, unread),
                     code == 2 or code == "STATUS_CODE_ERROR", st.get("message") or None, exc, logs_json,
                     "; ".join(unread) or None,
                 ))

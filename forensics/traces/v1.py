@@ -21,25 +21,30 @@ import pyarrow.compute as pc
 from forensics.traces.jsontext import TEXT_DICT, dumps, json_maps, json_values, last_of_each_key, sort_rank
 from forensics.traces.parents import CHILD_OF, jaeger_parents, reference_types
 from forensics.traces.table import EXCEPTION_KEYS, NAT_NS, Block, exception_message, iso_us, second_text
-from forensics.traces.values import Unreadable, Warnings, duration_us, time_us
+from forensics.traces.values import Unreadable, Warnings, duration_us, integer, time_us
 
 
-def _iso_or_none(us: int) -> str | None:
-    """A log time as ISO text; None for one no calendar holds (before year 1, after 9999)."""
+def _log_time(when: Any) -> str | None:
+    """A v1 log time (µs) as ISO text; null stays null. One that is not a whole number, or
+    that no calendar holds (before year 1, after 9999), raises :class:`Unreadable`."""
+    us = integer("log timestamp", when)
+    if us is None:
+        return None
     try:
         return iso_us(us * 1000)
     except (ValueError, OverflowError, OSError):
-        return None
+        raise Unreadable("log timestamp", when) from None
 
 
-def _v1_logs(logs: list) -> tuple[str, str | None]:
-    """v1 span logs as a JSON array of {timestamp, field: value...}; plus an exception message found.
+def _v1_logs(logs: list) -> tuple[str, str | None, list[str]]:
+    """v1 span logs as a JSON array of {timestamp, field: value...}; plus an exception message
+    found, and the warnings of log times that cannot be read (null in the array).
     An entry or field that is no object is left out; a key that is no text is written as JSON text."""
-    out, exc = [], None
+    out, exc, unread = [], None, Warnings()
     for log in logs:
         log = log if isinstance(log, Mapping) else {}
-        when = log.get("timestamp")  # null: not given, or unreadable (then warned on the span)
-        entry: dict[str, Any] = {"timestamp": None if when is None else _iso_or_none(int(when))}
+        # null: not given, or unreadable text (read by _v1_sanitised, which warned)
+        entry: dict[str, Any] = {"timestamp": unread.read(_log_time, log.get("timestamp"))}
         fields = log.get("fields")
         for f in fields if isinstance(fields, list) else ():
             if isinstance(f, Mapping):
@@ -47,7 +52,7 @@ def _v1_logs(logs: list) -> tuple[str, str | None]:
                 entry[key if isinstance(key, str) else dumps(key)] = f.get("value")
         exc = exc or exception_message(entry)
         out.append(entry)
-    return dumps(out), exc
+    return dumps(out), exc, unread
 
 
 V1_LOG = pa.struct([("timestamp", pa.int64()), ("fields", pa.list_(pa.struct([("key", pa.string())])))])
@@ -59,8 +64,9 @@ _LOG_TIME_END = 253_402_300_800_000_000
 
 
 def _v1_log_columns(logs: list[list], read: pa.ListArray | None, values: np.ndarray | None
-                    ) -> tuple[pa.Array, pa.Array]:
-    """:func:`_v1_logs` for many spans' logs (non-empty lists) at once: JSON text and exception messages.
+                    ) -> tuple[pa.Array, pa.Array, list[list[str]]]:
+    """:func:`_v1_logs` for many spans' logs (non-empty lists) at once: JSON text, exception
+    messages and each span's warnings of log times that cannot be read.
 
     Column-wise from ``read`` (the same logs as lists of :data:`V1_LOG`) and ``values`` (their
     fields' values, flat): each entry is written as a JSON object by :func:`json_maps`, as
@@ -77,8 +83,8 @@ def _v1_log_columns(logs: list[list], read: pa.ListArray | None, values: np.ndar
     if (read is None or values is None or entries.null_count or entries.field("timestamp").null_count
             or fields.flatten().null_count or field_keys.null_count
             or len(values) != len(field_keys) or not np.all((time_us >= 0) & (time_us < _LOG_TIME_END))):
-        pairs = [_v1_logs(lg) for lg in logs]
-        return pa.array([p[0] for p in pairs], pa.string()), pa.array([p[1] for p in pairs], pa.string())
+        text, exc, unread = zip(*map(_v1_logs, logs), strict=True)
+        return pa.array(text, pa.string()), pa.array(exc, pa.string()), list(unread)
     m = len(entries)
     # items: each entry's time first, then its fields in order (the order a dict is written in)
     seconds, second_at = np.unique(time_us // 1_000_000, return_inverse=True)
@@ -106,7 +112,7 @@ def _v1_log_columns(logs: list[list], read: pa.ListArray | None, values: np.ndar
     exception = np.full(len(logs), None, dtype=object)
     exception[span[first]] = [str(v) for v in found_values[first]]
     text = pc.binary_join(pa.ListArray.from_arrays(read.offsets, entry_text), ",")
-    return pc.binary_join_element_wise("[", text, "]", ""), pa.array(exception, pa.string())
+    return pc.binary_join_element_wise("[", text, "]", ""), pa.array(exception, pa.string()), []
 
 
 def _v1_span_type(log: pa.StructType) -> pa.StructType:
@@ -170,6 +176,21 @@ def _v1_sanitised(sp: Any) -> dict | None:
     }
 
 
+_START, _DURATION = operator.methodcaller("get", "startTime"), operator.methodcaller("get", "duration")
+
+
+def _fraction_in_times(spans: list, logs: list) -> bool:
+    """Whether a span's startTime or duration, or a log's timestamp, is a number with a
+    fraction, which pyarrow would cut to a whole one without a word (1.5 -> 1): such spans are
+    read as odd ones (:func:`_v1_sanitised`), the value null with a warning."""
+    try:
+        times = [*map(_START, spans), *map(_DURATION, spans)]
+    except AttributeError:  # a span that is no object
+        times = [sp.get(k) for sp in spans if isinstance(sp, Mapping) for k in ("startTime", "duration")]
+    times += [log.get("timestamp") for lg in logs for log in lg if isinstance(log, Mapping)]
+    return float in set(map(type, times)) and any(type(t) is float and not t.is_integer() for t in times)
+
+
 _CHUNK = 1000
 """Spans read at a time: the Python passes over a chunk (tag values, logs) find its dicts still
 in the CPU cache after pyarrow's pass, which saves about a third of the reading time."""
@@ -223,6 +244,8 @@ def _v1_read(spans: list, span_type: pa.StructType) -> V1Read:
                 dtype=object, count=count)
         filled += count
         part_logs = [part[j].get("logs") for j in np.flatnonzero(np.diff(arr.field(_LOGS_FIELD).offsets.to_numpy()))]
+        if _fraction_in_times(part, part_logs):
+            raise ValueError("a time with a fraction")
         logs.extend(part_logs)
         if part_logs and log_values is not None:
             try:
@@ -356,13 +379,18 @@ def v1_read_block(read: V1Read, traces: V1Traces, prefixes: list[str]) -> Block:
     # logs: of the spans that have them
     logs = exception = pa.nulls(n, pa.string())
     has_logs = pc.fill_null(pc.greater(pc.list_value_length(f["logs"]), 0), False)
+    log_unread: list[list[str]] = []
     if pc.any(has_logs).as_py():
         columnwise = read.log_values is not None and len(read.logs) >= _LOGS_COLUMNWISE
-        text, exc = _v1_log_columns(read.logs, pc.filter(f["logs"], has_logs) if columnwise else None,
-                                    read.log_values)
+        text, exc, log_unread = _v1_log_columns(read.logs, pc.filter(f["logs"], has_logs) if columnwise else None,
+                                                read.log_values)
         logs, exception = pc.replace_with_mask(logs, has_logs, text), pc.replace_with_mask(exception, has_logs, exc)
     unread: dict[int, list[str]] = {}
     start, duration = _ns(f["startTime"], "startTime", unread), _ns(f["duration"], "duration", unread)
+    if any(log_unread):
+        for row, warned in zip(np.flatnonzero(has_logs.to_numpy(zero_copy_only=False)), log_unread, strict=True):
+            if warned:
+                unread.setdefault(int(row), []).extend(warned)
     warnings = pc.binary_join(f["warnings"], "; ")
     if unread:  # after the span's own, as when read from text (_v1_sanitised)
         rows = sorted(unread)
