@@ -350,6 +350,32 @@ def test_one_cause_rising_inside_the_background_counts_only_its_rise():
     assert "only 100 error log lines above the baseline's rate" in a.top.evidence_for[0]["statement"]
 
 
+def _retried(window: Window, prefix: str, messages: int, tries: int = 6) -> Evidence:
+    """``messages`` messages rate-limited, each retried ``tries`` times: one error span per try
+    (spans name no message), one log line per message naming it."""
+    lines = _log_lines(window, messages, "WhatsApp API error (#130429) {i}")
+    lines["message_id"] = [f"{prefix}{i}" for i in range(messages)]
+    n = messages * tries
+    step = window.duration.total_seconds() / max(n, 1)
+    spans = {"trace_id": [f"{prefix}t{i // tries}" for i in range(n)], "span_id": [f"{prefix}s{i}" for i in range(n)],
+             "service": ["whatsapp-connector"] * n, "operation": ["send"] * n,
+             "start": [window.start + pd.Timedelta(seconds=i * step) for i in range(n)],
+             "duration_ms": [5.0] * n, "error": [True] * n,
+             "status_message": ["WhatsApp API error (#130429) rate limit hit"] * n}
+    return _evidence(window, messages=_messages(window, 1000, prefix), status_events=[], dlq_records=[],
+                     consumer_lag=[], log_events=lines, spans=spans)
+
+
+def test_a_cause_rises_by_its_messages_not_by_the_rows_each_retry_leaves():
+    # 180 error spans against 120 is a clear rise of rows; 30 messages against 20 is within the noise
+    assert rate_test(180, 1000, 120, 1000, exact=True)[1] < 0.001
+    assert rate_test(30, 1000, 20, 1000, exact=True)[1] > 0.05
+    a = analyze(_with_baseline(_retried(WINDOW, "w", 30), _retried(BEFORE, "b", 20)))
+    assert a.top.cause == "healthy", a.hypotheses[["cause", "confidence"]].head(3)
+    rising = analyze(_with_baseline(_retried(WINDOW, "w", 60), _retried(BEFORE, "b", 20)))
+    assert rising.top.cause == "platform_rate_limit", rising.hypotheses[["cause", "confidence"]].head(3)
+
+
 def test_holm_keeps_the_familys_false_rises_under_alpha():
     from forensics.analysis.significance import holm
 

@@ -19,10 +19,11 @@ Method
      above the baseline (all of them when there is none);
      magnitude = its share of the messages / ``FULL_MAGNITUDE`` (1 % of messages is full
      strength), capped at 1, counting only as many as the cause's errors rose above the
-     baseline's rate of the same cause, and nothing unless that rise is significant within
-     the source's family of causes (Holm-adjusted: among dozens of codes of a mixed
-     background each tested alone, some code always looks new; a few dozen new rejections
-     stand out even where the background's total volume hides them). Sporadic errors of
+     baseline's rate of the same cause, and nothing unless that rise is significant: one
+     test per cause, in messages where a source counts them (a retried message leaves
+     several rows), Holm-adjusted over all the causes shown (among many causes of a mixed
+     background each tested alone, some always looks new; a few dozen new rejections stand
+     out even where the background's total volume hides them). Sporadic errors of
      every kind in a healthy window stay weak.
    - ``runbook_cause:<id>``: the same for the cause the runbook's appendix implies where it
      disagrees with the platform's documentation (WhatsApp 131047 "rate limit" per the
@@ -80,10 +81,10 @@ import pandas as pd
 
 from forensics import schema, units
 from forensics.analysis.calibration import load_calibration
-from forensics.analysis.change import ALPHA, CHANGED, count_verdict, exposures, is_change, rate_test
+from forensics.analysis.change import CHANGED, count_verdict, exposures, is_change, rate_test
 from forensics.analysis.detectors import Context, Detection, Finding
 from forensics.analysis.detectors.localisation import CONCENTRATED, CONFINED, LOCALISERS, SPREAD
-from forensics.analysis.significance import holm
+from forensics.analysis.significance import FAMILY_ALPHA, holm
 from forensics.catalog import load_catalog
 
 SEVERITY_STRENGTH = {"critical": 1.0, "warning": 0.5, "info": 0.15}
@@ -290,35 +291,47 @@ def _cause_sizes(items: list[Finding], key: str) -> tuple[dict[tuple[str, str], 
     return sizes, found
 
 
+def _counts(items: list[Finding], key: str) -> dict[tuple[str, str], tuple[int, bool]]:
+    """Per (source, ``<key>:<id>``): its size (the largest service's) and whether it counts
+    messages (FAILED messages, or rows whose findings all name the messages) rather than rows."""
+    sizes, found = _cause_sizes(items, key)
+    return {slot: (max(per.values()), slot[0] == "messages" or all(
+                f.tags.get("messages") is not None for fs in found[slot].values() for f in fs))
+            for slot, per in sizes.items() if slot[1].startswith(f"{key}:")}
+
+
 def _beyond(detection: Detection, key: str) -> dict[tuple[str, str], float]:
     """Per (source, ``<key>:<id>``) the baseline measured: the window's errors of that cause
     beyond the baseline's rate of the same cause (scaled to the window's traffic), or none
-    unless that rise is significant within the source's family of causes (exact conditional
-    test per cause, Holm-adjusted over every cause the source shows in either period:
-    :func:`~forensics.analysis.significance.holm`). A cause whose errors ran at the same rate
-    before is chronic, however many there are; a code of a mixed background that happens to
-    look new alone does not survive the family's adjustment; a few dozen new rejections do,
-    even when the background's volume hides them."""
+    unless the cause rose significantly. One test per cause (exact conditional test of two
+    counts), on its count in messages where a source counts them (a message retried six times
+    leaves six error spans: rows of one message are not independent events), else on its
+    largest count of rows; Holm-adjusted over every cause either period shows
+    (:func:`~forensics.analysis.significance.holm`, family-wise FAMILY_ALPHA). A cause whose
+    errors ran at the same rate before is chronic, however many there are; a cause of a mixed
+    background that happens to look new alone does not survive the family's adjustment; a few
+    dozen new rejections do, even when the background's volume hides them."""
     base = detection.baseline
     if base is None:
         return {}
     window, before = detection.context, base.context
     e1, e0 = exposures(window, before)
-    now = {slot: max(per.values()) for slot, per in _cause_sizes(detection.items, key)[0].items()
-           if slot[1].startswith(f"{key}:")}
-    then = {slot: max(per.values()) for slot, per in _cause_sizes(base.items, key)[0].items()
-            if slot[1].startswith(f"{key}:")}
-    out: dict[tuple[str, str], float] = {}
-    for source in {s for s, _ in now}:
-        if not (before.evidence.has(source) or (source == "messages" and before.evidence.has("status_events"))):
-            continue
-        family = {name for s, name in (*now, *then) if s == source}
-        counts = {name: (now.get((source, name), 0), then.get((source, name), 0)) for name in family}
-        adjusted = holm({name: rate_test(c1, e1, c0, e0, exact=True)[1] for name, (c1, c0) in counts.items()})
-        for name, (c1, c0) in counts.items():
-            if (source, name) in now:
-                out[(source, name)] = max(0.0, c1 - c0 * e1 / e0) if adjusted[name] < ALPHA else 0.0
-    return out
+
+    def measured(source: str) -> bool:
+        return before.evidence.has(source) or (source == "messages" and before.evidence.has("status_events"))
+
+    now = {slot: v for slot, v in _counts(detection.items, key).items() if measured(slot[0])}
+    then = {slot: v for slot, v in _counts(base.items, key).items() if measured(slot[0])}
+    p_values: dict[str, float] = {}
+    for name in {n for _, n in (*now, *then)}:
+        slots = {slot for slot in (*now, *then) if slot[1] == name}
+        in_messages = {slot for slot in slots if now.get(slot, then.get(slot))[1]}
+        test = max(in_messages or slots, key=lambda slot: now.get(slot, (0,))[0] + then.get(slot, (0,))[0])
+        c1, c0 = now.get(test, (0,))[0], then.get(test, (0,))[0]
+        p_values[name] = rate_test(c1, e1, c0, e0, exact=True)[1]
+    adjusted = holm(p_values)
+    return {slot: max(0.0, c1 - then.get(slot, (0,))[0] * e1 / e0) if adjusted[slot[1]] < FAMILY_ALPHA else 0.0
+            for slot, (c1, _) in now.items()}
 
 
 def _error_signals(detection: Detection, items: list[Finding], key: str) -> dict[str, Signal]:

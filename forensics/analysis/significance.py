@@ -18,6 +18,11 @@ import numpy as np
 
 ALPHA = 0.01
 """Significance of a rise or fall between window and baseline."""
+FAMILY_ALPHA = 0.05
+"""Family-wise significance of a rise among one source's error causes (Holm): the chance that
+any cause of an unchanged background is taken for a rise stays under it, while a handful of
+causes each tested at ALPHA would let a small real one (a dozen blocked bots against two)
+go unseen."""
 MIN_RATIO = 1.5
 """Smallest rate ratio that counts as worse (1 / it as better)."""
 CHANGED = ("new", "worse")
