@@ -85,6 +85,17 @@ impl Validity {
     fn get(&self, k: usize) -> bool {
         self.bits[k / 8] >> (k % 8) & 1 == 1
     }
+    /// A column's dict for Python: its length, null count and validity bits; the caller adds its buffers.
+    fn export<'py>(&self, py: Python<'py>, buffers: &[(&str, &[u8])]) -> PyResult<Bound<'py, PyDict>> {
+        let col = PyDict::new(py);
+        col.set_item("len", self.len)?;
+        col.set_item("nulls", self.nulls)?;
+        col.set_item("validity", PyBytes::new(py, &self.bits))?;
+        for (name, bytes) in buffers {
+            col.set_item(*name, PyBytes::new(py, bytes))?;
+        }
+        Ok(col)
+    }
     fn append(&mut self, other: &Validity) {
         let shift = self.len % 8;
         if shift == 0 {
@@ -139,13 +150,7 @@ impl Strings {
         unsafe { std::str::from_utf8_unchecked(&self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]) }
     }
     fn export<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let col = PyDict::new(py);
-        col.set_item("len", self.valid.len)?;
-        col.set_item("nulls", self.valid.nulls)?;
-        col.set_item("validity", PyBytes::new(py, &self.valid.bits))?;
-        col.set_item("offsets", PyBytes::new(py, as_bytes(&self.offsets)))?;
-        col.set_item("data", PyBytes::new(py, &self.data))?;
-        Ok(col)
+        self.valid.export(py, &[("offsets", as_bytes(&self.offsets)), ("data", &self.data)])
     }
 }
 
@@ -190,11 +195,7 @@ impl Dict {
         Ok(())
     }
     fn export<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let col = PyDict::new(py);
-        col.set_item("len", self.valid.len)?;
-        col.set_item("nulls", self.valid.nulls)?;
-        col.set_item("validity", PyBytes::new(py, &self.valid.bits))?;
-        col.set_item("codes", PyBytes::new(py, as_bytes(&self.codes)))?;
+        let col = self.valid.export(py, &[("codes", as_bytes(&self.codes))])?;
         col.set_item("words", self.words.export(py)?)?;
         Ok(col)
     }
@@ -218,12 +219,7 @@ impl Ints {
         self.valid.append(&other.valid);
     }
     fn export<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let col = PyDict::new(py);
-        col.set_item("len", self.valid.len)?;
-        col.set_item("nulls", self.valid.nulls)?;
-        col.set_item("validity", PyBytes::new(py, &self.valid.bits))?;
-        col.set_item("values", PyBytes::new(py, as_bytes(&self.values)))?;
-        Ok(col)
+        self.valid.export(py, &[("values", as_bytes(&self.values))])
     }
 }
 
@@ -255,12 +251,7 @@ impl Lists {
         Ok(())
     }
     fn export<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let col = PyDict::new(py);
-        col.set_item("len", self.valid.len)?;
-        col.set_item("nulls", self.valid.nulls)?;
-        col.set_item("validity", PyBytes::new(py, &self.valid.bits))?;
-        col.set_item("offsets", PyBytes::new(py, as_bytes(&self.offsets)))?;
-        Ok(col)
+        self.valid.export(py, &[("offsets", as_bytes(&self.offsets))])
     }
 }
 
@@ -554,6 +545,41 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    /// An object (anything else declined as `what`), each member given to `member`.
+    fn object_or(&mut self, what: &'static str, member: impl FnMut(&mut Self, Cow<'a, str>) -> R<()>) -> R<()> {
+        if self.peek()? != b'{' {
+            return Err(what);
+        }
+        self.object(member)
+    }
+
+    /// An array or null, each item read by `item`: how many items (None: null).
+    fn counted(&mut self, mut item: impl FnMut(&mut Self) -> R<()>) -> R<Option<usize>> {
+        if self.null()? {
+            return Ok(None);
+        }
+        let mut n = 0;
+        self.array(|p| {
+            n += 1;
+            item(p)
+        })?;
+        Ok(Some(n))
+    }
+
+    /// A process object's serviceName (None: not given, or null); a repeated one is declined.
+    fn service_name(&mut self) -> R<Option<Cow<'a, str>>> {
+        let (mut name, mut seen) = (None, 0u32);
+        self.object(|p, key| {
+            if key != "serviceName" {
+                return p.skip();
+            }
+            once(&mut seen, 0)?;
+            name = p.text("a serviceName that is not text")?;
+            Ok(())
+        })?;
+        Ok(name)
+    }
+
     /// A text value or null; anything else is declined (`what` says where).
     fn text(&mut self, what: &'static str) -> R<Option<Cow<'a, str>>> {
         match self.peek()? {
@@ -745,16 +771,13 @@ impl<'a> Spans<'a> {
 
     /// One span object: every column gets one row. Returns which of :data:`SPAN_KEYS` it has.
     fn span(&mut self, p: &mut Parser<'a>) -> R<u32> {
-        if p.peek()? != b'{' {
-            return Err("a span that is not an object");
-        }
         let mut seen = 0u32;
         let (mut trace_id, mut span_id, mut operation, mut process_id) = (None, None, None, None);
         let (mut start, mut duration) = (None, None);
         let mut process: Option<Option<Cow<'a, str>>> = None;
         let (mut refs, mut tags, mut logs, mut warnings) = (None, None, None, None);
         let mut log_text: &'a [u8] = b"";
-        p.object(|p, key| {
+        p.object_or("a span that is not an object", |p, key| {
             match SPAN_KEYS.iter().position(|k| *k == key) {
                 Some(bit) => once(&mut seen, bit)?,
                 None if OTHER_SPAN_KEYS.contains(&key.as_ref()) => return Err("a span not written as v1"),
@@ -769,21 +792,7 @@ impl<'a> Spans<'a> {
                 "duration" => duration = p.int("a duration that is not a whole number")?,
                 "process" => {
                     if !p.null()? {
-                        let mut name = None;
-                        let mut seen_name = false;
-                        p.object(|p, key| {
-                            if key == "serviceName" {
-                                if seen_name {
-                                    return Err("a repeated key");
-                                }
-                                seen_name = true;
-                                name = p.text("a serviceName that is not text")?;
-                                Ok(())
-                            } else {
-                                p.skip()
-                            }
-                        })?;
-                        process = Some(name);
+                        process = Some(p.service_name()?);
                     }
                 }
                 "references" => refs = self.references(p)?,
@@ -827,55 +836,31 @@ impl<'a> Spans<'a> {
     }
 
     fn references(&mut self, p: &mut Parser<'a>) -> R<Option<usize>> {
-        if p.null()? {
-            return Ok(None);
-        }
-        let mut n = 0;
-        p.array(|p| {
-            if p.peek()? != b'{' {
-                return Err("a reference that is not an object");
-            }
+        p.counted(|p| {
             let mut seen = 0u32;
             let (mut kind, mut trace, mut span) = (None, None, None);
-            p.object(|p, key| match key.as_ref() {
-                "refType" => {
-                    once(&mut seen, 0)?;
-                    kind = p.text("a refType that is not text")?;
-                    Ok(())
-                }
-                "traceID" => {
-                    once(&mut seen, 1)?;
-                    trace = p.text("a reference traceID that is not text")?;
-                    Ok(())
-                }
-                "spanID" => {
-                    once(&mut seen, 2)?;
-                    span = p.text("a reference spanID that is not text")?;
-                    Ok(())
-                }
-                _ => p.skip(),
+            p.object_or("a reference that is not an object", |p, key| {
+                let (bit, to, what) = match key.as_ref() {
+                    "refType" => (0, &mut kind, "a refType that is not text"),
+                    "traceID" => (1, &mut trace, "a reference traceID that is not text"),
+                    "spanID" => (2, &mut span, "a reference spanID that is not text"),
+                    _ => return p.skip(),
+                };
+                once(&mut seen, bit)?;
+                *to = p.text(what)?;
+                Ok(())
             })?;
             self.ref_type.push(kind.as_deref())?;
             self.ref_trace.push(trace.as_deref())?;
-            self.ref_span.push(span.as_deref())?;
-            n += 1;
-            Ok(())
-        })?;
-        Ok(Some(n))
+            self.ref_span.push(span.as_deref())
+        })
     }
 
     fn tags(&mut self, p: &mut Parser<'a>) -> R<Option<usize>> {
-        if p.null()? {
-            return Ok(None);
-        }
-        let mut n = 0;
-        p.array(|p| {
-            if p.peek()? != b'{' {
-                return Err("a tag that is not an object");
-            }
+        p.counted(|p| {
             let mut seen = 0u32;
             let (mut key_text, mut value) = (None, Value::Null);
-            p.object(|p, key| match key.as_ref() {
+            p.object_or("a tag that is not an object", |p, key| match key.as_ref() {
                 "key" => {
                     once(&mut seen, 0)?;
                     key_text = p.text("a tag key that is not text")?;
@@ -891,60 +876,36 @@ impl<'a> Spans<'a> {
             })?;
             self.tag_key.push(key_text.as_deref())?;
             self.tag_value.push(value);
-            n += 1;
             Ok(())
-        })?;
-        Ok(Some(n))
+        })
     }
 
     /// A logs list, checked to be of the shape pyarrow reads (entries objects, times whole
     /// numbers, fields objects with text keys); its text is decoded in Python.
     fn logs(&mut self, p: &mut Parser<'a>) -> R<Option<usize>> {
-        if p.null()? {
-            return Ok(None);
-        }
-        let mut n = 0;
-        p.array(|p| {
-            if p.peek()? != b'{' {
-                return Err("a log entry that is not an object");
-            }
-            p.object(|p, key| match key.as_ref() {
+        let n = p.counted(|p| {
+            p.object_or("a log entry that is not an object", |p, key| match key.as_ref() {
                 "timestamp" => p.int("a log timestamp that is not a whole number").map(|_| ()),
-                "fields" => {
-                    if p.null()? {
-                        return Ok(());
-                    }
-                    p.array(|p| {
-                        if p.peek()? != b'{' {
-                            return Err("a log field that is not an object");
-                        }
-                        p.object(|p, key| match key.as_ref() {
+                "fields" => p
+                    .counted(|p| {
+                        p.object_or("a log field that is not an object", |p, key| match key.as_ref() {
                             "key" => p.text("a log field key that is not text").map(|_| ()),
                             _ => p.skip(),
                         })
                     })
-                }
+                    .map(|_| ()),
                 _ => p.skip(),
-            })?;
-            n += 1;
-            Ok(())
+            })
         })?;
-        self.logs_total += n;
-        Ok(Some(n))
+        self.logs_total += n.unwrap_or(0);
+        Ok(n)
     }
 
     fn warnings(&mut self, p: &mut Parser<'a>) -> R<Option<usize>> {
-        if p.null()? {
-            return Ok(None);
-        }
-        let mut n = 0;
-        p.array(|p| {
+        p.counted(|p| {
             let w = p.text("a span warning that is not text")?;
-            self.warning.push(w.as_deref())?;
-            n += 1;
-            Ok(())
-        })?;
-        Ok(Some(n))
+            self.warning.push(w.as_deref())
+        })
     }
 }
 
@@ -962,15 +923,12 @@ enum Role<'r> {
 /// A trace object: its own fields into `traces` (with `prefix`, the JSON path of its span
 /// list), its spans into `spans`; at the top, a `data` member's traces instead.
 fn trace<'a>(p: &mut Parser<'a>, doc: &mut Doc<'a>, prefix: String, role: Role<'_>) -> R<()> {
-    if p.peek()? != b'{' {
-        return Err("a trace that is not an object");
-    }
     let before = doc.spans.len();
     let mut seen = 0u32;
     let mut t = Trace { trace_id: None, processes: Vec::new(), warnings: None, spans: 0, prefix };
     let mut data = false;
     let at = if let Role::Top(at) = role { Some(at) } else { None };
-    p.object(|p, key| {
+    p.object_or("a trace that is not an object", |p, key| {
         match key.as_ref() {
             "traceID" => {
                 once(&mut seen, 0)?;
@@ -993,28 +951,13 @@ fn trace<'a>(p: &mut Parser<'a>, doc: &mut Doc<'a>, prefix: String, role: Role<'
             "processes" => {
                 once(&mut seen, 2)?;
                 if !p.null()? {
-                    if p.peek()? != b'{' {
-                        return Err("processes that are not an object");
-                    }
-                    p.object(|p, pid| {
-                        let mut name = None;
-                        if p.peek()? == b'{' {
-                            let mut seen_name = false;
-                            p.object(|p, key| {
-                                if key == "serviceName" {
-                                    if seen_name {
-                                        return Err("a repeated key");
-                                    }
-                                    seen_name = true;
-                                    name = p.text("a serviceName that is not text")?;
-                                    Ok(())
-                                } else {
-                                    p.skip()
-                                }
-                            })?;
+                    p.object_or("processes that are not an object", |p, pid| {
+                        let name = if p.peek()? == b'{' {
+                            p.service_name()?
                         } else {
                             p.skip()?; // not an object: no service name
-                        }
+                            None
+                        };
                         t.processes.retain(|(k, _)| *k != pid);
                         t.processes.push((pid, name));
                         Ok(())
