@@ -141,6 +141,22 @@ def _read_with(reader: str, path: Path, runs: int, n: int, size_mb: float) -> fl
     return n / med
 
 
+def _scan_threads(raw: bytes, n: int, runs: int) -> None:
+    """The native reader's scan of the bytes into columns (its share of read_trace_file) with one
+    thread and with two, runs alternating: median wall and CPU."""
+    module = native_module()
+    times: dict[str, list[tuple[float, float]]] = {"one thread": [], "two threads": []}
+    for _ in range(runs):
+        for label, split_from in (("one thread", len(raw) + 1), ("two threads", 0)):
+            t, c = time.perf_counter(), time.process_time()
+            module.read_v1(raw, split_from)
+            times[label].append((time.perf_counter() - t, time.process_time() - c))
+    for label, runs_ in times.items():
+        wall, cpu = statistics.median(w for w, _ in runs_), statistics.median(c for _, c in runs_)
+        print(f"  native scan, {label:<11} {n:>7} spans  median {wall:.3f} s wall, {cpu:.3f} s CPU "
+              "(bytes to columns and their Python objects; no table)")
+
+
 def _without_gc(decode):
     """``decode`` with the garbage collector paused, as read_trace_file runs it."""
     def run(raw: bytes):
@@ -206,6 +222,8 @@ def main() -> None:
         raw = path.read_bytes()
         osecs, ocpu, _ = _time(_without_gc(orjson.loads), raw)
         _, freed_cpu, _ = _time(_without_gc(_decoded_and_freed), raw)
+        if native:
+            _scan_threads(raw, n, args.runs)
         jsecs, _, _ = _time(_without_gc(json.loads), raw, repeat=1)
     print(f"  of which JSON     {size_mb:>6.0f} MB     {osecs:7.3f} s  orjson ({size_mb / osecs:,.0f} MB/s; CPU {ocpu:.3f} s); "
           f"the standard library's json {jsecs:.3f} s")
