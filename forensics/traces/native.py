@@ -4,8 +4,10 @@ Decoding a 100k-span UI download into Python objects and freeing them costs more
 everything the spans table is made of afterwards. The extension reads the bytes of v1
 documents (a UI download or ``/api/traces`` answer ``{"data": [...]}``, one v1 trace, a
 bare array of v1 spans or traces, JSON Lines of these) straight into the columns pyarrow's conversion of the decoded spans gives the Python
-reader (:class:`~forensics.traces.v1.V1Read`): only tag values, of any JSON type, become
-Python objects (each distinct string once), and non-empty logs lists are decoded here.
+reader (:class:`~forensics.traces.v1.V1Read`), log entries' times and fields' keys too:
+only tag and log field values, of any JSON type, become Python objects (each distinct
+string once); the logs lists themselves are decoded only for logs the column-wise writing
+leaves to :func:`~forensics.traces.v1._v1_logs`.
 Every rule after that (services, Jaeger's parents, tags into columns, logs and warnings)
 is the Python reader's own :func:`~forensics.traces.v1.v1_read_block`.
 
@@ -24,6 +26,7 @@ a clear error when missing) or ``python``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +35,7 @@ import pyarrow as pa
 
 from forensics.errors import ForensicsError
 from forensics.traces.table import Block
-from forensics.traces.v1 import V1_LOG, V1Read, V1Traces, log_values_of, v1_read_block
+from forensics.traces.v1 import V1_LOG, V1Read, V1Traces, v1_read_block
 
 READER_ENV = "FORENSICS_TRACE_READER"
 
@@ -85,8 +88,8 @@ def _read(out: dict[str, Any]) -> V1Read:
     refs = pa.StructArray.from_arrays([_strings(out["refType"]), _strings(out["refTraceID"]),
                                        _strings(out["refSpanID"])], names=["refType", "traceID", "spanID"])
     tags = pa.StructArray.from_arrays([_words(out["tagKey"])], names=["key"])
-    logs = orjson.loads(out["logsText"])
-    entries = pa.array([e for lg in logs for e in lg], type=V1_LOG)
+    log_fields = _lists(out["logFields"], pa.StructArray.from_arrays([_strings(out["logKey"])], names=["key"]))
+    entries = pa.StructArray.from_arrays([_ints(out["logTime"]), log_fields], names=V1_LOG.names)
     process = pa.StructArray.from_arrays([_strings(out["serviceName"])], names=["serviceName"])
     fields = {
         "traceID": _strings(out["traceID"]), "spanID": _strings(out["spanID"]),
@@ -96,10 +99,35 @@ def _read(out: dict[str, Any]) -> V1Read:
         "warnings": _lists(out["warnings"], _strings(out["warning"])),
     }
     assert all(len(a) == n for a in fields.values()), "native trace reader: columns of unequal length"
-    values = np.fromiter(out["tagValues"], dtype=object, count=len(out["tagValues"]))
-    for at, text in out["tagValuesRaw"]:  # arrays and objects, as the Python reader's decoder gives them
-        values[at] = orjson.loads(text)
-    return V1Read(fields, values, logs, log_values_of(logs))
+    return V1Read(fields, _values(out["tagValues"], out["tagValuesRaw"]), _LogsText(out["logsText"], out["logsListed"]),
+                  _values(out["logValues"], out["logValuesRaw"]))
+
+
+def _values(values: list, raw: list[tuple[int, bytes]]) -> np.ndarray:
+    """Tag or log field values as a flat object array; arrays and objects (given as JSON text
+    with their positions) decoded as the Python reader's decoder gives them."""
+    out = np.fromiter(values, dtype=object, count=len(values))
+    for at, text in raw:
+        out[at] = orjson.loads(text)
+    return out
+
+
+class _LogsText(Sequence):
+    """The logs lists of the spans that have logs, kept as the JSON text the file holds them in
+    and decoded on first use: the logs are written column-wise from the columns, and only logs
+    of other shapes (a time missing or out of range, a field without a key) need the lists."""
+
+    def __init__(self, text: bytes, count: int) -> None:
+        self._text, self._count = text, count
+        self._lists: list | None = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i):  # noqa: ANN001, ANN204 - Sequence's signature
+        if self._lists is None:
+            self._lists = orjson.loads(self._text)
+        return self._lists[i]
 
 
 def native_block(raw: bytes) -> tuple[Block | None, str | None]:

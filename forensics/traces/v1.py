@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +63,7 @@ _LOG_TIME_END = 253_402_300_800_000_000
 """Log times (µs) from 0 up to here (year 10000) are written column-wise; others by :func:`_v1_logs`."""
 
 
-def _v1_log_columns(logs: list[list], read: pa.ListArray | None, values: np.ndarray | None
+def _v1_log_columns(logs: Sequence[list], read: pa.ListArray | None, values: np.ndarray | None
                     ) -> tuple[pa.Array, pa.Array, list[list[str]]]:
     """:func:`_v1_logs` for many spans' logs (non-empty lists) at once: JSON text, exception
     messages and each span's warnings of log times that cannot be read.
@@ -206,8 +206,9 @@ class V1Read:
     """The fixed fields of :data:`_V1_SPAN` (or :data:`_V1_SPAN_BARE`), by name, one row a span."""
     tag_values: np.ndarray
     """All tags' values, flat (any JSON type)."""
-    logs: list
-    """The logs lists of the spans that have logs, as given."""
+    logs: Sequence[list]
+    """The logs lists of the spans that have logs, as given (the native reader decodes them only
+    when they are read)."""
     log_values: np.ndarray | None
     """Their fields' values, flat; None when not read (:data:`_V1_SPAN_BARE`, or entries or fields
     that are no objects)."""

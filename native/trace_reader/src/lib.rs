@@ -4,8 +4,9 @@
 //! (orjson's objects made and freed: ~0.9 s CPU) than everything the spans table is made of
 //! afterwards. This module reads the JSON bytes once and fills the columns that pyarrow's
 //! conversion of the decoded spans gives the Python reader (`forensics/traces/v1.py`,
-//! `_V1_SPAN`): ids, names and times as Arrow buffers, tag keys dictionary-encoded; only tag
-//! values (any JSON type) become Python objects, each distinct string once.
+//! `_V1_SPAN`): ids, names and times as Arrow buffers, tag keys dictionary-encoded, log
+//! entries' times and fields' keys; only tag and log field values (any JSON type) become
+//! Python objects, each distinct string once. Big documents are read by two threads (below).
 //!
 //! What it does, and nothing more: every rule (services, parents, tags into columns, logs as
 //! JSON text, warnings) stays in Python. A document it does not read with certainty is
@@ -566,6 +567,28 @@ impl<'a> Parser<'a> {
         Ok(Some(n))
     }
 
+    /// A `{"key", "value"}` object (a tag, a log field): its key (None: not given, or null) and
+    /// value (null when not given); a repeated key, or a typed one (domain model, Thrift style),
+    /// is declined.
+    fn key_value(&mut self, what: &'static str, key_what: &'static str) -> R<(Option<Cow<'a, str>>, Value<'a>)> {
+        let (mut seen, mut key_text, mut value) = (0u32, None, Value::Null);
+        self.object_or(what, |p, key| match key.as_ref() {
+            "key" => {
+                once(&mut seen, 0)?;
+                key_text = p.text(key_what)?;
+                Ok(())
+            }
+            "value" => {
+                once(&mut seen, 1)?;
+                value = p.value()?;
+                Ok(())
+            }
+            k if TYPED_KEYS.contains(&k) => Err("a typed key-value (domain model or Thrift style)"),
+            _ => p.skip(),
+        })?;
+        Ok((key_text, value))
+    }
+
     /// A process object's serviceName (None: not given, or null); a repeated one is declined.
     fn service_name(&mut self) -> R<Option<Cow<'a, str>>> {
         let (mut name, mut seen) = (None, 0u32);
@@ -704,7 +727,11 @@ struct Spans<'a> {
     tag_key: Dict,
     tag_value: Vec<Value<'a>>,
     logs: Lists,
-    logs_total: usize,
+    /// each log entry's timestamp and fields, each field's key and value
+    log_time: Ints,
+    log_fields: Lists,
+    log_key: Strings,
+    log_value: Vec<Value<'a>>,
     /// the JSON text of each non-empty logs list, in span order
     log_text: Vec<&'a [u8]>,
     process_id: Dict,
@@ -737,7 +764,8 @@ impl<'a> Spans<'a> {
             trace_id: Strings::new(), span_id: Strings::new(), operation: Strings::new(), refs: Lists::new(),
             ref_type: Strings::new(), ref_trace: Strings::new(), ref_span: Strings::new(), start: Ints::new(),
             duration: Ints::new(), tags: Lists::new(), tag_key: Dict::new(), tag_value: Vec::with_capacity(tags),
-            logs: Lists::new(), logs_total: 0, log_text: Vec::new(), process_id: Dict::new(), process_service: Strings::new(),
+            logs: Lists::new(), log_time: Ints::new(), log_fields: Lists::new(), log_key: Strings::new(),
+            log_value: Vec::new(), log_text: Vec::new(), process_id: Dict::new(), process_service: Strings::new(),
             process_valid: Validity::default(), warnings: Lists::new(), warning: Strings::new(),
         }
     }
@@ -751,20 +779,23 @@ impl<'a> Spans<'a> {
         for (to, from) in [(&mut self.trace_id, &other.trace_id), (&mut self.span_id, &other.span_id),
                            (&mut self.operation, &other.operation), (&mut self.ref_type, &other.ref_type),
                            (&mut self.ref_trace, &other.ref_trace), (&mut self.ref_span, &other.ref_span),
-                           (&mut self.process_service, &other.process_service), (&mut self.warning, &other.warning)] {
+                           (&mut self.process_service, &other.process_service), (&mut self.warning, &other.warning),
+                           (&mut self.log_key, &other.log_key)] {
             to.append(from)?;
         }
         for (to, from) in [(&mut self.refs, &other.refs), (&mut self.tags, &other.tags), (&mut self.logs, &other.logs),
-                           (&mut self.warnings, &other.warnings)] {
+                           (&mut self.warnings, &other.warnings), (&mut self.log_fields, &other.log_fields)] {
             to.append(from)?;
         }
-        self.start.append(&other.start);
-        self.duration.append(&other.duration);
+        for (to, from) in [(&mut self.start, &other.start), (&mut self.duration, &other.duration),
+                           (&mut self.log_time, &other.log_time)] {
+            to.append(from);
+        }
         self.tag_key.append(&other.tag_key)?;
         self.process_id.append(&other.process_id)?;
         self.process_valid.append(&other.process_valid);
         self.tag_value.extend(other.tag_value);
-        self.logs_total += other.logs_total;
+        self.log_value.extend(other.log_value);
         self.log_text.extend(other.log_text);
         Ok(())
     }
@@ -825,7 +856,7 @@ impl<'a> Spans<'a> {
         self.refs.push(t, v)?;
         let (t, v) = ends(tags, self.tag_value.len());
         self.tags.push(t, v)?;
-        let (t, v) = ends(logs, self.logs_total);
+        let (t, v) = ends(logs, self.log_time.valid.len);
         self.logs.push(t, v)?;
         let (t, v) = ends(warnings, self.warning.valid.len);
         self.warnings.push(t, v)?;
@@ -858,47 +889,38 @@ impl<'a> Spans<'a> {
 
     fn tags(&mut self, p: &mut Parser<'a>) -> R<Option<usize>> {
         p.counted(|p| {
-            let mut seen = 0u32;
-            let (mut key_text, mut value) = (None, Value::Null);
-            p.object_or("a tag that is not an object", |p, key| match key.as_ref() {
-                "key" => {
-                    once(&mut seen, 0)?;
-                    key_text = p.text("a tag key that is not text")?;
-                    Ok(())
-                }
-                "value" => {
-                    once(&mut seen, 1)?;
-                    value = p.value()?;
-                    Ok(())
-                }
-                k if TYPED_KEYS.contains(&k) => Err("a typed tag (domain model or Thrift style)"),
-                _ => p.skip(),
-            })?;
-            self.tag_key.push(key_text.as_deref())?;
+            let (key, value) = p.key_value("a tag that is not an object", "a tag key that is not text")?;
+            self.tag_key.push(key.as_deref())?;
             self.tag_value.push(value);
             Ok(())
         })
     }
 
-    /// A logs list, checked to be of the shape pyarrow reads (entries objects, times whole
-    /// numbers, fields objects with text keys); its text is decoded in Python.
+    /// A logs list: each entry's timestamp (a whole number) and fields (key and value).
     fn logs(&mut self, p: &mut Parser<'a>) -> R<Option<usize>> {
-        let n = p.counted(|p| {
+        p.counted(|p| {
+            let (mut seen, mut time, mut fields) = (0u32, None, None);
             p.object_or("a log entry that is not an object", |p, key| match key.as_ref() {
-                "timestamp" => p.int("a log timestamp that is not a whole number").map(|_| ()),
-                "fields" => p
-                    .counted(|p| {
-                        p.object_or("a log field that is not an object", |p, key| match key.as_ref() {
-                            "key" => p.text("a log field key that is not text").map(|_| ()),
-                            _ => p.skip(),
-                        })
-                    })
-                    .map(|_| ()),
+                "timestamp" => {
+                    once(&mut seen, 0)?;
+                    time = p.int("a log timestamp that is not a whole number")?;
+                    Ok(())
+                }
+                "fields" => {
+                    once(&mut seen, 1)?;
+                    fields = p.counted(|p| {
+                        let (key, value) = p.key_value("a log field that is not an object", "a log field key that is not text")?;
+                        self.log_key.push(key.as_deref())?;
+                        self.log_value.push(value);
+                        Ok(())
+                    })?;
+                    Ok(())
+                }
                 _ => p.skip(),
-            })
-        })?;
-        self.logs_total += n.unwrap_or(0);
-        Ok(n)
+            })?;
+            self.log_time.push(time);
+            self.log_fields.push(self.log_value.len(), fields.is_some())
+        })
     }
 
     fn warnings(&mut self, p: &mut Parser<'a>) -> R<Option<usize>> {
@@ -1314,9 +1336,9 @@ fn number<'py>(py: Python<'py>, n: Number) -> PyResult<Bound<'py, PyAny>> {
     })
 }
 
-/// Tag values as Python objects (each distinct string and small integer made once); arrays
+/// Tag or log field values as Python objects (each distinct string and small integer made once); arrays
 /// and objects as their JSON text, with their positions, to be decoded in Python.
-fn tag_values<'py>(py: Python<'py>, values: &[Value<'_>]) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+fn py_values<'py>(py: Python<'py>, values: &[Value<'_>]) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
     let mut strings: FxMap<&str, Bound<'py, PyAny>> = FxMap::default();
     let mut ints: FxMap<i64, Bound<'py, PyAny>> = FxMap::default();
     let none = py.None().into_bound(py);
@@ -1401,9 +1423,15 @@ fn read_v1<'py>(py: Python<'py>, data: PyBuffer<u8>, split_from: usize)
     out.set_item("tagKey", spans.tag_key.export(py)?)?;
     out.set_item("processID", spans.process_id.export(py)?)?;
     out.set_item("process", PyBytes::new(py, &spans.process_valid.bits))?;
-    let (values, raw_values) = tag_values(py, &spans.tag_value)?;
+    let (values, raw_values) = py_values(py, &spans.tag_value)?;
     out.set_item("tagValues", values)?;
     out.set_item("tagValuesRaw", raw_values)?;
+    out.set_item("logTime", spans.log_time.export(py)?)?;
+    out.set_item("logFields", spans.log_fields.export(py)?)?;
+    out.set_item("logKey", spans.log_key.export(py)?)?;
+    let (values, raw_values) = py_values(py, &spans.log_value)?;
+    out.set_item("logValues", values)?;
+    out.set_item("logValuesRaw", raw_values)?;
     let mut logs = Vec::with_capacity(spans.log_text.iter().map(|t| t.len() + 1).sum::<usize>() + 2);
     logs.push(b'[');
     for (i, text) in spans.log_text.iter().enumerate() {
@@ -1414,6 +1442,7 @@ fn read_v1<'py>(py: Python<'py>, data: PyBuffer<u8>, split_from: usize)
     }
     logs.push(b']');
     out.set_item("logsText", PyBytes::new(py, &logs))?;
+    out.set_item("logsListed", spans.log_text.len())?;
     Ok((Some(out), None))
 }
 
