@@ -9,6 +9,9 @@ them, each in a fresh child process so that its peak resident memory (ru_maxrss)
            bundle as it is read (forensics.sources.registry.collect_bundle)
   whole    the same sources read into memory first, then written (collect + write_bundle:
            how collection worked before), for comparison
+  pushdown what a live report of a window above ``pushdown_messages`` asks instead of rows:
+           the bounded count, then the whole-window figures as aggregation pipelines
+           (forensics.report.pushdown.figures_from_server); rows are the figures' sizes
 
 and prints rows, wall time, peak memory and the load average around each run. Flat memory
 means the stream's peak does not grow with the window. ``--server-pid`` (a local server) adds
@@ -48,15 +51,29 @@ if way == "stream":
     argv = ["collect", "--sources", "mongo", "--since", since, "--until", until, "--baseline", "none",
             "--out", out, "-q"] + [a for k, v in options.items() for a in ("-o", f"{k}={v}")]
     assert main(argv) == 0
-else:
+elif way == "whole":
     from forensics.bundle import write_bundle
     from forensics.sources.registry import collect
     from forensics.timeutil import Window
     ev, queries, custody = collect(["mongo"], Window.parse(since, until), "runbook", options)
     write_bundle(ev, out, queries=queries, custody=custody)
+else:  # pushdown: what a live report of a big window asks the server instead of reading the rows
+    import os
+    from forensics.config import Limits
+    from forensics.report.pushdown import figures_from_server
+    from forensics.sources.mongo import PUSHDOWN_MESSAGES, MongoSource
+    from forensics.timeutil import Window
+    window = Window.parse(since, until)
+    with MongoSource(os.environ["FORENSICS_MONGO_URI"], "runbook", Limits(max_rows=20_000_000, timeout_s=3600, connect_timeout_s=600),
+                     database=database) as src:
+        counted = src.count_messages(window, at_most=PUSHDOWN_MESSAGES)
+        figures = figures_from_server(src, window)
+    rows = {"counted": counted, "messages": figures.messages, "stuck": int(figures.stuck["count"].sum()),
+            "failed_groups": len(figures.failed_by_error), "pipelines": figures.pipelines}
 wall = time.perf_counter() - t0
-manifest = json.load(open(f"{out}/manifest.json"))
-rows = {t: e["rows"] for t, e in manifest["tables"].items()}
+if way != "pushdown":
+    manifest = json.load(open(f"{out}/manifest.json"))
+    rows = {t: e["rows"] for t, e in manifest["tables"].items()}
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"way": way, "wall_s": round(wall, 1), "peak_mb": round(peak / 1024), "rows": rows}))
 """
