@@ -21,7 +21,8 @@ window.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import pandas as pd
 
@@ -86,22 +87,32 @@ class WindowFigures:
     failed_by_error: pd.DataFrame
     examples: pd.DataFrame
     pipelines: int = 0
+    threshold: int | None = None
+    """The push-down threshold the window was above (None: computed without deciding)."""
 
     @property
     def messages(self) -> int:
         return int(self.status_counts["count"].sum())
 
-    def note(self, plan: LivePlan | None = None) -> str:
+    def note(self) -> str:
         """One paragraph: what was computed where, for the report."""
         if self.computed_on == "rows":
             return f"Computed from the {self.messages:,} collected messages created in the window."
-        why = (f" because the window holds more than {plan.threshold:,} messages (counted on the server first, "
-               "mongo option pushdown_messages)") if plan is not None else ""
+        why = (f" because the window holds more than {self.threshold:,} messages (counted on the server first, "
+               "mongo option pushdown_messages)") if self.threshold is not None else ""
         return (f"Computed on the MongoDB server{why}: {self.pipelines} aggregation pipelines over every one of the "
                 f"{self.messages:,} messages created in the window, of which only the answers were read. The "
                 f"examples are the at most {DRILL_ROWS} messages stuck longest, fetched on demand. The detectors "
                 "and the ranking read the evidence streamed into a bundle on disk, so memory stays that of one "
                 "batch while collecting.")
+
+    def summary(self) -> dict[str, Any]:
+        """What summary.json records: where, how, and the totals."""
+        return {"computed_on": self.computed_on, "pipelines": self.pipelines, "threshold": self.threshold,
+                "messages": self.messages, "bucket": self.bucket,
+                "stuck_messages": int(self.stuck["count"].sum()),
+                "failed_messages": int(self.failed_by_error["count"].sum()),
+                "failed_errors": len(self.failed_by_error), "note": self.note()}
 
 
 # --------------------------------------------------------------------------- deciding
@@ -138,7 +149,8 @@ def server_figures(params: EvidenceParams, plan: LivePlan | None) -> WindowFigur
     opts = source_class("mongo").parse(params.source_options)
     thresholds = getattr(params, "thresholds", None)
     with _mongo(opts, params.profile) as src:
-        return figures_from_server(src, plan.window, thresholds, channel=params.channel)
+        figures = figures_from_server(src, plan.window, thresholds, channel=params.channel)
+    return replace(figures, threshold=plan.threshold)
 
 
 def figures_from_server(source: MongoSource, window: Window, thresholds: Mapping[str, float] | None = None, *,

@@ -27,6 +27,7 @@ from forensics.timeutil import iso, utcnow
 
 if TYPE_CHECKING:
     from forensics.analysis.pipeline import Analysis
+    from forensics.report.pushdown import WindowFigures
 
 
 MAX_TABLE_ROWS = 200
@@ -140,10 +141,13 @@ class RcaReport:
     analysis: Analysis
     params: ReportParams
     redactor: Redactor
+    on_server: WindowFigures | None = None
+    """A big live window's whole-window figures, computed on the server (forensics.report.pushdown)."""
 
     @classmethod
-    def build(cls, evidence: Evidence, analysis: Analysis, params: ReportParams) -> RcaReport:
-        return cls(evidence, analysis, params, Redactor.for_evidence(evidence, enabled=params.redact))
+    def build(cls, evidence: Evidence, analysis: Analysis, params: ReportParams, *,
+              on_server: WindowFigures | None = None) -> RcaReport:
+        return cls(evidence, analysis, params, Redactor.for_evidence(evidence, enabled=params.redact), on_server)
 
     # -- facts
     @property
@@ -540,6 +544,8 @@ class RcaReport:
         data["report"] = {"generated_at": iso(utcnow()), "toolkit_version": __version__,
                           "redacted": self.redactor.enabled,
                           "parameters": self.redactor.value(self.params.to_dict(masked=True))}
+        if self.on_server is not None:
+            data["report"]["computed_on_server"] = self.redactor.value(self.on_server.summary())
         return data
 
     def to_dict(self) -> dict:

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from forensics import units
 from forensics.report.rca import EXPORT_MIMETYPE, MAX_TABLE_ROWS, RcaReport, as_number, fmt_int, fmt_time
-
-if TYPE_CHECKING:
-    from forensics.report.pushdown import LivePlan, WindowFigures
 
 # --------------------------------------------------------------------------- notebook display
 
@@ -164,18 +161,19 @@ def scenario_section(rca: RcaReport) -> Any:
                 "so the ranking can be checked.</p>" + html_table(rows).data)
 
 
-def window_figures_section(rca: RcaReport, figures: WindowFigures | None, plan: LivePlan | None) -> Any:
+def window_figures_section(rca: RcaReport) -> Any:
     """The whole-window figures computed on the server, with where they were computed; only
     for a live window above the push-down threshold (None otherwise: no output)."""
     from IPython.display import HTML
 
+    figures = rca.on_server
     if figures is None:
         return None
     counts = figures.status_counts.pivot_table(index="bucket_start", columns="status", values="count",
                                                aggfunc="sum", fill_value=0).reset_index()
     counts.columns.name = None
     return HTML("<h2>Whole-window figures, computed on the server</h2>"
-                f"<p>{html.escape(figures.note(plan))}</p>"
+                f"<p>{html.escape(figures.note())}</p>"
                 + html_table(rca.frame(figures.stuck), caption="Stuck messages per status and channel").data
                 + html_table(rca.frame(figures.failed_by_error), caption="FAILED messages by error").data
                 + html_table(counts, max_rows=None,

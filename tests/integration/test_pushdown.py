@@ -76,5 +76,9 @@ def test_a_big_live_window_is_reported_with_its_figures_from_the_server(seeded, 
     assert "computed on the server" not in small["html"].read_text(encoding="utf-8")  # today's path
     # the big window's evidence, streamed to disk and read back, is what the small path held in memory
     summaries = [json.loads(w["json"].read_text()) for w in (small, big)]
+    assert "computed_on_server" not in summaries[0]["report"]
+    on_server = summaries[1]["report"]["computed_on_server"]
+    assert (on_server["computed_on"], on_server["pipelines"], on_server["threshold"]) == ("server", 4, 100)
+    assert on_server["messages"] == len(result.evidence.table("messages"))
     assert summaries[0]["impact"] == summaries[1]["impact"]
     assert summaries[0]["hypotheses"][0]["cause"] == summaries[1]["hypotheses"][0]["cause"]
