@@ -183,12 +183,15 @@ def _fraction_in_times(spans: list, logs: list) -> bool:
     """Whether a span's startTime or duration, or a log's timestamp, is a number with a
     fraction, which pyarrow would cut to a whole one without a word (1.5 -> 1): such spans are
     read as odd ones (:func:`_v1_sanitised`), the value null with a warning."""
+    log_times = [log.get("timestamp") for lg in logs for log in lg if isinstance(log, Mapping)]
     try:
-        times = [*map(_START, spans), *map(_DURATION, spans)]
+        types = {*map(type, map(_START, spans)), *map(type, map(_DURATION, spans)), *map(type, log_times)}
     except AttributeError:  # a span that is no object
-        times = [sp.get(k) for sp in spans if isinstance(sp, Mapping) for k in ("startTime", "duration")]
-    times += [log.get("timestamp") for lg in logs for log in lg if isinstance(log, Mapping)]
-    return float in set(map(type, times)) and any(type(t) is float and not t.is_integer() for t in times)
+        types = {float}
+    if float not in types:
+        return False  # the usual case, told in C
+    times = [sp.get(k) for sp in spans if isinstance(sp, Mapping) for k in ("startTime", "duration")] + log_times
+    return any(type(t) is float and not t.is_integer() for t in times)
 
 
 _CHUNK = 1000
