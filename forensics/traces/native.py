@@ -99,17 +99,18 @@ def _read(out: dict[str, Any]) -> V1Read:
         "warnings": _lists(out["warnings"], _strings(out["warning"])),
     }
     assert all(len(a) == n for a in fields.values()), "native trace reader: columns of unequal length"
-    return V1Read(fields, _values(out["tagValues"], out["tagValuesRaw"]), _LogsText(out["logsText"], out["logsListed"]),
-                  _values(out["logValues"], out["logValuesRaw"]))
+    return V1Read(fields, _values(out["tagValues"]), _LogsText(out["logsText"], out["logsListed"]),
+                  _values(out["logValues"]))
 
 
-def _values(values: list, raw: list[tuple[int, bytes]]) -> np.ndarray:
-    """Tag or log field values as a flat object array; arrays and objects (given as JSON text
-    with their positions) decoded as the Python reader's decoder gives them."""
-    out = np.fromiter(values, dtype=object, count=len(values))
-    for at, text in raw:
-        out[at] = orjson.loads(text)
-    return out
+def _values(col: dict[str, Any]) -> np.ndarray:
+    """Tag or log field values as a flat object array, from the distinct ones and each value's
+    code; arrays and objects (given as JSON text) decoded as the Python reader's decoder gives
+    them."""
+    distinct = np.fromiter(col["distinct"], dtype=object, count=len(col["distinct"]))
+    for code, text in col["raw"]:
+        distinct[code] = orjson.loads(text)
+    return distinct[np.frombuffer(col["codes"], dtype=np.int32)]
 
 
 class _LogsText(Sequence):

@@ -271,7 +271,7 @@ enum Number {
     Float(f64),
 }
 
-/// A tag value, kept until the end to become a Python object.
+/// A tag or log field value, kept until the end to become a Python object.
 enum Value<'a> {
     Null,
     Bool(bool),
@@ -279,6 +279,66 @@ enum Value<'a> {
     Str(Cow<'a, str>),
     /// An array or object: its JSON text, decoded in Python.
     Raw(&'a [u8]),
+}
+
+/// What tells values apart: their type and value (a float by its bits: -0.0 is not 0.0).
+#[derive(PartialEq, Eq, Hash)]
+enum Key<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(u64),
+    Str(Cow<'a, str>),
+}
+
+/// Values of any JSON type (tags', log fields'), each distinct one kept once and a code per
+/// value: Python objects are made for the distinct ones only (tag values repeat), and the
+/// hashing that finds them is done while scanning, by both threads. Arrays and objects are
+/// never shared (each is decoded on its own).
+struct Values<'a> {
+    distinct: Vec<Value<'a>>,
+    index: FxMap<Key<'a>, i32>,
+    codes: Vec<i32>,
+}
+
+impl<'a> Values<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Values { distinct: Vec::new(), index: FxMap::default(), codes: Vec::with_capacity(n) }
+    }
+    fn len(&self) -> usize {
+        self.codes.len()
+    }
+    fn code(&mut self, value: Value<'a>) -> i32 {
+        let key = match &value {
+            Value::Null => Key::Null,
+            Value::Bool(b) => Key::Bool(*b),
+            Value::Num(Number::Int(v)) => Key::Int(*v),
+            Value::Num(Number::UInt(v)) => Key::UInt(*v),
+            Value::Num(Number::Float(v)) => Key::Float(v.to_bits()),
+            Value::Str(text) => Key::Str(text.clone()),
+            Value::Raw(_) => {
+                self.distinct.push(value);
+                return self.distinct.len() as i32 - 1;
+            }
+        };
+        if let Some(&c) = self.index.get(&key) {
+            return c;
+        }
+        self.index.insert(key, self.distinct.len() as i32);
+        self.distinct.push(value);
+        self.distinct.len() as i32 - 1
+    }
+    fn push(&mut self, value: Value<'a>) {
+        let code = self.code(value);
+        self.codes.push(code);
+    }
+    /// `other`'s values after these; its distinct ones new here join in its order, as one pass
+    /// would have added them.
+    fn append(&mut self, other: Values<'a>) {
+        let codes: Vec<i32> = other.distinct.into_iter().map(|v| self.code(v)).collect();
+        self.codes.extend(other.codes.iter().map(|&c| codes[c as usize]));
+    }
 }
 
 struct Parser<'a> {
@@ -725,13 +785,13 @@ struct Spans<'a> {
     duration: Ints,
     tags: Lists,
     tag_key: Dict,
-    tag_value: Vec<Value<'a>>,
+    tag_value: Values<'a>,
     logs: Lists,
     /// each log entry's timestamp and fields, each field's key and value
     log_time: Ints,
     log_fields: Lists,
     log_key: Strings,
-    log_value: Vec<Value<'a>>,
+    log_value: Values<'a>,
     /// the JSON text of each non-empty logs list, in span order
     log_text: Vec<&'a [u8]>,
     process_id: Dict,
@@ -763,9 +823,9 @@ impl<'a> Spans<'a> {
         Spans {
             trace_id: Strings::new(), span_id: Strings::new(), operation: Strings::new(), refs: Lists::new(),
             ref_type: Strings::new(), ref_trace: Strings::new(), ref_span: Strings::new(), start: Ints::new(),
-            duration: Ints::new(), tags: Lists::new(), tag_key: Dict::new(), tag_value: Vec::with_capacity(tags),
+            duration: Ints::new(), tags: Lists::new(), tag_key: Dict::new(), tag_value: Values::with_capacity(tags),
             logs: Lists::new(), log_time: Ints::new(), log_fields: Lists::new(), log_key: Strings::new(),
-            log_value: Vec::new(), log_text: Vec::new(), process_id: Dict::new(), process_service: Strings::new(),
+            log_value: Values::with_capacity(0), log_text: Vec::new(), process_id: Dict::new(), process_service: Strings::new(),
             process_valid: Validity::default(), warnings: Lists::new(), warning: Strings::new(),
         }
     }
@@ -794,8 +854,8 @@ impl<'a> Spans<'a> {
         self.tag_key.append(&other.tag_key)?;
         self.process_id.append(&other.process_id)?;
         self.process_valid.append(&other.process_valid);
-        self.tag_value.extend(other.tag_value);
-        self.log_value.extend(other.log_value);
+        self.tag_value.append(other.tag_value);
+        self.log_value.append(other.log_value);
         self.log_text.extend(other.log_text);
         Ok(())
     }
@@ -1336,45 +1396,28 @@ fn number<'py>(py: Python<'py>, n: Number) -> PyResult<Bound<'py, PyAny>> {
     })
 }
 
-/// Tag or log field values as Python objects (each distinct string and small integer made once); arrays
-/// and objects as their JSON text, with their positions, to be decoded in Python.
-fn py_values<'py>(py: Python<'py>, values: &[Value<'_>]) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-    let mut strings: FxMap<&str, Bound<'py, PyAny>> = FxMap::default();
-    let mut ints: FxMap<i64, Bound<'py, PyAny>> = FxMap::default();
-    let none = py.None().into_bound(py);
-    let out = PyList::empty(py);
+/// Tag or log field values for Python: the distinct ones as Python objects (arrays and objects
+/// as their JSON text, with their codes, to be decoded in Python) and each value's code.
+fn py_values<'py>(py: Python<'py>, values: &Values<'_>) -> PyResult<Bound<'py, PyDict>> {
+    let objects = PyList::empty(py);
     let raw = PyList::empty(py);
-    for (i, v) in values.iter().enumerate() {
-        let obj = match v {
-            Value::Null => none.clone(),
+    for (code, v) in values.distinct.iter().enumerate() {
+        objects.append(match v {
+            Value::Null => py.None().into_bound(py),
             Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
-            Value::Num(Number::Int(n)) => match ints.get(n) {
-                Some(o) => o.clone(),
-                None => {
-                    let o = number(py, Number::Int(*n))?;
-                    if ints.len() < 65_536 {
-                        ints.insert(*n, o.clone());
-                    }
-                    o
-                }
-            },
             Value::Num(n) => number(py, *n)?,
-            Value::Str(s) => match strings.get(s.as_ref()) {
-                Some(o) => o.clone(),
-                None => {
-                    let o = PyString::new(py, s).into_any();
-                    strings.insert(s.as_ref(), o.clone());
-                    o
-                }
-            },
+            Value::Str(s) => PyString::new(py, s).into_any(),
             Value::Raw(text) => {
-                raw.append((i, PyBytes::new(py, text)))?;
-                none.clone()
+                raw.append((code, PyBytes::new(py, text)))?;
+                py.None().into_bound(py)
             }
-        };
-        out.append(obj)?;
+        })?;
     }
-    Ok((out, raw))
+    let out = PyDict::new(py);
+    out.set_item("distinct", objects)?;
+    out.set_item("raw", raw)?;
+    out.set_item("codes", PyBytes::new(py, as_bytes(&values.codes)))?;
+    Ok(out)
 }
 
 /// A v1 trace file's bytes (any contiguous buffer: a UI download, an `/api/traces` answer, one
@@ -1423,15 +1466,11 @@ fn read_v1<'py>(py: Python<'py>, data: PyBuffer<u8>, split_from: usize)
     out.set_item("tagKey", spans.tag_key.export(py)?)?;
     out.set_item("processID", spans.process_id.export(py)?)?;
     out.set_item("process", PyBytes::new(py, &spans.process_valid.bits))?;
-    let (values, raw_values) = py_values(py, &spans.tag_value)?;
-    out.set_item("tagValues", values)?;
-    out.set_item("tagValuesRaw", raw_values)?;
+    out.set_item("tagValues", py_values(py, &spans.tag_value)?)?;
     out.set_item("logTime", spans.log_time.export(py)?)?;
     out.set_item("logFields", spans.log_fields.export(py)?)?;
     out.set_item("logKey", spans.log_key.export(py)?)?;
-    let (values, raw_values) = py_values(py, &spans.log_value)?;
-    out.set_item("logValues", values)?;
-    out.set_item("logValuesRaw", raw_values)?;
+    out.set_item("logValues", py_values(py, &spans.log_value)?)?;
     let mut logs = Vec::with_capacity(spans.log_text.iter().map(|t| t.len() + 1).sum::<usize>() + 2);
     logs.push(b'[');
     for (i, text) in spans.log_text.iter().enumerate() {
