@@ -58,6 +58,10 @@ class SourceError(ForensicsError):
         super().__init__(f"{source}: {problem}" + (f" (check: {hint})" if hint else ""))
 
 
+class SourceTimeout(SourceError):
+    """A query of an evidence source exceeded its server-side time limit (maxTimeMS, ...)."""
+
+
 class ParameterError(ForensicsError):
     """A notebook or report parameter of the wrong type or value."""
 

@@ -76,7 +76,7 @@ def load_evidence(params: EvidenceParams, progress: Callable[[str], None] | None
         raise ParameterError('bundle: expected an evidence bundle path, or sources (e.g. "mongo,kafka") and since '
                              "to collect live")
     window = plan.window if plan is not None else params.live_window()
-    if plan is not None and plan.pushdown:
+    if plan is not None and plan.to_disk:
         evidence = read_bundle(collected_to_disk(params, window, progress), verify=True, lean=lean)
         return clamp_window(scope(evidence, evidence.window, params.channel))
     evidence, _queries, _custody = collect(list(params.sources), window, params.profile,

@@ -28,7 +28,7 @@ import pandas as pd
 
 from forensics import schema
 from forensics.analysis.detectors.base import Thresholds
-from forensics.errors import ForensicsError
+from forensics.errors import ForensicsError, SourceTimeout
 from forensics.report.params import EvidenceParams
 from forensics.sources.mongo import PUSHDOWN_MESSAGES, MongoSource
 from forensics.sources.registry import source_class
@@ -61,11 +61,18 @@ class LivePlan:
     window: Window
     threshold: int
     messages: int | None = None
+    too_slow: bool = False
+    """The count exceeded ``maxTimeMS``: no figure, but a window that big is streamed to disk."""
 
     @property
     def pushdown(self) -> bool:
-        """Whether the window is big: figures from the server, evidence streamed to disk."""
+        """Whether the window is big: its figures from the server, its evidence streamed to disk."""
         return self.messages is not None and self.messages > self.threshold
+
+    @property
+    def to_disk(self) -> bool:
+        """Whether the live evidence goes into a bundle on disk rather than memory."""
+        return self.pushdown or self.too_slow
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,8 @@ class WindowFigures:
 def live_plan(params: EvidenceParams) -> LivePlan | None:
     """The plan of a live report (None for a bundle): its window, fixed once, and whether it
     is big, asked of MongoDB with a bounded count when ``mongo`` is among the sources. A
-    server that does not answer leaves the full path (the collection then records why)."""
+    server that does not answer leaves the full path (the collection then records why); a
+    count that exceeds ``maxTimeMS`` streams the evidence to disk, with no server figures."""
     if params.bundle is not None:
         return None
     window = params.live_window()
@@ -131,6 +139,8 @@ def live_plan(params: EvidenceParams) -> LivePlan | None:
     try:
         with _mongo(opts, params.profile) as src:
             return LivePlan(window, threshold, src.count_messages(window, at_most=threshold, channel=params.channel))
+    except SourceTimeout:
+        return LivePlan(window, threshold, too_slow=True)
     except ForensicsError:
         return LivePlan(window, threshold)
 

@@ -48,7 +48,7 @@ from forensics import schema
 from forensics.catalog import check_platform_limits
 from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import mask_uri
-from forensics.errors import ParameterError, SourceError
+from forensics.errors import ParameterError, SourceError, SourceTimeout
 from forensics.profiles import Profile, load_profile
 from forensics.sources.base import EvidenceSource, Option, Slices, SourceResult, joined
 from forensics.sources.documents import (
@@ -163,7 +163,7 @@ class MongoSource(ServerQuestions):
         try:
             yield
         except mongo_errors.ExecutionTimeout:
-            raise SourceError(SOURCE, f"query on {where} exceeded maxTimeMS={self._max_time_ms}",
+            raise SourceTimeout(SOURCE, f"query on {where} exceeded maxTimeMS={self._max_time_ms}",
                               "narrow the window or filter, make sure the filtered fields are indexed, "
                               "or raise Limits.timeout_s (-o timeout_s=...)") from None
         except mongo_errors.OperationFailure as exc:

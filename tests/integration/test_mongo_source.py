@@ -19,7 +19,7 @@ import pytest
 
 from forensics import schema
 from forensics.config import Limits
-from forensics.errors import ParameterError, SourceError
+from forensics.errors import ParameterError, SourceError, SourceTimeout
 from forensics.sources import mongo_arrow
 from forensics.sources.mongo import MongoSource
 from forensics.sources.registry import collect
@@ -400,8 +400,10 @@ def test_a_missing_collection_names_the_profile(stack_env, mongo_db, layout):
 def test_a_query_over_max_time_ms_is_a_source_error(stack_env, mongo_db, layout):
     mongo_db.messages.insert_many([layout.message(f"m{i}", "FAILED", at(i), error=RATE) for i in range(500)])
     with MongoSource(stack_env.mongo_uri, layout.profile, Limits(timeout_s=0.001), database=mongo_db.name) as src:
-        with pytest.raises(SourceError) as err:
+        with pytest.raises(SourceTimeout) as err:
             src.failed_by_error()
+        with pytest.raises(SourceTimeout):
+            src.count_messages(WINDOW, at_most=10)
     assert "exceeded maxTimeMS=1" in str(err.value) and "index" in err.value.hint
 
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from forensics.report.pushdown import DRILL_ROWS, figures_from_rows, figures_from_server
+from forensics.report.params import validate_report_params
+from forensics.report.pushdown import DRILL_ROWS, figures_from_rows, figures_from_server, live_plan
 from forensics.report.runner import build_report
 from forensics.simulate.seed import Placement, seed
 from forensics.sources.mongo import MongoSource
@@ -82,3 +83,17 @@ def test_a_big_live_window_is_reported_with_its_figures_from_the_server(seeded, 
     assert on_server["messages"] == len(result.evidence.table("messages"))
     assert summaries[0]["impact"] == summaries[1]["impact"]
     assert summaries[0]["hypotheses"][0]["cause"] == summaries[1]["hypotheses"][0]["cause"]
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({}, (600, False, False)),  # below the default threshold: today's path
+    ({"pushdown_messages": 100}, (101, True, True)),  # counted one past the threshold, no further
+    ({"timeout_s": 0.001}, (None, False, True)),  # a count beyond maxTimeMS: to disk, no server figures
+])
+def test_the_live_plan_counts_the_window_on_the_server(seeded, stack, options, expected):
+    result, profile = seeded
+    params = validate_report_params(sources="mongo", since=iso(result.window.start), until=iso(result.window.end),
+                                    profile=str(profile), source_options={"mongo_uri": stack.mongo_uri, **options})
+    plan = live_plan(params)
+    assert plan.window == result.window
+    assert (plan.messages, plan.pushdown, plan.to_disk) == expected
