@@ -47,6 +47,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from forensics import __version__, schema
@@ -597,13 +598,55 @@ def _read_tables(ev: Evidence, path: Path, entries: dict[str, Any], wanted: list
             if lean and name in STORED_TABLES:
                 ev.stored[name] = _stored(name, file, entry.get("rows"))
                 continue
-            columns = [c for c in pq.read_schema(file).names if c not in unread] if unread else None
-            frame = pd.read_parquet(file, columns=columns)
+            frame = _read_lean(name, file, unread) if lean else pd.read_parquet(file)
             ev.tables[name] = schema.validate(name, schema.conform(name, frame))
             if unread:
                 ev.unread[name] = unread
         except (OSError, ValueError, SchemaError) as exc:
             raise BundleError(f"{label}: {entry.get('file')}: cannot be read ({exc})") from exc
+
+
+def _read_lean(name: str, file: Path, unread: tuple[str, ...]) -> pd.DataFrame:
+    """Table ``name`` read for the analysis: the ``unread`` columns left on disk, and a text
+    column that repeats what the table already holds kept once: one value on every row (the
+    Parquet statistics say so without reading it: ``source``, ``source_object``) as slices of
+    one chunk, and a ``source_ref`` equal to the table's key (a document's id) as the key's
+    own array. The same values, with about a quarter less memory for the messages table."""
+    meta = pq.ParquetFile(file).metadata
+    stored = meta.schema.to_arrow_schema().names
+    names = [c for c in stored if c not in unread]
+    declared = schema.table(name)
+    text = [c for c in names if c in declared.names and declared.column(c).dtype == schema.STR]
+    constant = {c: v for c in text if (v := _one_value(meta, stored.index(c))) is not None}
+    frame = pd.read_parquet(file, columns=[c for c in names if c not in constant])
+    for c, value in constant.items():
+        frame[c] = schema.repeated_text(value, len(frame))
+    key = declared.key[0] if len(declared.key) == 1 else None
+    if key in frame.columns and "source_ref" in frame.columns and _same_text(frame[key], frame["source_ref"]):
+        frame["source_ref"] = frame[key]
+    return frame
+
+
+def _one_value(meta: pq.FileMetaData, column: int) -> str | None:
+    """The value of a text column that holds it on every row and no null, from the row groups'
+    statistics (exact min == max; a truncated statistic never has min == max); else None."""
+    values = set()
+    for g in range(meta.num_row_groups):
+        chunk = meta.row_group(g).column(column)
+        stats = chunk.statistics
+        if stats is None or not stats.has_min_max or not stats.has_null_count or stats.null_count:
+            return None
+        if stats.min != stats.max or stats.num_values != meta.row_group(g).num_rows:
+            return None
+        values.add(stats.min)
+    return values.pop() if len(values) == 1 and isinstance(next(iter(values)), str) else None
+
+
+def _same_text(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two text columns hold the same values, nulls at the same rows."""
+    if a.isna().any() or b.isna().any():
+        return bool(a.isna().equals(b.isna()) and (a.dropna() == b.dropna()).all())
+    return bool(pc.all(pc.equal(a.array._pa_array, b.array._pa_array)).as_py())
 
 
 def _stored(name: str, file: Path, rows: Any) -> StoredTable:

@@ -36,7 +36,7 @@ SNAPSHOT_TABLES = ("identities", "locks", "topics")
 
 STORED_TABLES = ("status_events", "locks")
 """Tables an analysis reads through :mod:`forensics.scan` and may therefore leave on disk."""
-UNREAD_COLUMNS = {"messages": ("content", "sender_id", "platform_message_id", "file_id"),
+UNREAD_COLUMNS = {"messages": ("content", "sender_id", "platform_message_id", "file_id", "content_type", "error_field"),
                   "dlq_records": ("payload", "headers")}
 """Columns no analysis reads (texts, payloads): a lean read of a bundle leaves them on disk."""
 

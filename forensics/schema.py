@@ -405,7 +405,7 @@ def empty(name: str) -> pd.DataFrame:
 
 
 NULL_CHUNK_ROWS = 1 << 20
-"""Rows of the one Arrow chunk of nulls every all-null text column is made of."""
+"""Rows of the one Arrow chunk every all-null (or one-valued) text column is made of."""
 
 
 def nulls(dtype: str, n: int) -> pd.Series:
@@ -414,8 +414,17 @@ def nulls(dtype: str, n: int) -> pd.Series:
     messages) costs no memory whatever ``n``."""
     if dtype != STR or not n:
         return pd.Series(index=pd.RangeIndex(n), dtype=dtype)
-    chunk = pa.nulls(min(n, NULL_CHUNK_ROWS), pa.large_string())
-    parts = [chunk] * (n // len(chunk)) + ([chunk.slice(0, n % len(chunk))] if n % len(chunk) else [])
+    return repeated_text(None, n)
+
+
+def repeated_text(value: str | None, n: int) -> pd.Series:
+    """A text column holding ``value`` (None: null) on each of its ``n`` rows, made of slices of
+    one shared Arrow chunk: a column with one value throughout (``source``, ``source_object``
+    of a table read from one collection) costs one chunk, not ``n`` strings."""
+    rows = max(min(n, NULL_CHUNK_ROWS), 1)
+    chunk = (pa.nulls(rows, pa.large_string()) if value is None
+             else pa.repeat(pa.scalar(value, pa.large_string()), rows))
+    parts = [chunk] * (n // rows) + ([chunk.slice(0, n % rows)] if n % rows else [])
     return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(parts, type=pa.large_string())))
 
 

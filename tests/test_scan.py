@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forensics import scan
+from forensics import scan, schema
 from forensics.analysis.pipeline import analyze
 from forensics.bundle import read_bundle, write_bundle
 from forensics.evidence import STORED_TABLES, Evidence
@@ -28,7 +28,8 @@ def test_stored_tables_stay_on_disk_and_give_the_same_analysis(incident):
     on_disk = read_bundle(path, lean=True)
     assert set(on_disk.stored) == set(STORED_TABLES) and not set(on_disk.tables) & set(STORED_TABLES)
     assert on_disk.row_counts() == ev.row_counts()
-    assert on_disk.unread["messages"] == ("content", "sender_id", "platform_message_id", "file_id")
+    assert on_disk.unread["messages"] == ("content", "sender_id", "platform_message_id", "file_id", "content_type",
+                                          "error_field")
     assert on_disk.table("messages")["content"].isna().all() and on_disk.table("dlq_records")["payload"].isna().all()
     a, b = analyze(ev), analyze(on_disk)
     pd.testing.assert_frame_equal(a.findings, b.findings)
@@ -36,6 +37,29 @@ def test_stored_tables_stay_on_disk_and_give_the_same_analysis(incident):
     pd.testing.assert_frame_equal(a.alerts, b.alerts)
     assert a.impact == b.impact
     assert set(on_disk.stored) == set(STORED_TABLES)  # the analysis never read them whole
+
+
+def test_a_lean_read_keeps_text_that_repeats_once_with_the_same_values(incident):
+    _, path = incident
+    whole, lean = read_bundle(path).table("messages"), read_bundle(path, lean=True).table("messages")
+    for column in ("message_id", "source", "source_object", "source_ref", "status", "channel", "error_message"):
+        pd.testing.assert_series_equal(lean[column], whole[column])
+    data = {c: {chunk.buffers()[2].address for chunk in lean[c].array._pa_array.chunks} for c in lean.columns
+            if str(lean[c].dtype) == "string"}
+    assert data["source_ref"] == data["message_id"]  # a document's source_ref is its id: kept once
+    assert len(data["source"]) == len(data["source_object"]) == 1  # one value throughout: one chunk
+    lean, whole = read_bundle(path, lean=True), read_bundle(path)
+    for name, frame in lean.tables.items():  # every other column as read whole
+        kept = [c for c in frame.columns if c not in lean.unread.get(name, ())]
+        pd.testing.assert_frame_equal(frame[kept], whole.table(name)[kept])
+
+
+def test_a_repeated_text_column_is_slices_of_one_chunk():
+    column = schema.repeated_text("mongodb", 3 * schema.NULL_CHUNK_ROWS + 5)
+    chunks = column.array._pa_array.chunks
+    assert len(column) == 3 * schema.NULL_CHUNK_ROWS + 5 and str(column.dtype) == "string"
+    assert column.eq("mongodb").all() and len({c.buffers()[2].address for c in chunks}) == 1
+    assert schema.repeated_text(None, 7).isna().all() and len(schema.repeated_text("x", 0)) == 0
 
 
 def test_a_lean_archive_reads_its_stored_tables_whole(incident, tmp_path):
