@@ -20,6 +20,7 @@ window.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,7 +29,7 @@ import pandas as pd
 
 from forensics import schema
 from forensics.analysis.detectors.base import Thresholds
-from forensics.errors import ForensicsError, SourceTimeout
+from forensics.errors import ForensicsError, SourceError, SourceTimeout
 from forensics.report.params import EvidenceParams
 from forensics.sources.mongo import PUSHDOWN_MESSAGES, MongoSource
 from forensics.sources.registry import source_class
@@ -147,19 +148,25 @@ def live_plan(params: EvidenceParams) -> LivePlan | None:
 
 def _mongo(opts, profile) -> MongoSource:
     return MongoSource(opts.connection, profile, opts.limits, database=opts["mongo_database"],
-               arrow=opts["mongo_load"] == "arrow")
+                       arrow=opts["mongo_load"] == "arrow")
 
 
 # --------------------------------------------------------------------------- on the server
 
 def server_figures(params: EvidenceParams, plan: LivePlan | None) -> WindowFigures | None:
-    """The window's figures computed on the server when ``plan`` says the window is big; else None."""
+    """The window's figures computed on the server when ``plan`` says the window is big; else
+    None, as when a pipeline fails (beyond ``maxTimeMS``, the server gone): the report then
+    goes on without them, from the evidence streamed to disk."""
     if plan is None or not plan.pushdown:
         return None
     opts = source_class("mongo").parse(params.source_options)
     thresholds = getattr(params, "thresholds", None)
-    with _mongo(opts, params.profile) as src:
-        figures = figures_from_server(src, plan.window, thresholds, channel=params.channel)
+    try:
+        with _mongo(opts, params.profile) as src:
+            figures = figures_from_server(src, plan.window, thresholds, channel=params.channel)
+    except SourceError as exc:
+        print(f"whole-window figures not computed on the server: {exc}", file=sys.stderr)
+        return None
     return replace(figures, threshold=plan.threshold)
 
 

@@ -10,7 +10,14 @@ import pytest
 import yaml
 
 from forensics.report.params import validate_report_params
-from forensics.report.pushdown import DRILL_ROWS, figures_from_rows, figures_from_server, live_plan
+from forensics.report.pushdown import (
+    DRILL_ROWS,
+    LivePlan,
+    figures_from_rows,
+    figures_from_server,
+    live_plan,
+    server_figures,
+)
 from forensics.report.runner import build_report
 from forensics.simulate.seed import Placement, seed
 from forensics.sources.mongo import MongoSource
@@ -97,3 +104,11 @@ def test_the_live_plan_counts_the_window_on_the_server(seeded, stack, options, e
     plan = live_plan(params)
     assert plan.window == result.window
     assert (plan.messages, plan.pushdown, plan.to_disk) == expected
+
+
+def test_figures_the_server_cannot_give_in_time_are_left_out(seeded, stack):
+    result, profile = seeded
+    params = validate_report_params(sources="mongo", since=iso(result.window.start), until=iso(result.window.end),
+                                    profile=str(profile), source_options={"mongo_uri": stack.mongo_uri,
+                                                                          "timeout_s": 0.001})
+    assert server_figures(params, LivePlan(result.window, 100, messages=600)) is None
