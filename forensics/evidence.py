@@ -211,7 +211,9 @@ def clamp_window(evidence: Evidence, margin: pd.Timedelta = EXTENT_MARGIN) -> Ev
     no evidence row in it keeps its bounds and gets a note saying nothing can be concluded.
     """
     if evidence.baseline is not None:  # a baseline's window is as untrusted as the incident's
-        evidence = replace(evidence, baseline=clamp_window(evidence.baseline, margin))
+        baseline = clamp_window(evidence.baseline, margin)
+        if baseline is not evidence.baseline:  # else the same evidence: what was asked of it is kept
+            evidence = replace(evidence, baseline=baseline)
     w = evidence.window
     extent = evidence.time_extent()
     if extent is None:

@@ -8,7 +8,8 @@ import pytest
 from forensics import scan, schema
 from forensics.analysis.pipeline import analyze
 from forensics.bundle import read_bundle, write_bundle
-from forensics.evidence import STORED_TABLES, Evidence
+from forensics.evidence import STORED_TABLES, Evidence, clamp_window
+from forensics.messages import message_index
 from forensics.report.drilldown import scope
 from forensics.simulate import simulate
 from forensics.timeutil import Window
@@ -60,6 +61,15 @@ def test_a_repeated_text_column_is_slices_of_one_chunk():
     assert len(column) == 3 * schema.NULL_CHUNK_ROWS + 5 and str(column.dtype) == "string"
     assert column.eq("mongodb").all() and len({c.buffers()[2].address for c in chunks}) == 1
     assert schema.repeated_text(None, 7).isna().all() and len(schema.repeated_text("x", 0)) == 0
+
+
+def test_a_window_that_fits_keeps_its_evidence_so_the_figures_reuse_the_analysis(incident):
+    _, path = incident
+    ev = clamp_window(read_bundle(path, lean=True))
+    assert ev.baseline is not None and clamp_window(ev) is ev
+    analysis = analyze(ev)
+    assert analysis.evidence is ev  # the status history asked once per window, not again by the figures
+    assert message_index(ev) is analysis.detection.context.index
 
 
 def test_a_lean_archive_reads_its_stored_tables_whole(incident, tmp_path):
