@@ -20,6 +20,7 @@ from ci import skip_or_fail
 from forensics.errors import ForensicsError
 from forensics.traces import read_trace_file
 from forensics.traces.native import READER_ENV, native_block, native_module
+from forensics.traces.table import spans_frame
 
 TESTS = Path(__file__).parent
 TRACE_FILES = sorted(p for p in TESTS.rglob("*") if p.is_file() and "traces" in p.parts
@@ -310,12 +311,15 @@ SPLIT = {  # v1 documents the second thread reads half of (checked)
 
 
 @pytest.mark.parametrize("name", sorted(SPLIT))
-def test_two_threads_give_one_threads_columns(name, tmp_path, monkeypatch):
+def test_two_threads_give_one_threads_columns_and_table(name, tmp_path, monkeypatch):
     raw = json.dumps(SPLIT[name]).encode()
     assert _split_as_one_pass(raw)
+    monkeypatch.setenv(READER_ENV, "native")
+    one, two = (spans_frame([native_block(raw, split_from)[0]], "trace.json") for split_from in (2**62, 0))
+    pd.testing.assert_frame_equal(two, one)
     path = tmp_path / "trace.json"
     path.write_bytes(raw)
-    _same(path, monkeypatch)
+    pd.testing.assert_frame_equal(_same(path, monkeypatch), one)  # and the Python reader's
 
 
 MISLEADING = {  # where the second thread's guess is no item of the array it takes it for

@@ -131,13 +131,15 @@ class _LogsText(Sequence):
         return self._lists[i]
 
 
-def native_block(raw: bytes) -> tuple[Block | None, str | None]:
+def native_block(raw: bytes, split_from: int | None = None) -> tuple[Block | None, str | None]:
     """The bytes of a v1 document -> its block by the native reader; ``(None, reason)`` when the
-    extension is not used (not built, not wanted, or the document declined)."""
+    extension is not used (not built, not wanted, or the document declined). ``split_from``:
+    the size from which two threads scan the document (the extension's own by default; tests
+    force either way)."""
     module = native_module()
     if module is None:
         return None, "the native trace reader is not in use"
-    out, reason = module.read_v1(raw)
+    out, reason = module.read_v1(raw) if split_from is None else module.read_v1(raw, split_from)
     if out is None:
         return None, reason
     ids, services, warnings, counts, prefixes = ([list(x) for x in zip(*out["traces"], strict=True)]
