@@ -66,3 +66,18 @@ def test_wrong_parameter_type_is_one_parameter_error_line(bundle, tmp_path):
                      {"bundle": str(bundle), "thresholds": "failed_rate=0.1"}, cwd=tmp_path)
     message = str(err.value)
     assert "\n" not in message and "thresholds" in message and "dict" in message
+
+
+def test_the_kernel_frees_what_the_analysis_frees(tmp_path, monkeypatch):
+    """The report kernel runs with Arrow's system pool and two glibc arenas (KERNEL_ALLOCATORS),
+    unless the environment says otherwise."""
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import os, pyarrow\n"
+                                          "print(pyarrow.default_memory_pool().backend_name, os.environ['MALLOC_ARENA_MAX'])")]
+    nbformat.write(nb, tmp_path / "env.ipynb")
+    executed = run_notebook(tmp_path / "env.ipynb", tmp_path / "out.ipynb", {"x": 2}, cwd=tmp_path)
+    assert executed.cells[-1].outputs[0]["text"].split() == ["system", "4"]
