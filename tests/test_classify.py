@@ -228,3 +228,10 @@ def test_classify_series_on_a_million_rows_with_few_distinct_errors():
     assert len(out) == 1_000_000
     assert set(out["signature"].dropna()) == {"whatsapp.130429", "telegram.403.bot_blocked",
                                               "chat4all.mongodb_write_failed"}
+
+
+def test_a_text_seen_again_is_not_matched_again():
+    text = 'Connector returned error: status=400, body={"error":{"message":"(#131026) Message undeliverable","code":131026}}'
+    first = classify(text, "WHATSAPP")
+    assert classify(text, "WHATSAPP") is first  # the window, its baseline and the logs repeat their texts
+    assert classify(text, "INSTAGRAM") is not first and classify(None).category == "unknown"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -231,7 +232,17 @@ def classify(text: str | None, channel: str | None = None) -> Classification:
     Graph API codes that WhatsApp and Instagram share. Never raises on odd input."""
     if text is None or (isinstance(text, float) and np.isnan(text)) or text is pd.NA:
         return _unknown("", None, None)
-    text = str(text)[:MAX_TEXT]
+    return _classify_text(str(text)[:MAX_TEXT], channel if isinstance(channel, str) else None)
+
+
+CLASSIFIED = 1 << 16
+"""Distinct (text, channel) classifications remembered: the window, its baseline and the log
+lines repeat the same few thousand error texts, each matched against the catalog once."""
+
+
+@lru_cache(maxsize=CLASSIFIED)
+def _classify_text(text: str, channel: str | None) -> Classification:
+    """:func:`classify` of a text (the catalog is loaded once and never changes; results are frozen)."""
     lowered = text.lower()
     hint = channel.upper() if isinstance(channel, str) and channel.upper() in _CHANNEL_PLATFORMS else None
     hint = hint or _platform_hint(lowered)
