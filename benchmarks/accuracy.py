@@ -49,9 +49,10 @@ def ranking(job: tuple[str, str, str, int, int]) -> tuple[str, str, str, int, li
     return name, variant, profile, seed, [(h.cause, h.score, h.confidence, h.margin) for h in a.ranked]
 
 
-def incidents(messages: int, seeds: list[int], jobs: int) -> Iterator[tuple[str, str, str, int, list]]:
-    """Every scenario x variant x profile x seed, ranked (``jobs`` processes)."""
-    work = [(name, variant, profile, seed, messages) for name in SCENARIOS for variant in NOISE
+def incidents(messages: int, seeds: list[int], jobs: int, scenarios: list[str] | None = None
+              ) -> Iterator[tuple[str, str, str, int, list]]:
+    """Every scenario (or those named) x variant x profile x seed, ranked (``jobs`` processes)."""
+    work = [(name, variant, profile, seed, messages) for name in scenarios or SCENARIOS for variant in NOISE
             for profile in PROFILES for seed in seeds]
     if jobs <= 1:
         yield from map(ranking, work)
@@ -90,8 +91,13 @@ def main() -> None:
     ap.add_argument("--fit", default="", help="seeds to fit the calibration on (held apart from --seeds)")
     ap.add_argument("--method", choices=("isotonic", "platt"), default="isotonic", help="calibration to fit")
     ap.add_argument("--jobs", type=int, default=1, help="incidents analysed in parallel (processes)")
+    ap.add_argument("--scenarios", default="", help="only these scenarios (comma-separated; e.g. the harmless ones: "
+                    + ",".join(HARMLESS) + ")")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    only = [s for s in args.scenarios.split(",") if s]
+    if unknown := set(only) - set(SCENARIOS):
+        ap.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
     if args.fit:
         fit_seeds = [int(s) for s in args.fit.split(",")]
         if set(fit_seeds) & set(seeds):
@@ -107,7 +113,7 @@ def main() -> None:
     print("|---|---|---|" + "---|" * len(PROFILES))
     rows: dict[tuple[str, str, str], list[tuple[bool, float, float]]] = {}
     probs, labels, margins, misses = [], [], [], []
-    for name, variant, profile, seed, ranked in incidents(args.messages, seeds, args.jobs):
+    for name, variant, profile, seed, ranked in incidents(args.messages, seeds, args.jobs, only):
         truth = SCENARIOS[name].root_cause
         top_cause, _, top_confidence, top_margin = ranked[0]
         mine = next((confidence for cause, _, confidence, _ in ranked if cause == truth), 0.0)
@@ -121,6 +127,8 @@ def main() -> None:
             labels.append(cause == truth)
     hits = total = harmless_hits = harmless_total = 0
     for name, sc in SCENARIOS.items():
+        if only and name not in only:
+            continue
         for variant in NOISE:
             cells = []
             for profile in PROFILES:

@@ -384,6 +384,19 @@ def test_holm_keeps_the_familys_false_rises_under_alpha():
     assert holm({}) == {}
 
 
+def test_tarones_rule_leaves_out_causes_too_sparse_to_ever_be_significant():
+    from forensics.analysis.significance import holm
+
+    p = {"rise": 0.004, "twice": 0.25, "once": 0.5, "chronic": 0.6}
+    least = {"rise": 1e-6, "twice": 0.25, "once": 0.5, "chronic": 1e-9}
+    # alone in a family of four the rise is not significant at 1 %; the two sparse causes could
+    # never be, so the family is the rise and the chronic cause
+    assert holm(p)["rise"] == pytest.approx(0.016)
+    adjusted = holm(p, least)
+    assert adjusted["rise"] == pytest.approx(0.008) and adjusted["once"] == adjusted["twice"] == 1.0
+    assert adjusted["chronic"] == pytest.approx(0.6)
+
+
 def test_the_baseline_borrows_the_windows_identities_but_not_its_locks():
     identities = {"platform": ["WHATSAPP"], "platform_user_id": ["+5511990000001"], "format_valid": [True]}
     locks = {"key": ["conversation:lock:c1"], "kind": ["conversation_lock"], "sampled_at": [WINDOW.end]}

@@ -81,10 +81,10 @@ import pandas as pd
 
 from forensics import schema, units
 from forensics.analysis.calibration import load_calibration
-from forensics.analysis.change import CHANGED, count_verdict, exposures, is_change, rate_test
+from forensics.analysis.change import ALPHA, CHANGED, count_verdict, exposures, is_change, rate_test
 from forensics.analysis.detectors import Context, Detection, Finding
 from forensics.analysis.detectors.localisation import CONCENTRATED, CONFINED, LOCALISERS, SPREAD
-from forensics.analysis.significance import FAMILY_ALPHA, holm
+from forensics.analysis.significance import holm
 from forensics.catalog import load_catalog
 
 SEVERITY_STRENGTH = {"critical": 1.0, "warning": 0.5, "info": 0.15}
@@ -291,6 +291,10 @@ def _cause_sizes(items: list[Finding], key: str) -> tuple[dict[tuple[str, str], 
     return sizes, found
 
 
+ROW_MULTIPLICITY = ("dlq_records", "log_events", "spans")
+"""Sources that count rows, by how many rows one failed message tends to leave (fewest first)."""
+
+
 def _counts(items: list[Finding], key: str) -> dict[tuple[str, str], tuple[int, bool]]:
     """Per (source, ``<key>:<id>``): its size (the largest service's) and whether it counts
     messages (FAILED messages, or rows whose findings all name the messages) rather than rows."""
@@ -304,10 +308,13 @@ def _beyond(detection: Detection, key: str) -> dict[tuple[str, str], float]:
     """Per (source, ``<key>:<id>``) the baseline measured: the window's errors of that cause
     beyond the baseline's rate of the same cause (scaled to the window's traffic), or none
     unless the cause rose significantly. One test per cause (exact conditional test of two
-    counts), on its count in messages where a source counts them (a message retried six times
-    leaves six error spans: rows of one message are not independent events), else on its
-    largest count of rows; Holm-adjusted over every cause either period shows
-    (:func:`~forensics.analysis.significance.holm`, family-wise FAMILY_ALPHA). A cause whose
+    counts), on its count in messages where a source counts them, else on the rows closest to
+    one per event (ROW_MULTIPLICITY: a message retried three times leaves three log lines in
+    each of two services and six error spans; rows of one message are not independent events,
+    and counting them as such makes three transient errors look like a rise). Holm-adjusted
+    over every cause either period shows that could be significant at all (Tarone's rule,
+    :func:`~forensics.analysis.significance.holm`), family-wise ALPHA: a false rise in a
+    harmless window costs more than a small real incident ranked under healthy. A cause whose
     errors ran at the same rate before is chronic, however many there are; a cause of a mixed
     background that happens to look new alone does not survive the family's adjustment; a few
     dozen new rejections do, even when the background's volume hides them."""
@@ -322,15 +329,24 @@ def _beyond(detection: Detection, key: str) -> dict[tuple[str, str], float]:
 
     now = {slot: v for slot, v in _counts(detection.items, key).items() if measured(slot[0])}
     then = {slot: v for slot, v in _counts(base.items, key).items() if measured(slot[0])}
+    def events_first(slot: tuple[str, str]) -> tuple[int, int]:
+        """Sources in the order of how close a row is to one event: messages (counted), then rows
+        that name their messages, dead letters (one per message given up), log lines, spans (one
+        per hop and per retry); within one kind, the larger count."""
+        in_messages = now.get(slot, then.get(slot))[1]
+        kind = 0 if in_messages else ROW_MULTIPLICITY.index(slot[0]) + 1 if slot[0] in ROW_MULTIPLICITY \
+            else len(ROW_MULTIPLICITY) + 1
+        return -kind, now.get(slot, (0,))[0] + then.get(slot, (0,))[0]
+
     p_values: dict[str, float] = {}
+    least: dict[str, float] = {}  # the p of all the cause's events falling in the window
     for name in {n for _, n in (*now, *then)}:
-        slots = {slot for slot in (*now, *then) if slot[1] == name}
-        in_messages = {slot for slot in slots if now.get(slot, then.get(slot))[1]}
-        test = max(in_messages or slots, key=lambda slot: now.get(slot, (0,))[0] + then.get(slot, (0,))[0])
+        test = max((slot for slot in (*now, *then) if slot[1] == name), key=events_first)
         c1, c0 = now.get(test, (0,))[0], then.get(test, (0,))[0]
         p_values[name] = rate_test(c1, e1, c0, e0, exact=True)[1]
-    adjusted = holm(p_values)
-    return {slot: max(0.0, c1 - then.get(slot, (0,))[0] * e1 / e0) if adjusted[slot[1]] < FAMILY_ALPHA else 0.0
+        least[name] = rate_test(c1 + c0, e1, 0, e0, exact=True)[1]
+    adjusted = holm(p_values, least)
+    return {slot: max(0.0, c1 - then.get(slot, (0,))[0] * e1 / e0) if adjusted[slot[1]] < ALPHA else 0.0
             for slot, (c1, _) in now.items()}
 
 

@@ -18,11 +18,6 @@ import numpy as np
 
 ALPHA = 0.01
 """Significance of a rise or fall between window and baseline."""
-FAMILY_ALPHA = 0.05
-"""Family-wise significance of a rise among one source's error causes (Holm): the chance that
-any cause of an unchanged background is taken for a rise stays under it, while a handful of
-causes each tested at ALPHA would let a small real one (a dozen blocked bots against two)
-go unseen."""
 MIN_RATIO = 1.5
 """Smallest rate ratio that counts as worse (1 / it as better)."""
 CHANGED = ("new", "worse")
@@ -125,14 +120,29 @@ def level_verdict(window: float, baseline: float, normal: float) -> Verdict:
     return Verdict(float(baseline), change, ratio)
 
 
-def holm(p_values: dict[str, float]) -> dict[str, float]:
+def holm(p_values: dict[str, float], least: dict[str, float] | None = None, alpha: float = ALPHA
+         ) -> dict[str, float]:
     """Holm's step-down adjustment of a family of p-values (name -> p): the smallest is
     multiplied by the family's size, the next by one less, each at least its predecessor's,
-    capped at 1. Rejecting where the adjusted p is under ALPHA keeps the chance of any false
-    rise in the whole family under ALPHA, however many members it has: among dozens of error
-    codes of a mixed background, each tested alone, some code always looks "new"."""
-    order = sorted(p_values, key=p_values.__getitem__)
-    m, running, out = len(order), 0.0, {}
+    capped at 1. Rejecting where the adjusted p is under ``alpha`` keeps the chance of any
+    false rise in the whole family under it, however many members it has: among many error
+    causes of a mixed background, each tested alone, some cause always looks "new".
+
+    ``least`` (name -> the smallest p its counts could give at all: a count test on 3 events
+    can never reach 0.01) applies Tarone's rule for discrete tests: members that could not
+    reach significance even alone in a family of K are left out of it (adjusted p 1), K being
+    the smallest size for which at most K members remain; a sporadic code seen twice does not
+    dilute a real rise."""
+    members = set(p_values)
+    if least is not None:
+        for k in range(1, len(p_values) + 1):
+            testable = {name for name in p_values if least.get(name, 0.0) < alpha / k}
+            if len(testable) <= k:
+                members = testable
+                break
+    order = sorted(members, key=p_values.__getitem__)
+    m, running = len(order), 0.0
+    out = dict.fromkeys(p_values, 1.0)
     for i, name in enumerate(order):
         running = max(running, min(1.0, (m - i) * p_values[name]))
         out[name] = running
