@@ -273,6 +273,15 @@ UNREADABLE_TIMES = {  # file text, the column left null ("logs": the log's time)
 }
 
 
+def test_an_end_past_the_calendar_is_null_with_a_warning_not_a_wrapped_time(tmp_path):
+    last_us = (2**63 - 1) // 1000 - 500_000  # half a second before the last time int64 ns holds
+    path = tmp_path / "trace.json"
+    path.write_text(_ui({"startTime": last_us, "duration": 1_000_000}))
+    got = read_trace_file(path).iloc[-1]
+    assert pd.notna(got["start"]) and got["duration_ms"] == 1000.0
+    assert pd.isna(got["end"]) and got["warnings"] == "end: start + duration is beyond the calendar's end"
+
+
 @pytest.mark.parametrize("name", sorted(UNREADABLE_TIMES))
 def test_unreadable_times_of_every_format_are_null_with_a_warning(name, tmp_path):
     """Item 1 of issue 15, format by format: never a silent 0, a truncated number or a dropped

@@ -281,6 +281,10 @@ def as_text(values: np.ndarray) -> pa.Array:
         return pa.array([v if v is None or isinstance(v, str) else str(v) for v in values], type=pa.string())
 
 
+END_BEYOND = "end: start + duration is beyond the calendar's end"
+"""The warning of a span whose end cannot be held as a time (null instead of a wrapped value)."""
+
+
 def spans_frame(blocks: list[Block], source_object: str | None) -> pd.DataFrame:
     """The collected blocks as one spans table: tags, ids, times and numbers finished vectorised."""
     blocks = [b for b in blocks if len(b)]
@@ -301,7 +305,16 @@ def spans_frame(blocks: list[Block], source_object: str | None) -> pd.DataFrame:
                      joined([b.tag_span + o for b, o in zip(blocks, first, strict=True)]), n)
     start_ns, dur_ns = cat("start"), cat("duration")
     missing = (start_ns == NAT_NS) | (dur_ns == NAT_NS)  # not given, or unreadable (then warned)
-    end_ns = np.where(missing, NAT_NS, start_ns + dur_ns)
+    with np.errstate(over="ignore"):
+        end_ns = start_ns + dur_ns  # int64 wraps silently past the calendar's end (year 2262)
+    wrapped = ~missing & (((dur_ns > 0) & (end_ns < start_ns)) | ((dur_ns < 0) & (end_ns > start_ns)))
+    end_ns = np.where(missing | wrapped, NAT_NS, end_ns)
+    warnings = cat("warnings")
+    if wrapped.any():  # rare: the few rows get the words, the column is rebuilt once
+        texts = warnings.to_pylist() if hasattr(warnings, "to_pylist") else list(warnings)
+        for i in np.flatnonzero(wrapped):
+            texts[i] = "; ".join(filter(None, [texts[i], END_BEYOND]))
+        warnings = pa.array(texts, pa.string())
     error = cat("error") | t["error"]
     # status message: OTLP status, else otel.status_description, else an error span's exception
     message = pc.coalesce(cat("status_message"), t["status_message"])
@@ -327,7 +340,7 @@ def spans_frame(blocks: list[Block], source_object: str | None) -> pd.DataFrame:
         "message_id": string_series(t["message_id"]),
         "tags": string_series(t["tags"]),
         "logs": string_series(cat("logs")),
-        "warnings": string_series(cat("warnings")),
+        "warnings": string_series(warnings),
         "source": string_series(pa.repeat(pa.scalar("jaeger", pa.string()), n)),
         "source_object": string_series(pa.repeat(pa.scalar(source_object, pa.string()), n)),
         "source_ref": string_series(_json_paths([p for b in blocks for p in b.paths])),
