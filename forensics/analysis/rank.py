@@ -329,6 +329,7 @@ def _beyond(detection: Detection, key: str) -> dict[tuple[str, str], float]:
 
     now = {slot: v for slot, v in _counts(detection.items, key).items() if measured(slot[0])}
     then = {slot: v for slot, v in _counts(base.items, key).items() if measured(slot[0])}
+
     def events_first(slot: tuple[str, str]) -> tuple[int, int]:
         """Sources in the order of how close a row is to one event: messages (counted), then rows
         that name their messages, dead letters (one per message given up), log lines, spans (one

@@ -138,17 +138,12 @@ def live_plan(params: EvidenceParams) -> LivePlan | None:
     opts = source_class("mongo").parse(params.source_options)
     threshold = opts["pushdown_messages"]
     try:
-        with _mongo(opts, params.profile) as src:
+        with MongoSource.from_options(opts, params.profile) as src:
             return LivePlan(window, threshold, src.count_messages(window, at_most=threshold, channel=params.channel))
     except SourceTimeout:
         return LivePlan(window, threshold, too_slow=True)
     except ForensicsError:
         return LivePlan(window, threshold)
-
-
-def _mongo(opts, profile) -> MongoSource:
-    return MongoSource(opts.connection, profile, opts.limits, database=opts["mongo_database"],
-                       arrow=opts["mongo_load"] == "arrow")
 
 
 # --------------------------------------------------------------------------- on the server
@@ -162,7 +157,7 @@ def server_figures(params: EvidenceParams, plan: LivePlan | None) -> WindowFigur
     opts = source_class("mongo").parse(params.source_options)
     thresholds = getattr(params, "thresholds", None)
     try:
-        with _mongo(opts, params.profile) as src:
+        with MongoSource.from_options(opts, params.profile) as src:
             figures = figures_from_server(src, plan.window, thresholds, channel=params.channel)
     except SourceError as exc:
         print(f"whole-window figures not computed on the server: {exc}", file=sys.stderr)

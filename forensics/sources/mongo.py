@@ -50,7 +50,7 @@ from forensics.config import DEFAULT_LIMITS, Limits, connection
 from forensics.credentials import mask_uri
 from forensics.errors import ParameterError, SourceError, SourceTimeout
 from forensics.profiles import Profile, load_profile
-from forensics.sources.base import EvidenceSource, Option, Slices, SourceResult, joined
+from forensics.sources.base import EvidenceSource, Option, Slices, SourceOptions, SourceResult, joined
 from forensics.sources.documents import (
     files_from_documents,
     messages_from_documents,
@@ -100,6 +100,13 @@ class MongoSource(ServerQuestions):
     the URI masked, when the server is unreachable, refuses the credentials, lacks a
     collection or exceeds ``maxTimeMS``.
     """
+
+    @classmethod
+    def from_options(cls, opts: SourceOptions, profile: Profile | str | None) -> MongoSource:
+        """The source as the ``mongo`` evidence source's parsed options (``-o``) describe it:
+        connection, limits, database and load path."""
+        return cls(opts.connection, profile, opts.limits, database=opts["mongo_database"],
+                   arrow=opts["mongo_load"] == "arrow")
 
     def __init__(self, uri: str | None = None, profile: Profile | str | None = None,
                  limits: Limits | None = None, *, database: str | None = None, arrow: bool = True) -> None:
@@ -649,8 +656,7 @@ class Source(EvidenceSource):
 
     def stream(self, window: Window) -> Slices:
         opts = self.opts
-        with MongoSource(opts.connection, self.profile, opts.limits, database=opts["mongo_database"],
-                         arrow=opts["mongo_load"] == "arrow") as src:
+        with MongoSource.from_options(opts, self.profile) as src:
             self.say(f"mongodb: messages and status history of {window} from {src.masked_uri}, "
                      f"{BATCH_ROWS:,} documents a batch")
             rows = {"messages": 0, "status_events": 0}

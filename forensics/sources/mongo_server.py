@@ -34,6 +34,12 @@ from forensics.sources.mongo_query import (
 from forensics.timeutil import Window, iso, parse_time
 
 
+def _upper(value: object) -> str | None:
+    """A group key the server returned (a status or channel as stored: any spelling, null or NaN)
+    as the canonical upper-case text; null stays null."""
+    return None if value is None or value != value else str(value).upper()
+
+
 class ServerQuestions:
     """Mixed into :class:`~forensics.sources.mongo.MongoSource` (its collections, profile paths,
     filters, limits and query record)."""
@@ -95,9 +101,8 @@ class ServerQuestions:
             if len(rows):
                 keys = pd.json_normalize(rows["_id"].tolist())
                 parts.append(pd.DataFrame({
-                    "status": keys["status"].map(lambda v: None if v is None or v != v else str(v).upper()),
-                    "channel": keys.get("channel", pd.Series(index=keys.index, dtype=object)).map(
-                        lambda v: None if v is None or v != v else str(v).upper()),
+                    "status": keys["status"].map(_upper),
+                    "channel": keys.get("channel", pd.Series(index=keys.index, dtype=object)).map(_upper),
                     "count": rows["count"], "oldest": schema.to_utc(rows["oldest"])})
                     .query("status == @status.upper()"))
         if not parts:
@@ -202,8 +207,7 @@ class ServerQuestions:
             return _with_attrs(out, rows)
         keys = pd.json_normalize(rows["_id"].tolist())
         out = pd.DataFrame({
-            "channel": keys.get("channel", pd.Series(index=keys.index, dtype=object)).map(
-                lambda v: None if v is None or v != v else str(v).upper()).astype(schema.STR),
+            "channel": keys.get("channel", pd.Series(index=keys.index, dtype=object)).map(_upper).astype(schema.STR),
             "retry_count": pd.to_numeric(keys.get("retries", pd.Series(index=keys.index, dtype=object)).map(
                 lambda v: v if isinstance(v, int | float | str) and not isinstance(v, bool) else None),
                 errors="coerce").round().astype(schema.INT),
