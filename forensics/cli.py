@@ -111,7 +111,8 @@ def cmd_simulate(args) -> int:
     progress(f"simulating {args.scenario} with {args.messages:,} messages (seed {args.seed})")
     path = simulate_bundle(args.scenario, args.out, messages=args.messages, seed=args.seed, end=end,
                            profile=args.profile, overwrite=args.force, archive=args.archive,
-                           keep_secrets=args.keep_secrets, progress=progress, baseline=args.baseline,
+                           keep_secrets=args.keep_secrets, workers=args.workers, progress=progress,
+                           baseline=args.baseline,
                            noise=args.noise, under_way=args.under_way,
                            collected=args.collected.split(",") if args.collected else None)
     progress("done")
@@ -482,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--under-way", action="store_true", help="the incident began 5-20 min before the window")
     p.add_argument("--collected", default=None, metavar="SOURCES",
                    help="partial evidence: only these sources were collected, e.g. mongo,logs")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes simulating slices of 250,000 messages at once (default: one per core, at most 2)")
     _add_keep_secrets(p)
     _add_common(p)
     p.set_defaults(func=cmd_simulate)

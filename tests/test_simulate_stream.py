@@ -71,6 +71,12 @@ def test_a_bad_part_is_refused():
         simulate("baseline", messages=100, part=(3, 3))
 
 
+def test_no_workers_is_refused(tmp_path):
+    with pytest.raises(ScenarioError, match="workers"):
+        simulate_bundle("baseline", tmp_path / "b", messages=100, workers=0)
+    assert not (tmp_path / "b").exists()
+
+
 VARIANTS = {
     "default": [],
     "no-baseline-noise-under-way": ["--baseline", "none", "--noise", "--under-way"],
@@ -105,3 +111,24 @@ def test_forensics_simulate_writes_what_simulate_and_write_bundle_wrote(variant,
     assert streamed.secrets == old.secrets and streamed.secrets["masked"] is not keep
     sim = streamed.sources["simulator"]
     assert {k: v for k, v in sim.items() if k != "slices"} == old.sources["simulator"] and sim["slices"] == 1
+
+
+def test_parallel_workers_write_the_same_bundle_as_one(tmp_path):
+    """Slices simulated by two worker processes are appended in slice order: the same rows in
+    the same order, table by table (window and baseline), as simulating them one after another."""
+    said = []
+    paths = {w: simulate_bundle("router-outage", tmp_path / f"w{w}", messages=4500, seed=4, slice_messages=1500,
+                                workers=w, progress=said.append if w == 2 else None) for w in (1, 2)}
+    serial, parallel = read_bundle(paths[1]), read_bundle(paths[2])
+    for a, b in ((serial, parallel), (serial.baseline, parallel.baseline)):
+        assert a.tables.keys() == b.tables.keys()
+        for name, frame in a.tables.items():
+            pd.testing.assert_frame_equal(b.tables[name], frame, obj=name)
+    manifests = [json.loads((paths[w] / "manifest.json").read_text()) for w in (1, 2)]
+    for part in (lambda m: m["tables"], lambda m: m["baseline"]["tables"]):
+        rows = [{name: (t["rows"], t["row_groups"]) for name, t in part(m).items()} for m in manifests]
+        assert rows[0] == rows[1] and rows[0]["messages"][1] == 3
+    assert manifests[1]["tables"]["messages"]["rows"] == 4500
+    assert manifests[0]["sources"] == manifests[1]["sources"] and manifests[0]["scenario"] == manifests[1]["scenario"]
+    assert [line for line in said if line.startswith("writing slice")] == [f"writing slice {k}/3" for k in (1, 2, 3)]
+    assert sum(line.startswith("simulating slice") for line in said) == 3
