@@ -55,7 +55,7 @@ def main(bundle: str) -> None:
     from forensics import schema
     from forensics.analysis import pipeline
     from forensics.analysis.alerts import detection as replay_alerts
-    from forensics.analysis.change import analyse_change
+    from forensics.analysis.change import analyse_change, baseline_detection
     from forensics.analysis.detectors import Thresholds, detect
     from forensics.analysis.rank import hypotheses, hypotheses_frame
     from forensics.analysis.timeline import build_timeline
@@ -70,8 +70,9 @@ def main(bundle: str) -> None:
     params = validate_report_params(bundle=bundle)
     loaded = step("read (lean)", lambda: drilldown.load_evidence(params, lean=True))
     ev, th = clamp_window(loaded), Thresholds.from_dict(params.thresholds)  # what analyze() does, step by step
+    before = step("baseline detectors", lambda: baseline_detection(ev, th))
     found = step("detectors", lambda: detect(ev, th))
-    change = step("baseline + change", lambda: analyse_change(ev, found, th))
+    change = step("change", lambda: analyse_change(ev, found, th, before))
     ranked = step("ranking", lambda: hypotheses(found))
     alerts = step("alert replay", lambda: replay_alerts(ev, findings=found.findings))
     timeline = step("timeline", lambda: build_timeline(found))

@@ -41,19 +41,19 @@ import tarfile
 import tempfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from forensics import __version__, schema
 from forensics.credentials import mask_secrets
 from forensics.errors import BundleError, ForensicsError, SchemaError, VerificationError
 from forensics.evidence import (
+    DEFERRED_TABLES,
     STORED_TABLES,
     UNREAD_COLUMNS,
     Evidence,
@@ -61,6 +61,7 @@ from forensics.evidence import (
     keep_secrets_raw,
     mask_evidence_secrets,
 )
+from forensics.scan import read_lean
 from forensics.timeutil import Window, iso, utcnow
 
 FORMAT = "chat4all-forensics-bundle"
@@ -540,8 +541,9 @@ def read_bundle(path: str | Path, *, verify: bool = True, tables: list[str] | No
     BundleError naming the file(s). ``tables`` limits which tables are loaded. ``lean``: what
     an analysis needs, whatever the window: the tables of :data:`~forensics.evidence.STORED_TABLES`
     stay in their Parquet files (``Evidence.stored``, asked through :mod:`forensics.scan`;
-    an archive's are read whole) and the columns of :data:`~forensics.evidence.UNREAD_COLUMNS`
-    are not read (null, listed in ``Evidence.unread``).
+    an archive's are read whole), the tables of :data:`~forensics.evidence.DEFERRED_TABLES`
+    are read on first use (``Evidence.table``; the analysis decides when) and the columns of
+    :data:`~forensics.evidence.UNREAD_COLUMNS` are not read (null, listed in ``Evidence.unread``).
     """
     path = Path(path)
     if not os.path.lexists(path):
@@ -598,55 +600,17 @@ def _read_tables(ev: Evidence, path: Path, entries: dict[str, Any], wanted: list
             if lean and name in STORED_TABLES:
                 ev.stored[name] = _stored(name, file, entry.get("rows"))
                 continue
-            frame = _read_lean(name, file, unread) if lean else pd.read_parquet(file)
+            if lean and name in DEFERRED_TABLES:
+                ev.stored[name] = replace(_stored(name, file, entry.get("rows")), lean=unread)
+                if unread:
+                    ev.unread[name] = unread
+                continue
+            frame = read_lean(name, file, unread) if lean else pd.read_parquet(file)
             ev.tables[name] = schema.validate(name, schema.conform(name, frame))
             if unread:
                 ev.unread[name] = unread
         except (OSError, ValueError, SchemaError) as exc:
             raise BundleError(f"{label}: {entry.get('file')}: cannot be read ({exc})") from exc
-
-
-def _read_lean(name: str, file: Path, unread: tuple[str, ...]) -> pd.DataFrame:
-    """Table ``name`` read for the analysis: the ``unread`` columns left on disk, and a text
-    column that repeats what the table already holds kept once: one value on every row (the
-    Parquet statistics say so without reading it: ``source``, ``source_object``) as slices of
-    one chunk, and a ``source_ref`` equal to the table's key (a document's id) as the key's
-    own array. The same values, with about a quarter less memory for the messages table."""
-    meta = pq.ParquetFile(file).metadata
-    stored = meta.schema.to_arrow_schema().names
-    names = [c for c in stored if c not in unread]
-    declared = schema.table(name)
-    text = [c for c in names if c in declared.names and declared.column(c).dtype == schema.STR]
-    constant = {c: v for c in text if (v := _one_value(meta, stored.index(c))) is not None}
-    frame = pd.read_parquet(file, columns=[c for c in names if c not in constant])
-    for c, value in constant.items():
-        frame[c] = schema.repeated_text(value, len(frame))
-    key = declared.key[0] if len(declared.key) == 1 else None
-    if key in frame.columns and "source_ref" in frame.columns and _same_text(frame[key], frame["source_ref"]):
-        frame["source_ref"] = frame[key]
-    return frame
-
-
-def _one_value(meta: pq.FileMetaData, column: int) -> str | None:
-    """The value of a text column that holds it on every row and no null, from the row groups'
-    statistics (exact min == max; a truncated statistic never has min == max); else None."""
-    values = set()
-    for g in range(meta.num_row_groups):
-        chunk = meta.row_group(g).column(column)
-        stats = chunk.statistics
-        if stats is None or not stats.has_min_max or not stats.has_null_count or stats.null_count:
-            return None
-        if stats.min != stats.max or stats.num_values != meta.row_group(g).num_rows:
-            return None
-        values.add(stats.min)
-    return values.pop() if len(values) == 1 and isinstance(next(iter(values)), str) else None
-
-
-def _same_text(a: pd.Series, b: pd.Series) -> bool:
-    """Whether two text columns hold the same values, nulls at the same rows."""
-    if a.isna().any() or b.isna().any():
-        return bool(a.isna().equals(b.isna()) and (a.dropna() == b.dropna()).all())
-    return bool(pc.all(pc.equal(a.array._pa_array, b.array._pa_array)).as_py())
 
 
 def _stored(name: str, file: Path, rows: Any) -> StoredTable:

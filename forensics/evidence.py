@@ -36,6 +36,10 @@ SNAPSHOT_TABLES = ("identities", "locks", "topics")
 
 STORED_TABLES = ("status_events", "locks")
 """Tables an analysis reads through :mod:`forensics.scan` and may therefore leave on disk."""
+DEFERRED_TABLES = ("messages",)
+"""Tables a lean bundle read leaves on disk until first asked for (``Evidence.table``), so the
+analysis decides when each period's messages are in memory: a baseline's detectors run and
+let its messages go before the window's are read (:mod:`forensics.analysis.change`)."""
 UNREAD_COLUMNS = {"messages": ("content", "sender_id", "platform_message_id", "file_id", "content_type", "error_field"),
                   "dlq_records": ("payload", "headers")}
 """Columns no analysis reads (texts, payloads): a lean read of a bundle leaves them on disk."""
@@ -51,6 +55,9 @@ class StoredTable:
     """Rows in scope when known (the manifest's count of an unscoped table)."""
     window: Window | None = None
     channel: str | None = None
+    lean: tuple[str, ...] | None = None
+    """A table of :data:`DEFERRED_TABLES` read by a lean bundle read: read back the same way,
+    leaving these columns unread (null); None: a table the analysis asks through DuckDB."""
 
 
 @dataclass
@@ -73,6 +80,9 @@ class Evidence:
     :mod:`forensics.scan` about them; ``table(name)`` reads one whole on first use."""
     unread: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Table -> columns a lean bundle read left on disk (null here): read the bundle again for them."""
+    read_from: dict[str, StoredTable] = field(default_factory=dict, repr=False, compare=False)
+    """Stored tables read whole by ``table(name)``: where each came from, so ``release`` can
+    let it go again."""
     window_note: str | None = None
     """One sentence when the analysed window is not the one asked for (:func:`clamp_window`)."""
     secrets: dict[str, Any] | None = None
@@ -100,8 +110,21 @@ class Evidence:
         if frame is None and name in self.stored:
             from forensics.scan import materialise
 
-            frame = self.tables[name] = materialise(self.stored.pop(name))
+            stored = self.stored[name]
+            frame = self.tables[name] = materialise(stored)
+            del self.stored[name]
+            self.read_from[name] = stored
         return frame if frame is not None else schema.empty(name)
+
+    def release(self, name: str) -> bool:
+        """Let a table read from its file by ``table(name)`` go (it is stored again, read anew
+        when asked); False, and nothing changes, for a table that has no file to go back to."""
+        stored = self.read_from.pop(name, None)
+        if stored is None:
+            return False
+        self.tables.pop(name, None)
+        self.stored[name] = stored
+        return True
 
     def has(self, name: str) -> bool:
         return name in self.tables or name in self.stored
@@ -135,19 +158,32 @@ class Evidence:
 
     def time_extent(self) -> tuple[pd.Timestamp, pd.Timestamp] | None:
         """The first and last time, within the window, of any row of a timed table (each
-        table's schema time column); None when no row has a time in the window."""
+        table's schema time column; a deferred table asked of its file); None when no row has
+        a time in the window."""
+        from forensics.scan import stored_columns
+
         lo = hi = None
-        for name, frame in self.tables.items():
-            column = schema.table(name).time_column if name in schema.TABLES else None
-            if not column or column not in frame.columns or not len(frame):
-                continue
-            t = frame[column]
-            t = t[(t >= self.window.start) & (t <= self.window.end)]
-            if len(t) and t.notna().any():
-                first, last = t.min(), t.max()
+        spans = [_extent(frame, schema.table(name).time_column, self.window)
+                 for name, frame in self.tables.items() if name in schema.TABLES]
+        for stored in self.stored.values():
+            column = schema.table(stored.name).time_column
+            if stored.lean is not None and column:
+                spans.append(_extent(stored_columns(stored, [column]), column, self.window))
+        for span in spans:
+            if span is not None:
+                first, last = span
                 lo = first if lo is None or first < lo else lo
                 hi = last if hi is None or last > hi else hi
         return None if lo is None else (lo, hi)
+
+
+def _extent(frame: pd.DataFrame, column: str | None, window: Window) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The first and last ``column`` time of ``frame`` within ``window`` (None: none)."""
+    if not column or column not in frame.columns or not len(frame):
+        return None
+    t = frame[column]
+    t = t[(t >= window.start) & (t <= window.end)]
+    return (t.min(), t.max()) if len(t) and t.notna().any() else None
 
 
 def period_table(name: str) -> bool:

@@ -8,8 +8,8 @@ import pytest
 from forensics import scan, schema
 from forensics.analysis.pipeline import analyze
 from forensics.bundle import read_bundle, write_bundle
-from forensics.evidence import STORED_TABLES, Evidence, clamp_window
-from forensics.messages import message_index
+from forensics.evidence import DEFERRED_TABLES, STORED_TABLES, Evidence, clamp_window
+from forensics.messages import message_index, release
 from forensics.report.drilldown import scope
 from forensics.simulate import simulate
 from forensics.timeutil import Window
@@ -27,7 +27,9 @@ def incident(tmp_path_factory):
 def test_stored_tables_stay_on_disk_and_give_the_same_analysis(incident):
     ev, path = incident
     on_disk = read_bundle(path, lean=True)
-    assert set(on_disk.stored) == set(STORED_TABLES) and not set(on_disk.tables) & set(STORED_TABLES)
+    left = {*STORED_TABLES, *DEFERRED_TABLES}
+    assert set(on_disk.stored) == left and not set(on_disk.tables) & left
+    assert set(on_disk.baseline.stored) == left
     assert on_disk.row_counts() == ev.row_counts()
     assert on_disk.unread["messages"] == ("content", "sender_id", "platform_message_id", "file_id", "content_type",
                                           "error_field")
@@ -38,6 +40,27 @@ def test_stored_tables_stay_on_disk_and_give_the_same_analysis(incident):
     pd.testing.assert_frame_equal(a.alerts, b.alerts)
     assert a.impact == b.impact
     assert set(on_disk.stored) == set(STORED_TABLES)  # the analysis never read them whole
+    assert b.findings["change"].notna().any()  # judged against the baseline ...
+    released = b.change.baseline.context.evidence
+    assert set(released.stored) == left and "messages" not in released.tables  # ... whose messages were let go
+    assert type(b.change.baseline.context.index).__name__ == "ReleasedIndex"
+
+
+def test_a_released_period_reads_its_messages_back_when_asked(incident):
+    """What a released index does not keep is built again from the file: the same answers."""
+    _, path = incident
+    base = read_bundle(path, lean=True).baseline
+    first = message_index(base)
+    status, n = first.status.copy(), first.n_messages
+    assert "messages" in base.tables and "messages" not in base.stored
+    kept = release(first)
+    assert "messages" in base.stored and "messages" not in base.tables
+    assert kept.n_messages == n and len(kept.created_ns) == n
+    np.testing.assert_array_equal(kept.status, status)  # not kept: read back
+    assert "messages" in base.tables
+    memory_only = simulate("partition-rebalance", messages=300, seed=4)
+    index = message_index(memory_only)
+    assert release(index) is index and memory_only.has("messages")  # nothing to read it back from
 
 
 def test_a_lean_read_keeps_text_that_repeats_once_with_the_same_values(incident):

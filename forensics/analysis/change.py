@@ -370,16 +370,32 @@ class ChangeAnalysis:
         return {"kind": self.kind, "window": self.window}
 
 
-def analyse_change(evidence: Evidence, detection: Detection, thresholds: Thresholds) -> ChangeAnalysis:
-    """Choose the baseline (collected, else pre-onset, else none), run the detectors over it,
-    judge every finding of ``detection`` against it and find the onsets."""
+def baseline_detection(evidence: Evidence, thresholds: Thresholds) -> Detection | None:
+    """The detectors over the evidence's collected baseline (None without one), its messages
+    let go once they have run when they can be read again (a lean bundle read,
+    :meth:`Context.release_messages`). Run before the window's detectors, so that the two
+    periods' messages are never in memory at once: a 10M-message window with its 10M-message
+    baseline then needs one period's memory, not two."""
+    if evidence.baseline is None:
+        return None
+    found = detect(with_reference_data(evidence.baseline, evidence), thresholds)
+    found.context.release_messages()
+    return found
+
+
+def analyse_change(evidence: Evidence, detection: Detection, thresholds: Thresholds,
+                   baseline: Detection | None = None) -> ChangeAnalysis:
+    """Choose the baseline (collected, else pre-onset, else none), run the detectors over it
+    (``baseline``: that run, made before by :func:`baseline_detection`), judge every finding
+    of ``detection`` against it and find the onsets."""
     base, kind = evidence.baseline, evidence.baseline_kind if evidence.baseline is not None else "none"
     if base is None:
         base = pre_onset(evidence, detection)
         kind = "pre-onset" if base is not None else "none"
-    if base is not None:
-        base = with_reference_data(base, evidence)
-    baseline = detect(base, thresholds) if base is not None else None
+    if baseline is None and base is not None:
+        baseline = detect(with_reference_data(base, evidence), thresholds)
+    if baseline is not None:
+        base = baseline.context.evidence
     detection.baseline = baseline
     localise(detection, baseline)
     judge(detection, baseline)

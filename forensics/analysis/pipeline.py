@@ -20,6 +20,7 @@ from forensics.analysis.change import (
     PRESENT_BEFORE,
     ChangeAnalysis,
     analyse_change,
+    baseline_detection,
     findings_with_change,
 )
 from forensics.analysis.detectors import NAT, NS, Detection, Finding, Thresholds, detect
@@ -386,8 +387,9 @@ def analyze(evidence: Evidence, thresholds: Thresholds | Mapping[str, Any] | Non
 
     evidence = clamp_window(evidence)
     th = Thresholds.from_dict(thresholds)
+    before = baseline_detection(evidence, th)  # first: its messages go before the window's come
     detection = detect(evidence, th)
-    change = analyse_change(evidence, detection, th)
+    change = analyse_change(evidence, detection, th, before)
     ranked = hypotheses(detection)
     alerts = replay_alerts(evidence, findings=detection.findings)
     timeline = build_timeline(detection)

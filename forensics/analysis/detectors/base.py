@@ -19,7 +19,7 @@ from forensics import schema
 from forensics.analysis.classify import classify_series
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
-from forensics.messages import MessageIndex, message_index
+from forensics.messages import MessageIndex, message_index, release, return_freed_memory
 from forensics.profiles import Profile, load_profile
 from forensics.scan import status_rows
 from forensics.series import STUCK_PENDING_S
@@ -208,6 +208,13 @@ class Context:
     def index(self) -> MessageIndex:
         """The evidence's per-message index (:mod:`forensics.messages`), shared with alert replay."""
         return message_index(self.evidence)
+
+    def release_messages(self) -> None:
+        """Let this run's messages go once its detectors have run, keeping what comparing
+        another period with it reads (:func:`forensics.messages.release`): a baseline's
+        messages then cost memory only while its own detectors run."""
+        self.__dict__["index"] = release(self.index)
+        return_freed_memory()
 
     # The index's arrays and lookups under the names the detectors read (positions of ``messages``).
     messages = _FromIndex()
