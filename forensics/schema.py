@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -424,6 +425,25 @@ def arrow_text(values: pd.Series) -> pa.ChunkedArray:
     if isinstance(array, pd.arrays.ArrowStringArray) and array._pa_array.type == pa.large_string():
         return array._pa_array
     return pa.chunked_array([pa.array(values.astype(STR).array, type=pa.large_string())], type=pa.large_string())
+
+
+def take_text(values: pd.Series, positions: np.ndarray) -> pd.Series:
+    """``values.iloc[positions]`` (a default index) for Arrow-backed text, taken chunk by chunk:
+    Arrow's take over a chunked column first joins its chunks (a copy of the whole column per
+    call: 20 ms at 1M message ids, for the 200 a finding names), this touches only the rows asked."""
+    positions = np.asarray(positions, dtype=np.int64)
+    array = values.array
+    if not isinstance(array, pd.arrays.ArrowStringArray) or array._pa_array.num_chunks < 2:
+        return values.iloc[positions].reset_index(drop=True)
+    chunks = array._pa_array.chunks
+    bounds = np.cumsum([0] + [len(c) for c in chunks])
+    which = np.searchsorted(bounds, positions, side="right") - 1
+    order = np.argsort(which, kind="stable")
+    parts = [chunks[k].take(pa.array(positions[order][which[order] == k] - bounds[k])) for k in np.unique(which)]
+    taken = pa.chunked_array(parts, type=array._pa_array.type) if parts else pa.chunked_array([], array._pa_array.type)
+    back = np.empty(len(positions), dtype=np.int64)
+    back[order] = np.arange(len(positions))
+    return pd.Series(pd.arrays.ArrowStringArray(taken.take(pa.array(back)) if len(positions) else taken))
 
 
 def repeated_text(value: str | None, n: int) -> pd.Series:

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -75,3 +76,16 @@ def test_unknown_table_is_a_schema_error():
 def test_describe_lists_every_column():
     d = schema.describe()
     assert len(d) == sum(len(t.columns) for t in schema.TABLES.values())
+
+
+def test_take_text_gives_iloc_of_a_chunked_text_column_in_any_order():
+    import pyarrow as pa
+
+    chunks = [pa.array(["a", "b", None], pa.large_string()), pa.array(["d", "e"], pa.large_string()),
+              pa.array(["f"], pa.large_string())]
+    values = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(chunks)))
+    for positions in ([4, 0, 5, 2, 1, 1], [], [3], list(range(6))[::-1]):
+        pos = np.array(positions, dtype=np.int64)
+        pd.testing.assert_series_equal(schema.take_text(values, pos), values.iloc[pos].reset_index(drop=True))
+    plain = pd.Series(["x", None, "z"], dtype=schema.STR)
+    pd.testing.assert_series_equal(schema.take_text(plain, np.array([2, 0])), plain.iloc[[2, 0]].reset_index(drop=True))

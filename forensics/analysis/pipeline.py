@@ -242,8 +242,8 @@ def error_groups_frame(detection: Detection) -> pd.DataFrame:
             "share": len(g) / n, "channel": main, "channels": breakdown,
             "first_seen": pd.Timestamp(int(when.min()), tz="UTC") if len(when) else None,
             "last_seen": pd.Timestamp(int(when.max()), tz="UTC") if len(when) else None,
-            "example_message_ids": ", ".join(map(str, ctx.messages["message_id"].iloc[
-                g["position"].to_numpy()[:EXAMPLES]])),
+            "example_message_ids": ", ".join(map(str, schema.take_text(ctx.messages["message_id"],
+                                                                          g["position"].to_numpy()[:EXAMPLES]))),
             "conflict": first["conflict"] if pd.notna(first["conflict"]) else None,
             "retryable": first["retryable"] if pd.notna(first["retryable"]) else None,
             "runbook_step": first["runbook_step"] if pd.notna(first["runbook_step"]) else None,

@@ -249,7 +249,7 @@ class Context:
                                                                      ("origin", schema.STR))})
             return pd.concat([out, classify_series(out["text"])], axis=1)
         m = self.messages
-        parts = [pd.DataFrame({"position": failed_pos, "text": m["error_message"].iloc[failed_pos].to_numpy(),
+        parts = [pd.DataFrame({"position": failed_pos, "text": schema.take_text(m["error_message"], failed_pos).to_numpy(),
                                "origin": "messages.error_message", "prio": 0})]
         is_failed = np.zeros(self.n_messages, dtype=bool)
         is_failed[failed_pos] = True
@@ -369,7 +369,7 @@ def run_detectors(evidence: Evidence, thresholds: Thresholds | Mapping[str, Any]
 # ---- helpers --------------------------------------------------------------------------------
 
 def _message_refs(ctx: Context, positions: np.ndarray) -> list[dict]:
-    ids = ctx.messages["message_id"].iloc[positions[:MAX_REF_VALUES * 4]]
+    ids = schema.take_text(ctx.messages["message_id"], positions[:MAX_REF_VALUES * 4])
     return [ref("messages", "message_id", ids, total=len(positions))]
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from forensics import schema
 from forensics.analysis.detectors.base import (
     MAX_REF_VALUES,
     Context,
@@ -53,7 +54,7 @@ def replay_blockers(ctx: Context) -> Iterable[Finding]:
     failed = np.flatnonzero(ctx.failed)
     if not len(failed):
         return []
-    keys = lock_rows(ctx.evidence, "processed", ctx.messages["message_id"].iloc[failed])
+    keys = lock_rows(ctx.evidence, "processed", schema.take_text(ctx.messages["message_id"], failed))
     if not len(keys):
         return []
     pos = ctx.positions(keys["message_id"])
