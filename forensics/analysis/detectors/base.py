@@ -355,6 +355,7 @@ def detect(evidence: Evidence, thresholds: Thresholds | Mapping[str, Any] | None
     items: list[Finding] = []
     for name in names:
         items.extend(DETECTORS[name](ctx))
+    return_freed_memory()  # what the detectors' intermediate frames held, for the next step
     items.sort(key=lambda f: (_SEVERITY_ORDER.get(f.severity, 3),
                               f.first_seen.value if f.first_seen is not None else np.iinfo(np.int64).max,
                               f.finding_id))
