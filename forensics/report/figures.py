@@ -124,7 +124,8 @@ def failure_rate(messages: pd.DataFrame, threshold: float = 0.05, bucket: pd.Tim
     """Share of messages created in each time bucket that are FAILED now, overall and per
     channel, against the alert threshold (runbook: > 5 % FAILED)."""
     title = "Failure rate by creation time"
-    m = messages.dropna(subset=["created_at"])
+    m = messages[["created_at", "status", "channel"]]  # not a copy of every column (10M messages: 2 GB)
+    m = m[m["created_at"].notna().to_numpy(dtype=bool)]
     if m.empty:
         return _empty(title, "no messages in the evidence")
     when, bucket = _bucket_of(m["created_at"], bucket)
