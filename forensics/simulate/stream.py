@@ -17,9 +17,10 @@ An incident of at most :data:`SLICE_MESSAGES` messages is one slice: the same fr
 The slices are simulated in parallel worker processes (``workers``; default one per core, at
 most two) and appended strictly in slice order, so the bundle is the same whatever the
 number of workers. A worker hands its slice over as Arrow IPC files in a temporary
-directory, which the parent memory-maps: pickling a slice's frames costs about five times
-as much CPU. At most ``workers`` slices are in flight (simulated or being simulated, not yet
-appended), which bounds memory at about ``workers`` slices plus the parent's one.
+directory (``TMPDIR``), which the parent memory-maps: pickling a slice's frames costs about
+five times as much CPU. At most ``workers + 1`` slices are in flight (being simulated, waiting
+on disk, or being appended), so every worker keeps simulating while the parent appends, and
+memory stays that of ``workers`` simulating slices plus the one being appended.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def simulate_bundle(scenario: str, path: str | Path, messages: int = 5000, seed:
     under ``baseline/`` the same way. Secrets are masked in each slice as :func:`write_bundle`
     masks them, unless ``keep_secrets`` (a sealed internal bundle; the manifest says which).
     ``workers``: processes simulating slices at once (default :func:`default_workers`); one
-    slice, or ``workers=1``, is simulated in this process. Returns the bundle's path."""
+    slice, or ``workers=1``, is simulated in this process; the workers are started by "spawn", so
+    a script calling this with several slices keeps its top level under
+    ``if __name__ == "__main__":`` (as for any spawned process). Returns the bundle's path."""
     say = progress or (lambda text: None)
     workers = default_workers() if workers is None else workers
     if workers < 1:
@@ -136,7 +139,7 @@ class _SliceRequest:
 
 def _simulated_slices(requests: list[_SliceRequest], workers: int, say: Callable[[str], None]) -> Iterator[Evidence]:
     """Each slice's evidence, in slice order: simulated here when there is one slice or one
-    worker, else by ``workers`` processes with at most ``workers`` slices not yet consumed."""
+    worker, else by ``workers`` processes with at most ``workers + 1`` slices not yet consumed."""
     parts = len(requests)
     if parts == 1 or workers == 1:
         for k, request in enumerate(requests):
@@ -145,7 +148,7 @@ def _simulated_slices(requests: list[_SliceRequest], workers: int, say: Callable
         return
     # spawn, not fork: the parent already runs pyarrow's and DuckDB's threads
     with (tempfile.TemporaryDirectory(prefix="forensics-slices-") as tmp,
-          ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool):
+          ProcessPoolExecutor(min(workers, parts), mp_context=multiprocessing.get_context("spawn")) as pool):
         pending: dict[int, Future] = {}
 
         def submit(k: int) -> None:
@@ -153,7 +156,8 @@ def _simulated_slices(requests: list[_SliceRequest], workers: int, say: Callable
                 say(f"simulating slice {k + 1}/{parts} ({requests[k].messages:,} messages)")
                 pending[k] = pool.submit(_slice_to_files, requests[k], os.path.join(tmp, str(k)))
 
-        for k in range(workers):
+        ahead = workers + 1  # every worker busy while this process appends a slice
+        for k in range(ahead):
             submit(k)
         for k in range(parts):
             description, files = pending.pop(k).result()
@@ -161,7 +165,7 @@ def _simulated_slices(requests: list[_SliceRequest], workers: int, say: Callable
             yield _slice_from_files(description, files)
             for file in files.values():  # its frames stay readable: they are memory-mapped
                 os.unlink(file)
-            submit(k + workers)
+            submit(k + ahead)
 
 
 def _slice_to_files(request: _SliceRequest, directory: str) -> tuple[Evidence, dict[tuple[str, str], str]]:
