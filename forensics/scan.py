@@ -303,10 +303,16 @@ def status_rows(evidence: Evidence, statuses: tuple[str, ...], columns: tuple[st
 
 def repeated_status_events(evidence: Evidence) -> pd.DataFrame:
     """(message_id, new_status, timestamp) recorded more than once: message_id, new_status,
-    at (ns) and the repeats beyond the first (``repeats``) per key."""
+    at (ns) and the repeats beyond the first (``repeats``) per key. Grouped first by a 64-bit
+    hash of the key (integers, not every row's 36-character id: a third less time, and a hash
+    table of integers), then exactly, over the few rows whose hash repeats (equal keys have
+    equal hashes; a collision only adds a candidate the exact grouping drops)."""
     return query(evidence, """
+        WITH twice AS (SELECT hash(message_id, new_status, timestamp) AS h FROM status_events
+                       WHERE message_id IS NOT NULL GROUP BY h HAVING count(*) > 1)
         SELECT message_id, new_status, epoch_ns(timestamp) AS "at", count(*) - 1 AS repeats FROM status_events
-        WHERE message_id IS NOT NULL GROUP BY ALL HAVING count(*) > 1 ORDER BY "at", message_id, new_status""",
+        WHERE message_id IS NOT NULL AND hash(message_id, new_status, timestamp) IN (SELECT h FROM twice)
+        GROUP BY ALL HAVING count(*) > 1 ORDER BY "at", message_id, new_status""",
                  ("status_events",))
 
 

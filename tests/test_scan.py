@@ -145,3 +145,17 @@ def test_status_steps_and_repeats_on_disk(incident):
     rep = scan.repeated_status_events(disk)
     assert (rep["repeats"] >= 1).all()
     pd.testing.assert_frame_equal(rep, scan.repeated_status_events(ev))
+
+
+def test_repeated_status_events_are_exact_keys_counted_once_each():
+    """Rows repeated exactly, counted once per key, and nothing else, whatever their hashes."""
+    at = [T0 + pd.Timedelta(seconds=k) for k in range(4)]
+    rows = [("a", "SENT", at[0])] * 3 + [("a", "SENT", at[1]), ("a", "DELIVERED", at[1]), ("b", "FAILED", at[2]),
+                                          ("b", "FAILED", at[2]), ("c", "SENT", at[3]), ("c", "SENT", at[3]),
+                                          ("d", "SENT", at[3])]
+    ev = Evidence.from_records(Window(T0, T0 + pd.Timedelta(minutes=5)), status_events=[
+        {"event_id": str(i), "message_id": m, "new_status": s, "timestamp": t} for i, (m, s, t) in enumerate(rows)])
+    rep = scan.repeated_status_events(ev)
+    got = sorted((r.message_id, r.new_status if pd.notna(r.new_status) else None, r.repeats)
+                 for r in rep.itertuples())
+    assert got == [("a", "SENT", 2), ("b", "FAILED", 1), ("c", "SENT", 1)]
