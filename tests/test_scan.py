@@ -154,7 +154,8 @@ def test_repeated_status_events_are_exact_keys_counted_once_each():
                                           ("b", "FAILED", at[2]), ("c", "SENT", at[3]), ("c", "SENT", at[3]),
                                           ("d", "SENT", at[3])]
     ev = Evidence.from_records(Window(T0, T0 + pd.Timedelta(minutes=5)), status_events=[
-        {"event_id": str(i), "message_id": m, "new_status": s, "timestamp": t} for i, (m, s, t) in enumerate(rows)])
+        {"event_id": str(i), "message_id": m, "new_status": s, "timestamp": t, "derived": False}
+        for i, (m, s, t) in enumerate(rows)])
     rep = scan.repeated_status_events(ev)
     got = sorted((r.message_id, r.new_status if pd.notna(r.new_status) else None, r.repeats)
                  for r in rep.itertuples())
