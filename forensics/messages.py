@@ -16,7 +16,6 @@ never one Python object per row. The status history is asked through DuckDB
 
 from __future__ import annotations
 
-import ctypes
 import weakref
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -248,16 +247,6 @@ def release(index: MessageIndex) -> MessageIndex | ReleasedIndex:
     _INDEXES.pop(id(evidence), None)
     forget_status(evidence)
     return kept
-
-
-def return_freed_memory() -> None:
-    """Hand the heap that freed tables leave to the system (glibc keeps it for reuse, in
-    fragments the next period's messages do not fit: 0.4 GB of 1.2 GB after a 1M-message
-    baseline's detectors); nothing where the C library has no ``malloc_trim``."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _messages(evidence: Evidence) -> pd.DataFrame:

@@ -25,6 +25,7 @@ to ``~/.cache/chat4all-forensics/duckdb`` (``CHAT4ALL_FORENSICS_CACHE`` moves it
 
 from __future__ import annotations
 
+import ctypes
 import os
 import weakref
 from dataclasses import dataclass
@@ -108,8 +109,10 @@ def materialise(stored: StoredTable) -> pd.DataFrame:
     """A stored table read whole into its canonical frame (drill-down; small windows; a
     deferred table as the lean bundle read reads it, then cut to its scope)."""
     if stored.lean is not None:
-        frame = read_lean(stored.name, stored.path, stored.lean)
-        return schema.validate(stored.name, schema.conform(stored.name, _in_scope(stored, frame)))
+        frame = schema.validate(stored.name, schema.conform(stored.name, _in_scope(stored, read_lean(
+            stored.name, stored.path, stored.lean))))
+        return_freed_memory()  # the file's decoded pages and Arrow's intermediate copies: 1.5 GB at 10M
+        return frame
     with _open() as con:
         frame = _stored_relation(con, stored).to_arrow_table().to_pandas()
     return schema.validate(stored.name, schema.conform(stored.name, frame))
@@ -156,6 +159,16 @@ def _same_text(a: pd.Series, b: pd.Series) -> bool:
     if a.isna().any() or b.isna().any():
         return bool(a.isna().equals(b.isna()) and (a.dropna() == b.dropna()).all())
     return bool(pc.all(pc.equal(a.array._pa_array, b.array._pa_array)).as_py())
+
+
+def return_freed_memory() -> None:
+    """Hand the heap that freed tables leave to the system (glibc keeps it for reuse, in
+    fragments the next period's messages do not fit: 0.4 GB of 1.2 GB after a 1M-message
+    baseline's detectors); nothing where the C library has no ``malloc_trim``."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _in_scope(stored: StoredTable, frame: pd.DataFrame) -> pd.DataFrame:

@@ -297,10 +297,20 @@ def classify_series(texts: pd.Series, channel: pd.Series | str | None = None) ->
     distinct errors cost a few classifications plus a factorisation. Null texts give
     all-null rows.
     """
-    n = len(texts)
     index = texts.index
-    if n == 0:
+    if not len(texts):
         return pd.DataFrame({c: pd.Series(dtype=d) for c, d in COLUMNS.items()}, index=index)
+    codes, table = classify_codes(texts, channel)
+    out = table.take(codes).reset_index(drop=True)
+    out.index = index
+    return out
+
+
+def classify_codes(texts: pd.Series, channel: pd.Series | str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    """What :func:`classify_series` gives, before it is spread over the rows: per row, the
+    position of its classification in a table with one row per distinct (text, channel) pair
+    (an all-null row for null texts). A caller that keeps a few of many rows takes only those."""
+    n = len(texts)
     t = texts.astype(schema.STR)
     t_codes, t_uniques = pd.factorize(t, use_na_sentinel=True)
     if len(t_uniques) > _MASK_FROM:
@@ -326,10 +336,7 @@ def classify_series(texts: pd.Series, channel: pd.Series | str | None = None) ->
         result = classify(t_uniques[key // len(c_uniques)], c_uniques[key % len(c_uniques)]).to_dict()
         rows.append(result)
     table = pd.DataFrame([r or {} for r in rows], columns=list(COLUMNS))
-    table = table.astype({c: d for c, d in COLUMNS.items()})
-    out = table.take(p_codes).reset_index(drop=True)
-    out.index = index
-    return out
+    return p_codes, table.astype({c: d for c, d in COLUMNS.items()})
 
 
 def describe(c: Classification) -> str:

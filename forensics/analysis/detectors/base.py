@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 
 from forensics import schema
-from forensics.analysis.classify import classify_series
+from forensics.analysis.classify import classify_codes, classify_series
 from forensics.errors import ForensicsError, ParameterError
 from forensics.evidence import Evidence
-from forensics.messages import MessageIndex, message_index, release, return_freed_memory
+from forensics.messages import MessageIndex, message_index, release
 from forensics.profiles import Profile, load_profile
-from forensics.scan import status_rows
+from forensics.scan import return_freed_memory, status_rows
 from forensics.series import STUCK_PENDING_S
 from forensics.timeutil import NAT, NS
 from forensics.timeutil import to_ns as to_ns  # the family modules read it here
@@ -249,7 +249,7 @@ class Context:
                                                                      ("origin", schema.STR))})
             return pd.concat([out, classify_series(out["text"])], axis=1)
         m = self.messages
-        parts = [pd.DataFrame({"position": failed_pos, "text": schema.take_text(m["error_message"], failed_pos).to_numpy(),
+        parts = [pd.DataFrame({"position": failed_pos, "text": schema.take_text(m["error_message"], failed_pos).array,
                                "origin": "messages.error_message", "prio": 0})]
         is_failed = np.zeros(self.n_messages, dtype=bool)
         is_failed[failed_pos] = True
@@ -261,7 +261,7 @@ class Context:
             pos = self.positions(frame["message_id"])
             keep = (pos >= 0) & is_failed[np.maximum(pos, 0)]
             if keep.any():
-                parts.append(pd.DataFrame({"position": pos[keep], "text": frame[text_col].to_numpy()[keep],
+                parts.append(pd.DataFrame({"position": pos[keep], "text": frame[text_col].astype(schema.STR).array[keep],
                                            "origin": origin, "prio": prio}))
 
         add(status_rows(self.evidence, ("FAILED",), ("message_id", "error_message")), "error_message",
@@ -274,15 +274,14 @@ class Context:
             add(logs.loc[mask, ["message_id", "message"]], "message", "log_events.message", 3)
         cand = pd.concat(parts, ignore_index=True)
         cand["text"] = cand["text"].astype(schema.STR)
-        chan = self.values("channel", cand["position"].to_numpy())
-        cls = classify_series(cand["text"], pd.Series(chan, dtype=schema.STR, index=cand.index))
-        score = np.where(cls["cause"].notna(), 0, np.where(cls["entry_id"].notna(), 1, np.where(cand["text"].notna(),
-                                                                                               2, 3)))
-        cand = pd.concat([cand, cls], axis=1)
-        cand["score"] = score
-        cand = cand.sort_values(["position", "score", "prio"], kind="stable").drop_duplicates("position")
-        cand = cand.drop(columns=["prio", "score"]).reset_index(drop=True)
-        return cand[cols + list(cls.columns)]
+        position = cand["position"].to_numpy()
+        codes, table = classify_codes(cand["text"], pd.Series(self.values("channel", position), dtype=schema.STR))
+        by_pair = np.where(table["cause"].notna(), 0, np.where(table["entry_id"].notna(), 1, 2))
+        score = np.where(cand["text"].notna().to_numpy(dtype=bool), by_pair[codes], 3)
+        order = np.lexsort((cand["prio"].to_numpy(), score, position))  # stable: ties keep the sources' order
+        best = order[np.r_[True, position[order][1:] != position[order][:-1]]]  # each position's first
+        chosen = cand[cols].iloc[best].reset_index(drop=True)
+        return pd.concat([chosen, table.take(codes[best]).reset_index(drop=True)], axis=1)
 
     @cached_property
     def log_errors(self) -> pd.DataFrame:
