@@ -80,7 +80,7 @@ def test_no_workers_is_refused(tmp_path):
 VARIANTS = {
     "default": [],
     "no-baseline-noise-under-way": ["--baseline", "none", "--noise", "--under-way"],
-    "partial-evidence-keep-secrets": ["--collected", "mongo,logs", "--keep-secrets", "--baseline", "30m"],
+    "partial-evidence-keep-secrets": ["--collected", "mongo,logs", "--keep-secrets", "--baseline", "30m", "--workers", "2"],
 }
 
 
