@@ -52,8 +52,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from forensics import schema, units
 from forensics.analysis.detectors.base import (
@@ -65,6 +63,7 @@ from forensics.analysis.detectors.base import (
     _message_refs,
     _ts,
     detector,
+    identity_rows,
     ref,
     to_ns,
 )
@@ -270,10 +269,6 @@ IDENTITY_CLASSES = np.array(["valid", "malformed", "unverified", "no identity"],
 or not; its external identity is unverified, or unknown (only when identities were collected)."""
 
 
-US = pa.scalar("\x1f", pa.large_string())
-"""The separator of a (platform, platform id) key: the unit separator, in no id."""
-
-
 def identity_class(ctx: Context) -> np.ndarray:
     """Per message: the code of its recipient's class in IDENTITY_CLASSES (-1: no external recipient).
     Judged once per distinct (channel, recipient)."""
@@ -289,11 +284,8 @@ def identity_class(ctx: Context) -> np.ndarray:
     valid = format_valid(channel, rid)
     cls = np.where(valid.isna().to_numpy(), -1, np.where(valid.fillna(True).to_numpy(dtype=bool), 0, 1))
     idents = ctx.table("identities")
-    if len(idents):  # each pair's first identity row, by Arrow's hash lookup of "platform<US>id"
-        known = pc.binary_join_element_wise(schema.arrow_text(idents["platform"]),
-                                            schema.arrow_text(idents["platform_user_id"]), US).combine_chunks()
-        asked = pc.binary_join_element_wise(schema.arrow_text(channel), schema.arrow_text(rid), US)
-        at = pc.fill_null(pc.index_in(asked, value_set=known, skip_nulls=True), -1).to_numpy().astype(np.int64)
+    if len(idents):
+        at = identity_rows(idents, channel, rid)
         verified = idents["verified"].to_numpy(dtype=object, na_value=None)[np.maximum(at, 0)]
         cls = np.where((cls == 0) & (at < 0), 3, np.where((cls == 0) & (verified == False), 2, cls))  # noqa: E712
     return cls[inverse.reshape(-1)]

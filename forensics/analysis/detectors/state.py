@@ -15,6 +15,7 @@ from forensics.analysis.detectors.base import (
     _message_refs,
     _ts,
     detector,
+    identity_rows,
     ref,
 )
 from forensics.scan import lock_rows
@@ -82,12 +83,10 @@ def recipient_identity(ctx: Context) -> Iterable[Finding]:
     failed = np.flatnonzero(ctx.failed)
     if not len(failed):
         return []
-    key = ids.drop_duplicates(["platform", "platform_user_id"]).set_index(["platform", "platform_user_id"])
-    look = pd.MultiIndex.from_arrays([ctx.values("channel", failed), ctx.values("recipient_id", failed)])
-    at = key.index.get_indexer(look)
+    at = identity_rows(ids, ctx.values("channel", failed), ctx.values("recipient_id", failed))
     found = at >= 0
-    fmt = np.where(found, key["format_valid"].to_numpy(dtype=object, na_value=None)[np.maximum(at, 0)], None)
-    ver = np.where(found, key["verified"].to_numpy(dtype=object, na_value=None)[np.maximum(at, 0)], None)
+    fmt = np.where(found, ids["format_valid"].to_numpy(dtype=object, na_value=None)[np.maximum(at, 0)], None)
+    ver = np.where(found, ids["verified"].to_numpy(dtype=object, na_value=None)[np.maximum(at, 0)], None)
     kinds = {"malformed": found & (fmt == False), "unverified": found & (fmt != False) & (ver == False),  # noqa: E712
              "no_identity": ~found}
     out = []
