@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from functools import cached_property
 from numbers import Real
 from typing import Any
@@ -166,6 +166,15 @@ def _value(v: Any) -> Any:
     return None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
 
 
+def _without_members(counted: Any) -> Any:
+    """A localisation count (or list of them) without the closures that find its messages (each
+    holds per-message arrays): a released period's counts are compared with, never drilled into."""
+    if isinstance(counted, list):
+        return [_without_members(c) for c in counted]
+    return replace(counted, members=None, times=None) if is_dataclass(counted) and hasattr(counted, "members") \
+        else counted
+
+
 class _FromIndex:
     """A :class:`Context` attribute that is its message index's attribute of the same name
     (:class:`forensics.messages.MessageIndex`, where each is documented)."""
@@ -216,6 +225,7 @@ class Context:
         another period with it reads (:func:`forensics.messages.release`): a baseline's
         messages then cost memory only while its own detectors run."""
         self.__dict__["index"] = release(self.index)
+        self.counted = {count: _without_members(c) for count, c in self.counted.items()}
         return_freed_memory()
 
     # The index's arrays and lookups under the names the detectors read (positions of ``messages``).

@@ -244,7 +244,7 @@ def undelivered(ctx: Context) -> np.ndarray:
 def _message_counts(ctx: Context, attribute: str, level: np.ndarray, names: np.ndarray, by_channel: bool,
                     failing: np.ndarray) -> Counts:
     valid = ctx.created_ns != NAT
-    level = np.where(valid, level, -1)
+    level = np.where(valid, level, -1).astype(np.int32)  # kept by ``members``: 4 bytes a message, not 8
     codes, uniques = ctx.codes("channel")
     cells = _cells(level, names, failing, codes if by_channel else None, uniques if by_channel else None)
 
