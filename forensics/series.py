@@ -48,10 +48,13 @@ def delivery_observations(ev: Evidence) -> pd.DataFrame:
     What a delivery-time histogram observes: every DELIVERED event (duplicates included),
     at the time of the event.
     """
-    d = transitions(ev, "DELIVERED").copy()
+    d = transitions(ev, "DELIVERED")
     start = message_index(ev).created_by_code[d["code"].to_numpy()]
-    d["latency_s"] = np.where(start != NAT, (d["at"].to_numpy() - start) / NS, np.nan)
-    return d[np.isfinite(d["latency_s"]) & (d["latency_s"] >= 0)].reset_index(drop=True)
+    latency = np.where(start != NAT, (d["at"].to_numpy() - start) / NS, np.nan)
+    keep = np.isfinite(latency) & (latency >= 0)
+    out = d[keep].reset_index(drop=True)  # the one copy (10M deliveries: 0.4 GB), not two
+    out["latency_s"] = latency[keep]
+    return out
 
 
 def stuck_intervals(ev: Evidence, stuck_after_s: float = STUCK_PENDING_S) -> tuple[np.ndarray, np.ndarray]:
