@@ -79,6 +79,7 @@ from forensics.evidence import Evidence
 from forensics.messages import message_index
 from forensics.rules import Rule as Rule
 from forensics.rules import load_rules, renames
+from forensics.scan import return_freed_memory
 from forensics.series import (
     STUCK_PENDING_S,
     count_in,
@@ -553,6 +554,7 @@ def detection(evidence: Evidence, rules: Iterable[Rule | str | Path] | Rule | st
             if rule.kind == "alert" and not rule.evidence:
                 replays.append(RuleReplay(rule, "metrics", notes=["not evaluated: the evidence holds no metrics"]))
     replays += _replay_evidence(chosen, evidence, step)
+    return_freed_memory()  # the replayed series and their per-message intermediates
     frame = _result_frame(replays)
     fired = fired_alerts(metrics)
     frame["fired_at"] = schema.to_utc(pd.Series([fired.get(r) for r in frame["rule"]], dtype=object))

@@ -67,6 +67,7 @@ from forensics.analysis.significance import (  # noqa: F401  (ALPHA, CHANGED, MI
     rate_test,
 )
 from forensics.evidence import Evidence
+from forensics.scan import return_freed_memory
 from forensics.timeutil import iso
 
 BINS = 60
@@ -400,6 +401,7 @@ def analyse_change(evidence: Evidence, detection: Detection, thresholds: Thresho
     localise(detection, baseline)
     judge(detection, baseline)
     set_onsets(detection)
+    return_freed_memory()  # the localisers' and measures' intermediate frames
     return ChangeAnalysis(kind, base.window.to_dict() if base is not None else None, incident_onset(detection),
                           baseline)
 
