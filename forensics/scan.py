@@ -19,7 +19,7 @@ DuckDB of a cluster (see the README's "Beyond one machine").
 Times come back as int64 ns (``epoch_ns``): exact from Parquet; DuckDB reads a tz-aware
 pandas column at microsecond precision, which every source's timestamps (ms; spans µs) fit.
 
-Settings: ``FORENSICS_DUCKDB_MEMORY`` (default ``1GB``) caps DuckDB's memory; spill files go
+Settings: ``FORENSICS_DUCKDB_MEMORY`` (default ``2GB``; ``1GB`` for the status flow) caps DuckDB's memory; spill files go
 to ``~/.cache/chat4all-forensics/duckdb`` (``CHAT4ALL_FORENSICS_CACHE`` moves it).
 """
 
@@ -45,10 +45,14 @@ from forensics.timeutil import NAT
 if TYPE_CHECKING:  # annotations only: evidence asks this module about its stored tables
     from forensics.evidence import Evidence, StoredTable
 
-MEMORY_LIMIT = "1GB"
-"""DuckDB's working memory per question: above it joins, aggregates, window functions and sorts
-spill to disk. 1 GB keeps a 10M-message report's status-flow question from adding 1.2 GB at its
-peak (2 GB did), for 7 s more CPU there."""
+MEMORY_LIMIT = "2GB"
+"""DuckDB's working memory per question (``FORENSICS_DUCKDB_MEMORY``): above it joins,
+aggregates, window functions and sorts spill to disk."""
+LATE_MEMORY_LIMIT = "1GB"
+"""The same for the questions a report asks after its analysis (the status flow), when the
+analysis' results are held too: at 2 GB the status-flow question added 1.2 GB at a 10M-message
+report's end; at 1 GB it adds nothing, for 7 s more CPU. (The detectors' questions at 1 GB cost
+30 s more CPU at 10M and lowered nothing.)"""
 
 
 def spill_directory() -> Path:
@@ -56,18 +60,18 @@ def spill_directory() -> Path:
     return root / "duckdb"
 
 
-def _open() -> duckdb.DuckDBPyConnection:
+def _open(memory_limit: str = MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
     spill = spill_directory()
     spill.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(config={"memory_limit": os.environ.get("FORENSICS_DUCKDB_MEMORY") or MEMORY_LIMIT,
+    return duckdb.connect(config={"memory_limit": os.environ.get("FORENSICS_DUCKDB_MEMORY") or memory_limit,
                                   "temp_directory": str(spill), "preserve_insertion_order": False})
 
 
-def connect(evidence: Evidence, *names: str) -> duckdb.DuckDBPyConnection:
+def connect(evidence: Evidence, *names: str, memory_limit: str = MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection in which each table of ``names`` is a view of the evidence's table:
     its stored Parquet file (scoped to its window and channel), its DataFrame, or an empty
     table of the right shape when it was not collected."""
-    con = _open()
+    con = _open(memory_limit)
     for name in names:
         stored = evidence.stored.get(name)
         if stored is not None:
@@ -97,9 +101,10 @@ def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) 
     return con.sql(sql, params=params or None).to_arrow_table().to_pandas()
 
 
-def query(evidence: Evidence, sql: str, tables: tuple[str, ...], params: list | None = None) -> pd.DataFrame:
+def query(evidence: Evidence, sql: str, tables: tuple[str, ...], params: list | None = None,
+          memory_limit: str = MEMORY_LIMIT) -> pd.DataFrame:
     """``sql`` (table names as in the schema) over the evidence's ``tables``, as a DataFrame."""
-    with connect(evidence, *tables) as con:
+    with connect(evidence, *tables, memory_limit=memory_limit) as con:
         return fetch(con, sql, params)
 
 
@@ -345,7 +350,7 @@ def status_steps(evidence: Evidence, max_steps: int) -> pd.DataFrame:
             WINDOW w AS (PARTITION BY message_id ORDER BY timestamp, new_status))
         SELECT step AS src_step, status AS src, next_step AS dst_step, next_status AS dst, count(*) AS size
         FROM seq WHERE next_status IS NOT NULL AND step < next_step GROUP BY ALL ORDER BY ALL""",
-                 ("status_events",), [max_steps, max_steps])
+                 ("status_events",), [max_steps, max_steps], memory_limit=LATE_MEMORY_LIMIT)
 
 
 def lock_rows(evidence: Evidence, kind: str, message_ids: pd.Series | None = None) -> pd.DataFrame:
