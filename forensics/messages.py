@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # annotations only
     from forensics.evidence import Evidence
 
 NEVER = np.iinfo(np.int64).max
+MANY_VALUES = 2**16
+"""Distinct values of a column from which :meth:`MessageIndex.codes` keeps them in Arrow."""
 """The int64 ns of "never" (a message that never left PENDING)."""
 
 
@@ -124,11 +126,16 @@ class MessageIndex:
     # ---- text columns as codes ------------------------------------------------------------
     def codes(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """``messages[column]`` factorised once: (codes per position, -1 for null, in the smallest
-        signed integer type that holds them; the distinct values as objects)."""
+        signed integer type that holds them; the distinct values as objects, or, when there are
+        :data:`MANY_VALUES` or more (conversation and recipient ids), as the Arrow-backed array
+        factorising gave: millions of ids as Python objects cost 90 bytes each, kept)."""
         if column not in self._factorized:
             codes, uniques = pd.factorize(self.messages[column], use_na_sentinel=True)
             small = np.int8 if len(uniques) < 2**7 else np.int16 if len(uniques) < 2**15 else np.int32
-            self._factorized[column] = (codes.astype(small), np.asarray(uniques, dtype=object))
+            array = uniques.array if isinstance(uniques, pd.Index) else uniques
+            kept = array if len(array) >= MANY_VALUES and isinstance(array, pd.api.extensions.ExtensionArray) \
+                else np.asarray(array, dtype=object)
+            self._factorized[column] = (codes.astype(small), kept)
         return self._factorized[column]
 
     def values(self, column: str, positions: np.ndarray) -> np.ndarray:
@@ -273,5 +280,5 @@ def _default_index(frame: pd.DataFrame) -> bool:
 
 def _code_of(uniques: np.ndarray, value: str) -> int:
     """The code of ``value`` among ``uniques``; -2 (matches no code) when absent."""
-    hits = np.flatnonzero(uniques == value)
+    hits = np.flatnonzero(np.asarray(uniques == value, dtype=bool))
     return int(hits[0]) if len(hits) else -2

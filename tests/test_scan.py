@@ -160,3 +160,22 @@ def test_repeated_status_events_are_exact_keys_counted_once_each():
     got = sorted((r.message_id, r.new_status if pd.notna(r.new_status) else None, r.repeats)
                  for r in rep.itertuples())
     assert got == [("a", "SENT", 2), ("b", "FAILED", 1), ("c", "SENT", 1)]
+
+
+def test_many_distinct_values_are_kept_in_arrow_with_the_same_answers():
+    """Conversation and recipient ids (millions at scale) are not kept as Python objects."""
+    from forensics.messages import MANY_VALUES
+
+    n = MANY_VALUES + MANY_VALUES // 6 + 100
+    conv = pd.array([f"c{i}" if i % 7 else None for i in range(n)], dtype=schema.STR)
+    ev = Evidence.from_records(Window(T0, T0 + pd.Timedelta(hours=1)), messages=pd.DataFrame({
+        "message_id": [f"m{i}" for i in range(n)], "conversation_id": conv, "channel": "WHATSAPP",
+        "status": "SENT", "created_at": T0}))
+    index = message_index(ev)
+    codes, uniques = index.codes("conversation_id")
+    assert not isinstance(uniques, np.ndarray) and len(uniques) == n - len(range(0, n, 7))
+    pos = np.array([0, 1, 8, n - 1])
+    assert index.values("conversation_id", pos).tolist() == [None, "c1", "c8", f"c{n - 1}" if (n - 1) % 7 else None]
+    assert index.is_value("conversation_id", "c8").sum() == 1 and index.is_value("conversation_id", "nope").sum() == 0
+    assert index.distinct("conversation_id", np.arange(14)) == 12
+    assert isinstance(index.codes("channel")[1], np.ndarray)  # few values: objects, as before
