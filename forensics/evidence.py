@@ -40,7 +40,8 @@ DEFERRED_TABLES = ("messages",)
 """Tables a lean bundle read leaves on disk until first asked for (``Evidence.table``), so the
 analysis decides when each period's messages are in memory: a baseline's detectors run and
 let its messages go before the window's are read (:mod:`forensics.analysis.change`)."""
-UNREAD_COLUMNS = {"messages": ("content", "sender_id", "platform_message_id", "file_id", "content_type", "error_field"),
+UNREAD_COLUMNS = {"messages": ("content", "sender_id", "platform_message_id", "file_id", "content_type", "error_field",
+                               "recipient_count"),
                   "dlq_records": ("payload", "headers")}
 """Columns no analysis reads (texts, payloads): a lean read of a bundle leaves them on disk."""
 

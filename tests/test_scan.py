@@ -32,7 +32,7 @@ def test_stored_tables_stay_on_disk_and_give_the_same_analysis(incident):
     assert set(on_disk.baseline.stored) == left
     assert on_disk.row_counts() == ev.row_counts()
     assert on_disk.unread["messages"] == ("content", "sender_id", "platform_message_id", "file_id", "content_type",
-                                          "error_field")
+                                          "error_field", "recipient_count")
     assert on_disk.table("messages")["content"].isna().all() and on_disk.table("dlq_records")["payload"].isna().all()
     a, b = analyze(ev), analyze(on_disk)
     pd.testing.assert_frame_equal(a.findings, b.findings)

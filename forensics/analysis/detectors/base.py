@@ -298,7 +298,9 @@ class Context:
     @cached_property
     def log_errors(self) -> pd.DataFrame:
         """ERROR/WARN log lines and lines with a stack trace, classified (same index as the log
-        table); the stack trace's first line is classified with the message."""
+        table); the stack trace's first line is classified with the message. ``message`` is the
+        line's message, else its raw line; the raw lines and stack traces themselves are not
+        kept (the log table has them)."""
         logs = self.table("log_events")
         if not len(logs):
             return logs.assign(**{c: pd.Series(dtype=d) for c, d in (("signature", schema.STR),)})
@@ -314,6 +316,7 @@ class Context:
             text = text.where(~trace, text.fillna("") + " | " + first_line)
         chan = sel["service"].map(self.service_channels)
         cls = classify_series(text, chan.astype(schema.STR))
+        sel = sel.assign(message=sel["message"].fillna(sel["raw"])).drop(columns=["raw", "stack_trace"])
         return pd.concat([sel, cls.drop(columns=[c for c in cls.columns if c in sel.columns])], axis=1)
 
 

@@ -172,7 +172,7 @@ def missing_topics(ctx: Context) -> Iterable[Finding]:
     topic_logs = logs[logs["signature"] == "kafka.unknown_topic_or_partition"] if len(logs) else logs
     named: dict[str, pd.DataFrame] = {}
     if len(topic_logs):
-        text = topic_logs["message"].fillna(topic_logs["raw"]).fillna("")
+        text = topic_logs["message"].fillna("")  # the message, else the raw line (Context.log_errors)
         for name in sorted(expected, key=len, reverse=True):
             hit = text.str.contains(name, regex=False)
             hit &= ~text.index.isin([i for f in named.values() for i in f.index])
