@@ -19,7 +19,7 @@ DuckDB of a cluster (see the README's "Beyond one machine").
 Times come back as int64 ns (``epoch_ns``): exact from Parquet; DuckDB reads a tz-aware
 pandas column at microsecond precision, which every source's timestamps (ms; spans µs) fit.
 
-Settings: ``FORENSICS_DUCKDB_MEMORY`` (default ``2GB``; ``1GB`` for the status flow) caps DuckDB's memory; spill files go
+Settings: ``FORENSICS_DUCKDB_MEMORY`` (default ``2GB``; ``1GB`` after the detectors) caps DuckDB's memory; spill files go
 to ``~/.cache/chat4all-forensics/duckdb`` (``CHAT4ALL_FORENSICS_CACHE`` moves it).
 """
 
@@ -49,10 +49,11 @@ MEMORY_LIMIT = "2GB"
 """DuckDB's working memory per question (``FORENSICS_DUCKDB_MEMORY``): above it joins,
 aggregates, window functions and sorts spill to disk."""
 LATE_MEMORY_LIMIT = "1GB"
-"""The same for the questions a report asks after its analysis (the status flow), when the
-analysis' results are held too: at 2 GB the status-flow question added 1.2 GB at a 10M-message
-report's end; at 1 GB it adds nothing, for 7 s more CPU. (The detectors' questions at 1 GB cost
-30 s more CPU at 10M and lowered nothing.)"""
+"""The same for the questions asked after the detectors, when the analysis' results are held
+too (the status transitions alert replay and the figures read, the status flow): at 2 GB the
+status-flow question added 1.2 GB at a 10M-message report's end and the transitions' sort
+2.5 GB at alert replay; at 1 GB the status flow adds nothing, for 7 s more CPU. (The detectors'
+questions at 1 GB cost 30 s more CPU at 10M and lowered nothing.)"""
 
 
 def spill_directory() -> Path:
@@ -299,7 +300,7 @@ def transitions(evidence: Evidence, message_ids: pd.Series, statuses: tuple[str,
     messages of ``message_ids``), status, channel (``UNKNOWN`` when null), at (ns), in time order."""
     orphans = message_status(evidence, message_ids).orphan_ids
     marks = ", ".join("?" for _ in statuses)
-    with connect(evidence, "status_events") as con:
+    with connect(evidence, "status_events", memory_limit=LATE_MEMORY_LIMIT) as con:  # asked by alert replay
         con.register("ids", _ids(message_ids))
         con.register("orphans", pa.table({"message_id": pa.array(orphans, type=pa.large_string()),
                                           "code": len(message_ids) + np.arange(len(orphans), dtype=np.int64)}))
