@@ -42,7 +42,7 @@ analysis decides when each period's messages are in memory: a baseline's detecto
 let its messages go before the window's are read (:mod:`forensics.analysis.change`)."""
 UNREAD_COLUMNS = {"messages": ("content", "sender_id", "platform_message_id", "file_id", "content_type", "error_field",
                                "recipient_count"),
-                  "dlq_records": ("payload", "headers")}
+                  "dlq_records": ("payload", "headers"), "identities": ("user_id", "display_name")}
 """Columns no analysis reads (texts, payloads): a lean read of a bundle leaves them on disk."""
 
 
