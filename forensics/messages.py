@@ -33,9 +33,9 @@ if TYPE_CHECKING:  # annotations only
     from forensics.evidence import Evidence
 
 NEVER = np.iinfo(np.int64).max
+"""The int64 ns of "never" (a message that never left PENDING)."""
 MANY_VALUES = 2**16
 """Distinct values of a column from which :meth:`MessageIndex.codes` keeps them in Arrow."""
-"""The int64 ns of "never" (a message that never left PENDING)."""
 
 
 class MessageIndex:

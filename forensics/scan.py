@@ -19,8 +19,8 @@ DuckDB of a cluster (see the README's "Beyond one machine").
 Times come back as int64 ns (``epoch_ns``): exact from Parquet; DuckDB reads a tz-aware
 pandas column at microsecond precision, which every source's timestamps (ms; spans µs) fit.
 
-Settings: ``FORENSICS_DUCKDB_MEMORY`` (default ``2GB``; ``1GB`` after the detectors) caps DuckDB's memory; spill files go
-to ``~/.cache/chat4all-forensics/duckdb`` (``CHAT4ALL_FORENSICS_CACHE`` moves it).
+Settings: ``FORENSICS_DUCKDB_MEMORY`` (default ``2GB``; ``1GB`` after the detectors) caps DuckDB's
+memory; spill files go to ``~/.cache/chat4all-forensics/duckdb`` (``CHAT4ALL_FORENSICS_CACHE`` moves it).
 """
 
 from __future__ import annotations

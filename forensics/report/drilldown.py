@@ -46,9 +46,6 @@ def scope(evidence: Evidence, window: Window, channel: str | None = None) -> Evi
         if channel is not None and "channel" in frame.columns:
             keep &= frame["channel"].isna() | frame["channel"].eq(channel)
         tables[name] = frame[keep.to_numpy()].reset_index(drop=True)
-    stored = {name: replace(s, rows=None, window=window if window != evidence.window else s.window,
-                            channel=channel if channel is not None else s.channel)
-              for name, s in evidence.stored.items()}
     baseline = scope(evidence.baseline, evidence.baseline.window, channel) if evidence.baseline is not None else None
     stored = {name: replace(s, rows=None, window=window if window != evidence.window else s.window,
                             channel=channel if channel is not None else s.channel)
