@@ -554,6 +554,8 @@ def read_bundle(path: str | Path, *, verify: bool = True, tables: list[str] | No
             for part in (ev, ev.baseline):
                 for name in list(part.stored) if part is not None else []:
                     part.table(name)
+                if part is not None:
+                    part.read_from.clear()  # their files go with the unpacked copy: nothing to read again
             return ev
     return _read_dir(path, verify, tables, lean, label=str(path))
 

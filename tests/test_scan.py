@@ -100,6 +100,8 @@ def test_a_lean_archive_reads_its_stored_tables_whole(incident, tmp_path):
     packed = write_bundle(ev, tmp_path / "b.tar.gz", archive=True)
     lean = read_bundle(packed, lean=True)
     assert not lean.stored and len(lean.table("status_events")) == len(ev.table("status_events"))
+    for part in (lean, lean.baseline):  # the unpacked files are gone: nothing may be let go to them
+        assert not part.release("messages") and "messages" in part.tables
 
 
 def test_a_stored_table_is_scoped_like_a_frame_and_read_whole_on_demand(incident):
