@@ -44,6 +44,7 @@ from forensics.timeutil import NAT
 
 if TYPE_CHECKING:  # annotations only: evidence asks this module about its stored tables
     from forensics.evidence import Evidence, StoredTable
+    from forensics.timeutil import Window
 
 MEMORY_LIMIT = "2GB"
 """DuckDB's working memory per question (``FORENSICS_DUCKDB_MEMORY``): above it joins,
@@ -180,17 +181,22 @@ def return_freed_memory() -> None:
         pass
 
 
-def _in_scope(stored: StoredTable, frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``frame`` in the stored table's scope, as :func:`_stored_relation` cuts them
-    (rows of an unknown time or channel are kept)."""
-    table = schema.table(stored.name)
+def rows_in_scope(name: str, frame: pd.DataFrame, window: Window | None, channel: str | None) -> pd.DataFrame:
+    """The rows of table ``name`` timed in ``window`` (None: any time) and of ``channel`` (None:
+    any), rows of an unknown time or channel kept, as :func:`_stored_relation` cuts a stored
+    table; ``frame`` itself when every row is in scope."""
+    table = schema.table(name)
     keep = np.ones(len(frame), dtype=bool)
-    if stored.window is not None and table.time_column:
+    if window is not None and table.time_column:
         t = schema.to_utc(frame[table.time_column]).astype(schema.UTC_TS).array.asi8
-        keep &= (t == NAT) | ((t >= stored.window.start.value) & (t < stored.window.end.value))
-    if stored.channel is not None and "channel" in table.names:
-        keep &= (frame["channel"].isna() | frame["channel"].eq(stored.channel)).to_numpy(dtype=bool)
+        keep &= (t == NAT) | ((t >= window.start.value) & (t < window.end.value))
+    if channel is not None and "channel" in table.names:
+        keep &= (frame["channel"].isna() | frame["channel"].eq(channel)).to_numpy(dtype=bool)
     return frame if keep.all() else frame[keep].reset_index(drop=True)
+
+
+def _in_scope(stored: StoredTable, frame: pd.DataFrame) -> pd.DataFrame:
+    return rows_in_scope(stored.name, frame, stored.window, stored.channel)
 
 
 def stored_columns(stored: StoredTable, columns: list[str]) -> pd.DataFrame:

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from forensics import schema
 from forensics.catalog import check_platform_limits
 from forensics.errors import ParameterError
 from forensics.evidence import Evidence, clamp_window
 from forensics.report.params import EvidenceParams
+from forensics.scan import rows_in_scope
 from forensics.timeutil import Window, iso
 
 if TYPE_CHECKING:
@@ -36,16 +36,8 @@ def scope(evidence: Evidence, window: Window, channel: str | None = None) -> Evi
     baseline keeps its own window and is scoped to the same channel."""
     if window == evidence.window and channel is None:
         return evidence
-    tables = {}
-    for name, frame in evidence.tables.items():
-        keep = pd.Series(True, index=frame.index)
-        tcol = schema.table(name).time_column
-        if tcol and window != evidence.window:
-            t = frame[tcol]
-            keep &= t.isna() | ((t >= window.start) & (t < window.end))
-        if channel is not None and "channel" in frame.columns:
-            keep &= frame["channel"].isna() | frame["channel"].eq(channel)
-        tables[name] = frame[keep.to_numpy()].reset_index(drop=True)
+    cut = window if window != evidence.window else None
+    tables = {name: rows_in_scope(name, frame, cut, channel) for name, frame in evidence.tables.items()}
     baseline = scope(evidence.baseline, evidence.baseline.window, channel) if evidence.baseline is not None else None
     stored = {name: replace(s, rows=None, window=window if window != evidence.window else s.window,
                             channel=channel if channel is not None else s.channel)
